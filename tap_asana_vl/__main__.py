@@ -1,0 +1,5 @@
+"""Allow `python -m tap_asana_vl`."""
+
+from tap_asana_vl.tap import TapAsanaVl
+
+TapAsanaVl.cli()

@@ -1,0 +1,239 @@
+"""Authentication for Asana: personal access tokens and OAuth 2.0 refresh tokens.
+
+One authenticator is built per tap run and shared by every stream (and thread), so a
+single OAuth access token is minted and refreshed for the whole sync.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import typing as t
+
+import requests
+from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_OAUTH_TOKEN_URL = "https://app.asana.com/-/oauth_token"
+
+# Asana access tokens live 3600 s. Refreshing this long before expiry keeps a request that
+# is signed just before the deadline (and then waits for the rate limiter or a retry)
+# from reaching Asana with a dead token.
+EXPIRY_MARGIN_SECONDS = 300
+
+REAUTHORIZE_HINT = (
+    "Run `tap-asana-vl-auth` to authorize again and store a fresh refresh token "
+    "(TAP_ASANA_VL_REFRESH_TOKEN), then re-run the sync."
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AsanaAuthError(Exception):
+    """Asana refused our credentials; retrying cannot help."""
+
+
+def _bearer(request: requests.PreparedRequest, token: str) -> requests.PreparedRequest:
+    request.headers["Authorization"] = f"Bearer {token}"
+    return request
+
+
+def token_of(request: requests.PreparedRequest | None) -> str | None:
+    """Return the bearer token a request was sent with, if any."""
+    if request is None:
+        return None
+    header = request.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
+
+
+class AsanaPersonalTokenAuthenticator(APIAuthenticatorBase):
+    """Signs requests with a personal access token; a 401 is always fatal."""
+
+    is_oauth = False
+
+    def __init__(self, *, token: str) -> None:
+        """Keep the token; it is never logged."""
+        super().__init__()
+        self._token = token
+
+    def authenticate_request(
+        self,
+        request: requests.PreparedRequest,
+    ) -> requests.PreparedRequest:
+        """Add the Authorization header."""
+        return _bearer(request, self._token)
+
+    def reject(self, token: str | None) -> bool:  # noqa: ARG002
+        """A personal access token cannot be renewed: never retry."""
+        return False
+
+
+class AsanaOAuthAuthenticator(OAuthAuthenticator):
+    """Exchanges an OAuth refresh token for short-lived access tokens.
+
+    Differences from the SDK's base class, each for a reason:
+    - tokens are refreshed ``EXPIRY_MARGIN_SECONDS`` before they expire;
+    - refreshing is serialised by a lock, so concurrent requests refresh once;
+    - ``reject()`` lets the stream force one refresh after a 401, and refuses a second;
+    - token-endpoint errors become an ``AsanaAuthError`` that says how to re-authorize,
+      and never include a secret.
+    """
+
+    is_oauth = True
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        auth_endpoint: str = DEFAULT_OAUTH_TOKEN_URL,
+        timeout: float = 60,
+    ) -> None:
+        """Keep the OAuth client settings; no request is made until first use."""
+        super().__init__(
+            auth_endpoint=auth_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+        self.refresh_token = refresh_token
+        self._timeout = timeout
+        self._lock = threading.RLock()
+        # True while the current access token came from a refresh forced by a 401.
+        self._forced = False
+        self._force_pending = False
+        self.refresh_count = 0
+
+    @property
+    def oauth_request_body(self) -> dict[str, str]:
+        """The refresh-token grant, as Asana's token endpoint expects it."""
+        return {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id or "",
+            "client_secret": self.client_secret or "",
+            "refresh_token": self.refresh_token or "",
+        }
+
+    def is_token_valid(self) -> bool:
+        """Whether the token is fresh enough to use, keeping a safety margin."""
+        if self.access_token is None or self.last_refreshed is None:
+            return False
+        if not self.expires_in:
+            return True
+        margin = min(EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
+        age = (datetime.datetime.now(datetime.timezone.utc) - self.last_refreshed)
+        return age.total_seconds() < self.expires_in - margin
+
+    def authenticate_request(
+        self,
+        request: requests.PreparedRequest,
+    ) -> requests.PreparedRequest:
+        """Add a valid access token, refreshing it first when needed."""
+        with self._lock:
+            if not self.is_token_valid():
+                self.update_access_token()
+            token = self.access_token
+        return _bearer(request, token or "")
+
+    def reject(self, token: str | None) -> bool:
+        """Handle a 401 for ``token``: return True if the request should be retried.
+
+        The first 401 for a token forces one refresh. A 401 for a token that was itself
+        obtained by such a forced refresh means Asana does not accept what we send, so
+        the caller should fail instead of looping.
+        """
+        with self._lock:
+            if token != self.access_token:
+                # Another thread already replaced the token the request carried.
+                return True
+            if self._forced:
+                return False
+            self.access_token = None
+            self._force_pending = True
+            return True
+
+    def update_access_token(self) -> None:
+        """Exchange the refresh token for a new access token."""
+        request_time = datetime.datetime.now(datetime.timezone.utc)
+        logger.info("Requesting a new Asana OAuth access token")
+        try:
+            response = self._session.post(
+                self.auth_endpoint,
+                data=self.oauth_request_body,
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            msg = (
+                f"Could not reach the OAuth token endpoint {self.auth_endpoint} "
+                f"(setting oauth_token_url): {type(exc).__name__}"
+            )
+            raise AsanaAuthError(msg) from None
+
+        payload = _json_or_empty(response)
+        if response.status_code != 200 or "access_token" not in payload:  # noqa: PLR2004
+            raise AsanaAuthError(_token_error_message(response.status_code, payload))
+
+        self.access_token = str(payload["access_token"])
+        expires_in = payload.get("expires_in")
+        self.expires_in = int(expires_in) if expires_in else None
+        self.last_refreshed = request_time
+        self._forced, self._force_pending = self._force_pending, False
+        self.refresh_count += 1
+
+        rotated = payload.get("refresh_token")
+        if rotated and rotated != self.refresh_token:
+            # Keep using the new one for the rest of this run; the stored one may have
+            # been revoked by the rotation.
+            self.refresh_token = str(rotated)
+            logger.warning(
+                "Asana returned a new refresh token. It is used for the rest of this run, "
+                "but the stored TAP_ASANA_VL_REFRESH_TOKEN may stop working: %s",
+                REAUTHORIZE_HINT,
+            )
+
+
+def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _token_error_message(status: int, payload: Mapping[str, t.Any]) -> str:
+    """Explain a failed token refresh without echoing anything secret."""
+    error = str(payload.get("error", "")) or f"HTTP {status}"
+    if error == "invalid_grant":
+        return (
+            "Asana rejected the OAuth refresh token (invalid_grant): it was revoked, "
+            f"expired or belongs to another app. {REAUTHORIZE_HINT}"
+        )
+    if error == "invalid_client":
+        return (
+            "Asana rejected the OAuth client credentials (invalid_client): check the "
+            "client_id and client_secret settings against your app in Asana's developer "
+            "console."
+        )
+    return (
+        f"Refreshing the Asana OAuth access token failed ({error}, HTTP {status}). "
+        f"Check client_id, client_secret and refresh_token. {REAUTHORIZE_HINT}"
+    )
+
+
+AsanaAuthenticator = t.Union[AsanaPersonalTokenAuthenticator, AsanaOAuthAuthenticator]
+
+
+def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:
+    """Pick the authenticator for a validated config (see ``TapAsanaVl``)."""
+    if config.get("access_token"):
+        return AsanaPersonalTokenAuthenticator(token=config["access_token"])
+    return AsanaOAuthAuthenticator(
+        client_id=config["client_id"],
+        client_secret=config["client_secret"],
+        refresh_token=config["refresh_token"],
+        auth_endpoint=config.get("oauth_token_url") or DEFAULT_OAUTH_TOKEN_URL,
+        timeout=float(config.get("request_timeout") or 60),
+    )

@@ -1,0 +1,494 @@
+"""The base stream every Asana stream derives from.
+
+Everything that is the same for all Asana endpoints lives here, once: the base URL, the
+shared authenticator and rate limiter, ``limit``/``offset`` pagination, ``opt_fields``
+derived from the stream's JSON schema, ``modified_since`` incremental filtering, error
+handling and retries, de-duplication and the end-of-run summary. Streams in
+``streams.py`` only declare their path, parent and a few flags.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import logging
+import threading
+import time
+import typing as t
+from decimal import Decimal
+from functools import cached_property
+from urllib.parse import urlparse
+
+import requests
+from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+from tap_asana_vl import __version__, schemas
+from tap_asana_vl.auth import AsanaAuthError, token_of
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.streams.rest import HTTPRequest, PageContext
+
+    from tap_asana_vl.auth import AsanaAuthenticator
+    from tap_asana_vl.rate_limit import RateLimiter
+    from tap_asana_vl.tap import TapAsanaVl
+
+DEFAULT_API_URL = "https://app.asana.com/api/1.0"
+DEFAULT_PAGE_SIZE = 100  # Asana's maximum
+DEFAULT_REQUEST_TIMEOUT = 300
+DEFAULT_MAX_RETRIES = 8
+
+# Statuses where the object (a project we may not read, a premium-only feature, a task
+# deleted since it was listed) is unavailable but the rest of the sync is fine.
+SKIPPABLE_STATUSES = {402: "premium feature", 403: "no access", 404: "not found"}
+
+
+class SkippedObjectError(Exception):
+    """One object (a workspace, project, task …) cannot be read; skip it, keep syncing."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """Remember the status so the summary can group skips."""
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimitedError(Exception):
+    """Asana answered 429; retried after ``retry_after`` seconds, without a try limit."""
+
+    def __init__(self, retry_after: float) -> None:
+        """Keep the server-given wait."""
+        super().__init__(f"rate limited, retry after {retry_after:g}s")
+        self.retry_after = retry_after
+
+
+class TokenRejectedError(Exception):
+    """A 401 that one forced OAuth token refresh may cure."""
+
+
+def parse_timestamp(value: str) -> datetime.datetime:
+    """Parse an Asana (or SDK state) ISO-8601 timestamp into an aware datetime."""
+    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed
+
+
+def format_timestamp(value: datetime.datetime) -> str:
+    """Format a datetime the way Asana writes them: UTC, milliseconds, ``Z``."""
+    utc = value.astimezone(datetime.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def opt_fields_for(schema: Mapping[str, t.Any], skip: Iterable[str] = ()) -> list[str]:
+    """Asana ``opt_fields`` paths that return every property of a JSON schema.
+
+    Objects with declared properties are expanded into dotted paths (``assignee.name``)
+    because naming only the object returns just its gid; arrays are expanded through
+    their items; anything else is requested by name.
+    """
+    skipped = set(skip)
+    paths: list[str] = []
+
+    def walk(node: Mapping[str, t.Any], prefix: str) -> None:
+        for name, sub in sorted(node.get("properties", {}).items()):
+            if not prefix and name in skipped:
+                continue
+            target = sub.get("items", sub) if _has_type(sub, "array") else sub
+            if target.get("properties"):
+                walk(target, f"{prefix}{name}.")
+            else:
+                paths.append(f"{prefix}{name}")
+
+    walk(schema, "")
+    return paths
+
+
+def _has_type(schema: Mapping[str, t.Any], name: str) -> bool:
+    declared = schema.get("type", [])
+    return name == declared or (isinstance(declared, list) and name in declared)
+
+
+class AsanaPaginator(BaseAPIPaginator[t.Optional[str]]):
+    """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page."""
+
+    def get_next(self, response: requests.Response) -> str | None:
+        """Return the opaque offset token of the next page, if any."""
+        next_page = _body(response).get("next_page")
+        if isinstance(next_page, dict) and next_page.get("offset"):
+            return str(next_page["offset"])
+        return None
+
+
+def _body(response: requests.Response) -> dict[str, t.Any]:
+    """The response's JSON body, parsed once (see ``AsanaStream.validate_response``)."""
+    cached = getattr(response, "asana_body", None)
+    if cached is None:
+        cached = response.json(parse_float=Decimal)
+        response.asana_body = cached  # type: ignore[attr-defined]
+    return t.cast("dict[str, t.Any]", cached)
+
+
+class StreamStats:
+    """What one stream did during a run, for the end-of-run summary."""
+
+    def __init__(self) -> None:
+        """All counters start at zero."""
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.rate_limited = 0
+        self.token_refreshes_after_401 = 0
+        self.skipped: list[str] = []
+        self.duplicates_dropped = 0
+        self.unchanged_dropped = 0
+
+
+class AsanaStream(RESTStream[t.Optional[str]]):
+    """Base class for Asana list endpoints (``GET`` returning ``{"data": [...]}``)."""
+
+    records_jsonpath = "$.data[*]"
+    primary_keys: t.ClassVar[tuple[str, ...]] = ("gid",)
+    schema: t.ClassVar[StreamSchema] = StreamSchema(SchemaDirectory(schemas))
+
+    #: Query parameters filled from the stream context: ``{"workspace": "workspace_gid"}``.
+    context_params: t.ClassVar[dict[str, str]] = {}
+    #: Context key under which this stream hands each record's gid to its children.
+    child_context_key: t.ClassVar[str | None] = None
+    #: Name of the server-side "changed since" filter for incremental streams.
+    modified_since_param: t.ClassVar[str | None] = None
+    #: Emit each gid at most once per run (objects reachable from several parents).
+    deduplicate: t.ClassVar[bool] = False
+    #: Record properties the tap adds itself; they are not requested from Asana.
+    tap_fields: t.ClassVar[frozenset[str]] = frozenset()
+    #: What a skipped context is called in warnings, e.g. ``("project", "project_gid")``.
+    context_label: t.ClassVar[tuple[str, str] | None] = None
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up per-run bookkeeping."""
+        super().__init__(*args, **kwargs)
+        self.stats = StreamStats()
+        self._emitted: set[str] = set()
+
+    # --- Wiring to the tap -------------------------------------------------------------
+
+    @property
+    def asana_tap(self) -> TapAsanaVl:
+        """The tap that owns this stream (it holds the shared auth and rate limiter)."""
+        return t.cast("TapAsanaVl", self._tap)
+
+    @property
+    def url_base(self) -> str:
+        """Asana's API root, overridable with the ``api_url`` setting."""
+        return str(self.config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+
+    @property
+    def authenticator(self) -> AsanaAuthenticator:
+        """One authenticator for the whole run, so one OAuth token serves all streams."""
+        return self.asana_tap.authenticator
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The pacer shared by every request of the run."""
+        return self.asana_tap.rate_limiter
+
+    @property
+    def timeout(self) -> int:
+        """Per-request timeout in seconds (``request_timeout`` setting)."""
+        return int(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
+
+    @cached_property
+    def user_agent(self) -> str:
+        """Identify ourselves to Asana (``user_agent`` setting overrides)."""
+        return str(self.config.get("user_agent") or f"tap-asana-vl/{__version__}")
+
+    @property
+    def page_size(self) -> int:
+        """Records per page (``page_size`` setting, Asana allows 1-100)."""
+        return int(self.config.get("page_size") or DEFAULT_PAGE_SIZE)
+
+    # --- Requests ------------------------------------------------------------------------
+
+    @cached_property
+    def opt_fields(self) -> str:
+        """Comma-joined ``opt_fields`` for every selected property of the schema.
+
+        Computed on first use, after the catalog is applied, so deselected properties
+        are not requested at all.
+        """
+        skip = set(self.tap_fields)
+        for name in self.schema.get("properties", {}):
+            if not self.mask.get(("properties", name), True):
+                skip.add(name)
+        return ",".join(opt_fields_for(self.schema, skip))
+
+    def get_new_paginator(self) -> AsanaPaginator:
+        """Follow Asana's opaque ``next_page.offset`` tokens."""
+        return AsanaPaginator(None)
+
+    def get_http_request(self, *, page: PageContext) -> HTTPRequest:
+        """Add ``limit``, ``offset``, ``opt_fields`` and the context's filters."""
+        request = super().get_http_request(page=page)
+        context = page.stream_context or {}
+        params = dict(request.params) if isinstance(request.params, dict) else {}
+        params.update(
+            {param: context[key] for param, key in self.context_params.items()},
+        )
+        params.update(self.extra_params(context))
+        if self.modified_since_param:
+            since = self.get_starting_timestamp(context or None)
+            if since is not None:
+                params[self.modified_since_param] = format_timestamp(since)
+        params["limit"] = self.page_size
+        params["opt_fields"] = self.opt_fields
+        # None is dropped by HTTPRequest.encode_params: no offset on the first page.
+        params["offset"] = page.next_page_token
+        request.params = params
+        # Keep opt_fields readable in URLs (debug logs, proxies); Asana decodes either.
+        request.safe_query_chars = ",."
+        return request
+
+    def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
+        """Stream-specific query parameters (override when config decides them)."""
+        return {}
+
+    def request_decorator(self, func: Callable[..., requests.Response]) -> Callable[..., t.Any]:
+        """Pace every attempt, wait out 429s, and renew a rejected OAuth token once.
+
+        The SDK's backoff (bounded, exponential) handles 5xx, timeouts and broken
+        bodies. 429s are handled here instead, outside that try budget: Asana tells us
+        how long to wait, and a run that is merely throttled should never fail.
+        """
+
+        def paced(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
+            self.rate_limiter.acquire()
+            with self.stats.lock:
+                self.stats.requests += 1
+            return func(prepared, context)
+
+        with_backoff = super().request_decorator(paced)
+
+        def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
+            while True:
+                try:
+                    return with_backoff(prepared, context)
+                except RateLimitedError as exc:
+                    with self.stats.lock:
+                        self.stats.rate_limited += 1
+                    self.logger.warning(
+                        "Asana rate limit reached on %s; waiting %.1fs as it asks "
+                        "(Retry-After) and slowing down",
+                        self.path,
+                        exc.retry_after,
+                    )
+                    self.rate_limiter.rate_limited(exc.retry_after)
+                except TokenRejectedError:
+                    with self.stats.lock:
+                        self.stats.token_refreshes_after_401 += 1
+                    self.logger.warning("Asana answered 401; refreshing the OAuth token once")
+
+        return send
+
+    def backoff_max_tries(self) -> int:
+        """Attempts per request for transient failures (``max_retries`` setting + 1)."""
+        return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)) + 1
+
+    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:  # type: ignore[override]
+        """Log a retry without the request's URL query or headers."""
+        with self.stats.lock:
+            self.stats.retries += 1
+        exc = details.get("exception")
+        reason = str(exc) if isinstance(exc, RetriableAPIError) else type(exc).__name__
+        self.logger.warning(
+            "Retrying %s in %.1fs (attempt %d failed: %s)",
+            self.path,
+            details.get("wait", 0.0),
+            details.get("tries", 0),
+            reason,
+        )
+
+    # --- Responses -----------------------------------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        """Sort Asana's answers into done / retry / skip / fail."""
+        status = response.status_code
+        if status == 429:  # noqa: PLR2004
+            raise RateLimitedError(_retry_after_seconds(response))
+        if status == 401:  # noqa: PLR2004
+            if self.authenticator.reject(token_of(response.request)):
+                raise TokenRejectedError
+            raise AsanaAuthError(self._unauthorized_message(response))
+        if status >= 500 or status in {408, 425}:  # noqa: PLR2004
+            raise RetriableAPIError(self.response_error_message(response), response)
+        if status in SKIPPABLE_STATUSES:
+            raise SkippedObjectError(status, self.response_error_message(response))
+        if status >= 400:  # noqa: PLR2004
+            raise FatalAPIError(self.response_error_message(response))
+        try:
+            body = _body(response)
+        except ValueError:
+            # A proxy's HTML page or a body cut off mid-transfer: try again.
+            msg = f"Asana returned a body that is not valid JSON for {_path(response)}"
+            raise RetriableAPIError(msg, response) from None
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            msg = f"Asana returned no `data` list for {_path(response)}"
+            raise RetriableAPIError(msg, response)
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """Status, path and Asana's own error text, never headers or tokens."""
+        return (
+            f"{response.status_code} {response.reason} for {_path(response)}: "
+            f"{_asana_error_text(response)}"
+        )
+
+    def _unauthorized_message(self, response: requests.Response) -> str:
+        detail = _asana_error_text(response)
+        if getattr(self.authenticator, "is_oauth", False):
+            return (
+                f"Asana rejected the OAuth access token twice ({detail}). The app may have "
+                "been removed from the workspace or the grant revoked: run "
+                "`tap-asana-vl-auth` to authorize again."
+            )
+        return (
+            f"Asana rejected the personal access token ({detail}): it is invalid or "
+            "revoked. Create a new one in Asana (My Settings > Apps > Developer apps) and "
+            "set TAP_ASANA_VL_ACCESS_TOKEN."
+        )
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
+        """Records are the ``data`` list of the (already parsed) body."""
+        return t.cast("list[dict[str, t.Any]]", _body(response)["data"])
+
+    # --- Records -------------------------------------------------------------------------
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Yield records, skipping unreadable objects and already-synced changes."""
+        # Asana's `modified_since` is inclusive, so the record(s) that set the previous
+        # bookmark come back every run. They were delivered then; dropping them keeps a
+        # no-change re-sync from re-requesting their children.
+        bound = self._previous_bookmark(context)
+        key = self.replication_key
+        try:
+            for record in self.request_records(context):
+                if bound is not None and key and record.get(key):
+                    if parse_timestamp(record[key]) <= bound:
+                        self.stats.unchanged_dropped += 1
+                        continue
+                yield record
+        except SkippedObjectError as exc:
+            self._skip(context, exc)
+
+    def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
+        if not (self.modified_since_param and self.replication_key):
+            return None
+        value = self.get_context_state(context).get("replication_key_value")
+        return parse_timestamp(value) if isinstance(value, str) else None
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        what = self.path
+        if self.context_label and context:
+            label, key = self.context_label
+            what = f"{label} {context.get(key)}"
+        reason = SKIPPABLE_STATUSES.get(exc.status, str(exc.status))
+        entry = f"{self.name}: {what} ({reason})"
+        self.stats.skipped.append(entry)
+        level = logging.DEBUG if exc.status == 404 else logging.WARNING  # noqa: PLR2004
+        self.logger.log(level, "Skipping %s for stream '%s': %s", what, self.name, exc)
+
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Drop records already emitted in this run (multi-homed tasks, shared users)."""
+        if self.deduplicate:
+            gid = row.get("gid")
+            if gid in self._emitted:
+                self.stats.duplicates_dropped += 1
+                if self.replication_key and self.replication_method == "INCREMENTAL":
+                    # The record was delivered under another parent; this partition's
+                    # bookmark must still pass it, or every later run would list it
+                    # here again and re-request its children.
+                    self.state_manager.increment_state(
+                        row, context=context, replication_key=self.replication_key
+                    )
+                return None
+            self._emitted.add(str(gid))
+        return row
+
+    def get_child_context(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,  # noqa: ARG002
+    ) -> dict[str, t.Any] | None:
+        """Children only need the parent's gid."""
+        if self.child_context_key is None:
+            return None
+        return {self.child_context_key: record["gid"]}
+
+    def generate_child_contexts(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """No child contexts for leaf streams (the SDK would warn once per record)."""
+        if self.child_streams:
+            yield from super().generate_child_contexts(record, context)
+
+    def log_sync_costs(self) -> None:
+        """End-of-run summary line per stream (the SDK calls this for every stream)."""
+        super().log_sync_costs()
+        stats = self.stats
+        if not stats.requests and not stats.skipped:
+            return
+        self.logger.info(
+            "Summary for '%s': %d requests, %d retries, %d rate-limited (429), "
+            "%d duplicates dropped, %d unchanged dropped, %d skipped%s",
+            self.name,
+            stats.requests,
+            stats.retries,
+            stats.rate_limited,
+            stats.duplicates_dropped,
+            stats.unchanged_dropped,
+            len(stats.skipped),
+            (": " + "; ".join(stats.skipped)) if stats.skipped else "",
+        )
+
+
+def _path(response: requests.Response) -> str:
+    """The request path without the query string (which may be long, never secret)."""
+    return urlparse(response.url).path or "?"
+
+
+def _asana_error_text(response: requests.Response) -> str:
+    """Asana's ``errors[].message`` texts, or a short note when the body has none."""
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return "no JSON error body"
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list):
+        messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
+        if any(messages):
+            return "; ".join(m for m in messages if m)
+    return "no error message"
+
+
+def _retry_after_seconds(response: requests.Response, default: float = 30.0) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())

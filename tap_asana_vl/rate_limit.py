@@ -1,0 +1,74 @@
+"""One request pacer shared by every stream and thread of a tap run.
+
+Asana limits requests per token per minute (1,500 on paid plans, 150 on free ones) and
+counts rejected requests against the quota, so bursting and then backing off wastes
+quota. The pacer spaces requests evenly at the configured rate; when Asana still answers
+429 it pauses everyone for ``Retry-After`` seconds and halves the pace, then creeps back
+up while no 429 arrives. A free-plan workspace therefore converges below 150/min even
+with the paid-plan default setting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+
+# How far the pace may fall after repeated 429s, in requests per minute.
+MIN_REQUESTS_PER_MINUTE = 10.0
+# After this many seconds without a 429 the pace grows by RECOVERY_FACTOR.
+RECOVERY_PERIOD_SECONDS = 60.0
+RECOVERY_FACTOR = 1.25
+
+
+class RateLimiter:
+    """Evenly spaced, adaptive request slots (thread-safe)."""
+
+    def __init__(
+        self,
+        max_requests_per_minute: float,
+        *,
+        clock: t.Callable[[], float] = time.monotonic,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Start at the configured ceiling."""
+        self.ceiling = float(max_requests_per_minute)
+        self.rate = self.ceiling
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self._last_change = clock()
+        self.rate_limited_count = 0
+        self.waited_seconds = 0.0
+
+    def acquire(self) -> None:
+        """Block until the caller may send one request."""
+        with self._lock:
+            now = self._clock()
+            self._recover(now)
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 60.0 / self.rate
+        wait = slot - now
+        if wait > 0:
+            self.waited_seconds += wait
+            self._sleep(wait)
+
+    def rate_limited(self, retry_after: float) -> None:
+        """Asana answered 429: hold every sender for ``retry_after`` and slow down."""
+        with self._lock:
+            now = self._clock()
+            self.rate_limited_count += 1
+            self._next_slot = max(self._next_slot, now + max(retry_after, 0.0))
+            # Halve at most once per Retry-After window: concurrent requests that were
+            # already in flight report the same 429 burst.
+            if now >= self._last_change:
+                self.rate = max(MIN_REQUESTS_PER_MINUTE, self.rate / 2)
+                self._last_change = now + max(retry_after, 1.0)
+
+    def _recover(self, now: float) -> None:
+        if self.rate >= self.ceiling:
+            return
+        if now - self._last_change >= RECOVERY_PERIOD_SECONDS:
+            self.rate = min(self.ceiling, self.rate * RECOVERY_FACTOR)
+            self._last_change = now

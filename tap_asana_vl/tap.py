@@ -1,0 +1,254 @@
+"""The tap: settings, their validation, the stream list and run-wide shared objects."""
+
+from __future__ import annotations
+
+import typing as t
+from functools import cached_property
+from urllib.parse import urlparse
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
+
+from tap_asana_vl import streams
+from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator
+from tap_asana_vl.client import (
+    DEFAULT_API_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    parse_timestamp,
+)
+from tap_asana_vl.rate_limit import RateLimiter
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from singer_sdk.streams import Stream
+
+    from tap_asana_vl.auth import AsanaAuthenticator
+
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 1500  # Asana's quota on paid plans
+
+STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
+    streams.WorkspacesStream,
+    streams.UsersStream,
+    streams.ProjectsStream,
+    streams.TasksStream,
+    streams.StoriesStream,
+)
+
+OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
+
+
+class TapAsanaVl(Tap):
+    """Singer tap for Asana."""
+
+    name = "tap-asana-vl"
+
+    # The SDK's defaults minus BATCH: it is a preview feature we do not test, and
+    # target-postgres does not use it.
+    capabilities: t.ClassVar[list[t.Any]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        TapCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "access_token",
+            th.StringType,
+            secret=True,
+            title="Personal access token",
+            description=(
+                "An Asana personal access token. Use this or the three OAuth settings."
+            ),
+        ),
+        th.Property(
+            "client_id",
+            th.StringType,
+            title="OAuth client ID",
+            description="Client ID of your Asana OAuth app (OAuth mode).",
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            secret=True,
+            title="OAuth client secret",
+            description="Client secret of your Asana OAuth app (OAuth mode).",
+        ),
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            secret=True,
+            title="OAuth refresh token",
+            description=(
+                "Long-lived refresh token from `tap-asana-vl-auth` (OAuth mode). "
+                "Exchanged for short-lived access tokens during the run."
+            ),
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start date",
+            description=(
+                "Only tasks modified at or after this time are synced on the first run "
+                "(ISO 8601). Leave empty to sync everything."
+            ),
+        ),
+        th.Property(
+            "workspace_gids",
+            th.ArrayType(th.StringType),
+            title="Workspace gids",
+            description="Sync only these workspaces (default: every workspace visible).",
+        ),
+        th.Property(
+            "project_gids",
+            th.ArrayType(th.StringType),
+            title="Project gids",
+            description="Sync only these projects and their tasks (default: all).",
+        ),
+        th.Property(
+            "include_archived_projects",
+            th.BooleanType,
+            default=True,
+            title="Include archived projects",
+            description="Also sync archived projects and their tasks.",
+        ),
+        th.Property(
+            "page_size",
+            th.IntegerType(minimum=1, maximum=100),
+            default=DEFAULT_PAGE_SIZE,
+            title="Page size",
+            description="Records per request, 1-100 (Asana's maximum, and the cheapest).",
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_MAX_REQUESTS_PER_MINUTE,
+            title="Max requests per minute",
+            description=(
+                "Pace of requests. 1500 suits paid plans; on a free plan (150/min) the "
+                "tap slows down by itself after the first 429."
+            ),
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType(minimum=0),
+            default=DEFAULT_MAX_RETRIES,
+            title="Max retries",
+            description=(
+                "Retries of a request after a 5xx, a timeout or a broken response "
+                "(429s are always retried after Retry-After)."
+            ),
+        ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_REQUEST_TIMEOUT,
+            title="Request timeout",
+            description="Seconds to wait for one Asana response.",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            default=DEFAULT_API_URL,
+            title="API URL",
+            description="Asana API root; change only for proxies or tests.",
+        ),
+        th.Property(
+            "oauth_token_url",
+            th.StringType,
+            default=DEFAULT_OAUTH_TOKEN_URL,
+            title="OAuth token URL",
+            description="Asana's OAuth token endpoint; change only for proxies or tests.",
+        ),
+        th.Property(
+            "user_agent",
+            th.StringType,
+            title="User agent",
+            description="User-Agent header sent to Asana (default tap-asana-vl/<version>).",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Validate settings that JSON Schema cannot express, before any request."""
+        super().__init__(*args, **kwargs)
+        self.seen_project_gids: set[str] = set()
+        if kwargs.get("validate_config", True):
+            errors = config_errors(self.config)
+            if errors:
+                raise ConfigValidationError(
+                    "Config validation failed", errors=errors, schema=self.config_jsonschema
+                )
+
+    @cached_property
+    def authenticator(self) -> AsanaAuthenticator:
+        """The one authenticator every stream uses (one OAuth token per run)."""
+        return build_authenticator(self.config)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        """The one request pacer every stream uses."""
+        rpm = self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE
+        return RateLimiter(float(rpm))
+
+    def check_gids_exist(self, setting: str, wanted: Iterable[str], found: set[str]) -> None:
+        """Fail clearly when a configured gid filter names something Asana doesn't show."""
+        missing = sorted(set(wanted) - found)
+        if missing:
+            msg = (
+                f"Setting {setting} names {', '.join(missing)}, which this token cannot "
+                f"see in Asana. Check the gid(s) and that the token's user has access."
+            )
+            raise ConfigValidationError(msg, errors=[msg])
+
+    def discover_streams(self) -> list[Stream]:
+        """Instantiate the streams (no API call: discovery must work offline)."""
+        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+
+def config_errors(config: Mapping[str, t.Any]) -> list[str]:
+    """Problems with a config, each naming the setting(s) to fix."""
+    errors: list[str] = []
+    has_pat = bool(config.get("access_token"))
+    oauth_set = [k for k in OAUTH_SETTINGS if config.get(k)]
+    if has_pat and oauth_set:
+        errors.append(
+            "Both a personal access token (access_token) and OAuth settings "
+            f"({', '.join(oauth_set)}) are set: keep only one authentication mode."
+        )
+    elif not has_pat and not oauth_set:
+        errors.append(
+            "No credentials: set access_token (TAP_ASANA_VL_ACCESS_TOKEN) to a personal "
+            "access token, or set client_id, client_secret and refresh_token for OAuth "
+            "(run `tap-asana-vl-auth` to get the refresh token)."
+        )
+    elif not has_pat and len(oauth_set) < len(OAUTH_SETTINGS):
+        missing = [k for k in OAUTH_SETTINGS if k not in oauth_set]
+        errors.append(
+            f"OAuth is half configured: {', '.join(missing)} missing "
+            "(client_id, client_secret and refresh_token are all required)."
+        )
+    start_date = config.get("start_date")
+    if start_date:
+        try:
+            parse_timestamp(str(start_date))
+        except ValueError:
+            errors.append(
+                f"start_date {start_date!r} is not an ISO 8601 date or date-time "
+                "(e.g. 2024-01-31 or 2024-01-31T00:00:00Z)."
+            )
+    for setting in ("api_url", "oauth_token_url"):
+        value = config.get(setting)
+        if value is not None:
+            parsed = urlparse(str(value))
+            if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+                errors.append(f"{setting} {value!r} is not an http(s) URL.")
+    return errors
