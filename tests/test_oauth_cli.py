@@ -1,0 +1,758 @@
+"""Tests for ``tap-asana-vl-auth`` (tap_asana_vl.oauth_cli) against the fake Asana.
+
+How the redirect port is chosen: the tests pass ``--redirect-uri
+http://127.0.0.1:0/callback``.  Port 0 makes the command bind its callback
+listener to a free port *before* it builds the authorization URL, and the URI
+with the real port is what it sends to the fake (which accepts any
+127.0.0.1/localhost redirect for a client registered with ``redirect_uris=None``)
+and later to the token endpoint.  No port is reserved and released, so there is
+no race with other processes.
+
+The "browser" is a callable passed as ``main(..., open_url=...)`` that follows
+the authorization URL with ``requests`` (the fake auto-approves and redirects
+it to the listener); the subprocess test uses a small executable named in
+``$BROWSER`` instead, which is how :mod:`webbrowser` finds a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import os
+import socket
+import stat
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import dotenv
+import pytest
+import requests
+
+from tap_asana_vl import oauth_cli
+from tap_asana_vl.dotenv_file import (
+    format_value,
+    parse_env_text,
+    read_env_file,
+    update_env_file,
+    update_env_text,
+)
+from tap_asana_vl.oauth_cli import (
+    DEFAULT_SCOPES,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_REFRESH_TOKEN,
+    AuthFailedError,
+    build_authorize_url,
+    exchange_code,
+    main,
+    make_pkce_pair,
+    parse_callback,
+)
+from tests.fake_asana import FakeAsana
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLIENT_ID = "1209999000000001"
+CLIENT_SECRET = "cs_0123456789abcdef0123456789abcdef"
+WRONG_SECRET = "cs_wrong_ffffffffffffffffffffffffff"
+EXPECTED_DEFAULT_SCOPE = (
+    "workspaces:read users:read projects:read tasks:read stories:read "
+    "project_sections:read time_tracking_entries:read "
+    "teams:read tags:read custom_fields:read attachments:read portfolios:read "
+    "goals:read project_templates:read"
+)
+EXISTING_ENV = (
+    "# tap-asana-vl settings\n"
+    "\n"
+    "TAP_ASANA_VL_START_DATE=2024-01-01T00:00:00Z\n"
+    "export PGPASSWORD='p@ss word'   # local postgres\n"
+    "# TAP_ASANA_VL_REFRESH_TOKEN=commented-out-stays\n"
+    "TARGET_POSTGRES_HOST=localhost"
+)
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN, "BROWSER"):
+        monkeypatch.delenv(name, raising=False)
+    # No interactive prompts: stdin is never a terminal here.
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+
+@pytest.fixture
+def fake():
+    with FakeAsana() as server:
+        server.register_client(CLIENT_ID, CLIENT_SECRET, redirect_uris=None)
+        yield server
+
+
+class TokenSpy:
+    """Wraps ``requests.post``: what the command sent and what it got back."""
+
+    def __init__(self, real_post):
+        self.real_post = real_post
+        self.forms: list[dict] = []
+        self.answers: list[dict] = []
+
+    def __call__(self, *args, **kwargs):
+        self.forms.append(dict(kwargs.get("data") or {}))
+        response = self.real_post(*args, **kwargs)
+        with contextlib.suppress(ValueError):
+            self.answers.append(response.json())
+        return response
+
+
+@pytest.fixture
+def token_spy(monkeypatch):
+    spy = TokenSpy(requests.post)
+    monkeypatch.setattr(oauth_cli.requests, "post", spy)
+    return spy
+
+
+class Browser:
+    """Stands in for the user's browser: loads the URL, following redirects."""
+
+    def __init__(self, *, tamper_state: bool = False, favicon_first: bool = False):
+        self.tamper_state = tamper_state
+        self.favicon_first = favicon_first
+        self.urls: list[str] = []
+        self.pages: list[requests.Response] = []
+
+    def __call__(self, url: str) -> bool:
+        self.urls.append(url)
+        redirect_uri = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))[
+            "redirect_uri"
+        ]
+        if self.favicon_first:
+            base = urllib.parse.urlsplit(redirect_uri)._replace(path="/favicon.ico")
+            self.pages.append(requests.get(urllib.parse.urlunsplit(base), timeout=10))
+        if not self.tamper_state:
+            self.pages.append(requests.get(url, timeout=10))
+            return True
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        location = answer.headers["Location"]
+        parts = urllib.parse.urlsplit(location)
+        params = dict(urllib.parse.parse_qsl(parts.query))
+        params["state"] = "not-the-state-we-sent"
+        tampered = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(params)))
+        self.pages.append(requests.get(tampered, timeout=10))
+        return True
+
+
+def cli_args(fake, env_file, *extra, redirect="http://127.0.0.1:0/callback"):
+    return [
+        "--client-id",
+        CLIENT_ID,
+        "--authorize-url",
+        fake.authorize_url,
+        "--token-url",
+        fake.token_url,
+        "--redirect-uri",
+        redirect,
+        "--env-file",
+        str(env_file),
+        "--timeout",
+        "30",
+        *extra,
+    ]
+
+
+def refresh_works(fake, refresh_token: str) -> bool:
+    """Use the token in a refresh-token grant against the fake."""
+    answer = requests.post(
+        fake.token_url,
+        data={
+            "grant_type": "refresh_token",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "refresh_token": refresh_token,
+        },
+        timeout=10,
+    )
+    return answer.status_code == 200 and bool(answer.json().get("access_token"))
+
+
+def assert_no_secrets(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret
+        assert secret not in text
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+# ------------------------------------------------------------ the full flow
+
+
+def test_full_flow_in_process(fake, tmp_path, capsys, monkeypatch, token_spy):
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(EXISTING_ENV.encode())
+    env_file.chmod(0o644)
+    monkeypatch.setenv(ENV_CLIENT_SECRET, CLIENT_SECRET)  # secret from the environment
+    browser = Browser(favicon_first=True)
+
+    rc = main(cli_args(fake, env_file), open_url=browser)
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    # The listener ignored /favicon.ico, then answered the real redirect.
+    assert [page.status_code for page in browser.pages] == [404, 200]
+    assert "You can close this tab" in browser.pages[-1].text
+
+    # .env: old content byte for byte, the token appended, mode 0600.
+    values = read_env_file(env_file)
+    token = values[ENV_REFRESH_TOKEN]
+    assert (
+        env_file.read_bytes()
+        == (EXISTING_ENV + f"\n{ENV_REFRESH_TOKEN}={format_value(token)}\n").encode()
+    )
+    assert mode_of(env_file) == 0o600
+    assert refresh_works(fake, token)
+
+    # What the fake saw: default scopes, PKCE S256 and the verifier that matches it.
+    (authorize,) = fake.authorize_requests
+    assert authorize["scope"] == EXPECTED_DEFAULT_SCOPE == " ".join(DEFAULT_SCOPES)
+    assert authorize["response_type"] == "code"
+    assert authorize["code_challenge_method"] == "S256"
+    assert authorize["client_id"] == CLIENT_ID
+    assert authorize["redirect_uri"].startswith("http://127.0.0.1:")
+    assert not authorize["redirect_uri"].startswith("http://127.0.0.1:0/")
+    assert len(authorize["state"]) >= 32
+    assert [(r.grant_type, r.status) for r in fake.token_requests[:1]] == [
+        ("authorization_code", 200)
+    ]
+    (sent,) = [form for form in token_spy.forms if form.get("grant_type") == "authorization_code"]
+    assert sent["redirect_uri"] == authorize["redirect_uri"]
+    assert sent["client_id"] == CLIENT_ID
+    verifier = sent["code_verifier"]
+    assert 43 <= len(verifier) <= 128
+    assert s256(verifier) == authorize["code_challenge"]
+
+    # Nothing secret printed; stdout stays empty; the summary names the user and file.
+    access_tokens = [a["access_token"] for a in token_spy.answers if "access_token" in a]
+    assert access_tokens
+    assert out == ""
+    assert_no_secrets(out + err, CLIENT_SECRET, token, verifier, *access_tokens)
+    me = fake.dataset.users[fake.dataset.me_gid]
+    assert f"Authorized as {me['name']} <{me['email']}>." in err
+    assert str(env_file) in err
+    assert "meltano run tap-asana-vl" in err
+    assert "oauth_authorize?" in err  # the URL is always printed
+
+
+def test_print_token_and_save_client(fake, tmp_path, capsys):
+    env_file = tmp_path / "secrets.env"
+
+    rc = main(
+        cli_args(
+            fake, env_file, "--client-secret", CLIENT_SECRET, "--save-client", "--print-token"
+        ),
+        open_url=Browser(),
+    )
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    values = read_env_file(env_file)
+    assert values == {
+        ENV_REFRESH_TOKEN: values[ENV_REFRESH_TOKEN],
+        ENV_CLIENT_ID: CLIENT_ID,
+        ENV_CLIENT_SECRET: CLIENT_SECRET,
+    }
+    assert out == values[ENV_REFRESH_TOKEN] + "\n"  # only the token, only on stdout
+    assert_no_secrets(err, CLIENT_SECRET, values[ENV_REFRESH_TOKEN])
+    assert mode_of(env_file) == 0o600
+    assert refresh_works(fake, values[ENV_REFRESH_TOKEN])
+
+
+def test_client_credentials_from_env_file(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"export {ENV_CLIENT_ID}={CLIENT_ID}\n{ENV_CLIENT_SECRET}='{CLIENT_SECRET}'\n"
+    )
+    args = [a for a in cli_args(fake, env_file) if a not in ("--client-id", CLIENT_ID)]
+
+    rc = main(args, open_url=Browser())
+
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    token = read_env_file(env_file)[ENV_REFRESH_TOKEN]
+    assert env_file.read_text() == (
+        f"export {ENV_CLIENT_ID}={CLIENT_ID}\n{ENV_CLIENT_SECRET}='{CLIENT_SECRET}'\n"
+        f"{ENV_REFRESH_TOKEN}={format_value(token)}\n"
+    )
+    assert "also needs" not in err  # client id/secret are already in the file
+
+
+def test_subprocess_with_browser_env(fake, tmp_path):
+    """Real process, real :mod:`webbrowser` (via $BROWSER), stdin closed, default .env."""
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / ".env").write_text(f"# mine\n{ENV_CLIENT_ID}={CLIENT_ID}\n")
+    browser = tmp_path / "fake-browser"
+    browser.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, urllib.request\n"
+        "try:\n"
+        "    with urllib.request.urlopen(sys.argv[1], timeout=30) as page:\n"
+        "        page.read()\n"
+        "except Exception as exc:\n"
+        "    print('fake-browser:', exc, file=sys.stderr)\n"
+    )
+    browser.chmod(0o755)
+    try:  # webbrowser runs $BROWSER as a program: it must be executable here
+        subprocess.run([str(browser), "file:///dev/null"], check=True, timeout=60)
+    except OSError as exc:
+        pytest.skip(f"cannot execute a helper script in {tmp_path}: {exc}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ASANA_VL_")}
+    env.update(
+        BROWSER=str(browser),
+        PYTHONPATH=str(REPO_ROOT),
+        TAP_ASANA_VL_CLIENT_SECRET=CLIENT_SECRET,
+    )
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tap_asana_vl.oauth_cli",
+            "--authorize-url",
+            fake.authorize_url,
+            "--token-url",
+            fake.token_url,
+            "--redirect-uri",
+            "http://localhost:0/callback",
+            "--timeout",
+            "60",
+        ],
+        cwd=work,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    token = read_env_file(work / ".env")[ENV_REFRESH_TOKEN]
+    assert (work / ".env").read_text() == (
+        f"# mine\n{ENV_CLIENT_ID}={CLIENT_ID}\n{ENV_REFRESH_TOKEN}={format_value(token)}\n"
+    )
+    assert mode_of(work / ".env") == 0o600
+    assert refresh_works(fake, token)
+    assert fake.authorize_requests[0]["redirect_uri"].startswith("http://localhost:")
+    assert proc.stdout == ""
+    assert_no_secrets(proc.stderr, CLIENT_SECRET, token)
+
+
+@pytest.mark.parametrize("paste", ["url", "code"])
+def test_headless_reads_redirected_url_from_stdin(fake, tmp_path, capsys, monkeypatch, paste):
+    env_file = tmp_path / ".env"
+    seen: list[str] = []
+
+    class PasteRedirect(io.StringIO):
+        """The user: opens the printed URL elsewhere, pastes where it landed."""
+
+        def readline(self, *args):
+            err = capsys.readouterr().err
+            seen.append(err)
+            url = next(line.strip() for line in err.splitlines() if "/-/oauth_authorize?" in line)
+            answer = requests.get(url, allow_redirects=False, timeout=10)
+            location = answer.headers["Location"]
+            if paste == "code":
+                query = urllib.parse.urlsplit(location).query
+                return dict(urllib.parse.parse_qsl(query))["code"] + "\n"
+            return location + "\n"
+
+    monkeypatch.setattr(sys, "stdin", PasteRedirect())
+    args = cli_args(fake, env_file, "--headless", "--client-secret", CLIENT_SECRET)
+    args = args[: args.index("--redirect-uri")] + args[args.index("--redirect-uri") + 2 :]
+
+    rc = main(args, open_url=pytest.fail)  # headless never opens a browser
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert fake.authorize_requests[0]["redirect_uri"] == "http://localhost:8080/callback"
+    token = read_env_file(env_file)[ENV_REFRESH_TOKEN]
+    assert refresh_works(fake, token)
+    assert "paste" in seen[0].lower()
+    assert_no_secrets(out + err + "".join(seen), CLIENT_SECRET, token)
+
+
+def test_headless_rejects_pasted_url_with_wrong_state(fake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("http://localhost:8080/callback?code=abc&state=forged\n")
+    )
+    rc = main(cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET))
+    assert rc == 1
+    assert "state" in capsys.readouterr().err
+    assert not (tmp_path / ".env").exists()
+    assert fake.token_requests == []
+
+
+def test_headless_with_closed_stdin(fake, tmp_path, capsys):
+    rc = main(cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET))
+    assert rc == 1
+    assert "stdin" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ failure paths
+
+
+def test_state_mismatch_is_rejected(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    browser = Browser(tamper_state=True)
+
+    rc = main(cli_args(fake, env_file, "--client-secret", CLIENT_SECRET), open_url=browser)
+
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "state" in err
+    assert "CSRF" in err
+    assert "re-run" in err
+    assert "Traceback" not in err
+    assert browser.pages[-1].status_code == 400
+    assert "Authorization failed" in browser.pages[-1].text
+    assert fake.token_requests == []  # the code was never exchanged
+    assert not env_file.exists()
+    assert_no_secrets(out + err, CLIENT_SECRET)
+
+
+def test_access_denied_is_rejected(fake, tmp_path, capsys):
+    fake.oauth_deny = True
+    env_file = tmp_path / ".env"
+
+    rc = main(cli_args(fake, env_file, "--client-secret", CLIENT_SECRET), open_url=Browser())
+
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "denied" in err
+    assert "click Allow" in err
+    assert "Traceback" not in err
+    assert fake.token_requests == []
+    assert not env_file.exists()
+
+
+def test_invalid_client_secret(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+
+    rc = main(cli_args(fake, env_file, "--client-secret", WRONG_SECRET), open_url=Browser())
+
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "invalid_client" in err
+    assert "client ID and secret" in err
+    assert "Traceback" not in err
+    assert [(r.status, r.error) for r in fake.token_requests] == [(401, "invalid_client")]
+    assert_no_secrets(out + err, WRONG_SECRET, CLIENT_SECRET)
+    assert not env_file.exists()
+
+
+def test_unreachable_token_endpoint(fake, tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    dead_url = f"http://127.0.0.1:{closed_port}/-/oauth_token"
+    args = cli_args(fake, tmp_path / ".env", "--client-secret", CLIENT_SECRET)
+    args[args.index(fake.token_url)] = dead_url
+
+    rc = main(args, open_url=Browser())
+
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert dead_url in err
+    assert "Traceback" not in err
+    assert_no_secrets(err, CLIENT_SECRET)
+
+
+def test_no_callback_times_out(fake, tmp_path, capsys):
+    args = cli_args(fake, tmp_path / ".env", "--client-secret", CLIENT_SECRET)
+    args[args.index("--timeout") + 1] = "0.3"
+
+    rc = main(args, open_url=lambda url: False)
+
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "open the URL above yourself" in err
+    assert "no redirect" in err
+
+
+def test_non_local_redirect_needs_headless(fake, tmp_path, capsys):
+    args = cli_args(
+        fake,
+        tmp_path / ".env",
+        "--client-secret",
+        CLIENT_SECRET,
+        redirect="https://example.com/callback",
+    )
+    assert main(args, open_url=pytest.fail) == 2
+    assert "--headless" in capsys.readouterr().err
+
+
+def test_missing_client_secret_is_a_usage_error(fake, tmp_path, capsys):
+    assert main(cli_args(fake, tmp_path / ".env"), open_url=pytest.fail) == 2
+    err = capsys.readouterr().err
+    assert ENV_CLIENT_SECRET in err
+    assert fake.authorize_requests == []
+
+
+def test_help_and_usage_errors(capsys):
+    assert main(["--help"]) == 0
+    assert "--headless" in capsys.readouterr().out
+    assert main(["--scope", "x", "--full-access"]) == 2
+    assert main(["--headless", "--no-browser"]) == 2
+
+
+def test_full_access_and_custom_scopes(fake, tmp_path, capsys):
+    for extra, expected in (
+        (["--full-access"], "default"),
+        (["--scope", "tasks:read projects:read", "--scope", "users:read"], None),
+    ):
+        rc = main(
+            cli_args(fake, tmp_path / ".env", "--client-secret", CLIENT_SECRET, *extra),
+            open_url=Browser(),
+        )
+        assert rc == 0, capsys.readouterr().err
+        if expected:
+            assert fake.authorize_requests[-1]["scope"] == expected
+        else:
+            assert fake.authorize_requests[-1]["scope"] == "tasks:read projects:read users:read"
+
+
+def test_busy_redirect_port_is_a_usage_error(fake, tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = cli_args(
+            fake,
+            tmp_path / ".env",
+            "--client-secret",
+            CLIENT_SECRET,
+            redirect=f"http://127.0.0.1:{port}/callback",
+        )
+        assert main(args, open_url=pytest.fail) == 2
+    assert "already in use" in capsys.readouterr().err
+    assert fake.authorize_requests == []
+
+
+def test_exchange_code_invalid_grant(fake):
+    with pytest.raises(AuthFailedError, match="invalid_grant") as caught:
+        exchange_code(
+            fake.token_url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uri="http://localhost:8080/callback",
+            code="fake-code-never-issued",
+            code_verifier="v" * 43,
+        )
+    message = str(caught.value)
+    assert "expired or was already used" in message
+    assert "redirect URI" in message
+    assert CLIENT_SECRET not in message
+    assert "fake-code-never-issued" not in message
+
+
+def test_exchange_code_non_json_error():
+    class BadGateway:
+        def post(self, url, **kwargs):
+            response = requests.Response()
+            response.status_code = 502
+            response._content = b"<html>Bad Gateway</html>"
+            response.url = url
+            return response
+
+    with pytest.raises(AuthFailedError, match=r"HTTP 502, not JSON"):
+        exchange_code(
+            "https://asana.invalid/-/oauth_token",
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uri="http://localhost:8080/callback",
+            code="c",
+            code_verifier="v" * 43,
+            session=BadGateway(),
+        )
+
+
+# ------------------------------------------------------------ building blocks
+
+
+def test_make_pkce_pair():
+    verifier, challenge = make_pkce_pair()
+    assert 43 <= len(verifier) <= 128
+    assert set(verifier) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    )
+    assert challenge == s256(verifier)
+    assert "=" not in challenge
+    assert make_pkce_pair()[0] != verifier
+
+
+def test_build_authorize_url():
+    url = build_authorize_url(
+        "https://app.asana.com/-/oauth_authorize",
+        client_id="123",
+        redirect_uri="http://localhost:8080/callback",
+        state="st",
+        code_challenge="ch",
+        scopes=["tasks:read", "users:read"],
+    )
+    parts = urllib.parse.urlsplit(url)
+    assert parts.netloc == "app.asana.com"
+    assert "+" not in parts.query  # spaces as %20
+    assert dict(urllib.parse.parse_qsl(parts.query)) == {
+        "client_id": "123",
+        "redirect_uri": "http://localhost:8080/callback",
+        "response_type": "code",
+        "state": "st",
+        "code_challenge_method": "S256",
+        "code_challenge": "ch",
+        "scope": "tasks:read users:read",
+    }
+
+
+@pytest.mark.parametrize(
+    ("callback", "message"),
+    [
+        ("http://localhost:8080/callback?code=c&state=other", "CSRF"),
+        ("http://localhost:8080/callback?code=c", "state"),
+        ("/callback?error=access_denied&state=st", "click Allow"),
+        ("error=access_denied", "click Allow"),
+        ("/callback?error=forbidden_scopes&state=st", "--scope"),
+        ("/callback?state=st", "no authorization code"),
+    ],
+)
+def test_parse_callback_rejects(callback, message):
+    with pytest.raises(AuthFailedError, match=message):
+        parse_callback(callback, "st")
+
+
+def test_parse_callback_accepts_url_path_or_query():
+    for callback in (
+        "http://localhost:8080/callback?code=1%2F2%3A3&state=st",
+        "/callback?state=st&code=1%2F2%3A3",
+        "code=1%2F2%3A3&state=st",
+    ):
+        assert parse_callback(callback, "st") == "1/2:3"
+
+
+# ------------------------------------------------------------ .env updates
+
+
+def test_update_env_text_keeps_everything_else():
+    original = (
+        "\ufeff# comment with TAP_ASANA_VL_REFRESH_TOKEN=not-this\r\n"
+        "export TAP_ASANA_VL_REFRESH_TOKEN=old-token   # inline comment\r\n"
+        "  OTHER = 'a b'  \r\n"
+        "\r\n"
+        'TAP_ASANA_VL_CLIENT_ID="quoted # not a comment"\r\n'
+        "TAP_ASANA_VL_REFRESH_TOKEN='second'\r\n"
+        "LAST=x"
+    )
+    text, updated, appended = update_env_text(
+        original,
+        {ENV_REFRESH_TOKEN: "1/new:token", ENV_CLIENT_ID: "42", ENV_CLIENT_SECRET: "s e$c"},
+    )
+    assert text == (
+        "\ufeff# comment with TAP_ASANA_VL_REFRESH_TOKEN=not-this\r\n"
+        "export TAP_ASANA_VL_REFRESH_TOKEN=1/new:token   # inline comment\r\n"
+        "  OTHER = 'a b'  \r\n"
+        "\r\n"
+        "TAP_ASANA_VL_CLIENT_ID=42\r\n"
+        "TAP_ASANA_VL_REFRESH_TOKEN=1/new:token\r\n"
+        "LAST=x\r\n"
+        "TAP_ASANA_VL_CLIENT_SECRET='s e$c'\r\n"
+    )
+    assert updated == [ENV_REFRESH_TOKEN, ENV_CLIENT_ID]
+    assert appended == [ENV_CLIENT_SECRET]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "KEY=",
+        "KEY= # only a comment",
+        "KEY",
+        "export KEY='multi\nline'",
+        'KEY="esc \\" quote"',
+    ],
+)
+def test_update_env_text_edge_bindings(line):
+    text, updated, _ = update_env_text(f"A=1\n{line}\nB=2\n", {"KEY": "v v"})
+    assert updated == ["KEY"]
+    assert parse_env_text(text) == {"A": "1", "KEY": "v v", "B": "2"}
+    assert dotenv.dotenv_values(stream=io.StringIO(text)) == {"A": "1", "KEY": "v v", "B": "2"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1/1204:abcDEF012",
+        "",
+        "with space",
+        "hash # x",
+        "dollar $x and $HOME",
+        "it's",
+        "back\\slash",
+    ],
+)
+def test_written_values_read_back_identically(tmp_path, value):
+    env_file = tmp_path / ".env"
+    update_env_file(env_file, {"K": value})
+    text = env_file.read_text()
+    assert dotenv.dotenv_values(env_file) == {"K": value}  # python-dotenv, as the SDK
+    assert read_env_file(env_file) == {"K": value}
+    if value.startswith("1/"):
+        assert text == f"K={value}\n"  # tokens are written unquoted
+
+
+def test_update_env_text_refuses_a_result_that_would_not_read_back():
+    # An unterminated quoted key swallows what follows up to the next quote.
+    with pytest.raises(ValueError, match="would not read back"):
+        update_env_text("'broken\n", {"K": "needs quoting"})
+
+
+def test_format_value_refuses_what_cannot_round_trip():
+    with pytest.raises(ValueError, match="line break"):
+        format_value("a\nb")
+    with pytest.raises(ValueError, match="expand"):
+        format_value("a${HOME}")
+
+
+def test_update_env_file_creates_private_file(tmp_path):
+    old_umask = os.umask(0)
+    try:
+        result = update_env_file(tmp_path / "new.env", {"K": "v"})
+    finally:
+        os.umask(old_umask)
+    assert result.created
+    assert mode_of(tmp_path / "new.env") == 0o600
+    assert (tmp_path / "new.env").read_text() == "K=v\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env"]  # no temp files left
+
+
+def test_update_env_file_tightens_mode_and_follows_symlink(tmp_path):
+    real = tmp_path / "real.env"
+    real.write_bytes(b"# caf\xc3\xa9 \xff raw bytes\nK=old\n")
+    real.chmod(0o644)
+    link = tmp_path / ".env"
+    link.symlink_to(real)
+
+    result = update_env_file(link, {"K": "new"})
+
+    assert result.previous_mode == 0o644
+    assert link.is_symlink()
+    assert real.read_bytes() == b"# caf\xc3\xa9 \xff raw bytes\nK=new\n"
+    assert mode_of(real) == 0o600
