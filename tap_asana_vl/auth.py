@@ -17,7 +17,7 @@ from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
-DEFAULT_OAUTH_TOKEN_URL = "https://app.asana.com/-/oauth_token"
+DEFAULT_OAUTH_TOKEN_URL = "https://app.asana.com/-/oauth_token"  # noqa: S105 (a URL)
 
 # Asana access tokens live 3600 s. Refreshing this long before expiry keeps a request that
 # is signed just before the deadline (and then waits for the rate limiter or a retry)
@@ -124,7 +124,7 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         if not self.expires_in:
             return True
         margin = min(EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
-        age = (datetime.datetime.now(datetime.timezone.utc) - self.last_refreshed)
+        age = datetime.datetime.now(datetime.timezone.utc) - self.last_refreshed
         return age.total_seconds() < self.expires_in - margin
 
     def authenticate_request(
@@ -173,7 +173,7 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
             raise AsanaAuthError(msg) from None
 
         payload = _json_or_empty(response)
-        if response.status_code != 200 or "access_token" not in payload:  # noqa: PLR2004
+        if response.status_code != 200 or "access_token" not in payload:
             raise AsanaAuthError(_token_error_message(response.status_code, payload))
 
         self.access_token = str(payload["access_token"])
@@ -223,7 +223,7 @@ def _token_error_message(status: int, payload: Mapping[str, t.Any]) -> str:
     )
 
 
-AsanaAuthenticator = t.Union[AsanaPersonalTokenAuthenticator, AsanaOAuthAuthenticator]
+AsanaAuthenticator = AsanaPersonalTokenAuthenticator | AsanaOAuthAuthenticator
 
 
 def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:

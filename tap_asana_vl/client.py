@@ -113,7 +113,7 @@ def _has_type(schema: Mapping[str, t.Any], name: str) -> bool:
     return name == declared or (isinstance(declared, list) and name in declared)
 
 
-class AsanaPaginator(BaseAPIPaginator[t.Optional[str]]):
+class AsanaPaginator(BaseAPIPaginator[str]):
     """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page."""
 
     def get_next(self, response: requests.Response) -> str | None:
@@ -148,7 +148,7 @@ class StreamStats:
         self.unchanged_dropped = 0
 
 
-class AsanaStream(RESTStream[t.Optional[str]]):
+class AsanaStream(RESTStream[str]):
     """Base class for Asana list endpoints (``GET`` returning ``{"data": [...]}``)."""
 
     records_jsonpath = "$.data[*]"
@@ -316,17 +316,17 @@ class AsanaStream(RESTStream[t.Optional[str]]):
     def validate_response(self, response: requests.Response) -> None:
         """Sort Asana's answers into done / retry / skip / fail."""
         status = response.status_code
-        if status == 429:  # noqa: PLR2004
+        if status == 429:
             raise RateLimitedError(_retry_after_seconds(response))
-        if status == 401:  # noqa: PLR2004
+        if status == 401:
             if self.authenticator.reject(token_of(response.request)):
                 raise TokenRejectedError
             raise AsanaAuthError(self._unauthorized_message(response))
-        if status >= 500 or status in {408, 425}:  # noqa: PLR2004
+        if status >= 500 or status in {408, 425}:
             raise RetriableAPIError(self.response_error_message(response), response)
         if status in SKIPPABLE_STATUSES:
             raise SkippedObjectError(status, self.response_error_message(response))
-        if status >= 400:  # noqa: PLR2004
+        if status >= 400:
             raise FatalAPIError(self.response_error_message(response))
         try:
             body = _body(response)
@@ -374,10 +374,10 @@ class AsanaStream(RESTStream[t.Optional[str]]):
         key = self.replication_key
         try:
             for record in self.request_records(context):
-                if bound is not None and key and record.get(key):
-                    if parse_timestamp(record[key]) <= bound:
-                        self.stats.unchanged_dropped += 1
-                        continue
+                value = record.get(key) if bound is not None and key else None
+                if value and parse_timestamp(value) <= bound:
+                    self.stats.unchanged_dropped += 1
+                    continue
                 yield record
         except SkippedObjectError as exc:
             self._skip(context, exc)
@@ -396,7 +396,7 @@ class AsanaStream(RESTStream[t.Optional[str]]):
         reason = SKIPPABLE_STATUSES.get(exc.status, str(exc.status))
         entry = f"{self.name}: {what} ({reason})"
         self.stats.skipped.append(entry)
-        level = logging.DEBUG if exc.status == 404 else logging.WARNING  # noqa: PLR2004
+        level = logging.DEBUG if exc.status == 404 else logging.WARNING
         self.logger.log(level, "Skipping %s for stream '%s': %s", what, self.name, exc)
 
     def post_process(

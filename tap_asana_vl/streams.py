@@ -32,9 +32,7 @@ class WorkspacesStream(AsanaStream):
         records = list(super().get_records(context))
         wanted = self.config.get("workspace_gids") or []
         if wanted:
-            self.asana_tap.check_gids_exist(
-                "workspace_gids", wanted, {r["gid"] for r in records}
-            )
+            self.asana_tap.check_gids_exist("workspace_gids", wanted, {r["gid"] for r in records})
             records = [r for r in records if r["gid"] in wanted]
         return records
 

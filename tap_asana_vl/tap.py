@@ -66,9 +66,7 @@ class TapAsanaVl(Tap):
             th.StringType,
             secret=True,
             title="Personal access token",
-            description=(
-                "An Asana personal access token. Use this or the three OAuth settings."
-            ),
+            description=("An Asana personal access token. Use this or the three OAuth settings."),
         ),
         th.Property(
             "client_id",

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it (arguments go to pytest).
+# Used as-is by CI (.ci/run): a fresh clone, as root, CI=true, no stdin, no Asana access.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. uv, which installs Python dependencies from uv.lock (and Meltano for the E2E test).
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'uv>=0.9' \
+    || python3 -m pip install --quiet --user 'uv>=0.9'
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+# 2. PostgreSQL server binaries for the end-to-end test (the test starts its own
+#    throw-away server on a free port; nothing is left running).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing PostgreSQL from Debian packages for the end-to-end test..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "PostgreSQL is not installed: the end-to-end test will be skipped" \
+         "(install the 'postgresql' package to run it)." >&2
+  fi
+fi
+
+# 3. Python dependencies, exactly as locked.
+uv sync --locked
+
+# 4. The suite: lint, then tests.
+uv run ruff check .
+uv run ruff format --check .
+uv run pytest "$@"

@@ -1,0 +1,39 @@
+"""Shared fixtures: a fresh fake Asana per test, and configs pointing the tap at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fake_asana import FakeAsana, build_dataset
+
+OAUTH_CLIENT_ID = "test-client"
+OAUTH_CLIENT_SECRET = "test-client-secret-value"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAsana]:
+    """A fake Asana with a small dataset: 2 workspaces, 3 projects each, 12 tasks each."""
+    with FakeAsana(build_dataset(seed=11)) as server:
+        yield server
+
+
+@pytest.fixture
+def pat_config(fake: FakeAsana) -> dict[str, Any]:
+    """Tap config authenticating with a personal access token."""
+    return {"access_token": fake.pat, "api_url": fake.api_url}
+
+
+@pytest.fixture
+def oauth_config(fake: FakeAsana) -> dict[str, Any]:
+    """Tap config authenticating with an OAuth refresh token."""
+    fake.register_client(OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET)
+    return {
+        "client_id": OAUTH_CLIENT_ID,
+        "client_secret": OAUTH_CLIENT_SECRET,
+        "refresh_token": fake.issue_refresh_token(OAUTH_CLIENT_ID),
+        "api_url": fake.api_url,
+        "oauth_token_url": fake.token_url,
+    }

@@ -1,0 +1,84 @@
+"""Run the tap in-process and collect the Singer messages it writes."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+from collections import defaultdict
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from typing import Any
+
+from tap_asana_vl.tap import TapAsanaVl
+
+
+@dataclass
+class SyncResult:
+    """Messages of one run, by kind."""
+
+    messages: list[dict[str, Any]]
+    stdout: str
+    logs: str
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    states: list[dict[str, Any]] = field(default_factory=list)
+    tap: TapAsanaVl | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The last STATE the tap emitted (what a target would persist)."""
+        return self.states[-1] if self.states else {}
+
+    def gids(self, stream: str) -> list[str]:
+        """Primary keys of a stream's records, in emission order."""
+        return [r["gid"] for r in self.records[stream]]
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def run_tap(
+    config: dict[str, Any],
+    *,
+    state: dict[str, Any] | None = None,
+    catalog: dict[str, Any] | None = None,
+) -> SyncResult:
+    """Sync everything selected and parse stdout into messages."""
+    handler = _ListHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        tap = TapAsanaVl(
+            # Copies: the SDK updates state in place, and callers compare runs.
+            config=copy.deepcopy(config),
+            state=copy.deepcopy(state),
+            catalog=copy.deepcopy(catalog),
+            parse_env_config=False,
+        )
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            tap.sync_all()
+    finally:
+        root.removeHandler(handler)
+    text = stdout.getvalue()
+    messages = [json.loads(line) for line in text.splitlines() if line.strip()]
+    result = SyncResult(
+        messages=messages,
+        stdout=text,
+        logs="\n".join(handler.lines) + stderr.getvalue(),
+        tap=tap,
+    )
+    for message in messages:
+        if message["type"] == "RECORD":
+            result.records[message["stream"]].append(message["record"])
+        elif message["type"] == "STATE":
+            result.states.append(message["value"])
+    return result

@@ -1,0 +1,115 @@
+"""Authentication during a sync: one shared OAuth token, refreshes, 401s, bad credentials."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tap_asana_vl.auth import AsanaAuthError
+from tests.tap_runner import run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+
+
+def _refresh_calls(fake) -> list:
+    return [t for t in fake.token_requests if t.grant_type == "refresh_token"]
+
+
+def test_one_oauth_token_serves_every_stream(fake, oauth_config):
+    result = run_tap({**oauth_config, **FAST})
+    assert len(result.gids("tasks")) == len(fake.dataset.tasks)
+    assert len(_refresh_calls(fake)) == 1
+    api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
+    assert len({r.token for r in api}) == 1
+    assert all(r.status == 200 for r in api)
+
+
+def test_short_lived_tokens_are_refreshed_before_they_expire(fake, oauth_config):
+    fake.access_token_ttl = 2
+    fake.latency = 0.02  # ~85 requests: the sync outlives several tokens
+    started = time.monotonic()
+    result = run_tap({**oauth_config, **FAST})
+    elapsed = time.monotonic() - started
+
+    assert sorted(result.gids("stories")) == sorted(fake.dataset.stories)
+    api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
+    assert all(r.status == 200 for r in api), "a request went out with an expired token"
+    refreshes = len(_refresh_calls(fake))
+    # Refreshed 0.5 s (a quarter of the TTL) early: about once per 1.5 s, never per request.
+    assert 2 <= refreshes <= elapsed / 1.5 + 2
+
+
+def test_a_401_mid_sync_refreshes_once_and_retries(fake, oauth_config):
+    task = next(iter(fake.dataset.tasks))
+    fake.inject(rf"/api/1\.0/tasks/{task}/stories", 401, times=1)
+    result = run_tap({**oauth_config, **FAST})
+
+    assert sorted(result.gids("stories")) == sorted(fake.dataset.stories)
+    assert len(_refresh_calls(fake)) == 2
+    story_calls = fake.requests_for(f"/api/1.0/tasks/{task}/stories")
+    assert [r.status for r in story_calls] == [401, 200]
+    assert story_calls[0].token != story_calls[1].token
+
+
+def test_a_second_401_for_the_same_request_fails_clearly(fake, oauth_config):
+    task = next(iter(fake.dataset.tasks))
+    fake.inject(rf"/api/1\.0/tasks/{task}/stories", 401, times=2)
+    with pytest.raises(AsanaAuthError, match="tap-asana-vl-auth"):
+        run_tap({**oauth_config, **FAST})
+    assert len(_refresh_calls(fake)) == 2
+
+
+def test_a_rejected_personal_token_fails_without_retrying(fake, pat_config):
+    with pytest.raises(AsanaAuthError, match="personal access token"):
+        run_tap({**pat_config, **FAST, "access_token": "fake-pat-revoked"})
+    assert len(fake.requests) == 1
+
+
+def test_rotated_refresh_token_is_used_for_the_rest_of_the_run(fake, oauth_config):
+    fake.rotate_refresh_tokens = True
+    fake.access_token_ttl = 2
+    fake.latency = 0.02
+    result = run_tap({**oauth_config, **FAST})
+    assert sorted(result.gids("stories")) == sorted(fake.dataset.stories)
+    assert len(_refresh_calls(fake)) >= 2
+    assert all(t.status == 200 for t in fake.token_requests)
+    assert "new refresh token" in result.logs
+    assert oauth_config["refresh_token"] not in result.logs
+
+
+def _run_cli(config: dict, tmp_path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_revoked_refresh_token_exits_nonzero_with_reauthorize_hint(fake, oauth_config, tmp_path):
+    fake.revoke_refresh_token(oauth_config["refresh_token"])
+    proc = _run_cli({**oauth_config, **FAST}, tmp_path)
+
+    assert proc.returncode != 0
+    assert "invalid_grant" in proc.stderr
+    assert "tap-asana-vl-auth" in proc.stderr
+    for secret in (oauth_config["refresh_token"], oauth_config["client_secret"]):
+        assert secret not in proc.stderr
+        assert secret not in proc.stdout
+    assert [r for r in fake.requests if r.path.startswith("/api/1.0/")] == []
+
+
+def test_wrong_client_secret_names_the_settings(fake, oauth_config, tmp_path):
+    proc = _run_cli({**oauth_config, **FAST, "client_secret": "not-the-secret"}, tmp_path)
+    assert proc.returncode != 0
+    assert "invalid_client" in proc.stderr
+    assert "client_secret" in proc.stderr
+    assert "not-the-secret" not in proc.stderr

@@ -1,0 +1,90 @@
+"""Bad settings fail before any request, with one clear line naming the setting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SECRET = "fake-pat-0123456789abcdef"
+
+CASES = [
+    pytest.param({}, "No credentials: set access_token", id="no-auth"),
+    pytest.param(
+        {"access_token": SECRET, "client_id": "id"},
+        "keep only one authentication mode",
+        id="both-modes",
+    ),
+    pytest.param(
+        {"client_id": "id", "refresh_token": "rt-secret-value"},
+        "client_secret missing",
+        id="half-oauth",
+    ),
+    pytest.param(
+        {"access_token": SECRET, "start_date": "last tuesday"},
+        "start_date 'last tuesday' is not an ISO 8601",
+        id="bad-start-date",
+    ),
+    pytest.param(
+        {"access_token": SECRET, "page_size": 500},
+        "500 is greater than the maximum of 100 in config['page_size']",
+        id="page-size-too-big",
+    ),
+    pytest.param(
+        {"access_token": SECRET, "page_size": 0},
+        "0 is less than the minimum of 1 in config['page_size']",
+        id="page-size-zero",
+    ),
+    pytest.param(
+        {"access_token": SECRET, "api_url": "app.asana.com/api"},
+        "api_url 'app.asana.com/api' is not an http(s) URL",
+        id="api-url-not-url",
+    ),
+    pytest.param(
+        {"access_token": SECRET, "workspace_gids": "123"},
+        "'123' is not of type 'array'",
+        id="gids-not-a-list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), CASES)
+def test_bad_config_fails_before_any_request(fake, tmp_path, config, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"api_url": fake.api_url, **config}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert fake.requests == []
+    for value in (SECRET, "rt-secret-value"):
+        assert value not in proc.stderr
+
+
+def test_discovery_needs_no_credentials_and_no_network(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tap_asana_vl", "--discover"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+    catalog = json.loads(proc.stdout)
+    streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
+    assert set(streams) == {"workspaces", "users", "projects", "tasks", "stories"}
+    assert all(s["key_properties"] == ["gid"] for s in streams.values())
+    assert streams["tasks"]["replication_key"] == "modified_at"
+    assert streams["projects"]["replication_key"] == "modified_at"
+    assert streams["stories"]["replication_key"] == "created_at"
+    assert "replication_key" not in streams["users"]

@@ -1,0 +1,207 @@
+"""End to end: `meltano run tap-asana-vl target-postgres` into a real PostgreSQL.
+
+The test suite starts the fake Asana and a throw-away PostgreSQL server, installs the
+plugins exactly as meltano.yml defines them, and checks what lands in the warehouse,
+then that a second run (with the state Meltano stored) applies only the changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.postgres_server import PostgresServer, PostgresUnavailableError, running_postgres
+
+psycopg = pytest.importorskip("psycopg")
+
+REPO = Path(__file__).resolve().parent.parent
+MELTANO_VERSION = "4.4.1"
+STATE_ID = "dev:tap-asana-vl-to-target-postgres"
+STREAMS = ("workspaces", "users", "projects", "tasks", "stories")
+
+
+def _unavailable(reason: str) -> None:
+    # In CI every test must really run: a missing prerequisite is a failure there.
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} (CI=true: the end-to-end test may not be skipped)")
+    pytest.skip(f"{reason}; run scripts/test.sh to install what it needs")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this module's tests."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailableError as exc:
+        _unavailable(str(exc))
+
+
+@pytest.fixture(scope="module")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of our meltano.yml, pointing at this checkout, with plugins installed."""
+    if shutil.which("uv") is None:
+        _unavailable("uv is not installed (it runs Meltano)")
+    project = tmp_path_factory.mktemp("meltano-project")
+    text = (REPO / "meltano.yml").read_text()
+    # The only change: install the tap from this checkout instead of the project dir.
+    assert "pip_url: -e .\n" in text
+    (project / "meltano.yml").write_text(text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n"))
+    _meltano(project, "install", timeout=1200)
+    return project
+
+
+def _meltano(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    command = ["uv", "tool", "run", "--from", f"meltano=={MELTANO_VERSION}", "meltano", *args]
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TAP_ASANA_VL_", "TARGET_"))
+    }
+    full_env.update(env or {})
+    full_env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    proc = subprocess.run(
+        command,
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"meltano {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def _env(fake: FakeAsana, postgres: PostgresServer) -> dict[str, str]:
+    return {
+        "TAP_ASANA_VL_ACCESS_TOKEN": fake.pat,
+        "TAP_ASANA_VL_API_URL": fake.api_url,
+        "TAP_ASANA_VL_MAX_REQUESTS_PER_MINUTE": "100000",
+        "TARGET_POSTGRES_HOST": postgres.host,
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_USER": postgres.user,
+        "TARGET_POSTGRES_PASSWORD": postgres.password,
+        "TARGET_POSTGRES_DATABASE": postgres.database,
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "asana",
+    }
+
+
+def _query(postgres: PostgresServer, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(postgres.dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _counts(postgres: PostgresServer) -> dict[str, tuple[int, int]]:
+    """Rows and distinct gids per table."""
+    return {
+        stream: _query(postgres, f"select count(*), count(distinct gid) from asana.{stream}")[0]
+        for stream in STREAMS
+    }
+
+
+def _column_types(postgres: PostgresServer, table: str) -> dict[str, str]:
+    rows = _query(
+        postgres,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'asana' and table_name = %s",
+        table,
+    )
+    return dict(rows)
+
+
+def _udt(postgres: PostgresServer, table: str, column: str) -> str:
+    rows = _query(
+        postgres,
+        "select udt_name from information_schema.columns "
+        "where table_schema = 'asana' and table_name = %s and column_name = %s",
+        table,
+        column,
+    )
+    return str(rows[0][0])
+
+
+def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
+    postgres: PostgresServer, meltano_project: Path
+) -> None:
+    with FakeAsana(build_dataset(seed=21)) as fake:
+        ds = fake.dataset
+        env = _env(fake, postgres)
+        expected = {s: len(getattr(ds, s)) for s in STREAMS}
+
+        # --- First run: everything lands, once, with warehouse-friendly types.
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=env)
+        assert _counts(postgres) == {s: (n, n) for s, n in expected.items()}
+
+        tasks = _column_types(postgres, "tasks")
+        assert tasks["gid"] in {"text", "character varying"}
+        assert tasks["created_at"] == "timestamp without time zone"
+        assert tasks["modified_at"] == "timestamp without time zone"
+        assert tasks["completed"] == "boolean"
+        assert tasks["assignee"] == "jsonb"
+        # target-postgres 0.8.1 turns arrays into PostgreSQL arrays (jsonb[] for arrays
+        # of objects), not a single jsonb value.
+        assert tasks["memberships"] == "ARRAY"
+        assert _udt(postgres, "tasks", "memberships") == "_jsonb"
+        assert _udt(postgres, "workspaces", "email_domains") in {"_text", "_varchar"}
+        assert _column_types(postgres, "stories")["created_at"] == "timestamp without time zone"
+
+        some_task = next(iter(ds.tasks.values()))
+        name, modified_at = _query(
+            postgres,
+            'select name, to_char(modified_at, \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') '
+            "from asana.tasks where gid = %s",
+            some_task["gid"],
+        )[0]
+        assert name == some_task["name"]
+        # target-postgres 0.8.1 creates `timestamp` (no time zone) columns; they must
+        # hold UTC whatever the server's time zone (meltano.yml sets PGTZ=UTC).
+        assert modified_at == some_task["modified_at"]
+
+        # --- Meltano stored per-project task bookmarks.
+        state = json.loads(_meltano(meltano_project, "state", "get", STATE_ID, env=env).stdout)
+        partitions = state["singer_state"]["bookmarks"]["tasks"]["partitions"]
+        assert {p["context"]["project_gid"] for p in partitions} == set(ds.projects)
+
+        # --- Changes in Asana, then a second run with that state.
+        changed = [list(ds.tasks)[1], list(ds.tasks)[30]]
+        fake.touch_task(changed[0])
+        fake.dataset.tasks[changed[0]]["name"] = "Renamed in Asana"
+        fake.touch_task(changed[0])
+        new_story = fake.add_story(changed[1], text="Added between runs")
+        fake.reset_log()
+
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=env)
+
+        counts = _counts(postgres)
+        assert counts["tasks"] == (expected["tasks"], expected["tasks"])
+        assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
+        assert _query(postgres, "select name from asana.tasks where gid = %s", changed[0]) == [
+            ("Renamed in Asana",)
+        ]
+        assert _query(postgres, "select text from asana.stories where gid = %s", new_story["gid"])
+        # Only the changed tasks' stories were requested.
+        story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
+        assert story_paths == {f"/api/1.0/tasks/{gid}/stories" for gid in changed}
+
+        # --- A full refresh reloads everything without duplicating a row.
+        _meltano(
+            meltano_project, "run", "--full-refresh", "tap-asana-vl", "target-postgres", env=env
+        )
+        counts = _counts(postgres)
+        assert counts["tasks"] == (expected["tasks"], expected["tasks"])
+        assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
+        assert len({r.path for r in fake.requests if r.path.endswith("/stories")}) == len(ds.tasks)

@@ -1,0 +1,1033 @@
+"""Tests for the fake Asana API (tests/fake_asana) that the tap's tests and benchmarks use."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from jsonschema import Draft7Validator, FormatChecker
+
+from tests.fake_asana import Dataset, FakeAsana, RecordedRequest, build_dataset
+from tests.fake_asana.dataset import iso_ms, parse_iso_ms
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENT_ID = "test-client"
+CLIENT_SECRET = "test-client-secret-value"
+REDIRECT_URI = "http://localhost:8765/callback"
+BAD_OFFSET = "offset: Your pagination token is invalid."
+EXACTLY_ONE = (
+    "Must specify exactly one of project, tag, section, user task list, or assignee + workspace"
+)
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def shared_dataset() -> Dataset:
+    """Read-only dataset shared by tests that do not mutate data."""
+    return build_dataset()
+
+
+@pytest.fixture
+def fake(shared_dataset: Dataset):
+    """A running fake over the shared (read-only) dataset."""
+    with FakeAsana(shared_dataset) as server:
+        server.register_client(CLIENT_ID, CLIENT_SECRET)
+        yield server
+
+
+@pytest.fixture
+def mutable_fake():
+    """A running fake over its own dataset, for tests that change data."""
+    with FakeAsana(build_dataset()) as server:
+        yield server
+
+
+@pytest.fixture
+def api(fake: FakeAsana):
+    """A session authenticated with the fake's PAT, bound to the fake's API URL."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {fake.pat}"
+
+        def get(path: str, **params) -> requests.Response:
+            return session.get(fake.api_url + path, params=params or None, timeout=5)
+
+        yield get
+
+
+def _get(fake: FakeAsana, path: str, token: str | None = None, **params) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token or fake.pat}"}
+    return requests.get(fake.api_url + path, params=params or None, headers=headers, timeout=5)
+
+
+def _error_message(response: requests.Response) -> str:
+    body = response.json()
+    assert set(body) == {"errors"}
+    (error,) = body["errors"]
+    assert error["help"].startswith("For more information on API status codes")
+    return error["message"]
+
+
+def _first_project(dataset: Dataset) -> dict:
+    return next(iter(dataset.projects.values()))
+
+
+def _walk(get, path: str, **params) -> tuple[list[dict], int]:
+    """Follow next_page to the end; returns all records and the number of pages."""
+    records, pages = [], 0
+    response = get(path, **params)
+    while True:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"data", "next_page"}
+        records.extend(body["data"])
+        pages += 1
+        if body["next_page"] is None:
+            return records, pages
+        next_page = body["next_page"]
+        assert next_page["uri"].endswith(next_page["path"])
+        assert f"offset={next_page['offset']}" in next_page["path"]
+        query = {k: v[0] for k, v in parse_qs(urlsplit(next_page["path"]).query).items()}
+        response = get(urlsplit(next_page["path"]).path, **query)
+
+
+# --------------------------------------------------------------------------- envelope
+def test_envelope_and_compact_defaults(fake: FakeAsana, api) -> None:
+    response = api("/workspaces")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json; charset=UTF-8"
+    body = response.json()
+    assert set(body) == {"data"}  # no next_page without limit
+    assert [set(w) for w in body["data"]] == [{"gid", "resource_type", "name"}] * 2
+
+    project = _first_project(fake.dataset)
+    tasks = api("/tasks", project=project["gid"], limit=3).json()
+    assert set(tasks) == {"data", "next_page"}
+    assert all(
+        set(t) == {"gid", "resource_type", "name", "resource_subtype"} for t in tasks["data"]
+    )
+
+    task_gid = tasks["data"][0]["gid"]
+    stories = api(f"/tasks/{task_gid}/stories").json()["data"]
+    compact_story = {"gid", "resource_type", "created_at", "created_by", "resource_subtype", "text"}
+    assert all(set(s) == compact_story for s in stories)
+    assert all(set(u) == {"gid", "resource_type", "name"} for u in api("/users").json()["data"])
+
+    # Single reads return the full record, minus Asana's opt-in fields.
+    full = api(f"/tasks/{task_gid}").json()
+    assert set(full) == {"data"}
+    stored = fake.dataset.tasks[task_gid]
+    assert "created_by" not in full["data"]
+    assert "html_notes" not in full["data"]
+    assert full["data"]["memberships"] == stored["memberships"]
+    assert full["data"]["notes"] == stored["notes"]
+    assert "project_gid" not in full["data"]
+    story = api(f"/stories/{stories[0]['gid']}").json()["data"]
+    assert story["target"]["gid"] == task_gid
+    assert api(f"/projects/{project['gid']}").json()["data"]["name"] == project["name"]
+    assert api(f"/workspaces/{project['workspace']['gid']}").json()["data"]["is_organization"]
+
+
+def test_pat_is_not_shaped_like_a_real_one(fake: FakeAsana) -> None:
+    assert not re.fullmatch(r"\d/\d+:[0-9a-f]{32}", fake.pat)
+    assert fake.pat in fake.pats
+
+
+def test_users_me_and_email(fake: FakeAsana, api) -> None:
+    me = api("/users/me").json()["data"]
+    assert me["gid"] == fake.dataset.me_gid
+    # The shared user belongs to every workspace.
+    assert {w["gid"] for w in me["workspaces"]} == set(fake.dataset.workspaces)
+    assert api(f"/users/{me['email']}").json()["data"]["gid"] == me["gid"]
+
+
+# --------------------------------------------------------------------------- pagination
+def test_pagination_walk_returns_every_task_once(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)
+    expected = [t["gid"] for t in fake.dataset.tasks_by_project[project["gid"]]]
+    assert len(expected) > 10
+    records, pages = _walk(api, "/tasks", project=project["gid"], limit=4, opt_fields="name")
+    gids = [r["gid"] for r in records]
+    assert gids == expected
+    assert pages == -(-len(expected) // 4)
+
+
+def test_users_sorted_by_gid_and_paginated(fake: FakeAsana, api) -> None:
+    workspace = next(iter(fake.dataset.workspaces))
+    records, pages = _walk(api, "/users", workspace=workspace, limit=1)
+    gids = [u["gid"] for u in records]
+    assert gids == sorted(gids)
+    assert len(gids) == 4
+    assert pages == 4
+
+
+def test_exact_last_page_has_null_next_page(fake: FakeAsana, api) -> None:
+    body = api("/workspaces", limit=2).json()
+    assert len(body["data"]) == 2
+    assert body["next_page"] is None
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        "",
+        "garbage",
+        "eyJ0eXAiOJiKV1iQLCJhbGciOiJIUzI1NiJ9",
+        base64.urlsafe_b64encode(b'{"fp":"x","after":"1","iat":0}').decode() + ".AAAA",
+    ],
+)
+def test_forged_offsets_are_rejected(fake: FakeAsana, api, offset: str) -> None:
+    project = _first_project(fake.dataset)
+    response = api("/tasks", project=project["gid"], limit=2, offset=offset)
+    assert response.status_code == 400
+    assert _error_message(response) == BAD_OFFSET
+
+
+def test_offsets_are_bound_to_their_query(fake: FakeAsana, api) -> None:
+    first, second = list(fake.dataset.projects)[:2]
+    token = api("/tasks", project=first, limit=2).json()["next_page"]["offset"]
+    # Same query with other limit/opt_fields: fine (they do not change the result set).
+    ok = api("/tasks", project=first, limit=3, offset=token, opt_fields="name")
+    assert ok.status_code == 200
+    assert ok.json()["data"][0]["gid"] == fake.dataset.tasks_by_project[first][2]["gid"]
+    for params in ({"project": second}, {"project": first, "modified_since": "2020-01-01"}):
+        response = api("/tasks", limit=2, offset=token, **params)
+        assert response.status_code == 400
+        assert _error_message(response) == BAD_OFFSET
+    assert (
+        api("/projects", workspace=next(iter(fake.dataset.workspaces)), offset=token).status_code
+        == 400
+    )
+    # A tampered signature is rejected.
+    payload, signature = token.split(".")
+    tampered = payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
+    assert api("/tasks", project=first, limit=2, offset=tampered).status_code == 400
+
+
+def test_offset_ttl(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)["gid"]
+    token = api("/tasks", project=project, limit=2).json()["next_page"]["offset"]
+    fake.offset_ttl = 30
+    assert api("/tasks", project=project, limit=2, offset=token).status_code == 200
+    fake.advance_clock(31)
+    response = api("/tasks", project=project, limit=2, offset=token)
+    assert response.status_code == 400
+    assert _error_message(response) == BAD_OFFSET
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "", "1.5"])
+def test_bad_limits(fake: FakeAsana, api, limit: str) -> None:
+    response = api("/tasks", project=_first_project(fake.dataset)["gid"], limit=limit)
+    assert response.status_code == 400
+    assert _error_message(response) == "limit: Must be between 1 and 100"
+
+
+def test_limit_bounds_accepted(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)["gid"]
+    assert len(api("/tasks", project=project, limit=1).json()["data"]) == 1
+    assert api("/tasks", project=project, limit=100).json()["next_page"] is None
+
+
+def test_unpaginated_result_too_large() -> None:
+    dataset = build_dataset(
+        workspaces=1,
+        users_per_workspace=1,
+        projects_per_workspace=1,
+        tasks_per_project=1001,
+        stories_per_task=0,
+    )
+    with FakeAsana(dataset) as fake:
+        project = _first_project(dataset)["gid"]
+        response = _get(fake, "/tasks", project=project)
+        assert response.status_code == 400
+        assert _error_message(response).startswith(
+            "The result is too large. You should use pagination"
+        )
+        assert len(_get(fake, "/tasks", project=project, limit=100).json()["data"]) == 100
+
+
+def test_projects_need_workspace_to_paginate(fake: FakeAsana, api) -> None:
+    response = api("/projects", limit=5)
+    assert response.status_code == 400
+    assert _error_message(response) == "Need to specify a workspace or team to paginate!"
+    assert len(api("/projects").json()["data"]) == len(fake.dataset.projects)
+
+
+def test_projects_archived_filter(fake: FakeAsana, api) -> None:
+    workspace = next(iter(fake.dataset.workspaces))
+    projects = fake.dataset.projects_by_workspace[workspace]
+    archived = {p["gid"] for p in projects if p["archived"]}
+    assert archived
+    assert archived != {p["gid"] for p in projects}
+
+    def listed(**params) -> set[str]:
+        return {
+            p["gid"]
+            for p in api("/projects", workspace=workspace, limit=100, **params).json()["data"]
+        }
+
+    assert listed(archived="true") == archived
+    assert listed(archived="false") == {p["gid"] for p in projects} - archived
+    assert listed() == {p["gid"] for p in projects}
+    assert api("/projects", workspace=workspace, archived="maybe").status_code == 400
+
+
+# --------------------------------------------------------------------------- opt_fields
+def test_opt_fields_projection(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)
+    opt_fields = ",".join(
+        [
+            "name",
+            "this.notes",
+            "assignee",
+            "assignee.email",
+            "memberships.(project|section).name",
+            "this.(followers|workspace).name",
+            "custom_fields.display_value",
+            "likes.user.name",
+            "external",
+            "no_such_field",
+            "projects.no_such_field",
+        ]
+    )
+    data = api("/tasks", project=project["gid"], limit=100, opt_fields=opt_fields).json()["data"]
+    users = fake.dataset.users
+    for record in data:
+        task = fake.dataset.tasks[record["gid"]]
+        expected_keys = {
+            "gid",
+            "name",
+            "notes",
+            "assignee",
+            "memberships",
+            "followers",
+            "workspace",
+            "custom_fields",
+            "likes",
+            "external",
+            "projects",
+        }
+        assert set(record) == expected_keys
+        # An unknown leaf under a known field leaves just the gids.
+        assert record["projects"] == [{"gid": p["gid"]} for p in task["projects"]]
+        assert record["notes"] == task["notes"]
+        if task["assignee"] is None:
+            assert record["assignee"] is None
+        else:
+            # Bare + sub-field: minimal ref plus the field, resolved through the user.
+            user = users[task["assignee"]["gid"]]
+            assert record["assignee"] == {
+                "gid": user["gid"],
+                "resource_type": "user",
+                "email": user["email"],
+            }
+        assert record["memberships"] == [
+            {
+                "project": {"gid": m["project"]["gid"], "name": m["project"]["name"]},
+                "section": {"gid": m["section"]["gid"], "name": m["section"]["name"]},
+            }
+            for m in task["memberships"]
+        ]
+        assert record["followers"] == [
+            {"gid": f["gid"], "name": f["name"]} for f in task["followers"]
+        ]
+        assert record["workspace"] == {
+            "gid": task["workspace"]["gid"],
+            "name": task["workspace"]["name"],
+        }
+        assert all(set(cf) == {"gid", "display_value"} for cf in record["custom_fields"])
+        assert all(
+            set(like) == {"gid", "user"} and set(like["user"]) == {"gid", "name"}
+            for like in record["likes"]
+        )
+        assert record["external"] == task["external"]  # plain object: comes back whole
+
+
+def test_opt_fields_bare_resource_and_single_object(fake: FakeAsana, api) -> None:
+    task = next(t for t in fake.dataset.tasks.values() if t["assignee"] is not None)
+    data = api(
+        f"/tasks/{task['gid']}", opt_fields="assignee,projects,created_by,html_notes"
+    ).json()["data"]
+    assert data == {
+        "gid": task["gid"],
+        "assignee": {"gid": task["assignee"]["gid"], "resource_type": "user"},
+        "projects": [{"gid": p["gid"], "resource_type": "project"} for p in task["projects"]],
+        "created_by": {"gid": task["created_by"]["gid"], "resource_type": "user"},
+        "html_notes": task["html_notes"],  # opt-in fields come back when named
+    }
+    assert api(f"/tasks/{task['gid']}", opt_fields="nothing_known").json()["data"] == {
+        "gid": task["gid"]
+    }
+
+
+def test_assignee_names_match_users(shared_dataset: Dataset) -> None:
+    users = shared_dataset.users
+    for task in shared_dataset.tasks.values():
+        for ref in [task["assignee"], task["completed_by"], *task["followers"]]:
+            if ref is not None:
+                assert ref["name"] == users[ref["gid"]]["name"]
+        for membership in task["memberships"]:
+            assert (
+                membership["project"]["name"]
+                == shared_dataset.projects[membership["project"]["gid"]]["name"]
+            )
+
+
+# --------------------------------------------------------------------------- dataset
+def _format_checker() -> FormatChecker:
+    checker = FormatChecker()
+
+    # jsonschema's own date-time check needs an extra package; Asana's format is fixed.
+    @checker.checks("date-time", raises=ValueError)
+    def _date_time(value: object) -> bool:
+        if isinstance(value, str):
+            if not ISO_MS.match(value):
+                raise ValueError(value)
+            dt.datetime.fromisoformat(value)
+        return True
+
+    return checker
+
+
+def test_every_object_validates_against_our_schemas(shared_dataset: Dataset) -> None:
+    checker = _format_checker()
+    validators = {
+        stream: Draft7Validator(schema, format_checker=checker)
+        for stream, schema in shared_dataset.schemas.items()
+    }
+    count = 0
+    for stream, obj in shared_dataset.iter_objects():
+        errors = [
+            f"{list(e.absolute_path)}: {e.message}" for e in validators[stream].iter_errors(obj)
+        ]
+        assert not errors, (stream, obj["gid"], errors[:5])
+        expected = set(shared_dataset.schemas[stream]["properties"]) - {"project_gid"}
+        assert set(obj) == expected, stream
+        count += 1
+    assert count == 2 + 7 + 6 + 72 + 144
+
+
+def test_dataset_is_deterministic_and_relational() -> None:
+    a, b = build_dataset(seed=3), build_dataset(seed=3)
+    assert json.dumps(a.tasks) == json.dumps(b.tasks)
+    all_gids = [
+        g for table in (a.workspaces, a.users, a.projects, a.tasks, a.stories) for g in table
+    ]
+    assert len(all_gids) == len(set(all_gids))
+    assert all(re.fullmatch(r"\d{16}", g) for g in all_gids)
+    for project in a.projects.values():
+        assert project["created_at"] <= project["modified_at"]
+        assert project["resource_type"] == "project"
+        assert project["workspace"]["gid"] in a.workspaces
+        is_org = a.workspaces[project["workspace"]["gid"]]["is_organization"]
+        assert (project["team"] is not None) == is_org
+    for task in a.tasks.values():
+        assert task["parent"] is None
+        assert "2024-01-01" <= task["created_at"] <= task["modified_at"] < "2026"
+        assert task["completed"] == (task["completed_at"] is not None)
+        if task["completed"]:
+            assert task["created_at"] <= task["completed_at"] <= task["modified_at"]
+        assert [m["project"]["gid"] for m in task["memberships"]] == [
+            p["gid"] for p in task["projects"]
+        ]
+        ws_users = {u["gid"] for u in a.users_by_workspace[task["workspace"]["gid"]]}
+        assert task["assignee"] is None or task["assignee"]["gid"] in ws_users
+        for story in a.stories_by_task[task["gid"]]:
+            assert story["target"]["gid"] == task["gid"]
+            assert task["created_at"] <= story["created_at"] <= task["modified_at"]
+            assert story["type"] == (
+                "comment" if story["resource_subtype"] == "comment_added" else "system"
+            )
+    shared = [u for u in a.users.values() if len(u["workspaces"]) == len(a.workspaces)]
+    assert len(shared) == 1
+    archived = [p["name"] for p in a.projects.values() if p["archived"]]
+    assert archived == ["Project 3", "Project 6"]
+
+
+def test_multi_homed_tasks_are_listed_in_both_projects(fake: FakeAsana, api) -> None:
+    multi = [t for t in fake.dataset.tasks.values() if len(t["projects"]) == 2]
+    assert len(multi) == 2 * 6  # 12 tasks per project, every 5th multi-homed
+    for task in multi[:3]:
+        for project in task["projects"]:
+            listed = api("/tasks", project=project["gid"], limit=100).json()["data"]
+            assert task["gid"] in [t["gid"] for t in listed]
+        workspace = task["workspace"]["gid"]
+        projects = fake.dataset.projects_by_workspace[workspace]
+        first, second = (p["gid"] for p in task["projects"])
+        index = [p["gid"] for p in projects].index(first)
+        assert second == projects[(index + 1) % len(projects)]["gid"]
+
+
+# --------------------------------------------------------------------------- filters
+def test_modified_since_is_inclusive(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)["gid"]
+    tasks = fake.dataset.tasks_by_project[project]
+    pivot = sorted(t["modified_at"] for t in tasks)[len(tasks) // 2]
+
+    def listed(since: str) -> set[str]:
+        return {
+            t["gid"]
+            for t in api("/tasks", project=project, modified_since=since, limit=100).json()["data"]
+        }
+
+    expected = {t["gid"] for t in tasks if t["modified_at"] >= pivot}
+    assert listed(pivot) == expected
+    one_ms_later = iso_ms(parse_iso_ms(pivot) + 1)
+    assert listed(one_ms_later) == expected - {t["gid"] for t in tasks if t["modified_at"] == pivot}
+    # tap-asana's format: microseconds, no zone (= UTC).
+    naive = pivot.replace("Z", "") + "000"
+    assert listed(naive) == expected
+    assert listed("2000-01-01") == {t["gid"] for t in tasks}
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", "2024-13-01T00:00:00Z", "now"])
+def test_bad_modified_since(fake: FakeAsana, api, value: str) -> None:
+    response = api("/tasks", project=_first_project(fake.dataset)["gid"], modified_since=value)
+    assert response.status_code == 400
+    assert _error_message(response) == "modified_since: Not a valid date-time"
+
+
+def test_completed_since(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)["gid"]
+    tasks = fake.dataset.tasks_by_project[project]
+    listed = {
+        t["gid"] for t in api("/tasks", project=project, completed_since="now").json()["data"]
+    }
+    assert listed == {t["gid"] for t in tasks if not t["completed"]}
+    assert api("/tasks", project=project, completed_since="soon").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({}, 400, "You should specify one of workspace, project, tag, section, user_task_list"),
+        (
+            {"workspace": "1"},
+            400,
+            EXACTLY_ONE,
+        ),
+        (
+            {"project": "1", "tag": "2"},
+            400,
+            EXACTLY_ONE,
+        ),
+        ({"project": ""}, 400, "project: Not a Long"),
+        ({"project": "abc"}, 400, "project: Not a recognized ID: abc"),
+        ({"project": "1234567890123456"}, 404, "project: Unknown object: 1234567890123456"),
+    ],
+)
+def test_tasks_filter_errors(fake: FakeAsana, api, params: dict, status: int, message: str) -> None:
+    response = api("/tasks", **params)
+    assert response.status_code == status
+    assert _error_message(response) == message
+
+
+def test_other_task_filters(fake: FakeAsana, api) -> None:
+    ds = fake.dataset
+    task = next(t for t in ds.tasks.values() if t["tags"] and t["assignee"])
+    tag = task["tags"][0]["gid"]
+    by_tag = {t["gid"] for t in api("/tasks", tag=tag).json()["data"]}
+    assert by_tag == {t["gid"] for t in ds.tasks.values() if tag in [x["gid"] for x in t["tags"]]}
+    section = task["memberships"][0]["section"]["gid"]
+    by_section = {t["gid"] for t in api("/tasks", section=section).json()["data"]}
+    assert task["gid"] in by_section
+    by_assignee = api(
+        "/tasks", assignee=task["assignee"]["gid"], workspace=task["workspace"]["gid"]
+    ).json()["data"]
+    assert task["gid"] in {t["gid"] for t in by_assignee}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/tasks/1234567890123456", 404, "task: Unknown object: 1234567890123456"),
+        ("GET", "/tasks/1234567890123456/stories", 404, "task: Unknown object: 1234567890123456"),
+        ("GET", "/stories/1234567890123456", 404, "story: Unknown object: 1234567890123456"),
+        ("GET", "/projects/1234567890123456", 404, "project: Unknown object: 1234567890123456"),
+        ("GET", "/users/1234567890123456", 404, "user: Unknown object: 1234567890123456"),
+        ("GET", "/workspaces/1234567890123456", 404, "workspace: Unknown object: 1234567890123456"),
+        ("GET", "/tasks/abc", 400, "task: Not a recognized ID: abc"),
+        ("GET", "/no/such/route", 404, "No matching route for request"),
+        ("POST", "/tasks", 404, "No matching route for request"),
+        ("DELETE", "/workspaces", 404, "No matching route for request"),
+    ],
+)
+def test_unknown_objects_and_routes(
+    fake: FakeAsana, method: str, path: str, status: int, message: str
+) -> None:
+    response = requests.request(
+        method, fake.api_url + path, headers={"Authorization": f"Bearer {fake.pat}"}, timeout=5
+    )
+    assert response.status_code == status
+    assert _error_message(response) == message
+
+
+# --------------------------------------------------------------------------- mutations
+def test_add_story_bumps_task_modified_at(mutable_fake: FakeAsana) -> None:
+    fake = mutable_fake
+    task = next(iter(fake.dataset.tasks.values()))
+    before = task["modified_at"]
+    cutoff = iso_ms(int(fake.now() * 1000) - 1)
+    story = fake.add_story(task["gid"], "Hello from the test")
+    assert story["text"] == "Hello from the test"
+    assert story["type"] == "comment"
+    assert task["modified_at"] == story["created_at"] > before
+    stories = _get(fake, f"/tasks/{task['gid']}/stories").json()["data"]
+    assert stories[-1]["gid"] == story["gid"]
+    project = task["projects"][0]["gid"]
+    changed = _get(fake, "/tasks", project=project, modified_since=cutoff).json()["data"]
+    assert [t["gid"] for t in changed] == [task["gid"]]
+
+
+def test_touch_add_delete_task(mutable_fake: FakeAsana) -> None:
+    fake = mutable_fake
+    fake.cache_responses = True  # the helpers must invalidate cached renderings
+    project = _first_project(fake.dataset)["gid"]
+    first = _get(fake, "/tasks", project=project, opt_fields="modified_at").json()["data"]
+    gid = first[0]["gid"]
+    fake.touch_task(gid, at="2030-01-02T03:04:05.678Z")
+    assert (
+        _get(fake, f"/tasks/{gid}", opt_fields="modified_at").json()["data"]["modified_at"]
+        == "2030-01-02T03:04:05.678Z"
+    )
+    new = fake.add_task(project, name="Brand new")
+    listed = _get(fake, "/tasks", project=project, opt_fields="name").json()["data"]
+    assert listed[-1] == {"gid": new["gid"], "name": "Brand new"}
+    assert new["created_at"] == new["modified_at"]
+    fake.delete_task(gid)
+    assert gid not in {t["gid"] for t in _get(fake, "/tasks", project=project).json()["data"]}
+    assert _get(fake, f"/tasks/{gid}").status_code == 404
+
+
+def test_pagination_survives_deletes_and_inserts(mutable_fake: FakeAsana) -> None:
+    fake = mutable_fake
+    project = _first_project(fake.dataset)["gid"]
+    expected = [t["gid"] for t in fake.dataset.tasks_by_project[project]]
+    page = _get(fake, "/tasks", project=project, limit=3).json()
+    fake.delete_task(page["data"][-1]["gid"])  # the token's anchor disappears
+    fake.delete_task(expected[3])
+    new = fake.add_task(project)
+    rest, _ = _walk(
+        lambda p, **q: _get(fake, p, **q),
+        "/tasks",
+        project=project,
+        limit=3,
+        offset=page["next_page"]["offset"],
+    )
+    assert [t["gid"] for t in rest] == [*expected[4:], new["gid"]]
+
+
+# --------------------------------------------------------------------------- auth
+@pytest.mark.parametrize(
+    "header", [None, "Bearer nope", "Bearer ", "Basic Zm9vOmJhcg==", "Token x"]
+)
+def test_unauthorized(fake: FakeAsana, header: str | None) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    response = requests.get(fake.api_url + "/workspaces", headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert _error_message(response) == "Not Authorized"
+
+
+def test_more_pats(fake: FakeAsana) -> None:
+    fake.pats.add("second-fake-pat")
+    assert _get(fake, "/workspaces", token="second-fake-pat").status_code == 200
+
+
+def test_expired_access_token(fake: FakeAsana) -> None:
+    token = fake.issue_access_token(ttl=60)
+    assert _get(fake, "/workspaces", token=token).status_code == 200
+    fake.advance_clock(61)
+    response = _get(fake, "/workspaces", token=token)
+    assert response.status_code == 401
+    assert "The bearer token has expired" in _error_message(response)
+
+
+# --------------------------------------------------------------------------- OAuth
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    return verifier, challenge
+
+
+def _authorize(fake: FakeAsana, challenge: str, state: str = "xyz", **extra) -> requests.Response:
+    params = {
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "scope": "default",
+        **extra,
+    }
+    return requests.get(fake.authorize_url, params=params, allow_redirects=False, timeout=5)
+
+
+def _redirect_params(response: requests.Response) -> dict[str, str]:
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def _exchange(fake: FakeAsana, code: str, verifier: str, **overrides) -> requests.Response:
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "redirect_uri": REDIRECT_URI,
+        "code": code,
+        "code_verifier": verifier,
+        **overrides,
+    }
+    return requests.post(fake.token_url, data=form, timeout=5)
+
+
+def _refresh(fake: FakeAsana, token: str, **overrides) -> requests.Response:
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": token,
+        **overrides,
+    }
+    return requests.post(fake.token_url, data=form, timeout=5)
+
+
+def test_oauth_code_flow_with_pkce(fake: FakeAsana) -> None:
+    verifier, challenge = _pkce()
+    params = _redirect_params(_authorize(fake, challenge, state="s-123"))
+    assert params["state"] == "s-123"
+    assert fake.authorize_requests[-1]["code_challenge"] == challenge
+
+    response = _exchange(fake, params["code"], verifier)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 3600
+    me = fake.dataset.users[fake.dataset.me_gid]
+    assert body["data"] == {
+        "id": int(me["gid"]),
+        "gid": me["gid"],
+        "name": me["name"],
+        "email": me["email"],
+    }
+    assert _get(fake, "/users/me", token=body["access_token"]).json()["data"]["gid"] == me["gid"]
+
+    # The code is single-use.
+    again = _exchange(fake, params["code"], verifier)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+
+    # Refresh: new access token, no new refresh token (unless rotation is on).
+    refreshed = _refresh(fake, body["refresh_token"])
+    assert refreshed.status_code == 200
+    assert "refresh_token" not in refreshed.json()
+    assert refreshed.json()["access_token"] != body["access_token"]
+    assert fake.access_tokens_issued == 2
+    assert [(r.grant_type, r.client_id, r.status) for r in fake.token_requests] == [
+        ("authorization_code", CLIENT_ID, 200),
+        ("authorization_code", CLIENT_ID, 400),
+        ("refresh_token", CLIENT_ID, 200),
+    ]
+    assert CLIENT_SECRET not in repr(fake.token_requests)
+    assert CLIENT_SECRET not in repr(fake.requests)
+
+
+def test_oauth_wrong_verifier_and_redirect(fake: FakeAsana) -> None:
+    verifier, challenge = _pkce()
+    code = _redirect_params(_authorize(fake, challenge))["code"]
+    response = _exchange(fake, code, verifier + "x")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    code = _redirect_params(_authorize(fake, challenge))["code"]
+    other_redirect = _exchange(fake, code, verifier, redirect_uri="http://localhost:1/other")
+    assert other_redirect.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "error"),
+    [
+        ({"client_secret": "wrong"}, 401, "invalid_client"),
+        ({"client_id": "unknown"}, 401, "invalid_client"),
+        ({"refresh_token": "fake-refresh-unknown"}, 400, "invalid_grant"),
+        ({"refresh_token": ""}, 400, "invalid_request"),
+        ({"client_secret": ""}, 400, "invalid_request"),
+        ({"grant_type": ""}, 400, "invalid_request"),
+        ({"grant_type": "password"}, 400, "unsupported_grant_type"),
+    ],
+)
+def test_oauth_token_errors(fake: FakeAsana, overrides: dict, status: int, error: str) -> None:
+    refresh_token = fake.issue_refresh_token(CLIENT_ID)
+    response = _refresh(fake, refresh_token, **overrides)
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == error
+    assert body["error_description"]
+
+
+def test_oauth_revoked_and_rotated_refresh_tokens(fake: FakeAsana) -> None:
+    refresh_token = fake.issue_refresh_token(CLIENT_ID)
+    fake.rotate_refresh_tokens = True
+    rotated = _refresh(fake, refresh_token).json()["refresh_token"]
+    assert _refresh(fake, refresh_token).json()["error"] == "invalid_grant"
+    fake.revoke_refresh_token(rotated)
+    response = _refresh(fake, rotated)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    # Revoking over HTTP, as Asana's /-/oauth_revoke does.
+    fake.rotate_refresh_tokens = False
+    third = fake.issue_refresh_token(CLIENT_ID)
+    form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "token": third}
+    assert requests.post(fake.revoke_url, data=form, timeout=5).status_code == 200
+    assert _refresh(fake, third).json()["error"] == "invalid_grant"
+
+
+def test_oauth_access_token_ttl(fake: FakeAsana) -> None:
+    fake.access_token_ttl = 5
+    body = _refresh(fake, fake.issue_refresh_token(CLIENT_ID)).json()
+    assert body["expires_in"] == 5
+    assert _get(fake, "/workspaces", token=body["access_token"]).status_code == 200
+    fake.advance_clock(5)
+    response = _get(fake, "/workspaces", token=body["access_token"])
+    assert response.status_code == 401
+    assert "The bearer token has expired" in _error_message(response)
+
+
+def test_oauth_authorize_errors(fake: FakeAsana) -> None:
+    _, challenge = _pkce()
+    unknown = _authorize(fake, challenge, client_id="nope")
+    assert unknown.status_code == 400
+    assert unknown.headers["Content-Type"].startswith("text/plain")
+    bad_redirect = _authorize(fake, challenge, redirect_uri="https://evil.example.com/cb")
+    assert bad_redirect.status_code == 400
+    fake.register_client("strict", "secret", redirect_uris=["http://127.0.0.1:9/cb"])
+    assert _authorize(fake, challenge, client_id="strict").status_code == 400
+    fake.oauth_deny = True
+    params = _redirect_params(_authorize(fake, challenge, state="st"))
+    assert params == {"error": "access_denied", "state": "st"}
+
+
+# --------------------------------------------------------------------------- rate limit
+def test_rate_limit_429_and_retry_after(fake: FakeAsana) -> None:
+    fake.rate_limit_per_minute = 3
+    statuses = [_get(fake, "/workspaces").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    limited = _get(fake, "/workspaces")
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert _error_message(limited).startswith("You've made too many requests and hit a rate limit")
+    # Budgets are per token.
+    fake.pats.add("other-pat")
+    assert _get(fake, "/workspaces", token="other-pat").status_code == 200
+    # Rejected requests count too: after 30 s the window is still full.
+    fake.advance_clock(30)
+    assert _get(fake, "/workspaces").status_code == 429
+    fake.advance_clock(31)  # the four from t0 expired; only the one from t0+30 remains
+    assert _get(fake, "/workspaces").status_code == 200
+    assert fake.responses_429 == 2
+
+
+# --------------------------------------------------------------------------- faults
+def test_fault_injection(fake: FakeAsana, api) -> None:
+    fake.inject(r"/workspaces\b", 500, times=2)
+    first, second, third = (api("/workspaces") for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [500, 500, 200]
+    assert "phrase" in first.json()["errors"][0]
+
+    fake.inject(r"/users", 502, raw_body="<html><body>Bad Gateway</body></html>")
+    html = api("/users")
+    assert html.status_code == 502
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert html.text.startswith("<html>")
+
+    fake.inject(r"limit=7", 503, body={"errors": [{"message": "custom"}]}, headers={"X-Test": "1"})
+    custom = api("/workspaces", limit=7)
+    assert custom.status_code == 503
+    assert custom.json() == {"errors": [{"message": "custom"}]}
+    assert custom.headers["X-Test"] == "1"
+
+    fake.inject(r"/workspaces", 429, times=None)
+    assert [api("/workspaces").status_code for _ in range(2)] == [429, 429]
+    assert api("/workspaces").headers["Retry-After"] == "1"
+    fake.clear_faults()
+    assert api("/workspaces").status_code == 200
+
+
+def test_fault_truncated_body_and_delay(fake: FakeAsana) -> None:
+    fake.inject(
+        r"/workspaces",
+        200,
+        raw_body='{"data": [',
+        headers={"Content-Length": "500", "Content-Type": "application/json"},
+    )
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _get(fake, "/workspaces")
+    fake.inject(r"/workspaces", 200, delay=0.3)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(
+            fake.api_url + "/workspaces",
+            headers={"Authorization": f"Bearer {fake.pat}"},
+            timeout=0.1,
+        )
+
+
+# --------------------------------------------------------------------------- request log
+def test_request_log(fake: FakeAsana, api) -> None:
+    project = _first_project(fake.dataset)["gid"]
+    api("/tasks", project=project, limit=2)
+    requests.get(fake.api_url + "/workspaces", headers={"Authorization": "Bearer wrong"}, timeout=5)
+    tasks_log = fake.requests_for("/tasks")
+    assert len(tasks_log) == 1
+    record = tasks_log[0]
+    assert isinstance(record, RecordedRequest)
+    assert (record.method, record.path, record.status) == ("GET", "/api/1.0/tasks", 200)
+    assert record.query == {"project": [project], "limit": ["2"]}
+    assert record.headers["Authorization"] == "Bearer <redacted>"
+    assert record.token == fake.pat
+    assert fake.pat not in repr(record)
+    assert abs(record.time - fake.now()) < 5
+    assert [r.status for r in fake.requests_for("/api/1.0/workspaces")] == [401]
+    fake.reset_log()
+    assert fake.requests == []
+
+
+def test_server_is_silent(fake: FakeAsana, api, capfd: pytest.CaptureFixture[str]) -> None:
+    api("/workspaces")
+    api("/nope")
+    requests.get(fake.base_url + "/elsewhere", timeout=5)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+# --------------------------------------------------------------------------- concurrency
+def test_latency_is_applied_in_parallel() -> None:
+    with FakeAsana(build_dataset(workspaces=1, tasks_per_project=2), latency=0.2) as fake:
+        results: list[int] = []
+
+        def call() -> None:
+            results.append(_get(fake, "/workspaces").status_code)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=call) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        assert results == [200] * 10
+        assert 0.2 <= elapsed < 1.0  # ten sleeps overlapped instead of queueing
+
+
+def test_concurrent_reads_and_writes(mutable_fake: FakeAsana) -> None:
+    fake = mutable_fake
+    project = _first_project(fake.dataset)["gid"]
+    task_gids = list(fake.dataset.tasks)
+    failures: list[str] = []
+
+    def reader() -> None:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {fake.pat}"
+            for _ in range(10):
+                url = (
+                    f"{fake.api_url}/tasks?project={project}&limit=5"
+                    "&opt_fields=name,modified_at,assignee.name"
+                )
+                while url:
+                    response = session.get(url, timeout=5)
+                    if response.status_code != 200:
+                        failures.append(response.text)
+                        break
+                    next_page = response.json()["next_page"]
+                    url = next_page and next_page["uri"]
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for i in range(50):
+        fake.add_story(task_gids[i % len(task_gids)], f"comment {i}")
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert fake.server_errors == []
+
+
+def test_stop_closes_keep_alive_connections() -> None:
+    fake = FakeAsana(build_dataset(workspaces=1, tasks_per_project=1)).start()
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {fake.pat}"
+        assert session.get(fake.api_url + "/workspaces", timeout=5).status_code == 200
+        fake.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(fake.api_url + "/workspaces", timeout=5)
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_serves_until_sigterm() -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fake_asana",
+        "--port",
+        "0",
+        "--workspaces",
+        "1",
+        "--projects-per-workspace",
+        "2",
+        "--tasks-per-project",
+        "5",
+        "--stories-per-task",
+        "1",
+        "--latency",
+        "0",
+        "--rate-limit",
+        "1500",
+    ]
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        info = {}
+        for line in proc.stdout:
+            key, _, value = line.strip().partition("=")
+            info[key] = value
+            if key == "counts":
+                break
+        assert info["api_url"].startswith("http://127.0.0.1:")
+        assert info["token_url"].endswith("/-/oauth_token")
+        response = requests.get(
+            info["api_url"] + "/workspaces",
+            headers={"Authorization": f"Bearer {info['pat']}"},
+            timeout=5,
+        )
+        assert response.status_code == 200
+        refreshed = requests.post(
+            info["token_url"],
+            data={
+                "grant_type": "refresh_token",
+                "client_id": info["client_id"],
+                "client_secret": info["client_secret"],
+                "refresh_token": info["refresh_token"],
+            },
+            timeout=5,
+        )
+        assert refreshed.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert proc.stderr is not None
+        assert proc.stderr.read() == ""
