@@ -25,6 +25,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -625,7 +626,7 @@ class FakeAsana:
             self._faults.clear()
 
     # ------------------------------------------------------------------ data mutations
-    def touch_task(self, gid: str, at: Any = None) -> dict[str, Any]:
+    def touch_task(self, gid: str, at: datetime | str | None = None) -> dict[str, Any]:
         """Thread-safe :meth:`Dataset.touch_task`."""
         with self.dataset.lock:
             return self.dataset.touch_task(gid, at)
