@@ -13,6 +13,7 @@ import datetime
 import email.utils
 import json
 import logging
+import random
 import threading
 import time
 import typing as t
@@ -28,8 +29,11 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_asana_vl import __version__, schemas
 from tap_asana_vl.auth import AsanaAuthError, token_of
 
+T = t.TypeVar("T")
+
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from concurrent.futures import Future
 
     from singer_sdk.helpers.types import Context
     from singer_sdk.streams.rest import HTTPRequest, PageContext
@@ -68,6 +72,50 @@ class RateLimitedError(Exception):
 
 class TokenRejectedError(Exception):
     """A 401 that one forced OAuth token refresh may cure."""
+
+
+class PrefetchCancelledError(Exception):
+    """The run no longer needs this prefetch (it is failing, or the parent was dropped)."""
+
+
+# Transient failures worth retrying with backoff.
+RETRIABLE_ERRORS = (
+    RetriableAPIError,
+    ConnectionResetError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def backoff_seconds(failures: int) -> float:
+    """Wait before retry number ``failures``: 1, 2, 4 … 60 s, with jitter (50-100 %)."""
+    base = min(MAX_BACKOFF_SECONDS, 2.0 ** (failures - 1))
+    return base * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not crypto)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for logs: our own messages, or the exception type (URLs left out)."""
+    if isinstance(exc, RetriableAPIError):
+        return str(exc)
+    return type(exc).__name__
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _context_key(context: Mapping[str, t.Any]) -> tuple[tuple[str, t.Any], ...]:
+    return tuple(sorted(context.items()))
 
 
 def parse_timestamp(value: str) -> datetime.datetime:
@@ -167,12 +215,19 @@ class AsanaStream(RESTStream[str]):
     tap_fields: t.ClassVar[frozenset[str]] = frozenset()
     #: What a skipped context is called in warnings, e.g. ``("project", "project_gid")``.
     context_label: t.ClassVar[tuple[str, str] | None] = None
+    #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
+    #: the SDK asking for it parent by parent. For per-parent children such as stories.
+    prefetch: t.ClassVar[bool] = False
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
         super().__init__(*args, **kwargs)
         self.stats = StreamStats()
         self._emitted: set[str] = set()
+        self._prefetched: dict[
+            tuple[tuple[str, t.Any], ...], tuple[Future[list[dict]], threading.Event]
+        ] = {}
+        self._thread_local = threading.local()
 
     # --- Wiring to the tap -------------------------------------------------------------
 
@@ -257,25 +312,25 @@ class AsanaStream(RESTStream[str]):
         return {}
 
     def request_decorator(self, func: Callable[..., requests.Response]) -> Callable[..., t.Any]:
-        """Pace every attempt, wait out 429s, and renew a rejected OAuth token once.
+        """Send with pacing and Asana's retry rules (replaces the SDK's backoff).
 
-        The SDK's backoff (bounded, exponential) handles 5xx, timeouts and broken
-        bodies. 429s are handled here instead, outside that try budget: Asana tells us
-        how long to wait, and a run that is merely throttled should never fail.
+        - 429: wait ``Retry-After`` and slow the shared pacer; never counts as a try.
+        - 401 with OAuth: the authenticator allows exactly one forced refresh.
+        - 5xx, timeouts, resets, broken bodies: exponential backoff with jitter, at most
+          ``max_retries`` times, then a fatal error naming the path and the status.
+
+        Waits are interruptible, so prefetches abandoned by a failing run stop at once
+        instead of holding the process open.
         """
 
-        def paced(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
-            self.rate_limiter.acquire()
-            with self.stats.lock:
-                self.stats.requests += 1
-            return func(prepared, context)
-
-        with_backoff = super().request_decorator(paced)
-
         def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
+            failures = 0
             while True:
+                self._pause(self.rate_limiter.reserve())
+                with self.stats.lock:
+                    self.stats.requests += 1
                 try:
-                    return with_backoff(prepared, context)
+                    return func(prepared, context)
                 except RateLimitedError as exc:
                     with self.stats.lock:
                         self.stats.rate_limited += 1
@@ -290,26 +345,40 @@ class AsanaStream(RESTStream[str]):
                     with self.stats.lock:
                         self.stats.token_refreshes_after_401 += 1
                     self.logger.warning("Asana answered 401; refreshing the OAuth token once")
+                except RETRIABLE_ERRORS as exc:
+                    failures += 1
+                    reason = _describe(exc)
+                    if failures > self.max_retries:
+                        msg = f"Giving up on {self.path} after {failures} attempts: {reason}"
+                        raise FatalAPIError(msg) from None
+                    wait = backoff_seconds(failures)
+                    with self.stats.lock:
+                        self.stats.retries += 1
+                    self.logger.warning(
+                        "Retrying %s in %.1fs (attempt %d failed: %s)",
+                        self.path,
+                        wait,
+                        failures,
+                        reason,
+                    )
+                    self._pause(wait)
 
         return send
 
-    def backoff_max_tries(self) -> int:
-        """Attempts per request for transient failures (``max_retries`` setting + 1)."""
-        return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)) + 1
+    @property
+    def max_retries(self) -> int:
+        """Retries of one request after transient failures (``max_retries`` setting)."""
+        return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES))
 
-    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:  # type: ignore[override]
-        """Log a retry without the request's URL query or headers."""
-        with self.stats.lock:
-            self.stats.retries += 1
-        exc = details.get("exception")
-        reason = str(exc) if isinstance(exc, RetriableAPIError) else type(exc).__name__
-        self.logger.warning(
-            "Retrying %s in %.1fs (attempt %d failed: %s)",
-            self.path,
-            details.get("wait", 0.0),
-            details.get("tries", 0),
-            reason,
-        )
+    def _pause(self, seconds: float) -> None:
+        """Sleep, waking early (and stopping) if this thread's prefetch was cancelled."""
+        cancelled: threading.Event | None = getattr(self._thread_local, "cancelled", None)
+        if cancelled is None:
+            if seconds > 0:
+                time.sleep(seconds)
+            return
+        if cancelled.wait(seconds) or cancelled.is_set():
+            raise PrefetchCancelledError
 
     # --- Responses -----------------------------------------------------------------------
 
@@ -366,21 +435,67 @@ class AsanaStream(RESTStream[str]):
     # --- Records -------------------------------------------------------------------------
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Yield records, skipping unreadable objects and already-synced changes."""
+        """Yield the records to emit, a batch at a time.
+
+        Before a batch is handed to the SDK (which syncs each record's children inline,
+        one after the other), the requests of prefetching children (e.g. each task's
+        stories) are started for the whole batch on the shared thread pool. The SDK
+        still writes every message from this thread, in its usual order, so output and
+        state stay exactly as in a sequential run; only the waiting overlaps.
+        """
+        try:
+            for batch in _batched(self._records_to_emit(context), self.page_size):
+                self._prefetch_children(batch, context)
+                yield from batch
+        except BaseException:
+            # Failing or stopped early: children prefetched for this batch are moot.
+            for child in self.child_streams:
+                if isinstance(child, AsanaStream):
+                    child.discard_prefetched()
+            raise
+
+    def _records_to_emit(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Records from Asana minus unreadable objects, repeats and already-synced ones."""
         # Asana's `modified_since` is inclusive, so the record(s) that set the previous
         # bookmark come back every run. They were delivered then; dropping them keeps a
         # no-change re-sync from re-requesting their children.
         bound = self._previous_bookmark(context)
         key = self.replication_key
         try:
-            for record in self.request_records(context):
+            for record in self._fetch_or_prefetched(context):
                 value = record.get(key) if bound is not None and key else None
                 if value and parse_timestamp(value) <= bound:
                     self.stats.unchanged_dropped += 1
                     continue
+                if not self.accept(record) or self._is_repeat(record, context):
+                    continue
                 yield record
         except SkippedObjectError as exc:
             self._skip(context, exc)
+
+    def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002
+        """Whether to emit a record (override for config filters such as project_gids).
+
+        Filtering here, before emission, also spares the record's children requests.
+        """
+        return True
+
+    def _is_repeat(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """True for a record already emitted in this run (multi-homed task, shared user)."""
+        if not self.deduplicate:
+            return False
+        gid = str(record.get("gid"))
+        if gid not in self._emitted:
+            self._emitted.add(gid)
+            return False
+        self.stats.duplicates_dropped += 1
+        if self.replication_key and self.replication_method == "INCREMENTAL":
+            # Delivered under another parent; this partition's bookmark must still pass
+            # it, or every later run would list it here again and re-request its children.
+            self.state_manager.increment_state(
+                record, context=context, replication_key=self.replication_key
+            )
+        return True
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
         if not (self.modified_since_param and self.replication_key):
@@ -395,30 +510,65 @@ class AsanaStream(RESTStream[str]):
             what = f"{label} {context.get(key)}"
         reason = SKIPPABLE_STATUSES.get(exc.status, str(exc.status))
         entry = f"{self.name}: {what} ({reason})"
-        self.stats.skipped.append(entry)
+        with self.stats.lock:
+            self.stats.skipped.append(entry)
         level = logging.DEBUG if exc.status == 404 else logging.WARNING
         self.logger.log(level, "Skipping %s for stream '%s': %s", what, self.name, exc)
 
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
-        """Drop records already emitted in this run (multi-homed tasks, shared users)."""
-        if self.deduplicate:
-            gid = row.get("gid")
-            if gid in self._emitted:
-                self.stats.duplicates_dropped += 1
-                if self.replication_key and self.replication_method == "INCREMENTAL":
-                    # The record was delivered under another parent; this partition's
-                    # bookmark must still pass it, or every later run would list it
-                    # here again and re-request its children.
-                    self.state_manager.increment_state(
-                        row, context=context, replication_key=self.replication_key
-                    )
-                return None
-            self._emitted.add(str(gid))
-        return row
+    # --- Concurrent children -------------------------------------------------------------
+
+    def _prefetch_children(self, records: list[dict[str, t.Any]], context: Context | None) -> None:
+        for child in self.child_streams:
+            if not isinstance(child, AsanaStream) or not child.prefetch:
+                continue
+            if not (child.selected or child.has_selected_descendents):
+                continue
+            child.discard_prefetched()
+            for record in records:
+                child_context = self.get_child_context(record, context)
+                if child_context is not None:
+                    child.start_prefetch(child_context)
+
+    def start_prefetch(self, context: Mapping[str, t.Any]) -> None:
+        """Start fetching every page for ``context`` on the shared pool."""
+        cancelled = threading.Event()
+
+        def fetch() -> list[dict[str, t.Any]]:
+            self._thread_local.cancelled = cancelled
+            try:
+                return list(self.request_records(dict(context)))
+            finally:
+                self._thread_local.cancelled = None
+
+        future = self.asana_tap.executor.submit(fetch)
+        self._prefetched[_context_key(context)] = (future, cancelled)
+
+    def discard_prefetched(self) -> None:
+        """Stop prefetches nobody will consume (a failing run, filtered-out parents)."""
+        for future, cancelled in self._prefetched.values():
+            cancelled.set()
+            future.cancel()
+        self._prefetched.clear()
+
+    def _fetch_or_prefetched(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        prefetched = self._prefetched.pop(_context_key(context or {}), None)
+        if prefetched is None:
+            return self.request_records(context)
+        try:
+            return prefetched[0].result()
+        except BaseException:
+            # The run is about to fail: don't leave other prefetches running.
+            self.discard_prefetched()
+            raise
+
+    @property
+    def requests_session(self) -> requests.Session:
+        """One HTTP session per thread (a Session is not safe to share across threads)."""
+        session = getattr(self._thread_local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._thread_local.session = session
+        return session
 
     def get_child_context(
         self,

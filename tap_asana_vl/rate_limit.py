@@ -29,30 +29,27 @@ class RateLimiter:
         max_requests_per_minute: float,
         *,
         clock: t.Callable[[], float] = time.monotonic,
-        sleep: t.Callable[[float], None] = time.sleep,
     ) -> None:
         """Start at the configured ceiling."""
         self.ceiling = float(max_requests_per_minute)
         self.rate = self.ceiling
         self._clock = clock
-        self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._last_change = clock()
         self.rate_limited_count = 0
         self.waited_seconds = 0.0
 
-    def acquire(self) -> None:
-        """Block until the caller may send one request."""
+    def reserve(self) -> float:
+        """Reserve the next request slot; return how many seconds to wait for it."""
         with self._lock:
             now = self._clock()
             self._recover(now)
             slot = max(now, self._next_slot)
             self._next_slot = slot + 60.0 / self.rate
-        wait = slot - now
-        if wait > 0:
+            wait = slot - now
             self.waited_seconds += wait
-            self._sleep(wait)
+        return wait
 
     def rate_limited(self, retry_after: float) -> None:
         """Asana answered 429: hold every sender for ``retry_after`` and slow down."""

@@ -72,17 +72,10 @@ class ProjectsStream(AsanaStream):
             return {}
         return {"archived": "false"}
 
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
+    def accept(self, record: dict[str, t.Any]) -> bool:
         """Apply the ``project_gids`` filter (children of dropped projects are skipped)."""
         wanted = self.config.get("project_gids")
-        if wanted and row["gid"] not in wanted:
-            return None
-        self.asana_tap.seen_project_gids.add(row["gid"])
-        return super().post_process(row, context)
+        return not wanted or record["gid"] in wanted
 
 
 class TasksStream(AsanaStream):
@@ -115,3 +108,4 @@ class StoriesStream(AsanaStream):
     replication_key = "created_at"
     context_label = ("task", "task_gid")
     state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
