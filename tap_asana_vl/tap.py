@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -11,6 +12,8 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
+from singer_sdk.io_base import SingerWriter
+from singer_sdk.singerlib import SchemaMessage, StateMessage
 
 from tap_asana_vl import streams
 from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator
@@ -47,10 +50,44 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
 
 
+class RepeatedSchemaSkippingWriter(SingerWriter):
+    """Writes Singer messages, leaving out a SCHEMA identical to the stream's last one.
+
+    The SDK re-sends a child stream's SCHEMA each time it syncs the children of one
+    parent, i.e. the stories schema once per task. Serialising that large schema costs
+    more than the task's records; a repeat says nothing new to a target.
+    """
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Start with no schema sent."""
+        super().__init__(*args, **kwargs)
+        self._last_schema: dict[str, SchemaMessage] = {}
+
+    def write_message(self, message: t.Any) -> None:
+        """Write ``message`` unless it repeats the stream's current SCHEMA."""
+        if isinstance(message, SchemaMessage):
+            previous = self._last_schema.get(message.stream)
+            if previous is not None and (
+                (previous.schema is message.schema or previous.schema == message.schema)
+                and previous.key_properties == message.key_properties
+                and previous.bookmark_properties == message.bookmark_properties
+            ):
+                return
+            self._last_schema[message.stream] = message
+        # The SDK flushes stdout after every message; with tens of thousands of records
+        # that is a syscall (and a GIL hand-off) per record. Flushing at each STATE keeps
+        # what the target has seen consistent: records always reach it before the
+        # STATE that covers them, and the buffer is flushed at exit.
+        sys.stdout.write(self.format_message(message) + "\n")
+        if isinstance(message, StateMessage):
+            sys.stdout.flush()
+
+
 class TapAsanaVl(Tap):
     """Singer tap for Asana."""
 
     name = "tap-asana-vl"
+    message_writer_class = RepeatedSchemaSkippingWriter
 
     # The SDK's defaults minus BATCH: it is a preview feature we do not test, and
     # target-postgres does not use it.

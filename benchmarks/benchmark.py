@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Benchmark tap-asana-vl against the test suite's fake Asana API.
+
+Runs the real tap (`python -m tap_asana_vl`, a subprocess) three times against one
+fake dataset served over loopback HTTP:
+
+  a) full sync, b) re-sync with nothing changed, c) re-sync after K tasks changed,
+
+and prints, per run: requests made vs the theoretical minimum, wall time vs the
+rate-limit bound (requests / allowed rate) and their ratio, records/s, the tap's peak
+RSS and the 429s it received. Figures are ratios measured in one run, so they hold on
+a noisy machine. Examples:
+
+  python benchmarks/benchmark.py                                   # tap overhead
+  python benchmarks/benchmark.py --latency 0.1 --rate-limit 1500   # paid-plan ceiling
+  python benchmarks/benchmark.py --tasks-per-project 25 --rate-limit 150  # free plan
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
+
+RSS_WRAPPER = """
+import atexit, runpy, sys
+
+def report():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
+
+atexit.register(report)
+sys.argv = ["tap-asana-vl", *sys.argv[1:]]
+runpy.run_module("tap_asana_vl", run_name="__main__")
+"""
+
+
+@dataclass
+class RunFigures:
+    name: str
+    requests: int
+    minimum: int
+    wall: float
+    records: int
+    peak_rss_mib: float
+    responses_429: int
+    failed: int
+    state: dict
+
+    def bound(self, rate: float | None) -> float | None:
+        return self.requests / rate * 60 if rate else None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspaces", type=int, default=1)
+    parser.add_argument("--projects-per-workspace", type=int, default=20)
+    parser.add_argument("--tasks-per-project", type=int, default=500)
+    parser.add_argument("--stories-per-task", type=int, default=5)
+    parser.add_argument("--users-per-workspace", type=int, default=50)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=0,
+        help="fake Asana's requests/minute quota (0: none)",
+    )
+    parser.add_argument(
+        "--tap-rate",
+        type=int,
+        default=None,
+        help="tap's max_requests_per_minute (default: the tap's default, or 10^6 without "
+        "--rate-limit so that only the tap's own overhead is measured)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="max_concurrent_requests")
+    parser.add_argument("--changed", type=int, default=50, help="K tasks changed before run c")
+    return parser.parse_args()
+
+
+def minimum_requests(fake: FakeAsana, changed_tasks: set[str] | None, first: bool) -> int:
+    """Fewest requests a correct sync can make for this dataset."""
+    ds = fake.dataset
+    pages = lambda n: max(1, math.ceil(n / 100))  # noqa: E731
+    total = pages(len(ds.workspaces))
+    for ws in ds.workspaces:
+        total += pages(len(ds.users_by_workspace[ws])) + pages(len(ds.projects_by_workspace[ws]))
+    for project, tasks in ds.tasks_by_project.items():
+        if first:
+            total += pages(len(tasks))
+        else:
+            listed = [t for t in tasks if t["gid"] in (changed_tasks or set())]
+            total += pages(len(listed))
+        del project
+    stories_for = ds.tasks if first else (changed_tasks or set())
+    total += sum(pages(len(ds.stories_by_task.get(gid, []))) for gid in stories_for)
+    return total
+
+
+def run_tap(
+    fake: FakeAsana, config: dict, state: dict | None, name: str, minimum: int
+) -> RunFigures:
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp, "config.json")
+        config_path.write_text(json.dumps(config))
+        # The tap runs under a tiny wrapper that reports its own peak RSS (VmHWM) at
+        # exit: rusage from wait4 would include the benchmark's memory, copied into
+        # the child by fork before exec.
+        args = [sys.executable, "-c", RSS_WRAPPER, "--config", str(config_path)]
+        if state is not None:
+            state_path = Path(tmp, "state.json")
+            state_path.write_text(json.dumps(state))
+            args += ["--state", str(state_path)]
+        out_path = Path(tmp, "out.jsonl")
+        before_requests = len(fake.requests)
+        before_429 = fake.responses_429
+        started = time.monotonic()
+        err_path = Path(tmp, "err.log")
+        with out_path.open("w") as out, err_path.open("w") as err:
+            proc = subprocess.run(
+                args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=False
+            )
+        wall = time.monotonic() - started
+        log = err_path.read_text()
+        if proc.returncode != 0:
+            raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
+        peak_kib = int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
+        records, last_state = 0, {}
+        with out_path.open() as out:
+            for line in out:
+                if line.startswith('{"type":"RECORD"'):
+                    records += 1
+                elif line.startswith('{"type":"STATE"'):
+                    last_state = json.loads(line)["value"]
+    api = [r for r in fake.requests[before_requests:] if r.path.startswith("/api/1.0/")]
+    return RunFigures(
+        name=name,
+        requests=len(api),
+        minimum=minimum,
+        wall=wall,
+        records=records,
+        peak_rss_mib=peak_kib / 1024,
+        responses_429=fake.responses_429 - before_429,
+        failed=sum(1 for r in api if r.status >= 400 and r.status != 429),
+        state=last_state,
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    dataset = build_dataset(
+        workspaces=args.workspaces,
+        users_per_workspace=args.users_per_workspace,
+        projects_per_workspace=args.projects_per_workspace,
+        tasks_per_project=args.tasks_per_project,
+        stories_per_task=args.stories_per_task,
+        seed=42,
+    )
+    allowed = args.rate_limit or None
+    with FakeAsana(dataset, latency=args.latency, rate_limit_per_minute=allowed) as fake:
+        fake.cache_responses = True  # nothing changes mid-run; keeps the fake fast
+        config: dict = {"access_token": fake.pat, "api_url": fake.api_url}
+        if args.tap_rate is not None:
+            config["max_requests_per_minute"] = args.tap_rate
+        elif not allowed:
+            config["max_requests_per_minute"] = 1_000_000
+        if args.workers is not None:
+            config["max_concurrent_requests"] = args.workers
+
+        ds = fake.dataset
+        print(
+            f"dataset: {len(ds.workspaces)} workspaces, {len(ds.users)} users, "
+            f"{len(ds.projects)} projects, {len(ds.tasks)} tasks, {len(ds.stories)} stories; "
+            f"latency {args.latency * 1000:.0f} ms; quota "
+            f"{f'{allowed}/min' if allowed else 'none'}; tap config "
+            f"{ {k: v for k, v in config.items() if k not in {'access_token', 'api_url'}} }"
+        )
+        runs = [run_tap(fake, config, None, "a) full sync", minimum_requests(fake, None, True))]
+        runs.append(
+            run_tap(
+                fake,
+                config,
+                runs[0].state,
+                "b) re-sync, no change",
+                minimum_requests(fake, set(), False),
+            )
+        )
+        changed = set(
+            list(ds.tasks)[:: max(1, len(ds.tasks) // max(args.changed, 1))][: args.changed]
+        )
+        for gid in changed:
+            fake.touch_task(gid)
+        runs.append(
+            run_tap(
+                fake,
+                config,
+                runs[1].state,
+                f"c) re-sync, {len(changed)} changed",
+                minimum_requests(fake, changed, False),
+            )
+        )
+
+    header = (
+        f"{'run':<26}{'requests':>9}{'minimum':>9}{'wall s':>9}{'bound s':>9}"
+        f"{'wall/bound':>11}{'records':>9}{'records/s':>11}{'peak RSS MiB':>13}"
+        f"{'429s':>6}{'failed':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        bound = run.bound(allowed)
+        print(
+            f"{run.name:<26}{run.requests:>9}{run.minimum:>9}{run.wall:>9.1f}"
+            f"{(f'{bound:.1f}' if bound else '-'):>9}"
+            f"{(f'{run.wall / bound:.3f}' if bound else '-'):>11}"
+            f"{run.records:>9}{run.records / run.wall:>11.0f}{run.peak_rss_mib:>13.1f}"
+            f"{run.responses_429:>6}{run.failed:>7}"
+        )
+
+
+if __name__ == "__main__":
+    main()
