@@ -19,7 +19,7 @@ import time
 import typing as t
 from decimal import Decimal
 from functools import cached_property
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import requests
 from singer_sdk import RESTStream, SchemaDirectory, StreamSchema, metrics
@@ -80,6 +80,10 @@ class TokenRejectedError(Exception):
     """A 401 that one forced OAuth token refresh may cure."""
 
 
+class ExpiredOffsetError(Exception):
+    """Asana no longer accepts the pagination token of a listing in progress."""
+
+
 class PrefetchCancelledError(Exception):
     """The run no longer needs this prefetch (it is failing, or the parent was dropped)."""
 
@@ -94,6 +98,10 @@ RETRIABLE_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 MAX_BACKOFF_SECONDS = 60.0
+# Query parameters that shape pages rather than say what is listed.
+LISTING_PARAMS = frozenset({"limit", "offset", "opt_fields"})
+# Times a listing is started over after its pagination token expired.
+MAX_LISTING_RESTARTS = 3
 
 
 def backoff_seconds(failures: int) -> float:
@@ -414,6 +422,8 @@ class AsanaStream(RESTStream[str]):
             raise RetriableAPIError(self.response_error_message(response), response)
         if status in SKIPPABLE_STATUSES:
             raise SkippedObjectError(status, self.response_error_message(response))
+        if status == 400:
+            self._raise_for_bad_request(response)
         if status >= 400:
             raise FatalAPIError(self.response_error_message(response))
         try:
@@ -422,9 +432,28 @@ class AsanaStream(RESTStream[str]):
             # A proxy's HTML page or a body cut off mid-transfer: try again.
             msg = f"Asana returned a body that is not valid JSON for {_path(response)}"
             raise RetriableAPIError(msg, response) from None
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            msg = f"Asana returned no `data` list for {_path(response)}"
+        if not isinstance(body, dict) or not isinstance(body.get("data"), (list, dict)):
+            msg = f"Asana returned no `data` for {_path(response)}"
             raise RetriableAPIError(msg, response)
+
+    def _raise_for_bad_request(self, response: requests.Response) -> None:
+        """Turn the 400s a sync can meet into actionable errors."""
+        text = _asana_error_text(response)
+        lowered = text.lower()
+        sent_offset = "offset=" in (urlparse(response.request.url or "").query or "")
+        if sent_offset and ("offset" in lowered or "pagination token" in lowered):
+            raise ExpiredOffsetError(text)
+        if "too large" in lowered or "upper limit" in lowered or "truncat" in lowered:
+            # Never continue with a silently shortened listing.
+            query = parse_qs(urlparse(response.request.url or "").query)
+            filters = {k: v[0] for k, v in query.items() if k not in LISTING_PARAMS}
+            what = f"{_path(response)} {filters}" if filters else _path(response)
+            msg = (
+                f"Asana refused to list {self.name} for {what} in full ({text}). The "
+                "listing is too large for Asana; narrow it with workspace_gids / "
+                "project_gids (or ask Asana support) — nothing was skipped silently."
+            )
+            raise FatalAPIError(msg)
 
     def response_error_message(self, response: requests.Response) -> str:
         """Status, path and Asana's own error text, never headers or tokens."""
@@ -524,10 +553,7 @@ class AsanaStream(RESTStream[str]):
         return parse_timestamp(value) if isinstance(value, str) else None
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
-        what = self.path
-        if self.context_label and context:
-            label, key = self.context_label
-            what = f"{label} {context.get(key)}"
+        what = self._context_description(context)
         reason = SKIPPABLE_STATUSES.get(exc.status, str(exc.status))
         entry = f"{self.name}: {what} ({reason})"
         with self.stats.lock:
@@ -556,7 +582,7 @@ class AsanaStream(RESTStream[str]):
         def fetch() -> list[dict[str, t.Any]]:
             self._thread_local.cancelled = cancelled
             try:
-                return list(self.request_records(dict(context)))
+                return list(self.list_records(dict(context)))
             finally:
                 self._thread_local.cancelled = None
 
@@ -573,13 +599,75 @@ class AsanaStream(RESTStream[str]):
     def _fetch_or_prefetched(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         prefetched = self._prefetched.pop(_context_key(context or {}), None)
         if prefetched is None:
-            return self.request_records(context)
+            return self.list_records(context)
         try:
             return prefetched[0].result()
         except BaseException:
             # The run is about to fail: don't leave other prefetches running.
             self.discard_prefetched()
             raise
+
+    def fetch_object(self, path: str, fields: str = "gid") -> dict[str, t.Any] | None:
+        """GET one object (e.g. ``/projects/123``) through the usual auth, pacing, retries.
+
+        Returns None if Asana says it does not exist or is not visible (403/404).
+        """
+        prepared = self.build_prepared_request(
+            method="GET",
+            url=f"{self.url_base}{path}",
+            params={"opt_fields": fields},
+            headers=self.http_headers,
+        )
+
+        def send_once(request: requests.PreparedRequest, _context: Context | None) -> t.Any:
+            response = self.requests_session.send(self.authenticator(request), timeout=self.timeout)
+            self.validate_response(response)
+            return response
+
+        try:
+            response = self.request_decorator(send_once)(prepared, None)
+        except SkippedObjectError:
+            return None
+        return t.cast("dict[str, t.Any]", _body(response)["data"])
+
+    def list_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """All pages of a listing; restarted from the first page if its cursor expires.
+
+        Asana's offset tokens expire after a while. Starting over (skipping the records
+        already yielded) beats failing a run that may have been going for hours.
+        """
+        yielded: set[str] = set()
+        for attempt in range(MAX_LISTING_RESTARTS + 1):
+            try:
+                for record in self.request_records(context):
+                    gid = str(record.get("gid"))
+                    if gid not in yielded:
+                        yielded.add(gid)
+                        yield record
+            except ExpiredOffsetError as exc:
+                what = self._context_description(context)
+                if attempt == MAX_LISTING_RESTARTS:
+                    msg = (
+                        f"Asana kept rejecting the pagination token while listing "
+                        f"{self.name} for {what} ({exc}); gave up after "
+                        f"{MAX_LISTING_RESTARTS} restarts."
+                    )
+                    raise FatalAPIError(msg) from None
+                self.logger.warning(
+                    "Pagination token expired while listing %s for %s; starting that "
+                    "listing over (%d records already read are not emitted twice)",
+                    self.name,
+                    what,
+                    len(yielded),
+                )
+                continue
+            return
+
+    def _context_description(self, context: Mapping[str, t.Any] | None) -> str:
+        if self.context_label and context:
+            label, key = self.context_label
+            return f"{label} {context.get(key)}"
+        return self.path
 
     @property
     def requests_session(self) -> requests.Session:

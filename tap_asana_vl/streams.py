@@ -34,6 +34,16 @@ class WorkspacesStream(AsanaStream):
         if wanted:
             self.asana_tap.check_gids_exist("workspace_gids", wanted, {r["gid"] for r in records})
             records = [r for r in records if r["gid"] in wanted]
+        # One small request per configured project, before anything is synced: a typo
+        # in project_gids must not surface as a silently empty table hours later.
+        visible = {
+            gid
+            for gid in self.config.get("project_gids") or []
+            if self.fetch_object(f"/projects/{gid}") is not None
+        }
+        self.asana_tap.check_gids_exist(
+            "project_gids", self.config.get("project_gids") or [], visible
+        )
         return records
 
 

@@ -55,6 +55,9 @@ def run_tap(
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    # The CLI logs at INFO; in-process the root logger would drop INFO lines.
+    previous_level = root.level
+    root.setLevel(logging.INFO)
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         tap = TapAsanaVl(
@@ -68,6 +71,7 @@ def run_tap(
             tap.sync_all()
     finally:
         root.removeHandler(handler)
+        root.setLevel(previous_level)
     text = stdout.getvalue()
     messages = [json.loads(line) for line in text.splitlines() if line.strip()]
     result = SyncResult(

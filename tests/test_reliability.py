@@ -1,0 +1,319 @@
+"""Faults Asana and networks throw: the record set must come out as if nothing happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+import tap_asana_vl.client
+from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.tap_runner import SyncResult, run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch):
+    """Real backoff waits seconds per retry; the policy, not the wait, is under test."""
+    monkeypatch.setattr(tap_asana_vl.client, "backoff_seconds", lambda failures: 0.01)
+
+
+def _by_key(result: SyncResult) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (stream, record["gid"]): record
+        for stream, records in result.records.items()
+        for record in records
+    }
+
+
+def _every_nth(items: list[str], n: int) -> list[str]:
+    return items[::n]
+
+
+def _inject_5xx(fake: FakeAsana) -> None:
+    tasks = list(fake.dataset.tasks)
+    for i, gid in enumerate(_every_nth(tasks, 10)):
+        fake.inject(rf"/api/1\.0/tasks/{gid}/stories", [500, 502, 503, 504][i % 4])
+    project = next(iter(fake.dataset.projects))
+    fake.inject(rf"/api/1\.0/tasks\?.*project={project}", 503)
+    fake.inject(r"/api/1\.0/projects\?", 500)
+    fake.inject(r"/api/1\.0/workspaces", 502)
+
+
+def _inject_429_storm(fake: FakeAsana) -> None:
+    for gid in _every_nth(list(fake.dataset.tasks), 4):
+        fake.inject(rf"/api/1\.0/tasks/{gid}/stories", 429, headers={"Retry-After": "1"})
+    fake.inject(r"/api/1\.0/users\?", 429, times=3, headers={"Retry-After": "1"})
+
+
+def _inject_broken_bodies(fake: FakeAsana) -> None:
+    tasks = list(fake.dataset.tasks)
+    for gid in _every_nth(tasks, 9):
+        fake.inject(rf"/api/1\.0/tasks/{gid}/stories", 200, raw_body='{"data": [{"gid": "12')
+    for gid in _every_nth(tasks[1:], 11):
+        fake.inject(
+            rf"/api/1\.0/tasks/{gid}/stories",
+            502,
+            raw_body="<html><body>502 Bad Gateway</body></html>",
+        )
+    # A body cut off mid-transfer (Content-Length larger than what is sent).
+    fake.inject(
+        rf"/api/1\.0/tasks/{tasks[2]}/stories",
+        200,
+        raw_body='{"data": []',
+        headers={"Content-Type": "application/json", "Content-Length": "500"},
+    )
+
+
+def _inject_expired_offset(fake: FakeAsana) -> None:
+    project = next(iter(fake.dataset.projects))
+    fake.inject(
+        rf"/api/1\.0/tasks\?(?=.*project={project})(?=.*offset=)",
+        400,
+        body={"errors": [{"message": "offset: Your pagination token is invalid."}]},
+    )
+
+
+def _inject_timeouts(fake: FakeAsana) -> None:
+    for gid in _every_nth(list(fake.dataset.tasks), 25):
+        fake.inject(rf"/api/1\.0/tasks/{gid}/stories", 200, delay=1.5, times=1)
+
+
+FAULTS = {
+    "5xx on 10% of requests": (_inject_5xx, {}),
+    "429 storm with Retry-After": (_inject_429_storm, {}),
+    "truncated and non-JSON bodies": (_inject_broken_bodies, {}),
+    "pagination token expired mid-listing": (_inject_expired_offset, {"page_size": 5}),
+    "timeouts": (_inject_timeouts, {"request_timeout": 1}),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_faults_do_not_change_the_record_set(fake, pat_config, fault):
+    inject, settings = FAULTS[fault]
+    config = {**pat_config, **FAST, **settings}
+    clean = run_tap(config)
+    clean_requests = len(fake.requests)
+    fake.reset_log()
+    inject(fake)
+
+    faulty = run_tap(config)
+
+    assert _by_key(faulty) == _by_key(clean)
+    assert faulty.gids("tasks") == clean.gids("tasks")  # each once
+    # The faults cost extra requests (retries, restarts), so they really happened.
+    assert len(fake.requests) > clean_requests
+
+
+def test_token_expiring_mid_run_changes_nothing(fake, oauth_config):
+    clean = run_tap({**oauth_config, **FAST})
+    fake.access_token_ttl = 1
+    fake.latency = 0.03
+    faulty = run_tap({**oauth_config, **FAST, "max_concurrent_requests": 3})
+    assert _by_key(faulty) == _by_key(clean)
+    assert len([t for t in fake.token_requests if t.grant_type == "refresh_token"]) >= 3
+
+
+def test_premium_and_forbidden_projects_are_skipped_named_and_summarised(fake, pat_config):
+    ds = fake.dataset
+    premium, forbidden = (list(ds.projects)[i] for i in (0, 4))
+    fake.inject(rf"/api/1\.0/tasks\?.*project={premium}", 402, times=None)
+    fake.inject(rf"/api/1\.0/tasks\?.*project={forbidden}", 403, times=None)
+
+    result = run_tap({**pat_config, **FAST})
+
+    reachable = {
+        gid
+        for gid, task in ds.tasks.items()
+        if {p["gid"] for p in task["projects"]} - {premium, forbidden}
+    }
+    assert set(result.gids("tasks")) == reachable
+    assert len(result.gids("projects")) == len(ds.projects)
+    assert f"Skipping project {premium}" in result.logs
+    assert f"Skipping project {forbidden}" in result.logs
+    summary = next(line for line in result.logs.splitlines() if "Summary for 'tasks'" in line)
+    assert f"project {premium} (premium feature)" in summary
+    assert f"project {forbidden} (no access)" in summary
+
+
+def test_a_task_deleted_between_listing_and_stories_is_skipped_quietly(fake, pat_config):
+    clean = run_tap({**pat_config, **FAST})
+    deleted = list(fake.dataset.tasks)[7]
+    fake.inject(rf"/api/1\.0/tasks/{deleted}/stories", 404, times=None)
+
+    result = run_tap({**pat_config, **FAST})
+
+    expected = {
+        key
+        for key, record in _by_key(clean).items()
+        if not (key[0] == "stories" and record["target"]["gid"] == deleted)
+    }
+    assert set(_by_key(result)) == expected
+    assert f"Skipping task {deleted}" not in "\n".join(
+        line for line in result.logs.splitlines() if line.startswith("WARNING")
+    )
+
+
+def test_persistent_5xx_gives_up_naming_path_and_status(fake, pat_config):
+    task = list(fake.dataset.tasks)[3]
+    fake.inject(rf"/api/1\.0/tasks/{task}/stories", 503, times=None)
+    expected = rf"Giving up on /tasks/{{task_gid}}/stories after 3 attempts: 503 .*/{task}/stories"
+    with pytest.raises(Exception, match=expected):
+        run_tap({**pat_config, **FAST, "max_retries": 2})
+    assert len(fake.requests_for(f"/api/1.0/tasks/{task}/stories")) == 3
+
+
+def test_result_too_large_fails_instead_of_truncating(fake, pat_config):
+    project = next(iter(fake.dataset.projects))
+    fake.inject(
+        rf"/api/1\.0/tasks\?.*project={project}",
+        400,
+        body={"errors": [{"message": "The result is too large. You should use pagination"}]},
+    )
+    with pytest.raises(Exception, match=r"refused to list tasks .* in full"):
+        run_tap({**pat_config, **FAST})
+
+
+def test_unknown_project_gid_fails_before_syncing_anything(fake, pat_config):
+    real = next(iter(fake.dataset.projects))
+    with pytest.raises(Exception, match="project_gids names 4242424242"):
+        run_tap({**pat_config, **FAST, "project_gids": [real, "4242424242"]})
+    assert fake.requests_for("/api/1.0/tasks") == []
+
+
+# --- Kill and resume ------------------------------------------------------------------
+
+
+def _parse_lines(text: str) -> list[dict[str, Any]]:
+    messages = []
+    for line in text.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line the kill cut in half
+    return messages
+
+
+@pytest.mark.parametrize("kill_after_states", [2, 5, 9])
+def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_after_states):
+    dataset = build_dataset(seed=13, projects_per_workspace=4, tasks_per_project=15)
+    with FakeAsana(dataset, latency=0.01) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        clean = run_tap(config)
+
+        config_path, out_path = tmp_path / "config.json", tmp_path / "out.jsonl"
+        config_path.write_text(json.dumps({**config, "max_concurrent_requests": 2}))
+        with out_path.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if out_path.read_text().count('"type":"STATE"') >= kill_after_states:
+                    break
+                time.sleep(0.01)
+            proc.kill()  # SIGKILL: no handler, no final state
+            proc.wait()
+        first = _parse_lines(out_path.read_text())
+        states = [m["value"] for m in first if m["type"] == "STATE"]
+        assert states, "killed before any state was written"
+        finished = {
+            p["context"]["project_gid"]
+            for p in states[-1].get("bookmarks", {}).get("tasks", {}).get("partitions", [])
+            if p.get("replication_key_value")
+        }
+        fake.reset_log()
+        resumed = run_tap(config, state=states[-1])
+
+    union: dict[tuple[str, str], dict[str, Any]] = {}
+    for message in first:
+        if message["type"] == "RECORD":
+            union[(message["stream"], message["record"]["gid"])] = message["record"]
+    union.update(_by_key(resumed))
+    assert set(union) >= set(_by_key(clean)), "a record was lost"
+    for key, record in _by_key(clean).items():
+        assert union[key] == record
+    # Finished projects are not walked again: their listing asks only for changes.
+    for request in fake.requests_for("/api/1.0/tasks"):
+        project = request.query.get("project", [None])[0]
+        if project in finished:
+            assert request.query.get("modified_since"), project
+    stories_again = {r.path.split("/")[4] for r in fake.requests if r.path.endswith("/stories")}
+    only_finished = {
+        gid for gid, t in dataset.tasks.items() if {p["gid"] for p in t["projects"]} <= finished
+    }
+    assert not stories_again & only_finished
+
+
+# --- Secrets ----------------------------------------------------------------------------
+
+
+def _cli(config: dict[str, Any], tmp_path, name: str, state: dict | None = None) -> str:
+    config_path = tmp_path / f"{name}.json"
+    config_path.write_text(json.dumps(config))
+    args = [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)]
+    if state is not None:
+        state_path = tmp_path / f"{name}-state.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**_env(), "TAP_ASANA_VL_LOGLEVEL": "DEBUG"},
+    )
+    return proc.stdout + proc.stderr
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TAP_ASANA_VL_")}
+
+
+def test_no_secret_appears_in_any_output_even_at_debug_level(fake, tmp_path):
+    fake.register_client(OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET)
+    refresh = fake.issue_refresh_token(OAUTH_CLIENT_ID)
+    oauth = {
+        "client_id": OAUTH_CLIENT_ID,
+        "client_secret": OAUTH_CLIENT_SECRET,
+        "refresh_token": refresh,
+        "api_url": fake.api_url,
+        "oauth_token_url": fake.token_url,
+        **FAST,
+    }
+    pat = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+    fake.access_token_ttl = 2
+    outputs = [_cli(oauth, tmp_path, "oauth-sync"), _cli(pat, tmp_path, "pat-sync")]
+    task = next(iter(fake.dataset.tasks))
+    fake.inject(rf"/api/1\.0/tasks/{task}/stories", 401, times=2)
+    outputs.append(_cli(oauth, tmp_path, "oauth-401"))
+    fake.inject(rf"/api/1\.0/tasks/{task}/stories", 503, times=None)
+    outputs.append(_cli({**pat, "max_retries": 0}, tmp_path, "pat-503"))
+    fake.clear_faults()
+    outputs.append(
+        _cli({**oauth, "client_secret": "wrong-" + OAUTH_CLIENT_SECRET}, tmp_path, "bad-client")
+    )
+    outputs.append(_cli({**pat, "client_secret": OAUTH_CLIENT_SECRET}, tmp_path, "both-modes"))
+    fake.revoke_refresh_token(refresh)
+    outputs.append(_cli(oauth, tmp_path, "revoked"))
+
+    access_tokens = {r.token for r in fake.requests if r.token and r.token != fake.pat}
+    secrets = {fake.pat, OAUTH_CLIENT_SECRET, refresh, *access_tokens}
+    assert len(secrets) >= 4
+    text = "\n".join(outputs)
+    assert "Giving up" in text  # the scenarios really ran
+    assert "invalid_grant" in text
+    for secret in secrets:
+        assert secret not in text
