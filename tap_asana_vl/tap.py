@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
-from singer_sdk.io_base import SingerWriter
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
 from tap_asana_vl import streams
@@ -50,12 +50,14 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
 
 
-class RepeatedSchemaSkippingWriter(SingerWriter):
+class RepeatedSchemaSkippingWriter(MsgSpecWriter):
     """Writes Singer messages, leaving out a SCHEMA identical to the stream's last one.
 
     The SDK re-sends a child stream's SCHEMA each time it syncs the children of one
     parent, i.e. the stories schema once per task. Serialising that large schema costs
-    more than the task's records; a repeat says nothing new to a target.
+    more than the task's records; a repeat says nothing new to a target. Messages are
+    encoded with msgspec (the SDK's own faster writer): JSON encoding was the largest
+    per-record cost.
     """
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -78,7 +80,7 @@ class RepeatedSchemaSkippingWriter(SingerWriter):
         # that is a syscall (and a GIL hand-off) per record. Flushing at each STATE keeps
         # what the target has seen consistent: records always reach it before the
         # STATE that covers them, and the buffer is flushed at exit.
-        sys.stdout.write(self.format_message(message) + "\n")
+        sys.stdout.buffer.write(self.format_message(message))
         if isinstance(message, StateMessage):
             sys.stdout.flush()
 

@@ -58,7 +58,9 @@ def run_tap(
     # The CLI logs at INFO; in-process the root logger would drop INFO lines.
     previous_level = root.level
     root.setLevel(logging.INFO)
-    stdout, stderr = io.StringIO(), io.StringIO()
+    # A text stream over bytes, like the real stdout: the writer uses its .buffer.
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    stderr = io.StringIO()
     try:
         tap = TapAsanaVl(
             # Copies: the SDK updates state in place, and callers compare runs.
@@ -72,7 +74,8 @@ def run_tap(
     finally:
         root.removeHandler(handler)
         root.setLevel(previous_level)
-    text = stdout.getvalue()
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode("utf-8")  # type: ignore[attr-defined]
     messages = [json.loads(line) for line in text.splitlines() if line.strip()]
     result = SyncResult(
         messages=messages,
