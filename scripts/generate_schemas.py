@@ -53,6 +53,23 @@ STREAMS: dict[str, str] = {
     "projects": "ProjectResponse",
     "tasks": "TaskResponse",
     "stories": "StoryResponse",
+    "subtasks": "TaskResponse",
+    "subtask_stories": "StoryResponse",
+    "sections": "SectionResponse",
+    "tags": "TagResponse",
+    "teams": "TeamResponse",
+    "team_memberships": "TeamMembershipResponse",
+    "project_memberships": "ProjectMembershipNormalResponse",
+    "custom_fields": "CustomFieldResponse",
+    "project_custom_field_settings": "CustomFieldSettingResponse",
+    "attachments": "AttachmentResponse",
+    "portfolios": "PortfolioResponse",
+    "portfolio_items": "ProjectCompact",
+    "status_updates": "StatusUpdateResponse",
+    "goals": "GoalResponse",
+    # The list endpoint returns compact entries; opt_fields asks for every field of
+    # the full entry (the spec has no TimeTrackingEntryResponse component).
+    "time_tracking_entries": "TimeTrackingEntryBase",
 }
 
 #: Properties the tap itself adds to records; they are not Asana fields, so they are
@@ -61,6 +78,8 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     # gid of the project through which the task was fetched (tasks are listed per
     # project, and a task can be in several projects).
     "tasks": {"project_gid": {"type": ["string", "null"]}},
+    # Portfolio items are projects; the portfolio they belong to is part of the key.
+    "portfolio_items": {"portfolio_gid": {"type": ["string"]}},
 }
 
 
@@ -75,7 +94,8 @@ class Override(TypedDict, total=False):
     nullable: bool
 
 
-#: (stream or ``"*"`` for every stream, dotted property path) -> correction.
+#: (stream, component such as ``StoryResponse`` (every stream built from it), or ``"*"``
+#: for every stream; dotted property path) -> correction.
 #: Paths look like ``opt_fields`` paths: array items are transparent, so
 #: ``custom_fields.created_by`` is the ``created_by`` of each ``custom_fields`` item.
 #: Every entry must match a generated property, or generation fails (no stale entries).
@@ -85,23 +105,23 @@ OVERRIDES: dict[tuple[str, str], Override] = {
     ("*", "gid"): {"nullable": False},
     # System stories (e.g. those Asana or a rule writes) have ``created_by: null``; the
     # spec declares a plain UserCompact ref.
-    ("stories", "created_by"): {"nullable": True},
+    ("StoryResponse", "created_by"): {"nullable": True},
     # The spec's own description says the value is null when there is no sticker, but
     # does not mark it nullable.
-    ("stories", "sticker_name"): {"nullable": True},
+    ("StoryResponse", "sticker_name"): {"nullable": True},
     # Number custom fields hold decimals (they have a ``precision``); the spec types
     # these story fields as integer. ``old_number_value`` is nullable in the spec;
     # ``new_number_value`` is not, although clearing the field gives a null new value.
-    ("stories", "old_number_value"): {"type": "number", "nullable": True},
-    ("stories", "new_number_value"): {"type": "number", "nullable": True},
+    ("StoryResponse", "old_number_value"): {"type": "number", "nullable": True},
+    ("StoryResponse", "new_number_value"): {"type": "number", "nullable": True},
     # Only stories of the date-changing subtypes carry dates, and only comment stories
     # carry reactions; the spec does not mark them conditional or nullable.
-    ("stories", "old_dates"): {"nullable": True},
-    ("stories", "new_dates"): {"nullable": True},
-    ("stories", "reaction_summary"): {"nullable": True},
+    ("StoryResponse", "old_dates"): {"nullable": True},
+    ("StoryResponse", "new_dates"): {"nullable": True},
+    ("StoryResponse", "reaction_summary"): {"nullable": True},
     # Projects in a workspace that is not an organization have no team (``team: null``);
     # the spec declares a non-nullable TeamCompact.
-    ("projects", "team"): {"nullable": True},
+    ("ProjectResponse", "team"): {"nullable": True},
 }
 
 # --------------------------------------------------------------------------------------
@@ -466,7 +486,7 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
         properties = {**schema["properties"], **copy.deepcopy(extras)}
         schema["properties"] = {name: properties[name] for name in sorted(properties)}
         for (target, path), override in OVERRIDES.items():
-            if target in ("*", stream):
+            if target in ("*", stream, component):
                 apply_override(schema, path, override)
         fields = opt_fields(schema, skip=frozenset(extras))
         result = StreamResult(schema, len(schema["properties"]), fields, builder.reductions)
@@ -476,9 +496,9 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
                 f"(limit {OPT_FIELDS_MAX_CHARS}); tighten COMPACT_FROM_DEPTH/MAX_DEPTH"
             )
         results[stream] = result
-    for stream, _ in OVERRIDES:
-        if stream != "*" and stream not in STREAMS:
-            raise SpecError(f"override for unknown stream {stream!r}")
+    for target, _ in OVERRIDES:
+        if target != "*" and target not in STREAMS and target not in STREAMS.values():
+            raise SpecError(f"override for unknown stream or component {target!r}")
     return results
 
 

@@ -128,6 +128,14 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def _workspace_of(record: Mapping[str, t.Any]) -> str:
+    """The workspace gid of a record (a workspace is its own)."""
+    workspace = record.get("workspace")
+    if isinstance(workspace, dict) and workspace.get("gid"):
+        return str(workspace["gid"])
+    return str(record.get("gid"))
+
+
 def _context_key(context: Mapping[str, t.Any]) -> tuple[tuple[str, t.Any], ...]:
     return tuple(sorted(context.items()))
 
@@ -237,6 +245,10 @@ class AsanaStream(RESTStream[str]):
     #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
     #: the SDK asking for it parent by parent. For per-parent children such as stories.
     prefetch: t.ClassVar[bool] = False
+    #: Synced once per parent record (per task, per project): log totals, not each sync.
+    per_parent: t.ClassVar[bool] = False
+    #: A paid Asana feature: a 402 turns it off for that workspace, with one warning.
+    premium: t.ClassVar[bool] = False
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -247,7 +259,9 @@ class AsanaStream(RESTStream[str]):
             tuple[tuple[str, t.Any], ...], tuple[Future[list[dict]], threading.Event]
         ] = {}
         self._thread_local = threading.local()
-        if self.prefetch:
+        self.current_record: dict[str, t.Any] | None = None
+        self._premium_unavailable: set[str] = set()
+        if self.per_parent or self.prefetch:
             # Synced once per parent (per task): the SDK's per-sync log lines and
             # metrics would be six lines per task, most of the log, and worker threads
             # queueing on the log handler's lock halved throughput. The end-of-run
@@ -303,9 +317,12 @@ class AsanaStream(RESTStream[str]):
         are not requested at all.
         """
         skip = set(self.tap_fields)
-        for name in self.schema.get("properties", {}):
-            if not self.mask.get(("properties", name), True):
-                skip.add(name)
+        # A deselected stream read only for its children keeps every field: children
+        # and bookmarks use some of them (num_subtasks, memberships, modified_at).
+        if self.selected:
+            for name in self.schema.get("properties", {}):
+                if not self.mask.get(("properties", name), True):
+                    skip.add(name)
         return ",".join(opt_fields_for(self.schema, skip))
 
     def get_new_paginator(self) -> AsanaPaginator:
@@ -508,10 +525,14 @@ class AsanaStream(RESTStream[str]):
         # Asana's `modified_since` is inclusive, so the record(s) that set the previous
         # bookmark come back every run. They were delivered then; dropping them keeps a
         # no-change re-sync from re-requesting their children.
+        parent = self.parent_record()
+        if parent is not None and not self.wanted_for(parent):
+            self._drop_prefetched(context)
+            return
         bound = self._previous_bookmark(context)
         key = self.replication_key
         try:
-            for record in self._fetch_or_prefetched(context):
+            for record in self.source_records(context):
                 value = record.get(key) if bound is not None and key else None
                 if value and parse_timestamp(value) <= bound:
                     self.stats.unchanged_dropped += 1
@@ -553,6 +574,25 @@ class AsanaStream(RESTStream[str]):
         return parse_timestamp(value) if isinstance(value, str) else None
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        parent = self.parent_record()
+        if self.premium and exc.status == 402 and parent is not None:
+            workspace = _workspace_of(parent)
+            if workspace in self._premium_unavailable:
+                return
+            # Once per workspace: the feature is off there, so stop asking.
+            self._premium_unavailable.add(workspace)
+            context = {"workspace_gid": workspace}
+            what = f"workspace {workspace}"
+            entry = f"{self.name}: {what} (premium feature)"
+            with self.stats.lock:
+                self.stats.skipped.append(entry)
+            self.logger.warning(
+                "Skipping stream '%s' for %s: Asana says it needs a paid plan (%s)",
+                self.name,
+                what,
+                exc,
+            )
+            return
         what = self._context_description(context)
         reason = SKIPPABLE_STATUSES.get(exc.status, str(exc.status))
         entry = f"{self.name}: {what} ({reason})"
@@ -571,9 +611,12 @@ class AsanaStream(RESTStream[str]):
                 continue
             child.discard_prefetched()
             for record in records:
+                if not child.wanted_for(record):
+                    continue
                 child_context = self.get_child_context(record, context)
                 if child_context is not None:
                     child.start_prefetch(child_context)
+            self.current_record = None
 
     def start_prefetch(self, context: Mapping[str, t.Any]) -> None:
         """Start fetching every page for ``context`` on the shared pool."""
@@ -589,12 +632,40 @@ class AsanaStream(RESTStream[str]):
         future = self.asana_tap.executor.submit(fetch)
         self._prefetched[_context_key(context)] = (future, cancelled)
 
+    def _drop_prefetched(self, context: Context | None) -> None:
+        prefetched = self._prefetched.pop(_context_key(context or {}), None)
+        if prefetched is not None:
+            prefetched[1].set()
+            prefetched[0].cancel()
+
     def discard_prefetched(self) -> None:
         """Stop prefetches nobody will consume (a failing run, filtered-out parents)."""
         for future, cancelled in self._prefetched.values():
             cancelled.set()
             future.cancel()
         self._prefetched.clear()
+
+    def parent_record(self) -> dict[str, t.Any] | None:
+        """The parent record whose children are being synced (None for top streams)."""
+        if self.parent_stream_type is None:
+            return None
+        parent = self._tap.streams.get(self.parent_stream_type.name)
+        return parent.current_record if isinstance(parent, AsanaStream) else None
+
+    def wanted_for(self, parent: dict[str, t.Any]) -> bool:
+        """Whether this child stream has anything to fetch for ``parent``.
+
+        Saves a request per parent where the answer is known (no subtasks, not an
+        organization, a paid feature this workspace lacks). Override to add reasons.
+        """
+        return not (self.premium and _workspace_of(parent) in self._premium_unavailable)
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Where records come from: the prefetched or listed pages for ``context``.
+
+        Override for streams whose records are derived or gathered differently.
+        """
+        return self._fetch_or_prefetched(context)
 
     def _fetch_or_prefetched(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         prefetched = self._prefetched.pop(_context_key(context or {}), None)
@@ -607,15 +678,16 @@ class AsanaStream(RESTStream[str]):
             self.discard_prefetched()
             raise
 
-    def fetch_object(self, path: str, fields: str = "gid") -> dict[str, t.Any] | None:
-        """GET one object (e.g. ``/projects/123``) through the usual auth, pacing, retries.
+    def get_body(self, path: str, params: Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """One GET outside the stream's own listing, with the usual auth, pacing, retries.
 
-        Returns None if Asana says it does not exist or is not visible (403/404).
+        For lookups and endpoints that do not fit the listing pattern (single
+        objects, Asana's search API). Raises ``SkippedObjectError`` for 402/403/404.
         """
         prepared = self.build_prepared_request(
             method="GET",
             url=f"{self.url_base}{path}",
-            params={"opt_fields": fields},
+            params={k: v for k, v in params.items() if v is not None},
             headers=self.http_headers,
         )
 
@@ -624,11 +696,25 @@ class AsanaStream(RESTStream[str]):
             self.validate_response(response)
             return response
 
+        return _body(self.request_decorator(send_once)(prepared, None))
+
+    def iter_data(self, path: str, params: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Every record of a paginated listing other than the stream's own."""
+        offset = None
+        while True:
+            body = self.get_body(path, {**params, "limit": self.page_size, "offset": offset})
+            yield from body["data"]
+            next_page = body.get("next_page") or {}
+            offset = next_page.get("offset")
+            if not offset:
+                return
+
+    def fetch_object(self, path: str, fields: str = "gid") -> dict[str, t.Any] | None:
+        """GET one object (e.g. ``/projects/123``); None if Asana says 403/404."""
         try:
-            response = self.request_decorator(send_once)(prepared, None)
+            return t.cast("dict[str, t.Any]", self.get_body(path, {"opt_fields": fields})["data"])
         except SkippedObjectError:
             return None
-        return t.cast("dict[str, t.Any]", _body(response)["data"])
 
     def list_records(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         """All pages of a listing; restarted from the first page if its cursor expires.
@@ -690,7 +776,12 @@ class AsanaStream(RESTStream[str]):
         record: dict[str, t.Any],
         context: Context | None,  # noqa: ARG002
     ) -> dict[str, t.Any] | None:
-        """Children only need the parent's gid."""
+        """Children only need the parent's gid (the record itself stays reachable).
+
+        The SDK syncs a record's children right after calling this, before the next
+        record, so children may read ``current_record`` (see ``parent_record``).
+        """
+        self.current_record = record
         if self.child_context_key is None:
             return None
         return {self.child_context_key: record["gid"]}
@@ -705,7 +796,7 @@ class AsanaStream(RESTStream[str]):
             yield from super().generate_child_contexts(record, context)
 
     def _quiet(self, meter: M) -> M:
-        if self.prefetch:
+        if self.per_parent or self.prefetch:
             meter.logger = _SILENT_METRICS
         return meter
 

@@ -16,6 +16,8 @@ import typing as t
 
 # How far the pace may fall after repeated 429s, in requests per minute.
 MIN_REQUESTS_PER_MINUTE = 10.0
+# The pace is halved at most once per this many seconds (or per Retry-After if longer).
+DECREASE_COOLDOWN_SECONDS = 10.0
 # After this many seconds without a 429 the pace grows by RECOVERY_FACTOR.
 RECOVERY_PERIOD_SECONDS = 60.0
 RECOVERY_FACTOR = 1.25
@@ -57,11 +59,12 @@ class RateLimiter:
             now = self._clock()
             self.rate_limited_count += 1
             self._next_slot = max(self._next_slot, now + max(retry_after, 0.0))
-            # Halve at most once per Retry-After window: concurrent requests that were
-            # already in flight report the same 429 burst.
+            # Halve at most once per cool-down: requests already in flight report the
+            # same burst, and a run of isolated 429s (Asana's cost or concurrency
+            # limits) must not drive the pace to the floor one second at a time.
             if now >= self._last_change:
                 self.rate = max(MIN_REQUESTS_PER_MINUTE, self.rate / 2)
-                self._last_change = now + max(retry_after, 1.0)
+                self._last_change = now + max(retry_after, DECREASE_COOLDOWN_SECONDS)
 
     def _recover(self, now: float) -> None:
         if self.rate >= self.ceiling:

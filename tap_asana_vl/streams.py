@@ -1,21 +1,22 @@
 """Asana streams. Each one declares its endpoint, parent and keys; behaviour is in client.py.
 
-Request cost per run (P = page size, 100 by default):
-- workspaces: 1 request per P workspaces.
-- users: 1 per P users, per workspace.
-- projects: 1 per P projects, per workspace.
-- tasks: 1 per P changed tasks, per project (one request for an unchanged project).
-- stories: 1 per P stories, per task changed since the last run.
+The request cost of every stream per run is in the README's stream table.
 """
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 
-from tap_asana_vl.client import AsanaStream
+from tap_asana_vl.client import (
+    AsanaStream,
+    SkippedObjectError,
+    format_timestamp,
+    parse_timestamp,
+)
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
 
@@ -85,7 +86,17 @@ class ProjectsStream(AsanaStream):
     def accept(self, record: dict[str, t.Any]) -> bool:
         """Apply the ``project_gids`` filter (children of dropped projects are skipped)."""
         wanted = self.config.get("project_gids")
-        return not wanted or record["gid"] in wanted
+        if wanted and record["gid"] not in wanted:
+            return False
+        self.gids_by_workspace.setdefault(_workspace_gid(record), []).append(record["gid"])
+        return True
+
+    @property
+    def gids_by_workspace(self) -> dict[str, list[str]]:
+        """Projects synced in this run, per workspace (the subtasks full walk uses it)."""
+        if not hasattr(self, "_gids_by_workspace"):
+            self._gids_by_workspace: dict[str, list[str]] = {}
+        return self._gids_by_workspace
 
 
 class TasksStream(AsanaStream):
@@ -101,6 +112,19 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
+
+    def accept(self, record: dict[str, t.Any]) -> bool:
+        """Remember tasks with subtasks: the subtasks stream walks only those."""
+        if record.get("num_subtasks"):
+            self.subtask_parents.setdefault(_workspace_gid(record), []).append(record["gid"])
+        return True
+
+    @property
+    def subtask_parents(self) -> dict[str, list[str]]:
+        """Tasks emitted in this run that have subtasks, per workspace."""
+        if not hasattr(self, "_subtask_parents"):
+            self._subtask_parents: dict[str, list[str]] = {}
+        return self._subtask_parents
 
 
 class StoriesStream(AsanaStream):
@@ -119,3 +143,350 @@ class StoriesStream(AsanaStream):
     context_label = ("task", "task_gid")
     state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
+
+
+# --- Per-task children (fetched concurrently for each page of changed tasks) -------------
+
+
+class TaskProjectsStream(AsanaStream):
+    """Bridge: one row per (task, project) with the task's section there. No requests."""
+
+    name = "task_projects"
+    path = "/tasks/{task_gid}/memberships"  # never requested: rows come from the task
+    parent_stream_type = TasksStream
+    primary_keys = ("task_gid", "project_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    per_parent = True
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:  # noqa: ARG002
+        """Rows from the task's ``memberships``, which the task record already holds."""
+        task = self.parent_record() or {}
+        for membership in task.get("memberships") or []:
+            project = membership.get("project") or {}
+            section = membership.get("section") or {}
+            if project.get("gid"):
+                yield {
+                    "task_gid": task["gid"],
+                    "project_gid": project["gid"],
+                    "project_name": project.get("name"),
+                    "section_gid": section.get("gid"),
+                    "section_name": section.get("name"),
+                }
+
+
+class AttachmentsStream(AsanaStream):
+    """Attachment metadata (no file contents) of each task changed since the last run."""
+
+    name = "attachments"
+    path = "/attachments"
+    parent_stream_type = TasksStream
+    context_params: t.ClassVar[dict[str, str]] = {"parent": "task_gid"}
+    context_label = ("task", "task_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+    def wanted_for(self, parent: dict[str, t.Any]) -> bool:
+        """Off with ``include_attachments: false``."""
+        return bool(self.config.get("include_attachments", True)) and super().wanted_for(parent)
+
+
+class TimeTrackingEntriesStream(AsanaStream):
+    """Time tracking entries of each changed task (paid plans; 402 turns it off)."""
+
+    name = "time_tracking_entries"
+    path = "/tasks/{task_gid}/time_tracking_entries"
+    parent_stream_type = TasksStream
+    context_label = ("task", "task_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+    premium = True
+
+
+# --- Subtasks ---------------------------------------------------------------------------
+
+
+class SubtasksStream(AsanaStream):
+    """Subtasks at any depth, with the full task schema (``parent`` says whose).
+
+    Asana does not bump a task's ``modified_at`` when one of its subtasks changes, so
+    changed subtasks are found per workspace, after that workspace's tasks:
+
+    1. Asana's task search (paid plans): ``is_subtask=true`` and ``modified_at.after``
+       = this stream's bookmark, sorted by ``modified_at``, 100 per request.
+    2. The subtask trees of tasks changed in this run (``num_subtasks > 0`` only).
+    3. Where search answers 402 (free plans): a full walk of every task's subtask tree
+       every ``subtasks_full_walk_days`` days (0: every run), so edits to subtasks of
+       unchanged tasks are caught at least that often.
+    """
+
+    name = "subtasks"
+    path = "/tasks/{task_gid}/subtasks"
+    parent_stream_type = WorkspacesStream
+    # No SDK replication key: the SDK's bookmark (the newest record written) would also
+    # count subtasks found by tree walks, which could pass changes that search has not
+    # seen yet. The search's own high-water mark is kept per workspace instead.
+    context_label = ("task", "task_gid")
+    child_context_key = "task_gid"
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    deduplicate = True
+    search_page = 100  # Asana's search returns at most 100 results, with no offset
+
+    def wanted_for(self, parent: dict[str, t.Any]) -> bool:
+        """Off with ``include_subtasks: false``."""
+        return bool(self.config.get("include_subtasks", True)) and super().wanted_for(parent)
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Changed subtasks of one workspace (see the class docstring)."""
+        workspace = str((context or {})["workspace_gid"])
+        tasks = t.cast("TasksStream", self._tap.streams["tasks"])
+        parents = list(dict.fromkeys(tasks.subtask_parents.pop(workspace, [])))
+        bookmarks = self.stream_state.setdefault("search_bookmarks", {})
+        found = self._search_changed(workspace, bookmarks.get(workspace))
+        walked = False
+        if found is None and self._full_walk_due():
+            self.logger.info("Walking every task's subtasks in workspace %s", workspace)
+            parents = self._all_tasks_with_subtasks(workspace)
+            walked = True
+        yield from found or []
+        yield from self._subtrees(parents)
+        # Only now that every record is written may the state move forward.
+        if found:
+            bookmarks[workspace] = max(r["modified_at"] for r in found if r.get("modified_at"))
+        if walked:
+            self._full_walk_done = True
+            now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
+            self.stream_state["last_full_walk_at"] = now
+
+    def _search_changed(
+        self, workspace: str, bookmark: str | None
+    ) -> list[dict[str, t.Any]] | None:
+        """Subtasks modified since the bookmark via search; None where search is paid."""
+        after = bookmark or self.config.get("start_date")
+        if after:
+            after = format_timestamp(parse_timestamp(str(after)))
+        found: dict[str, dict[str, t.Any]] = {}
+        while True:
+            params = {
+                "is_subtask": "true",
+                "sort_by": "modified_at",
+                "sort_ascending": "true",
+                "modified_at.after": after,
+                "opt_fields": self.opt_fields,
+            }
+            try:
+                page = self.get_body(f"/workspaces/{workspace}/tasks/search", params)["data"]
+            except SkippedObjectError as exc:
+                self.logger.info(
+                    "Task search unavailable in workspace %s (%s): using subtask walks",
+                    workspace,
+                    exc.status,
+                )
+                return None
+            new = [r for r in page if r["gid"] not in found]
+            found.update((r["gid"], r) for r in new)
+            if len(page) < self.search_page or not new:
+                return list(found.values())
+            # No offset here: continue after the last modified_at seen. Ties at that
+            # instant come back and are skipped above.
+            last = parse_timestamp(page[-1]["modified_at"])
+            after = format_timestamp(last - datetime.timedelta(milliseconds=1))
+
+    def _full_walk_due(self) -> bool:
+        if getattr(self, "_full_walk_done", False):
+            return True  # a walk that started this run covers every workspace
+        last = self.stream_state.get("last_full_walk_at")
+        if not last:
+            return True
+        days = float(self.config.get("subtasks_full_walk_days", 7))
+        age = datetime.datetime.now(datetime.timezone.utc) - parse_timestamp(last)
+        return age >= datetime.timedelta(days=days)
+
+    def _all_tasks_with_subtasks(self, workspace: str) -> list[str]:
+        projects = t.cast("ProjectsStream", self._tap.streams["projects"])
+        gids: dict[str, None] = {}
+        for project in projects.gids_by_workspace.get(workspace, []):
+            params = {"project": project, "opt_fields": "num_subtasks"}
+            for task in self.iter_data("/tasks", params):
+                if task.get("num_subtasks"):
+                    gids[task["gid"]] = None
+        return list(gids)
+
+    def _subtrees(self, parents: list[str]) -> Iterator[dict[str, t.Any]]:
+        """Every subtask below ``parents``, fetched concurrently, depth first per tree."""
+        yield from (
+            record
+            for tree in self.asana_tap.executor.map(self._subtree, parents)
+            for record in tree
+        )
+
+    def _subtree(self, task_gid: str) -> list[dict[str, t.Any]]:
+        records = list(self.list_records({"task_gid": task_gid}))
+        for record in list(records):
+            if record.get("num_subtasks"):
+                records.extend(self._subtree(record["gid"]))
+        return records
+
+
+class SubtaskStoriesStream(AsanaStream):
+    """Stories of each subtask emitted in this run (the ``stories`` schema)."""
+
+    name = "subtask_stories"
+    path = "/tasks/{task_gid}/stories"
+    parent_stream_type = SubtasksStream
+    replication_key = "created_at"
+    context_label = ("subtask", "task_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+
+# --- Per-project children -------------------------------------------------------------
+
+
+class SectionsStream(AsanaStream):
+    """Sections (columns / headings) of each project."""
+
+    name = "sections"
+    path = "/projects/{project_gid}/sections"
+    parent_stream_type = ProjectsStream
+    context_label = ("project", "project_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+
+class ProjectMembershipsStream(AsanaStream):
+    """Who is a member of each project, with what access level."""
+
+    name = "project_memberships"
+    path = "/projects/{project_gid}/project_memberships"
+    parent_stream_type = ProjectsStream
+    context_label = ("project", "project_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+
+class ProjectCustomFieldSettingsStream(AsanaStream):
+    """Which custom fields each project uses."""
+
+    name = "project_custom_field_settings"
+    path = "/projects/{project_gid}/custom_field_settings"
+    parent_stream_type = ProjectsStream
+    context_label = ("project", "project_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+
+class StatusUpdatesStream(AsanaStream):
+    """Status updates of each project (the replacement for project statuses)."""
+
+    name = "status_updates"
+    path = "/status_updates"
+    parent_stream_type = ProjectsStream
+    context_params: t.ClassVar[dict[str, str]] = {"parent": "project_gid"}
+    context_label = ("project", "project_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    prefetch = True
+
+
+# --- Per-workspace children -----------------------------------------------------------
+
+
+class TagsStream(AsanaStream):
+    """Tags of each workspace."""
+
+    name = "tags"
+    path = "/workspaces/{workspace_gid}/tags"
+    parent_stream_type = WorkspacesStream
+    context_label = ("workspace", "workspace_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
+
+class CustomFieldsStream(AsanaStream):
+    """Custom field definitions (with enum options) of each workspace."""
+
+    name = "custom_fields"
+    path = "/workspaces/{workspace_gid}/custom_fields"
+    parent_stream_type = WorkspacesStream
+    context_label = ("workspace", "workspace_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
+
+class TeamsStream(AsanaStream):
+    """Teams of each organization (plain workspaces have none: no request)."""
+
+    name = "teams"
+    path = "/workspaces/{workspace_gid}/teams"
+    parent_stream_type = WorkspacesStream
+    context_label = ("workspace", "workspace_gid")
+    child_context_key = "team_gid"
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
+    def wanted_for(self, parent: dict[str, t.Any]) -> bool:
+        """Only organizations have teams."""
+        return parent.get("is_organization") is not False and super().wanted_for(parent)
+
+
+class TeamMembershipsStream(AsanaStream):
+    """Members of each team."""
+
+    name = "team_memberships"
+    path = "/teams/{team_gid}/team_memberships"
+    parent_stream_type = TeamsStream
+    context_label = ("team", "team_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    per_parent = True
+
+
+class PortfoliosStream(AsanaStream):
+    """Portfolios owned by the token's user (Asana lists only an owner's portfolios)."""
+
+    name = "portfolios"
+    path = "/portfolios"
+    parent_stream_type = WorkspacesStream
+    context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
+    context_label = ("workspace", "workspace_gid")
+    child_context_key = "portfolio_gid"
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    premium = True
+
+    def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
+        """Asana requires an owner; ``me`` is the token's user."""
+        return {"owner": "me"}
+
+
+class PortfolioItemsStream(AsanaStream):
+    """Projects in each portfolio (bridge: portfolio_gid + project)."""
+
+    name = "portfolio_items"
+    path = "/portfolios/{portfolio_gid}/items"
+    parent_stream_type = PortfoliosStream
+    primary_keys = ("portfolio_gid", "gid")
+    context_label = ("portfolio", "portfolio_gid")
+    tap_fields = frozenset({"portfolio_gid"})
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    per_parent = True
+
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Add the portfolio to the row: it is part of the key."""
+        row["portfolio_gid"] = (context or {}).get("portfolio_gid")
+        return row
+
+
+class GoalsStream(AsanaStream):
+    """Goals of each workspace (paid plans; 402 turns it off for that workspace)."""
+
+    name = "goals"
+    path = "/goals"
+    parent_stream_type = WorkspacesStream
+    context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
+    context_label = ("workspace", "workspace_gid")
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+    premium = True
+
+
+def _workspace_gid(record: Mapping[str, t.Any]) -> str:
+    workspace = record.get("workspace") or {}
+    return str(workspace.get("gid"))

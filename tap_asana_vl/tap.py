@@ -39,12 +39,30 @@ DEFAULT_MAX_REQUESTS_PER_MINUTE = 1500  # Asana's quota on paid plans
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 MAX_CONCURRENT_REQUESTS = 25
 
+# Order matters for children of one parent: they sync in this order. Subtasks come
+# after projects so that a workspace's changed tasks are known when its subtasks sync.
 STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
     streams.WorkspacesStream,
     streams.UsersStream,
     streams.ProjectsStream,
     streams.TasksStream,
     streams.StoriesStream,
+    streams.TaskProjectsStream,
+    streams.AttachmentsStream,
+    streams.TimeTrackingEntriesStream,
+    streams.SectionsStream,
+    streams.ProjectMembershipsStream,
+    streams.ProjectCustomFieldSettingsStream,
+    streams.StatusUpdatesStream,
+    streams.TagsStream,
+    streams.CustomFieldsStream,
+    streams.TeamsStream,
+    streams.TeamMembershipsStream,
+    streams.PortfoliosStream,
+    streams.PortfolioItemsStream,
+    streams.GoalsStream,
+    streams.SubtasksStream,
+    streams.SubtaskStoriesStream,
 )
 
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
@@ -162,6 +180,34 @@ class TapAsanaVl(Tap):
             default=True,
             title="Include archived projects",
             description="Also sync archived projects and their tasks.",
+        ),
+        th.Property(
+            "include_subtasks",
+            th.BooleanType,
+            default=True,
+            title="Include subtasks",
+            description=(
+                "Sync subtasks (and their stories). Costs one request per changed task "
+                "that has subtasks, plus Asana's task search or a periodic full walk."
+            ),
+        ),
+        th.Property(
+            "subtasks_full_walk_days",
+            th.NumberType(minimum=0),
+            default=7,
+            title="Subtasks full walk (days)",
+            description=(
+                "Where Asana's task search is unavailable (free plans), re-read every "
+                "task's subtasks this often to catch edits to subtasks of unchanged "
+                "tasks; 0 walks on every run."
+            ),
+        ),
+        th.Property(
+            "include_attachments",
+            th.BooleanType,
+            default=True,
+            title="Include attachments",
+            description="Sync attachment metadata: one request per changed task.",
         ),
         th.Property(
             "page_size",

@@ -11,7 +11,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
-from tap_asana_vl.tap import TapAsanaVl
+from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
 
 
 @dataclass
@@ -29,6 +29,15 @@ class SyncResult:
     def state(self) -> dict[str, Any]:
         """The last STATE the tap emitted (what a target would persist)."""
         return self.states[-1] if self.states else {}
+
+    def by_key(self) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+        """Every record by (stream, primary key values): the last one emitted wins."""
+        keys = {stream_type.name: stream_type.primary_keys for stream_type in STREAM_TYPES}
+        return {
+            (stream, tuple(str(record[k]) for k in keys[stream])): record
+            for stream, records in self.records.items()
+            for record in records
+        }
 
     def gids(self, stream: str) -> list[str]:
         """Primary keys of a stream's records, in emission order."""
@@ -89,3 +98,13 @@ def run_tap(
         elif message["type"] == "STATE":
             result.states.append(message["value"])
     return result
+
+
+def catalog_selecting(config: dict[str, Any], selected: set[str]) -> dict[str, Any]:
+    """The tap's catalog with exactly the ``selected`` streams selected."""
+    catalog = TapAsanaVl(config=config, parse_env_config=False).catalog_dict
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in selected
+    return catalog

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tap_asana_vl.tap import STREAM_TYPES
+
 SECRET = "fake-pat-0123456789abcdef"
 
 CASES = [
@@ -82,8 +84,14 @@ def test_discovery_needs_no_credentials_and_no_network(tmp_path):
     )
     catalog = json.loads(proc.stdout)
     streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
-    assert set(streams) == {"workspaces", "users", "projects", "tasks", "stories"}
-    assert all(s["key_properties"] == ["gid"] for s in streams.values())
+    assert set(streams) == {stream_type.name for stream_type in STREAM_TYPES}
+    assert len(streams) == 21
+    bridges = {
+        "task_projects": ["task_gid", "project_gid"],
+        "portfolio_items": ["portfolio_gid", "gid"],
+    }
+    for name, stream in streams.items():
+        assert stream["key_properties"] == bridges.get(name, ["gid"]), name
     assert streams["tasks"]["replication_key"] == "modified_at"
     assert streams["projects"]["replication_key"] == "modified_at"
     assert streams["stories"]["replication_key"] == "created_at"

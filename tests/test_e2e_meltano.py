@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.postgres_server import PostgresServer, PostgresUnavailableError, running_postgres
 
@@ -25,7 +26,7 @@ psycopg = pytest.importorskip("psycopg")
 REPO = Path(__file__).resolve().parent.parent
 MELTANO_VERSION = "4.4.1"
 STATE_ID = "dev:tap-asana-vl-to-target-postgres"
-STREAMS = ("workspaces", "users", "projects", "tasks", "stories")
+KEYS = {stream_type.name: stream_type.primary_keys for stream_type in STREAM_TYPES}
 
 
 def _unavailable(reason: str) -> None:
@@ -106,11 +107,24 @@ def _query(postgres: PostgresServer, sql: str, *params: Any) -> list[tuple[Any, 
 
 
 def _counts(postgres: PostgresServer) -> dict[str, tuple[int, int]]:
-    """Rows and distinct gids per table."""
-    return {
-        stream: _query(postgres, f"select count(*), count(distinct gid) from asana.{stream}")[0]
-        for stream in STREAMS
-    }
+    """Rows and distinct primary keys per table."""
+    counts = {}
+    for stream, key in KEYS.items():
+        columns = ", ".join(key)
+        sql = f"select count(*), count(distinct ({columns})) from asana.{stream}"
+        counts[stream] = _query(postgres, sql)[0]
+    return counts
+
+
+def _expected_counts(ds: Any) -> dict[str, int]:
+    """What the fake holds, per stream."""
+    counts = {name: len(getattr(ds, name)) for name in KEYS if hasattr(ds, name)}
+    counts["sections"] = sum(len(s) for s in ds.sections_by_project.values())
+    counts["project_custom_field_settings"] = len(ds.custom_field_settings)
+    counts["portfolio_items"] = sum(len(p) for p in ds.portfolio_items.values())
+    counts["task_projects"] = sum(len(t["memberships"]) for t in ds.tasks.values())
+    assert set(counts) == set(KEYS)
+    return counts
 
 
 def _column_types(postgres: PostgresServer, table: str) -> dict[str, str]:
@@ -140,7 +154,7 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
     with FakeAsana(build_dataset(seed=21)) as fake:
         ds = fake.dataset
         env = _env(fake, postgres)
-        expected = {s: len(getattr(ds, s)) for s in STREAMS}
+        expected = _expected_counts(ds)
 
         # --- First run: everything lands, once, with warehouse-friendly types.
         _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=env)
@@ -193,9 +207,13 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             ("Renamed in Asana",)
         ]
         assert _query(postgres, "select text from asana.stories where gid = %s", new_story["gid"])
-        # Only the changed tasks' stories were requested.
+        # Only the changed tasks' stories were requested (and no subtask's: none changed).
         story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
-        assert story_paths == {f"/api/1.0/tasks/{gid}/stories" for gid in changed}
+        changed_subtasks = {s["gid"] for s in ds.subtasks.values() if s["parent"]["gid"] in changed}
+        below = changed_subtasks | {
+            s["gid"] for s in ds.subtasks.values() if s["parent"]["gid"] in changed_subtasks
+        }
+        assert story_paths == {f"/api/1.0/tasks/{gid}/stories" for gid in set(changed) | below}
 
         # --- A full refresh reloads everything without duplicating a row.
         _meltano(
@@ -204,4 +222,5 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         counts = _counts(postgres)
         assert counts["tasks"] == (expected["tasks"], expected["tasks"])
         assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
-        assert len({r.path for r in fake.requests if r.path.endswith("/stories")}) == len(ds.tasks)
+        story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
+        assert {p.split("/")[4] for p in story_paths} == set(ds.tasks) | set(ds.subtasks)

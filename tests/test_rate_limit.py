@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tap_asana_vl.rate_limit import MIN_REQUESTS_PER_MINUTE, RECOVERY_PERIOD_SECONDS, RateLimiter
+from tap_asana_vl.rate_limit import (
+    DECREASE_COOLDOWN_SECONDS,
+    MIN_REQUESTS_PER_MINUTE,
+    RECOVERY_PERIOD_SECONDS,
+    RateLimiter,
+)
 
 
 class Clock:
@@ -46,7 +51,7 @@ def test_pace_never_falls_below_the_floor_and_recovers_without_429s():
     limiter = RateLimiter(1500, clock=clock)
     for _ in range(20):
         limiter.rate_limited(1.0)
-        clock.now += 1.0
+        clock.now += DECREASE_COOLDOWN_SECONDS
     assert limiter.rate == MIN_REQUESTS_PER_MINUTE
     clock.now += RECOVERY_PERIOD_SECONDS
     limiter.reserve()
@@ -73,3 +78,13 @@ def test_a_free_plan_quota_is_found_from_the_paid_default():
     # A few 429s (each costs one wasted request) while probing back up is the price
     # of recovering when the limit was only a burst from another client.
     assert rejected < 0.02 * 2000
+
+
+def test_isolated_429s_do_not_drive_the_pace_to_the_floor():
+    """One 429 a second for 30 s (cost or concurrency limits) halves the pace 3 times."""
+    clock = Clock()
+    limiter = RateLimiter(1500, clock=clock)
+    for _ in range(30):
+        limiter.rate_limited(1.0)
+        clock.now += 1.0
+    assert limiter.rate == 1500 / 2**3

@@ -25,12 +25,8 @@ def quick_backoff(monkeypatch):
     monkeypatch.setattr(tap_asana_vl.client, "backoff_seconds", lambda failures: 0.01)
 
 
-def _by_key(result: SyncResult) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (stream, record["gid"]): record
-        for stream, records in result.records.items()
-        for record in records
-    }
+def _by_key(result: SyncResult) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+    return result.by_key()
 
 
 def _every_nth(items: list[str], n: int) -> list[str]:
@@ -235,11 +231,11 @@ def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_a
         fake.reset_log()
         resumed = run_tap(config, state=states[-1])
 
-    union: dict[tuple[str, str], dict[str, Any]] = {}
+    interrupted = SyncResult(messages=first, stdout="", logs="")
     for message in first:
         if message["type"] == "RECORD":
-            union[(message["stream"], message["record"]["gid"])] = message["record"]
-    union.update(_by_key(resumed))
+            interrupted.records[message["stream"]].append(message["record"])
+    union = {**_by_key(interrupted), **_by_key(resumed)}
     assert set(union) >= set(_by_key(clean)), "a record was lost"
     for key, record in _by_key(clean).items():
         assert union[key] == record

@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stories-per-task", type=int, default=2)
     parser.add_argument("--multi-home-every", type=int, default=5)
     parser.add_argument("--archived-every", type=int, default=3)
+    parser.add_argument("--subtasks-every", type=int, default=6, help="0 = no subtasks")
+    parser.add_argument("--attachments-every", type=int, default=3, help="0 = none")
+    parser.add_argument("--time-entries-every", type=int, default=4, help="0 = none")
+    parser.add_argument(
+        "--non-premium",
+        default="",
+        help="comma-separated 1-based workspace numbers without paid features (402s)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per API request")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests/minute per token")
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         stories_per_task=args.stories_per_task,
         multi_home_every=args.multi_home_every,
         archived_every=args.archived_every,
+        subtasks_every=args.subtasks_every,
+        attachments_every=args.attachments_every,
+        time_entries_every=args.time_entries_every,
         seed=args.seed,
         schema_dir=args.schema_dir,
     )
@@ -72,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
     )
     fake.offset_ttl = args.offset_ttl
+    workspace_gids = list(dataset.workspaces)
+    for number in filter(None, (n.strip() for n in args.non_premium.split(","))):
+        fake.premium_workspaces.discard(workspace_gids[int(number) - 1])
     # Nothing mutates the data in a standalone run, so cached renderings are always valid.
     fake.cache_responses = not args.no_cache
     fake.register_client(args.client_id, args.client_secret)
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "counts": (
                 f"users={len(dataset.users)} projects={len(dataset.projects)} "
                 f"tasks={len(dataset.tasks)} stories={len(dataset.stories)} "
+                f"subtasks={len(dataset.subtasks)} "
+                f"subtask_stories={len(dataset.subtask_stories)} "
                 f"built_in={build_seconds:.2f}s"
             ),
         }

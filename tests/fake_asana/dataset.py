@@ -24,18 +24,34 @@ from typing import Any
 #: The tap's schemas, shipped with the package (the repo must not need /work/shared).
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "tap_asana_vl" / "schemas"
 
-#: Stream name -> Asana ``resource_type``.
+#: Stream name -> Asana ``resource_type`` (one schema file per stream).
 STREAM_RESOURCE_TYPES = {
     "workspaces": "workspace",
     "users": "user",
     "projects": "project",
     "tasks": "task",
     "stories": "story",
+    "subtasks": "task",
+    "subtask_stories": "story",
+    "sections": "section",
+    "tags": "tag",
+    "teams": "team",
+    "team_memberships": "team_membership",
+    "project_memberships": "project_membership",
+    "custom_fields": "custom_field",
+    "project_custom_field_settings": "custom_field_setting",
+    "attachments": "attachment",
+    "portfolios": "portfolio",
+    "portfolio_items": "project",
+    "status_updates": "status_update",
+    "goals": "goal",
+    "time_tracking_entries": "time_tracking_entry",
 }
 
 #: Properties in our schemas that Asana does not have (the tap adds them itself).
 NON_ASANA_FIELDS: dict[str, frozenset[str]] = {
     "tasks": frozenset({"project_gid"}),
+    "portfolio_items": frozenset({"portfolio_gid"}),
 }
 
 #: Fields Asana leaves out of the full record unless named in ``opt_fields`` (NOTES §3).
@@ -56,6 +72,20 @@ OPT_IN_FIELDS: dict[str, frozenset[str]] = {
         }
     ),
     "story": frozenset({"html_text"}),
+    # The spec marks these "Opt In" (it also marks a project membership's ``parent``,
+    # which its compact form carries, so only ``project`` is treated as opt-in here).
+    "section": frozenset(),
+    "tag": frozenset(),
+    "team": frozenset({"description", "html_description"}),
+    "team_membership": frozenset(),
+    "project_membership": frozenset({"project"}),
+    "custom_field": frozenset({"description"}),
+    "custom_field_setting": frozenset(),
+    "attachment": frozenset(),
+    "portfolio": frozenset({"archived"}),
+    "status_update": frozenset({"html_text"}),
+    "goal": frozenset(),
+    "time_tracking_entry": frozenset(),
 }
 
 #: Compact shapes returned by list endpoints without ``opt_fields`` (NOTES §3).
@@ -65,6 +95,52 @@ COMPACT_FIELDS: dict[str, tuple[str, ...]] = {
     "project": ("gid", "resource_type", "name"),
     "task": ("gid", "resource_type", "name", "resource_subtype"),
     "story": ("gid", "resource_type", "created_at", "created_by", "resource_subtype", "text"),
+    # The OpenAPI ``*Compact`` components of the newer resources.
+    "section": ("gid", "resource_type", "name"),
+    "tag": ("gid", "resource_type", "name"),
+    "team": ("gid", "resource_type", "name"),
+    "team_membership": (
+        "gid",
+        "resource_type",
+        "user",
+        "team",
+        "is_guest",
+        "is_limited_access",
+        "is_admin",
+    ),
+    "project_membership": ("gid", "resource_type", "parent", "member", "access_level"),
+    "custom_field": (
+        "gid",
+        "resource_type",
+        "name",
+        "type",
+        "enum_options",
+        "enabled",
+        "representation_type",
+        "id_prefix",
+        "input_restrictions",
+        "is_formula_field",
+        "date_value",
+        "enum_value",
+        "multi_enum_values",
+        "number_value",
+        "text_value",
+        "display_value",
+    ),
+    "custom_field_setting": ("gid", "resource_type"),
+    "attachment": ("gid", "resource_type", "name", "resource_subtype"),
+    "portfolio": ("gid", "resource_type", "name"),
+    "status_update": ("gid", "resource_type", "title", "resource_subtype"),
+    "goal": ("gid", "resource_type", "name", "owner"),
+    "time_tracking_entry": (
+        "gid",
+        "resource_type",
+        "duration_minutes",
+        "entered_on",
+        "attributable_to",
+        "created_by",
+        "categories",
+    ),
 }
 
 # Everything lands in 2024-2025 so that "now" (used by the mutation helpers) is always
@@ -113,6 +189,16 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "currency_code": ("EUR", "USD", "GBP"),
     "asana_created_field": ("priority", "status", "effort"),
 }
+
+# Values of the newer resources' enumerations (set explicitly; deliberately not in
+# ``_ENUMS``, which would change what the generic generator draws for the other streams).
+_TEAM_VISIBILITY = ("public", "request_to_join", "secret")
+_TEAM_ACCESS = ("all_team_members", "only_team_admins")
+_MEMBER_ACCESS = ("editor", "commenter", "viewer")
+_ATTACHMENT_HOSTS = ("asana", "dropbox", "gdrive", "asana", "box", "onedrive", "external")
+_TIME_APPROVAL = ("DRAFT", "SUBMITTED", "APPROVED", "REJECTED")
+_BILLABLE = ("billable", "nonBillable", "notApplicable")
+_STATUS_TYPES = ("on_track", "at_risk", "off_track", "on_hold", "complete")
 
 # resource_type of a nested object, by the name of the property holding it.
 _RT_BY_KEY: dict[str, str] = {
@@ -294,18 +380,26 @@ def parse_iso_ms(value: str) -> int:
     Raises:
         ValueError: if the value is not a valid ISO-8601 date/date-time.
     """
+    return -(-parse_iso_us(value) // 1000)
+
+
+def parse_iso_us(value: str) -> int:
+    """Parse an ISO-8601 date or date-time (``Z``/offset/naive=UTC) to epoch microseconds.
+
+    Raises:
+        ValueError: if the value is not a valid ISO-8601 date/date-time.
+    """
     text = value.strip()
     if not text or not text[0].isdigit():
         raise ValueError(value)
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    micros = int(parsed.timestamp()) * 1_000_000 + parsed.microsecond
-    return -(-micros // 1000)
+    return int(parsed.timestamp()) * 1_000_000 + parsed.microsecond
 
 
 def load_schemas(schema_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Load our five stream schemas (``{stream: schema}``) from ``tap_asana_vl/schemas``."""
+    """Load our stream schemas (``{stream: schema}``) from ``tap_asana_vl/schemas``."""
     directory = Path(schema_dir) if schema_dir is not None else SCHEMA_DIR
     schemas = {}
     for stream in STREAM_RESOURCE_TYPES:
@@ -445,13 +539,46 @@ def compact(target: dict[str, Any] | None, node: dict[str, Any] | None) -> dict[
     return {k: copy.deepcopy(target.get(k)) for k in keys}
 
 
+def fit(target: dict[str, Any] | None, node: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Like :func:`compact`, but nested objects are cut to the schema node's keys, too."""
+    if target is None:
+        return None
+    keys = props(node)
+    if not keys:
+        return {"gid": target["gid"], "resource_type": target.get("resource_type")}
+    out: dict[str, Any] = {}
+    for key, sub in keys.items():
+        value = target.get(key)
+        if isinstance(value, dict) and props(sub):
+            value = fit(value, sub)
+        elif isinstance(value, list) and props(items(sub)):
+            value = [fit(e, items(sub)) if isinstance(e, dict) else e for e in value]
+        else:
+            value = copy.deepcopy(value)
+        out[key] = value
+    return out
+
+
 class Dataset:
     """The fake Asana domain: full objects by gid plus the indexes the API needs.
 
-    ``workspaces``, ``users``, ``projects``, ``tasks``, ``stories`` map gid -> full object
-    (insertion order == creation order == gid order). ``sections``, ``tags`` and
-    ``teams`` are small internal objects that compact references point to (no routes).
-    Index lists (``tasks_by_project`` etc.) are kept sorted by gid.
+    Tables (gid -> full object; insertion order == creation order == gid order):
+    ``workspaces``, ``users``, ``projects``, ``tasks``, ``stories``, ``subtasks``,
+    ``subtask_stories``, ``sections``, ``tags``, ``teams``, ``team_memberships``,
+    ``project_memberships``, ``custom_fields``, ``custom_field_settings``,
+    ``attachments``, ``portfolios``, ``status_updates``, ``goals``,
+    ``time_tracking_entries``.
+
+    Subtasks are tasks with a ``parent`` (a task or another subtask), no projects and no
+    memberships; they are kept apart from ``tasks`` (which holds the tasks listed in
+    projects) and listed per parent in ``subtasks_by_parent``. Their stories are in
+    ``subtask_stories``; ``stories_by_task`` lists the stories of tasks and subtasks.
+    ``sections`` also holds the "Recently assigned" sections of users' My Tasks lists,
+    which are minimal internal objects (``{gid, resource_type, name}``); the sections of
+    projects are full objects, listed in ``sections_by_project``.
+
+    Index lists (``tasks_by_project``, ``subtasks_by_parent``, ...) are kept sorted by
+    gid; ``portfolio_items`` maps a portfolio gid to its projects (full objects).
 
     Mutation helpers take ``self.lock`` (re-entrant), so they are safe while a
     :class:`FakeAsana` serves the dataset; the server reads under the same lock.
@@ -478,7 +605,29 @@ class Dataset:
         self.sections_by_project: dict[str, list[dict[str, Any]]] = {}
         self.tags_by_workspace: dict[str, list[dict[str, Any]]] = {}
         self.teams_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        #: Custom field definitions (full objects) per workspace.
         self.custom_fields_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.subtasks: dict[str, dict[str, Any]] = {}
+        self.subtask_stories: dict[str, dict[str, Any]] = {}
+        self.team_memberships: dict[str, dict[str, Any]] = {}
+        self.project_memberships: dict[str, dict[str, Any]] = {}
+        self.custom_fields: dict[str, dict[str, Any]] = {}
+        self.custom_field_settings: dict[str, dict[str, Any]] = {}
+        self.attachments: dict[str, dict[str, Any]] = {}
+        self.portfolios: dict[str, dict[str, Any]] = {}
+        self.status_updates: dict[str, dict[str, Any]] = {}
+        self.goals: dict[str, dict[str, Any]] = {}
+        self.time_tracking_entries: dict[str, dict[str, Any]] = {}
+        self.subtasks_by_parent: dict[str, list[dict[str, Any]]] = {}
+        self.team_memberships_by_team: dict[str, list[dict[str, Any]]] = {}
+        self.project_memberships_by_project: dict[str, list[dict[str, Any]]] = {}
+        self.custom_field_settings_by_project: dict[str, list[dict[str, Any]]] = {}
+        self.attachments_by_parent: dict[str, list[dict[str, Any]]] = {}
+        self.portfolios_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.portfolio_items: dict[str, list[dict[str, Any]]] = {}
+        self.status_updates_by_parent: dict[str, list[dict[str, Any]]] = {}
+        self.goals_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.time_tracking_entries_by_task: dict[str, list[dict[str, Any]]] = {}
         #: The user behind every PAT and OAuth grant (member of all workspaces).
         self.me_gid = ""
         #: Bumped by every mutation helper (lets the server drop cached renderings).
@@ -488,6 +637,8 @@ class Dataset:
         self._story_counter = 0
         self._rotation = 0
         self._my_tasks_sections: dict[str, dict[str, Any]] = {}
+        # The custom field values tasks and projects copy (task-value shape), per workspace.
+        self._custom_field_templates: dict[str, list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _now_ms(self) -> int:
@@ -573,7 +724,21 @@ class Dataset:
             "tag": self.tags,
             "team": self.teams,
         }.get(resource_type)
-        return table.get(gid) if table is not None else None
+        if table is None:
+            return None
+        found = table.get(gid)
+        if found is None and resource_type == "task":
+            found = self.subtasks.get(gid)
+        return found
+
+    def get_task(self, gid: str) -> dict[str, Any]:
+        """The task or subtask ``gid``.
+
+        Raises:
+            KeyError: if there is neither.
+        """
+        task = self.tasks.get(gid)
+        return task if task is not None else self.subtasks[gid]
 
     def _fix_refs(self, value: Any, workspace_gid: str, top: bool = False) -> None:
         """Replace generically generated compact refs by refs to real dataset objects."""
@@ -712,7 +877,7 @@ class Dataset:
 
     def _custom_field_values(self, ws_gid: str) -> list[dict[str, Any]]:
         out = []
-        for definition in self.custom_fields_by_workspace.get(ws_gid, []):
+        for definition in self._custom_field_templates.get(ws_gid, []):
             cf = copy.deepcopy(definition)
             if cf.get("type") == "enum" and cf.get("enum_options"):
                 option = self._gen.rng.choice(cf["enum_options"])
@@ -801,17 +966,22 @@ class Dataset:
 
     def _new_task(
         self,
-        project: dict[str, Any],
+        project: dict[str, Any] | None,
         created: int,
         modified: int,
         *,
         completed: bool,
+        parent: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """A task in ``project`` or, with ``parent`` (and no project), a subtask of it."""
         gen = self._gen
         rng = gen.rng
         self._task_counter += 1
         index = self._task_counter
-        ws_gid = project["workspace"]["gid"] if project.get("workspace") else ""
+        stream = "tasks" if parent is None else "subtasks"
+        home = project if project is not None else parent
+        assert home is not None
+        ws_gid = home["workspace"]["gid"] if home.get("workspace") else ""
         ws = self.workspaces.get(ws_gid)
         users = self.users_by_workspace.get(ws_gid, [])
         gid = gen.gid()
@@ -824,18 +994,24 @@ class Dataset:
         due = gen.timestamp_ms(start, start + 60 * _DAY_MS)
         # Asana uses either due_at or due_on; a due_at implies the matching due_on.
         has_due_at = index % 3 == 0
-        tags = self.tags_by_workspace.get(ws_gid, [])
+        # Subtasks carry no tags here: ``GET /tasks?tag=`` lists top-level tasks only.
+        tags = self.tags_by_workspace.get(ws_gid, []) if parent is None else []
         task_tags = [tags[(index + k) % len(tags)] for k in range(index % 3)] if tags else []
         likers = users[: index % 3]
         notes = f"Notes for task {index}."
         followers = [u for u in (creator, assignee) if u is not None]
         followers = list({u["gid"]: u for u in followers}.values())
+        permalink = (
+            f"https://app.asana.com/1/{ws_gid}/project/{project['gid']}/task/{gid}"
+            if project is not None
+            else f"https://app.asana.com/1/{ws_gid}/task/{gid}"
+        )
         task = self._make(
-            "tasks",
+            stream,
             {
                 "gid": gid,
                 "resource_type": "task",
-                "name": f"Task {index}",
+                "name": f"Task {index}" if parent is None else f"Subtask {index}",
                 "resource_subtype": resource_subtype,
                 "approval_status": (
                     rng.choice(_ENUMS["approval_status"])
@@ -843,19 +1019,19 @@ class Dataset:
                     else None
                 ),
                 "assignee_status": rng.choice(_ENUMS["assignee_status"]),
-                "assignee": self._ref("tasks", "assignee", assignee),
-                "assigned_by": self._ref("tasks", "assigned_by", creator if assignee else None),
+                "assignee": self._ref(stream, "assignee", assignee),
+                "assigned_by": self._ref(stream, "assigned_by", creator if assignee else None),
                 "assignee_section": (
-                    self._ref("tasks", "assignee_section", self._my_tasks_section(assignee["gid"]))
+                    self._ref(stream, "assignee_section", self._my_tasks_section(assignee["gid"]))
                     if assignee
                     else None
                 ),
                 "completed": completed,
                 "completed_at": iso_ms(completed_at) if completed_at is not None else None,
-                "completed_by": self._ref("tasks", "completed_by", creator if completed else None),
+                "completed_by": self._ref(stream, "completed_by", creator if completed else None),
                 "created_at": iso_ms(created),
                 "modified_at": iso_ms(modified),
-                "created_by": self._ref("tasks", "created_by", creator),
+                "created_by": self._ref(stream, "created_by", creator),
                 "dependencies": [],
                 "dependents": [],
                 "due_at": iso_ms(due) if has_due_at else None,
@@ -866,29 +1042,466 @@ class Dataset:
                 "html_notes": f"<body>{notes}</body>",
                 "hearted": False,
                 "liked": False,
-                "hearts": [self._like("tasks", "hearts", u) for u in likers],
-                "likes": [self._like("tasks", "likes", u) for u in likers],
+                "hearts": [self._like(stream, "hearts", u) for u in likers],
+                "likes": [self._like(stream, "likes", u) for u in likers],
                 "num_hearts": len(likers),
                 "num_likes": len(likers),
                 "num_subtasks": 0,
                 "is_rendered_as_separator": False,
-                "memberships": [self._membership(project, completed)],
-                "projects": [self._ref("tasks", "projects", project)],
-                "tags": [self._ref("tasks", "tags", t) for t in task_tags],
-                "followers": [self._ref("tasks", "followers", u) for u in followers],
-                "parent": None,
+                "memberships": [self._membership(project, completed)] if project else [],
+                "projects": [self._ref(stream, "projects", project)] if project else [],
+                "tags": [self._ref(stream, "tags", t) for t in task_tags],
+                "followers": [self._ref(stream, "followers", u) for u in followers],
+                "parent": self._ref(stream, "parent", parent),
                 "custom_fields": self._custom_field_values(ws_gid),
                 "custom_type": None,
                 "custom_type_status_option": None,
-                "workspace": self._ref("tasks", "workspace", ws),
-                "permalink_url": f"https://app.asana.com/1/{ws_gid}/project/{project['gid']}/task/{gid}",
+                "workspace": self._ref(stream, "workspace", ws),
+                "permalink_url": permalink,
             },
         )
-        self._finish("tasks", task, ws_gid)
-        self.tasks[gid] = task
-        self.tasks_by_project[project["gid"]].append(task)
+        self._finish(stream, task, ws_gid)
+        if parent is None:
+            assert project is not None
+            self.tasks[gid] = task
+            self.tasks_by_project[project["gid"]].append(task)
+        else:
+            self.subtasks[gid] = task
+            siblings = self.subtasks_by_parent.setdefault(parent["gid"], [])
+            siblings.append(task)
+            parent["num_subtasks"] = len(siblings)
+        self.subtasks_by_parent.setdefault(gid, [])
         self.stories_by_task[gid] = []
         return task
+
+    # ----- the newer resources (built after tasks and stories, so that adding them left
+    # ----- the data of the original five streams unchanged for a given seed)
+    def _created_between(self, lo_iso: str | None, hi_iso: str | None, days: int = 0) -> int:
+        lo = parse_iso_ms(lo_iso) if lo_iso else _RANGE_START_MS
+        hi = parse_iso_ms(hi_iso) if hi_iso else _RANGE_END_MS
+        if days:
+            hi = min(hi, lo + days * _DAY_MS)
+        return self._gen.timestamp_ms(lo, hi)
+
+    def _fill(self, stream: str, internal: dict[str, Any], values: dict[str, Any]) -> None:
+        """Turn an internal ``{gid, resource_type, name}`` object into a full one, in place."""
+        ws_gid = values.pop("_workspace_gid")
+        full = self._make(stream, {**internal, **values})
+        self._finish(stream, full, ws_gid)
+        internal.clear()
+        internal.update(full)
+
+    def _complete_tags(self, ws: dict[str, Any]) -> None:
+        me = self.users.get(self.me_gid)
+        for n, tag in enumerate(self.tags_by_workspace[ws["gid"]]):
+            notes = f"Notes for {tag['name']}."
+            self._fill(
+                "tags",
+                tag,
+                {
+                    "_workspace_gid": ws["gid"],
+                    "color": _ENUMS["color"][n * 5 % len(_ENUMS["color"])] if n % 3 else None,
+                    "created_at": iso_ms(self._created_between(None, None)),
+                    "followers": [self._ref("tags", "followers", me)] if me and n % 2 else [],
+                    "notes": notes,
+                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/tag/{tag['gid']}/list",
+                    "workspace": self._ref("tags", "workspace", ws),
+                },
+            )
+
+    def _complete_teams(self, ws: dict[str, Any]) -> None:
+        users = self.users_by_workspace[ws["gid"]]
+        for n, team in enumerate(self.teams_by_workspace[ws["gid"]]):
+            description = f"About {team['name']}."
+            level = _TEAM_ACCESS[n % 2]
+            self._fill(
+                "teams",
+                team,
+                {
+                    "_workspace_gid": ws["gid"],
+                    "custom_field_settings": [],
+                    "description": description,
+                    "html_description": f"<body>{description}</body>",
+                    "edit_team_name_or_description_access_level": level,
+                    "edit_team_visibility_or_trash_team_access_level": "only_team_admins",
+                    "guest_invite_management_access_level": level,
+                    "join_request_management_access_level": level,
+                    "member_invite_management_access_level": level,
+                    "team_member_removal_access_level": "only_team_admins",
+                    "team_content_management_access_level": (
+                        "no_restriction" if n % 2 == 0 else "only_team_admins"
+                    ),
+                    "endorsed": n == 0,
+                    "organization": self._ref("teams", "organization", ws),
+                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/team/{team['gid']}",
+                    "visibility": _TEAM_VISIBILITY[n % len(_TEAM_VISIBILITY)],
+                },
+            )
+            # The first team has every workspace user, the others the first two.
+            members = users if n == 0 else users[:2]
+            listing = self.team_memberships_by_team.setdefault(team["gid"], [])
+            for m, user in enumerate(members):
+                membership = self._make(
+                    "team_memberships",
+                    {
+                        "gid": self._gen.gid(),
+                        "resource_type": "team_membership",
+                        "user": self._ref("team_memberships", "user", user),
+                        "team": self._ref("team_memberships", "team", team),
+                        "is_admin": m == 0,
+                        "is_guest": False,
+                        "is_limited_access": False,
+                    },
+                )
+                self._finish("team_memberships", membership, ws["gid"])
+                self.team_memberships[membership["gid"]] = membership
+                listing.append(membership)
+
+    def _complete_sections(self, project: dict[str, Any], extra: bool) -> None:
+        """Make the project's sections full objects (plus a third, empty one if ``extra``)."""
+        ws_gid = project["workspace"]["gid"]
+        sections = self.sections_by_project[project["gid"]]
+        if extra:
+            number = project["name"].split()[-1]
+            section = self._internal("section", f"Section {number}.3")
+            self.sections[section["gid"]] = section
+            sections.append(section)
+        for section in sections:
+            created = self._created_between(project["created_at"], project["modified_at"], 5)
+            self._fill(
+                "sections",
+                section,
+                {
+                    "_workspace_gid": ws_gid,
+                    "created_at": iso_ms(created),
+                    "project": self._ref("sections", "project", project),
+                    "projects": [self._ref("sections", "projects", project)],
+                },
+            )
+
+    def _new_project_memberships(self, project: dict[str, Any]) -> None:
+        ws_gid = project["workspace"]["gid"]
+        owner_gid = (project.get("owner") or {}).get("gid")
+        listing = self.project_memberships_by_project.setdefault(project["gid"], [])
+        for n, ref in enumerate(project.get("members") or []):
+            user = self.users[ref["gid"]]
+            level = "admin" if user["gid"] == owner_gid else _MEMBER_ACCESS[n % len(_MEMBER_ACCESS)]
+            membership = self._make(
+                "project_memberships",
+                {
+                    "gid": self._gen.gid(),
+                    "resource_type": "project_membership",
+                    "access_level": level,
+                    "write_access": (
+                        "full_write" if level in ("admin", "editor") else "comment_only"
+                    ),
+                    "member": self._ref("project_memberships", "member", user),
+                    "user": self._ref("project_memberships", "user", user),
+                    "parent": self._ref("project_memberships", "parent", project),
+                    "project": self._ref("project_memberships", "project", project),
+                },
+            )
+            self._finish("project_memberships", membership, ws_gid)
+            self.project_memberships[membership["gid"]] = membership
+            listing.append(membership)
+
+    def _complete_custom_fields(self, ws: dict[str, Any]) -> None:
+        """Full definitions for the custom fields whose values tasks and projects carry."""
+        me = self.users.get(self.me_gid)
+        definitions = self.custom_fields_by_workspace.setdefault(ws["gid"], [])
+        option_node = self._node("custom_fields", "enum_options")
+        for template in self._custom_field_templates.get(ws["gid"], []):
+            kind = template.get("type") or "text"
+            description = f"{template.get('name')} of the work."
+            definition = self._make(
+                "custom_fields",
+                {
+                    "gid": template["gid"],
+                    "resource_type": "custom_field",
+                    "name": template.get("name"),
+                    "type": kind,
+                    "resource_subtype": kind,
+                    "representation_type": kind,
+                    "asana_created_field": "priority" if kind == "enum" else None,
+                    "created_by": self._ref("custom_fields", "created_by", me),
+                    "currency_code": None,
+                    "custom_label": None,
+                    "custom_label_position": None,
+                    "date_value": None,
+                    "default_access_level": "editor",
+                    "description": description,
+                    "display_value": None,
+                    "enabled": True,
+                    "enum_options": [
+                        fit(o, option_node) for o in template.get("enum_options") or []
+                    ],
+                    "enum_value": None,
+                    "format": "none" if kind == "enum" else "custom",
+                    "has_notifications_enabled": True,
+                    "html_text_value": None,
+                    "id_prefix": None,
+                    "input_restrictions": [],
+                    "is_formula_field": False,
+                    "is_global_to_workspace": True,
+                    "is_value_read_only": False,
+                    "multi_enum_values": [],
+                    "number_value": None,
+                    "people_value": [],
+                    "precision": 0 if kind == "enum" else 1,
+                    "privacy_setting": "public_with_guests",
+                    "reference_value": [],
+                    "text_value": None,
+                },
+            )
+            self._finish("custom_fields", definition, ws["gid"])
+            self.custom_fields[definition["gid"]] = definition
+            definitions.append(definition)
+
+    def _new_custom_field_settings(self, project: dict[str, Any]) -> None:
+        ws_gid = project["workspace"]["gid"]
+        listing = self.custom_field_settings_by_project.setdefault(project["gid"], [])
+        node = self._node("project_custom_field_settings", "custom_field")
+        for n, definition in enumerate(self.custom_fields_by_workspace.get(ws_gid, [])):
+            setting = self._make(
+                "project_custom_field_settings",
+                {
+                    "gid": self._gen.gid(),
+                    "resource_type": "custom_field_setting",
+                    "custom_field": fit(definition, node),
+                    "is_important": n == 0,
+                    "parent": self._ref("project_custom_field_settings", "parent", project),
+                    "project": self._ref("project_custom_field_settings", "project", project),
+                },
+            )
+            self._finish("project_custom_field_settings", setting, ws_gid)
+            self.custom_field_settings[setting["gid"]] = setting
+            listing.append(setting)
+
+    def _new_attachments(self, task: dict[str, Any], count: int) -> None:
+        ws_gid = task["workspace"]["gid"]
+        listing = self.attachments_by_parent.setdefault(task["gid"], [])
+        for _ in range(count):
+            gen = self._gen
+            gid = gen.gid()
+            n = len(self.attachments) + 1
+            host = _ATTACHMENT_HOSTS[n % len(_ATTACHMENT_HOSTS)]
+            name = f"attachment-{n}.{('png', 'pdf', 'txt')[n % 3]}"
+            on_asana = host == "asana"
+            attachment = self._make(
+                "attachments",
+                {
+                    "gid": gid,
+                    "resource_type": "attachment",
+                    "name": name,
+                    "resource_subtype": host,
+                    "host": host,
+                    "connected_to_app": False,
+                    "created_at": iso_ms(
+                        self._created_between(task["created_at"], task["modified_at"])
+                    ),
+                    "download_url": (
+                        f"https://files.example.com/assets/{gid}/{name}" if on_asana else None
+                    ),
+                    "permanent_url": f"https://app.asana.com/app/asana/-/get_asset?asset_id={gid}",
+                    "view_url": f"https://files.example.com/view/{gid}/{name}",
+                    "size": 1024 * (1 + n % 500),
+                    "parent": fit(task, self._node("attachments", "parent")),
+                },
+            )
+            self._finish("attachments", attachment, ws_gid)
+            self.attachments[gid] = attachment
+            listing.append(attachment)
+
+    def _new_time_tracking_entries(self, task: dict[str, Any], count: int) -> None:
+        ws_gid = task["workspace"]["gid"]
+        users = self.users_by_workspace.get(ws_gid, [])
+        listing = self.time_tracking_entries_by_task.setdefault(task["gid"], [])
+        for _ in range(count):
+            gen = self._gen
+            n = len(self.time_tracking_entries) + 1
+            user = users[n % len(users)] if users else None
+            created = self._created_between(task["created_at"], task["modified_at"])
+            entry = self._make(
+                "time_tracking_entries",
+                {
+                    "gid": gen.gid(),
+                    "resource_type": "time_tracking_entry",
+                    "duration_minutes": 15 * gen.rng.randint(1, 16),
+                    "entered_on": iso_date(created),
+                    "created_at": iso_ms(created),
+                    "created_by": self._ref("time_tracking_entries", "created_by", user),
+                    "attributable_to": self._ref("time_tracking_entries", "attributable_to", user),
+                    "approval_status": _TIME_APPROVAL[n % len(_TIME_APPROVAL)],
+                    "billable_status": _BILLABLE[n % len(_BILLABLE)],
+                    "categories": [],
+                    "description": f"Work on {task.get('name')}",
+                    "task": fit(task, self._node("time_tracking_entries", "task")),
+                },
+            )
+            self._finish("time_tracking_entries", entry, ws_gid)
+            self.time_tracking_entries[entry["gid"]] = entry
+            listing.append(entry)
+
+    def _new_status_updates(self, project: dict[str, Any], count: int) -> None:
+        ws_gid = project["workspace"]["gid"]
+        author = self.users.get((project.get("owner") or {}).get("gid") or self.me_gid)
+        listing = self.status_updates_by_parent.setdefault(project["gid"], [])
+        stamps = sorted(
+            self._created_between(project["created_at"], project["modified_at"])
+            for _ in range(count)
+        )
+        for created in stamps:
+            n = len(self.status_updates) + 1
+            modified = self._gen.timestamp_ms(created, parse_iso_ms(project["modified_at"]))
+            text = f"Status update {n}: {project['name']} is moving along."
+            update = self._make(
+                "status_updates",
+                {
+                    "gid": self._gen.gid(),
+                    "resource_type": "status_update",
+                    "resource_subtype": "project_status_update",
+                    "title": f"Status update {n}",
+                    "text": text,
+                    "html_text": f"<body>{text}</body>",
+                    "status_type": _STATUS_TYPES[n % len(_STATUS_TYPES)],
+                    "author": self._ref("status_updates", "author", author),
+                    "created_by": self._ref("status_updates", "created_by", author),
+                    "created_at": iso_ms(created),
+                    "modified_at": iso_ms(modified),
+                    "hearted": False,
+                    "hearts": [],
+                    "num_hearts": 0,
+                    "liked": False,
+                    "likes": [],
+                    "num_likes": 0,
+                    "reaction_summary": [],
+                    "parent": self._ref("status_updates", "parent", project),
+                },
+            )
+            self._finish("status_updates", update, ws_gid)
+            self.status_updates[update["gid"]] = update
+            listing.append(update)
+
+    def _new_portfolios(self, ws: dict[str, Any]) -> None:
+        """Two portfolios owned by ``me``: the first holds two projects, the second one."""
+        me = self.users.get(self.me_gid)
+        projects = self.projects_by_workspace[ws["gid"]]
+        listing = self.portfolios_by_workspace.setdefault(ws["gid"], [])
+        for n, chosen in enumerate((projects[:2], projects[2:3] or projects[-1:])):
+            gen = self._gen
+            gid = gen.gid()
+            created = self._created_between(None, None)
+            start = gen.timestamp_ms(created, created + 30 * _DAY_MS)
+            portfolio = self._make(
+                "portfolios",
+                {
+                    "gid": gid,
+                    "resource_type": "portfolio",
+                    "name": f"Portfolio {len(self.portfolios) + 1}",
+                    "archived": False,
+                    "color": _ENUMS["color"][(len(self.portfolios) * 3) % len(_ENUMS["color"])],
+                    "created_at": iso_ms(created),
+                    "created_by": self._ref("portfolios", "created_by", me),
+                    "current_status_update": None,
+                    "custom_field_settings": [],
+                    "custom_fields": [],
+                    "default_access_level": ("admin", "editor", "viewer")[n % 3],
+                    "start_on": iso_date(start),
+                    "due_on": iso_date(start + 90 * _DAY_MS),
+                    "members": [self._ref("portfolios", "members", me)] if me else [],
+                    "owner": self._ref("portfolios", "owner", me),
+                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/portfolio/{gid}",
+                    "privacy_setting": ("members_only", "public_to_domain")[n % 2],
+                    "project_templates": [],
+                    "public": n % 2 == 1,
+                    "workspace": self._ref("portfolios", "workspace", ws),
+                },
+            )
+            self._finish("portfolios", portfolio, ws["gid"])
+            self.portfolios[gid] = portfolio
+            listing.append(portfolio)
+            self.portfolio_items[gid] = sorted(chosen, key=lambda p: p["gid"])
+
+    def _new_goals(self, ws: dict[str, Any]) -> None:
+        me = self.users.get(self.me_gid)
+        users = self.users_by_workspace[ws["gid"]]
+        teams = self.teams_by_workspace[ws["gid"]]
+        listing = self.goals_by_workspace.setdefault(ws["gid"], [])
+        for n in range(2):
+            gen = self._gen
+            number = len(self.goals) + 1
+            start = gen.timestamp_ms(_RANGE_START_MS, _RANGE_END_MS - 120 * _DAY_MS)
+            notes = f"Why goal {number} matters."
+            owner = me if n == 0 or not users else users[-1]
+            target = float(10 * (number + 1))
+            team = teams[0] if teams and n == 1 else None
+            goal = self._make(
+                "goals",
+                {
+                    "gid": gen.gid(),
+                    "resource_type": "goal",
+                    "name": f"Goal {number}",
+                    "notes": notes,
+                    "html_notes": f"<body>{notes}</body>",
+                    "start_on": iso_date(start),
+                    "due_on": iso_date(start + 90 * _DAY_MS),
+                    "followers": [self._ref("goals", "followers", u) for u in users[:2]],
+                    "is_workspace_level": team is None,
+                    "liked": False,
+                    "likes": [],
+                    "num_likes": 0,
+                    "owner": self._ref("goals", "owner", owner),
+                    "privacy_setting": "public_to_workspace",
+                    "default_access_level": "editor",
+                    "status": ("green", "yellow", "red")[number % 3],
+                    "team": self._ref("goals", "team", team),
+                    "workspace": self._ref("goals", "workspace", ws),
+                    "current_status_update": None,
+                    "custom_field_settings": [],
+                    "custom_fields": [],
+                    "metric": {
+                        "gid": gen.gid(),
+                        "resource_type": "metric",
+                        "resource_subtype": "number",
+                        "unit": "none",
+                        "precision": 0,
+                        "currency_code": None,
+                        "initial_number_value": 0.0,
+                        "current_number_value": target / 2,
+                        "target_number_value": target,
+                        "current_display_value": str(int(target / 2)),
+                        "progress_source": "manual",
+                        "is_custom_weight": False,
+                        "can_manage": True,
+                    },
+                    "time_period": {
+                        "gid": gen.gid(),
+                        "resource_type": "time_period",
+                        "display_name": f"Q{n + 1} FY{time.gmtime(start / 1000).tm_year % 100}",
+                        "period": f"Q{n + 1}",
+                        "start_on": iso_date(start),
+                        "end_on": iso_date(start + 90 * _DAY_MS),
+                    },
+                },
+            )
+            if isinstance(goal.get("metric"), dict):
+                goal["metric"] = fit(goal["metric"], self._node("goals", "metric"))
+            if isinstance(goal.get("time_period"), dict):
+                goal["time_period"] = fit(goal["time_period"], self._node("goals", "time_period"))
+            self._finish("goals", goal, ws["gid"])
+            self.goals[goal["gid"]] = goal
+            listing.append(goal)
+
+    def _new_subtasks(self, parent: dict[str, Any], count: int, stories: bool) -> None:
+        """``count`` subtasks of ``parent``, each with one or two stories if ``stories``."""
+        gen = self._gen
+        for _ in range(count):
+            created = self._created_between(parent["created_at"], None, 20)
+            modified = gen.timestamp_ms(created, _RANGE_END_MS)
+            completed = self._task_counter % 4 == 0
+            subtask = self._new_task(None, created, modified, completed=completed, parent=parent)
+            n_stories = 1 + self._task_counter % 2 if stories else 0
+            _build_stories(self, subtask, created, modified, n_stories, first="added_to_task")
 
     def _depend(self, task: dict[str, Any], blocker: dict[str, Any]) -> None:
         """Make ``task`` depend on ``blocker`` (and list it among the blocker's dependents)."""
@@ -921,6 +1534,8 @@ class Dataset:
         self._story_counter += 1
         index = self._story_counter
         ws_gid = task["workspace"]["gid"] if task.get("workspace") else ""
+        parent = self._lookup("task", task["parent"]["gid"]) if task.get("parent") else None
+        stream = "stories" if parent is None else "subtask_stories"
         gid = gen.gid()
         is_comment = subtype == "comment_added"
         keep = dict(_SYSTEM_STORY_SUBTYPES).get(subtype, frozenset())
@@ -931,6 +1546,8 @@ class Dataset:
         project = None
         if task.get("projects"):
             project = self.projects.get(task["projects"][0]["gid"])
+        if text is None and subtype == "added_to_task" and parent is not None:
+            text = f"added to {parent.get('name')}"
         if text is None:
             text = {
                 "comment_added": f"Comment {index} on {task.get('name')}",
@@ -942,12 +1559,12 @@ class Dataset:
             "gid": gid,
             "resource_type": "story",
             "created_at": iso_ms(created),
-            "created_by": self._ref("stories", "created_by", author),
+            "created_by": self._ref(stream, "created_by", author),
             "resource_subtype": subtype,
             "type": "comment" if is_comment else "system",
             "text": text,
             "source": "web" if is_comment else rng.choice(("web", "api")),
-            "target": compact(task, self._node("stories", "target")),
+            "target": compact(task, self._node(stream, "target")),
         }
         if is_comment:
             values.update(
@@ -958,22 +1575,20 @@ class Dataset:
                     "is_editable": True,
                     "hearted": False,
                     "liked": False,
-                    "hearts": [self._like("stories", "hearts", u) for u in likers],
-                    "likes": [self._like("stories", "likes", u) for u in likers],
+                    "hearts": [self._like(stream, "hearts", u) for u in likers],
+                    "likes": [self._like(stream, "likes", u) for u in likers],
                     "num_hearts": len(likers),
                     "num_likes": len(likers),
                 }
             )
         if "project" in keep and project is not None:
-            values["project"] = self._ref("stories", "project", project)
+            values["project"] = self._ref(stream, "project", project)
         if subtype == "resource_subtype_changed":
             values["old_resource_subtype"] = "default_task"
             values["new_resource_subtype"] = task.get("resource_subtype") or "milestone"
         if subtype == "comment_liked":
             earlier = self.stories_by_task.get(task["gid"]) or []
-            values["story"] = (
-                compact(earlier[0], self._node("stories", "story")) if earlier else None
-            )
+            values["story"] = compact(earlier[0], self._node(stream, "story")) if earlier else None
         if is_comment:
             # Occasional stickers, link previews and reactions on comments.
             values["sticker_name"] = "dancing_unicorn" if index % 7 == 0 else None
@@ -986,23 +1601,28 @@ class Dataset:
         if subtype == "section_changed" and project is not None:
             sections = self.sections_by_project.get(project["gid"], [])
             if len(sections) >= 2:
-                values["old_section"] = self._ref("stories", "old_section", sections[0])
-                values["new_section"] = self._ref("stories", "new_section", sections[1])
-        story = self._make("stories", values, nulls=_STORY_CONDITIONAL_FIELDS - keep)
-        self._finish("stories", story, ws_gid)
-        self.stories[gid] = story
+                values["old_section"] = self._ref(stream, "old_section", sections[0])
+                values["new_section"] = self._ref(stream, "new_section", sections[1])
+        if subtype == "added_to_task" and parent is not None:
+            values["task"] = self._ref(stream, "task", parent)
+        story = self._make(stream, values, nulls=_STORY_CONDITIONAL_FIELDS - keep)
+        self._finish(stream, story, ws_gid)
+        (self.stories if parent is None else self.subtask_stories)[gid] = story
         self.stories_by_task.setdefault(task["gid"], []).append(story)
         return story
 
     # ------------------------------------------------------------------ mutations
     def touch_task(self, gid: str, at: datetime | str | None = None) -> dict[str, Any]:
-        """Set a task's ``modified_at`` to now (UTC, ms) or to ``at``; returns the task.
+        """Set a task's (or subtask's) ``modified_at`` to now (UTC, ms) or to ``at``.
+
+        Returns the task. A subtask's parent is left alone: in Asana a change of a subtask
+        does not modify its parent.
 
         Raises:
-            KeyError: if there is no task ``gid``.
+            KeyError: if there is no task or subtask ``gid``.
         """
         with self.lock:
-            task = self.tasks[gid]
+            task = self.get_task(gid)
             if at is None:
                 stamp = iso_ms(self._now_ms())
             elif isinstance(at, datetime):
@@ -1019,11 +1639,14 @@ class Dataset:
     ) -> dict[str, Any]:
         """Add a comment story created now and bump the task's ``modified_at`` (as Asana does).
 
+        Works for subtasks too (the story goes to ``subtask_stories``; the subtask's
+        ``modified_at`` moves, its parent's does not).
+
         Raises:
-            KeyError: if there is no task ``task_gid``.
+            KeyError: if there is no task or subtask ``task_gid``.
         """
         with self.lock:
-            task = self.tasks[task_gid]
+            task = self.get_task(task_gid)
             author = self.users.get(author_gid or self.me_gid)
             now = self._now_ms()
             story = self._new_story(task, now, "comment_added", author=author, text=text)
@@ -1032,20 +1655,41 @@ class Dataset:
             return story
 
     def delete_task(self, gid: str) -> dict[str, Any]:
-        """Delete a task (and its stories) from the dataset; returns the deleted task.
+        """Delete a task or subtask with its subtasks (recursively), stories, attachments
+        and time tracking entries; returns the deleted task.
+
+        Deleting a subtask lowers its parent's ``num_subtasks`` (its ``modified_at`` stays).
 
         Raises:
-            KeyError: if there is no task ``gid``.
+            KeyError: if there is no task or subtask ``gid``.
         """
         with self.lock:
-            task = self.tasks.pop(gid)
-            for listing in self.tasks_by_project.values():
-                for i, candidate in enumerate(listing):
-                    if candidate is task:
-                        del listing[i]
-                        break
+            task = self.get_task(gid)
+            if gid in self.tasks:
+                del self.tasks[gid]
+                for listing in self.tasks_by_project.values():
+                    for i, candidate in enumerate(listing):
+                        if candidate is task:
+                            del listing[i]
+                            break
+            else:
+                del self.subtasks[gid]
+                parent_gid = task["parent"]["gid"]
+                siblings = self.subtasks_by_parent.get(parent_gid, [])
+                siblings[:] = [t for t in siblings if t is not task]
+                parent = self._lookup("task", parent_gid)
+                if parent is not None and "num_subtasks" in parent:
+                    parent["num_subtasks"] = len(siblings)
+            for child in list(self.subtasks_by_parent.get(gid, [])):
+                self.delete_task(child["gid"])
+            self.subtasks_by_parent.pop(gid, None)
             for story in self.stories_by_task.pop(gid, []):
                 self.stories.pop(story["gid"], None)
+                self.subtask_stories.pop(story["gid"], None)
+            for attachment in self.attachments_by_parent.pop(gid, []):
+                self.attachments.pop(attachment["gid"], None)
+            for entry in self.time_tracking_entries_by_task.pop(gid, []):
+                self.time_tracking_entries.pop(entry["gid"], None)
             self.version += 1
             return task
 
@@ -1065,10 +1709,46 @@ class Dataset:
             self.version += 1
             return task
 
+    def add_subtask(self, parent_gid: str, **overrides: Any) -> dict[str, Any]:
+        """Create an incomplete subtask of a task or subtask, created and modified now.
+
+        The parent's ``num_subtasks`` goes up; its ``modified_at`` does not change (in Asana
+        a change of a related object does not modify the task). Returns the subtask.
+
+        Raises:
+            KeyError: if there is no task or subtask ``parent_gid``.
+        """
+        with self.lock:
+            parent = self.get_task(parent_gid)
+            now = self._now_ms()
+            subtask = self._new_task(None, now, now, completed=False, parent=parent)
+            subtask.update(overrides)
+            self.version += 1
+            return subtask
+
     def iter_objects(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        """Yield ``(stream, object)`` for every served object (for schema validation)."""
+        """Yield ``(stream, object)`` for every served object (for schema validation).
+
+        Sections are those of projects; portfolio items are the projects as a portfolio
+        lists them (projected onto the ``portfolio_items`` schema, minus tap-only keys).
+        """
+        tables = {
+            "sections": [s for listing in self.sections_by_project.values() for s in listing],
+            "project_custom_field_settings": list(self.custom_field_settings.values()),
+            "portfolio_items": [
+                {k: project.get(k) for k in self._schema_props("portfolio_items")}
+                for listing in self.portfolio_items.values()
+                for project in listing
+            ],
+        }
         for stream in STREAM_RESOURCE_TYPES:
-            yield from ((stream, obj) for obj in list(getattr(self, stream).values()))
+            objects = tables.get(stream)
+            if objects is None:
+                objects = list(getattr(self, stream).values())
+            for obj in objects:
+                if stream in NON_ASANA_FIELDS:
+                    obj = {k: v for k, v in obj.items() if k not in NON_ASANA_FIELDS[stream]}
+                yield stream, obj
 
 
 def build_dataset(
@@ -1080,6 +1760,9 @@ def build_dataset(
     stories_per_task: int = 2,
     multi_home_every: int = 5,
     archived_every: int = 3,
+    subtasks_every: int = 6,
+    attachments_every: int = 3,
+    time_entries_every: int = 4,
     seed: int = 1,
     schema_dir: Path | None = None,
 ) -> Dataset:
@@ -1093,6 +1776,26 @@ def build_dataset(
       project of the same workspace (wrapping around), so it is listed in both.
     * Each task gets ``stories_per_task`` stories: first "added_to_project", then
       alternating comments and assorted system stories, in chronological order.
+
+    Then the newer resources (after all of the above, so that for a given seed the
+    workspaces, users, projects, tasks and stories are what they were before these
+    existed; only the parents' ``num_subtasks`` differ):
+
+    * tags (3 per workspace) and teams (2 per organization, i.e. odd-numbered
+      workspaces) become full objects; the first team has every workspace user as a
+      member, the second the first two (``team_memberships``);
+    * custom field definitions (the 2 per workspace that task values point to); one
+      custom field setting per project and definition;
+    * sections become full objects; every second project of a workspace gets a third,
+      empty section; one project membership per project member; 1 or 2 status updates
+      per project;
+    * 2 portfolios per workspace, owned by ``me``, holding 2 and 1 projects; 2 goals per
+      workspace;
+    * every ``attachments_every``-th task (counted over all tasks, 1-based) has 1 or 2
+      attachments, every ``time_entries_every``-th 1 or 2 time tracking entries;
+    * every ``subtasks_every``-th task has 1 or 2 subtasks and every third subtask a
+      subtask of its own (two levels); each subtask has 1 or 2 stories (none when
+      ``stories_per_task`` is 0). 0 turns the respective kind off.
     """
     dataset = Dataset(load_schemas(schema_dir), seed=seed)
     gen = dataset._gen
@@ -1117,7 +1820,7 @@ def build_dataset(
                     team = dataset._internal("team", f"Team {ws_no}.{n}")
                     dataset.teams[team["gid"]] = team
                     dataset.teams_by_workspace[ws["gid"]].append(team)
-            dataset.custom_fields_by_workspace[ws["gid"]] = dataset._new_custom_fields(ws["gid"])
+            dataset._custom_field_templates[ws["gid"]] = dataset._new_custom_fields(ws["gid"])
         project_no = 0
         for ws in ws_list:
             for p in range(projects_per_workspace):
@@ -1140,11 +1843,61 @@ def build_dataset(
                     if multi_home_every and t_index % multi_home_every == 0 and len(projects) > 1:
                         dataset._add_to_project(task, projects[(p_index + 1) % len(projects)])
                     _build_stories(dataset, task, created, modified, stories_per_task)
+        _build_newer_resources(
+            dataset,
+            ws_list,
+            subtasks_every=subtasks_every,
+            attachments_every=attachments_every,
+            time_entries_every=time_entries_every,
+            subtask_stories=stories_per_task > 0,
+        )
     return dataset
 
 
+def _build_newer_resources(
+    dataset: Dataset,
+    ws_list: list[dict[str, Any]],
+    *,
+    subtasks_every: int,
+    attachments_every: int,
+    time_entries_every: int,
+    subtask_stories: bool,
+) -> None:
+    for ws in ws_list:
+        dataset._complete_tags(ws)
+        dataset._complete_teams(ws)
+        dataset._complete_custom_fields(ws)
+    for ws in ws_list:
+        for p_index, project in enumerate(dataset.projects_by_workspace[ws["gid"]]):
+            dataset._complete_sections(project, extra=p_index % 2 == 1)
+            dataset._new_project_memberships(project)
+            dataset._new_custom_field_settings(project)
+            dataset._new_status_updates(project, 1 + p_index % 2)
+    for ws in ws_list:
+        dataset._new_portfolios(ws)
+        dataset._new_goals(ws)
+    tasks = list(dataset.tasks.values())
+    for i, task in enumerate(tasks, start=1):
+        if attachments_every and i % attachments_every == 0:
+            dataset._new_attachments(task, 1 + (i // attachments_every) % 2)
+        if time_entries_every and i % time_entries_every == 0:
+            dataset._new_time_tracking_entries(task, 1 + (i // time_entries_every) % 2)
+    if subtasks_every:
+        for i, task in enumerate(tasks, start=1):
+            if i % subtasks_every == 0:
+                dataset._new_subtasks(task, 1 + (i // subtasks_every) % 2, subtask_stories)
+        for n, subtask in enumerate(list(dataset.subtasks.values()), start=1):
+            if n % 3 == 0:
+                dataset._new_subtasks(subtask, 1, subtask_stories)
+
+
 def _build_stories(
-    dataset: Dataset, task: dict[str, Any], created: int, modified: int, count: int
+    dataset: Dataset,
+    task: dict[str, Any],
+    created: int,
+    modified: int,
+    count: int,
+    first: str = "added_to_project",
 ) -> None:
     if count <= 0:
         return
@@ -1156,7 +1909,7 @@ def _build_stories(
     for i, stamp in enumerate(stamps):
         author = creator
         if i == 0:
-            subtype = "added_to_project"
+            subtype = first
         else:
             # A dataset-wide rotation (every other story a comment), so that even with two
             # stories per task every system subtype -- and so every conditional story

@@ -22,8 +22,8 @@ import socket
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import ChainMap, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -38,6 +38,7 @@ from .dataset import (
     build_dataset,
     iso_ms,
     parse_iso_ms,
+    parse_iso_us,
 )
 
 API_PREFIX = "/api/1.0"
@@ -62,6 +63,64 @@ TOO_LARGE = (
     "The result is too large. You should use pagination (may require specifying a workspace)!"
 )
 BAD_OFFSET = "offset: Your pagination token is invalid."
+# 402s for workspaces without Asana's paid features. The search wording was reported
+# from the live API (NOTES §6); the others are modelled on it (our guess).
+SEARCH_PREMIUM = "Search is only available to premium users."
+PORTFOLIOS_PREMIUM = "Portfolios are only available to premium users."
+GOALS_PREMIUM = "Goals are only available to premium users."
+TIME_TRACKING_PREMIUM = "Time tracking is only available to premium users."
+NOT_AN_ORGANIZATION = "workspace: Not an organization"
+# Search answers at most this many tasks and has no next_page (see ``_search``).
+SEARCH_MAX = 100
+SEARCH_SORTS = ("modified_at", "created_at", "completed_at", "due_date", "likes", "relevance")
+# Search filters of Asana's spec that the fake does not implement: asking for one is a
+# 400 rather than a silently unfiltered answer.
+_SEARCH_UNSUPPORTED = frozenset(
+    {
+        "text",
+        "resource_subtype",
+        "assignee.any",
+        "assignee.not",
+        "portfolios.any",
+        "projects.not",
+        "projects.all",
+        "sections.any",
+        "sections.not",
+        "sections.all",
+        "tags.any",
+        "tags.not",
+        "tags.all",
+        "teams.any",
+        "followers.any",
+        "followers.not",
+        "created_by.any",
+        "created_by.not",
+        "assigned_by.any",
+        "assigned_by.not",
+        "liked_by.not",
+        "commented_on_by.not",
+        "due_on.before",
+        "due_on.after",
+        "due_on",
+        "due_at.before",
+        "due_at.after",
+        "start_on.before",
+        "start_on.after",
+        "start_on",
+        "created_on.before",
+        "created_on.after",
+        "created_on",
+        "completed_on.before",
+        "completed_on.after",
+        "completed_on",
+        "modified_on.before",
+        "modified_on.after",
+        "modified_on",
+        "is_blocking",
+        "is_blocked",
+        "has_attachment",
+    }
+)
 JSON_TYPE = "application/json; charset=UTF-8"
 # Asana serves unpaginated lists only up to about this size (NOTES §2).
 MAX_UNPAGINATED = 1000
@@ -406,9 +465,42 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
+# ``GET /<head>/{gid}`` for resources without premium checks or special lookups.
+_SINGLE_ROUTES = {
+    "sections": "section",
+    "tags": "tag",
+    "teams": "team",
+    "team_memberships": "team_membership",
+    "project_memberships": "project_membership",
+    "attachments": "attachment",
+    "status_updates": "status_update",
+}
+
+
 def _first(query: dict[str, list[str]], name: str) -> str | None:
     values = query.get(name)
     return values[0] if values else None
+
+
+def _search_key(task: dict[str, Any], sort_by: str) -> Any:
+    if sort_by == "likes":
+        return task.get("num_likes")
+    if sort_by == "due_date":
+        return task.get("due_at") or task.get("due_on")
+    if sort_by == "relevance":  # no text search here, so "relevance" = most recent change
+        return task.get("modified_at")
+    return task.get(sort_by)
+
+
+def _sort_search(
+    records: list[dict[str, Any]], sort_by: str, ascending: bool
+) -> list[dict[str, Any]]:
+    """Sort search hits (ties by gid, in the same direction; missing values last)."""
+    present = [t for t in records if _search_key(t, sort_by) is not None]
+    missing = [t for t in records if _search_key(t, sort_by) is None]
+    present.sort(key=lambda t: (_search_key(t, sort_by), t["gid"]), reverse=not ascending)
+    missing.sort(key=lambda t: t["gid"], reverse=not ascending)
+    return present + missing
 
 
 def _b64(data: bytes) -> str:
@@ -436,7 +528,9 @@ class FakeAsana:
     ``omit_opt_in_fields`` (leave Asana's opt-in fields out of full records, default True),
     ``cache_responses`` (cache each record's JSON per opt_fields, default False: only safe
     when the dataset changes solely through the mutation helpers, which invalidate it;
-    the CLI turns it on).
+    the CLI turns it on), ``premium_workspaces`` (gids of workspaces with Asana's paid
+    features -- search, portfolios, goals, time tracking; the others get 402s; default:
+    every workspace).
     """
 
     def __init__(
@@ -459,6 +553,9 @@ class FakeAsana:
         self.rotate_refresh_tokens = False
         self.omit_opt_in_fields = True
         self.cache_responses = False
+        #: Workspaces with Asana's paid features (search, portfolios, goals, time
+        #: tracking); those routes answer 402 for any other workspace. Default: all.
+        self.premium_workspaces: set[str] = set(self.dataset.workspaces)
         self.host = host
         self.port = port
         self.base_url = ""
@@ -488,15 +585,28 @@ class FakeAsana:
         self._fragments: dict[tuple[Any, ...], bytes] = {}
         self._cache_version = -1
         ds = self.dataset
-        self._tables: dict[str, dict[str, dict[str, Any]]] = {
+        # Subtasks are tasks and their stories stories, wherever a gid is looked up.
+        self._all_tasks: Mapping[str, dict[str, Any]] = ChainMap(ds.tasks, ds.subtasks)
+        self._all_stories: Mapping[str, dict[str, Any]] = ChainMap(ds.stories, ds.subtask_stories)
+        # Custom fields are left out on purpose: a task's custom field *value* is not a
+        # subset of the field's definition, so nested paths must not resolve to it.
+        self._tables: dict[str, Mapping[str, dict[str, Any]]] = {
             "workspace": ds.workspaces,
             "user": ds.users,
             "project": ds.projects,
-            "task": ds.tasks,
-            "story": ds.stories,
+            "task": self._all_tasks,
+            "story": self._all_stories,
             "section": ds.sections,
             "tag": ds.tags,
             "team": ds.teams,
+            "team_membership": ds.team_memberships,
+            "project_membership": ds.project_memberships,
+            "custom_field_setting": ds.custom_field_settings,
+            "attachment": ds.attachments,
+            "portfolio": ds.portfolios,
+            "status_update": ds.status_updates,
+            "goal": ds.goals,
+            "time_tracking_entry": ds.time_tracking_entries,
         }
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -647,6 +757,11 @@ class FakeAsana:
         """Thread-safe :meth:`Dataset.add_task`."""
         with self.dataset.lock:
             return self.dataset.add_task(project_gid, **overrides)
+
+    def add_subtask(self, parent_gid: str, **overrides: Any) -> dict[str, Any]:
+        """Thread-safe :meth:`Dataset.add_subtask` (the parent's ``modified_at`` stays)."""
+        with self.dataset.lock:
+            return self.dataset.add_subtask(parent_gid, **overrides)
 
     # ------------------------------------------------------------------ OAuth helpers
     def register_client(
@@ -861,15 +976,29 @@ class FakeAsana:
         ds = self.dataset
         n = len(parts)
         head = parts[0] if parts else ""
+        sub = parts[2] if n == 3 else None
         if head == "workspaces":
             if n == 1:
                 return self._list(parts, query, "workspace", list(ds.workspaces.values()))
             workspace = self._get(ds.workspaces, "workspace", parts[1])
+            ws_gid = workspace["gid"]
             if n == 2:
                 return self._single(workspace, "workspace", query)
-            if n == 3 and parts[2] == "projects":
-                records = self._filter_archived(ds.projects_by_workspace[workspace["gid"]], query)
+            if sub == "projects":
+                records = self._filter_archived(ds.projects_by_workspace[ws_gid], query)
                 return self._list(parts, query, "project", records)
+            if sub == "tags":
+                return self._list(parts, query, "tag", ds.tags_by_workspace[ws_gid])
+            if sub == "teams":
+                return self._list(parts, query, "team", self._teams_of(workspace))
+            if sub == "custom_fields":
+                records = ds.custom_fields_by_workspace.get(ws_gid, [])
+                return self._list(parts, query, "custom_field", records)
+            if n == 4 and parts[2:] == ["tasks", "search"]:
+                return self._search(workspace, query)
+        elif head == "organizations" and sub == "teams":
+            workspace = self._get(ds.workspaces, "organization", parts[1])
+            return self._list(parts, query, "team", self._teams_of(workspace))
         elif head == "users":
             if n == 1:
                 return self._list(parts, query, "user", self._users(query))
@@ -879,22 +1008,96 @@ class FakeAsana:
             if n == 1:
                 return self._list(parts, query, "project", self._projects(query))
             project_obj = self._get(ds.projects, "project", parts[1])
+            gid = project_obj["gid"]
             if n == 2:
                 return self._single(project_obj, "project", query)
-            if n == 3 and parts[2] == "tasks":
-                records = ds.tasks_by_project[project_obj["gid"]]
+            if sub == "tasks":
+                records = ds.tasks_by_project[gid]
                 records = self._filter_tasks(records, query, modified=False)
                 return self._list(parts, query, "task", records)
+            if sub == "sections":
+                return self._list(parts, query, "section", ds.sections_by_project.get(gid, []))
+            if sub == "project_memberships":
+                records = ds.project_memberships_by_project.get(gid, [])
+                user_ref = _first(query, "user")
+                if user_ref is not None:
+                    wanted = self._user(user_ref, user_gid)["gid"]
+                    records = [m for m in records if (m.get("user") or {}).get("gid") == wanted]
+                return self._list(parts, query, "project_membership", records)
+            if sub == "custom_field_settings":
+                records = ds.custom_field_settings_by_project.get(gid, [])
+                return self._list(parts, query, "custom_field_setting", records)
         elif head == "tasks":
             if n == 1:
                 return self._list(parts, query, "task", self._tasks(query, user_gid))
-            task = self._get(ds.tasks, "task", parts[1])
+            task = self._get(self._all_tasks, "task", parts[1])
+            gid = task["gid"]
             if n == 2:
                 return self._single(task, "task", query)
-            if n == 3 and parts[2] == "stories":
-                return self._list(parts, query, "story", ds.stories_by_task.get(task["gid"], []))
+            if sub == "stories":
+                return self._list(parts, query, "story", ds.stories_by_task.get(gid, []))
+            if sub == "subtasks":
+                return self._list(parts, query, "task", ds.subtasks_by_parent.get(gid, []))
+            if sub == "time_tracking_entries":
+                self._premium(self._workspace_of(task), TIME_TRACKING_PREMIUM)
+                records = ds.time_tracking_entries_by_task.get(gid, [])
+                return self._list(parts, query, "time_tracking_entry", records)
         elif head == "stories" and n == 2:
-            return self._single(self._get(ds.stories, "story", parts[1]), "story", query)
+            return self._single(self._get(self._all_stories, "story", parts[1]), "story", query)
+        elif head == "tags" and n == 1:
+            return self._list(parts, query, "tag", self._tags(query))
+        elif head == "teams" and sub is not None:
+            team = self._get(ds.teams, "team", parts[1])
+            if sub == "team_memberships":
+                records = ds.team_memberships_by_team.get(team["gid"], [])
+                return self._list(parts, query, "team_membership", records)
+            if sub == "projects":
+                records = [
+                    p
+                    for p in ds.projects_by_workspace.get(
+                        self._workspace_of(team, "organization"), []
+                    )
+                    if (p.get("team") or {}).get("gid") == team["gid"]
+                ]
+                return self._list(parts, query, "project", self._filter_archived(records, query))
+        elif head == "team_memberships" and n == 1:
+            records = self._team_memberships(query, user_gid)
+            return self._list(parts, query, "team_membership", records)
+        elif head == "attachments" and n == 1:
+            return self._list(parts, query, "attachment", self._attachments(query))
+        elif head == "portfolios":
+            if n == 1:
+                return self._list(parts, query, "portfolio", self._portfolios(query, user_gid))
+            portfolio = self._get(ds.portfolios, "portfolio", parts[1])
+            self._premium(self._workspace_of(portfolio), PORTFOLIOS_PREMIUM)
+            if n == 2:
+                return self._single(portfolio, "portfolio", query)
+            if sub == "items":
+                records = ds.portfolio_items.get(portfolio["gid"], [])
+                return self._list(parts, query, "project", records)
+        elif head == "status_updates" and n == 1:
+            return self._list(parts, query, "status_update", self._status_updates(query))
+        elif head == "goals":
+            if n == 1:
+                return self._list(parts, query, "goal", self._goals(query))
+            if n == 2:
+                goal = self._get(ds.goals, "goal", parts[1])
+                self._premium(self._workspace_of(goal), GOALS_PREMIUM)
+                return self._single(goal, "goal", query)
+        elif head == "time_tracking_entries" and n == 2:
+            entry = self._get(ds.time_tracking_entries, "time_tracking_entry", parts[1])
+            task_ref = entry.get("task") or {}
+            task = self._all_tasks.get(task_ref.get("gid") or "")
+            if task is not None:
+                self._premium(self._workspace_of(task), TIME_TRACKING_PREMIUM)
+            return self._single(entry, "time_tracking_entry", query)
+        elif head == "custom_fields" and n == 2:
+            definition = self._get(ds.custom_fields, "custom_field", parts[1])
+            return self._single(definition, "custom_field", query)
+        elif n == 2 and head in _SINGLE_ROUTES:
+            resource_type = _SINGLE_ROUTES[head]
+            obj = self._get(self._tables[resource_type], resource_type, parts[1])
+            return self._single(obj, resource_type, query)
         raise _ApiError(404, NO_ROUTE)
 
     # ----- lookups and filters
@@ -905,7 +1108,7 @@ class FakeAsana:
         if not value.isdigit():
             raise _ApiError(400, f"{kind}: Not a recognized ID: {value}")
 
-    def _get(self, table: dict[str, dict[str, Any]], kind: str, gid: str) -> dict[str, Any]:
+    def _get(self, table: Mapping[str, dict[str, Any]], kind: str, gid: str) -> dict[str, Any]:
         self._check_gid(kind, gid)
         obj = table.get(gid)
         if obj is None:
@@ -1046,6 +1249,236 @@ class FakeAsana:
                     if not t.get("completed") or (t.get("completed_at") or "") >= completed_since
                 ]
         return records
+
+    # ----- the newer resources
+    @staticmethod
+    def _required(query: dict[str, list[str]], name: str) -> str:
+        value = _first(query, name)
+        if value is None:
+            raise _ApiError(400, f"{name}: Missing input")
+        return value
+
+    @staticmethod
+    def _bool(query: dict[str, list[str]], name: str) -> bool | None:
+        value = _first(query, name)
+        if value is None:
+            return None
+        if value not in ("true", "false"):
+            raise _ApiError(400, f"{name}: Not a boolean: {value}")
+        return value == "true"
+
+    @staticmethod
+    def _workspace_of(obj: dict[str, Any], key: str = "workspace") -> str:
+        return (obj.get(key) or {}).get("gid") or ""
+
+    def _premium(self, workspace_gid: str, message: str) -> None:
+        """Raise Asana's 402 unless the workspace has the paid features."""
+        if workspace_gid not in self.premium_workspaces:
+            raise _ApiError(402, message)
+
+    def _teams_of(self, workspace: dict[str, Any]) -> list[dict[str, Any]]:
+        # Only organizations have teams. What Asana answers for a plain workspace is not
+        # documented; a 400 naming the problem is our guess (NOTES has no source).
+        if not workspace.get("is_organization"):
+            raise _ApiError(400, NOT_AN_ORGANIZATION)
+        return self.dataset.teams_by_workspace.get(workspace["gid"], [])
+
+    def _tags(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        ds = self.dataset
+        workspace_gid = _first(query, "workspace")
+        if workspace_gid is None:
+            if "limit" in query or "offset" in query:
+                raise _ApiError(400, "Need to specify a workspace to paginate!")
+            return list(ds.tags.values())
+        workspace = self._get(ds.workspaces, "workspace", workspace_gid)
+        return ds.tags_by_workspace[workspace["gid"]]
+
+    def _team_memberships(self, query: dict[str, list[str]], user_gid: str) -> list[dict[str, Any]]:
+        """``team``, or ``user`` + ``workspace`` (the wording of their errors is a guess)."""
+        ds = self.dataset
+        team_gid = _first(query, "team")
+        user_ref = _first(query, "user")
+        workspace_gid = _first(query, "workspace")
+        if team_gid is not None:
+            team = self._get(ds.teams, "team", team_gid)
+            records = ds.team_memberships_by_team.get(team["gid"], [])
+            if user_ref is not None:
+                wanted = self._user(user_ref, user_gid)["gid"]
+                records = [m for m in records if (m.get("user") or {}).get("gid") == wanted]
+            return records
+        if user_ref is None and workspace_gid is None:
+            raise _ApiError(400, "Must specify either team, or user and workspace")
+        user = self._user(self._required(query, "user"), user_gid)
+        workspace = self._get(ds.workspaces, "workspace", self._required(query, "workspace"))
+        records = [
+            m
+            for team in ds.teams_by_workspace.get(workspace["gid"], [])
+            for m in ds.team_memberships_by_team.get(team["gid"], [])
+            if (m.get("user") or {}).get("gid") == user["gid"]
+        ]
+        return sorted(records, key=lambda m: m["gid"])
+
+    def _parent(self, query: dict[str, list[str]], *kinds: str) -> tuple[str, dict[str, Any]]:
+        """The ``parent`` object of a list request: ``(resource_type, object)``."""
+        gid = self._required(query, "parent")
+        self._check_gid("parent", gid)
+        for kind in kinds:
+            obj = self._tables[kind].get(gid)
+            if obj is not None:
+                return kind, obj
+        raise _ApiError(404, f"parent: Unknown object: {gid}")
+
+    def _attachments(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        # Projects (their "Key resources") can have attachments too; ours have none.
+        _, parent = self._parent(query, "task", "project")
+        return self.dataset.attachments_by_parent.get(parent["gid"], [])
+
+    def _status_updates(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        kind, parent = self._parent(query, "project", "portfolio", "goal")
+        if kind == "portfolio":
+            self._premium(self._workspace_of(parent), PORTFOLIOS_PREMIUM)
+        elif kind == "goal":
+            self._premium(self._workspace_of(parent), GOALS_PREMIUM)
+        records = self.dataset.status_updates_by_parent.get(parent["gid"], [])
+        created_since = self._since(query, "created_since")
+        if created_since is not None:
+            # Inclusive, like modified_since (not documented either way).
+            records = [u for u in records if (u.get("created_at") or "") >= created_since]
+        return records
+
+    def _portfolios(self, query: dict[str, list[str]], user_gid: str) -> list[dict[str, Any]]:
+        ds = self.dataset
+        workspace_gid = self._required(query, "workspace")
+        # The current spec marks ``owner`` optional (for service accounts); clients report
+        # it as required for PAT/OAuth users, which is what this fake models.
+        owner_ref = self._required(query, "owner")
+        workspace = self._get(ds.workspaces, "workspace", workspace_gid)
+        owner = self._user(owner_ref, user_gid)
+        self._premium(workspace["gid"], PORTFOLIOS_PREMIUM)
+        return [
+            p
+            for p in ds.portfolios_by_workspace.get(workspace["gid"], [])
+            if (p.get("owner") or {}).get("gid") == owner["gid"]
+        ]
+
+    def _goals(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """Goals of a workspace and/or team; supporting-goal filters give [] (not modelled)."""
+        ds = self.dataset
+        workspace_gid = _first(query, "workspace")
+        team_gid = _first(query, "team")
+        workspace_level = self._bool(query, "is_workspace_level")
+        if workspace_level is not None and workspace_gid is None:
+            raise _ApiError(400, "is_workspace_level: Must be used with workspace")
+        team = self._get(ds.teams, "team", team_gid) if team_gid is not None else None
+        if workspace_gid is not None:
+            ws_gid = self._get(ds.workspaces, "workspace", workspace_gid)["gid"]
+        elif team is not None:
+            ws_gid = self._workspace_of(team, "organization")
+        else:
+            for kind in ("portfolio", "project", "task"):
+                ref = _first(query, kind)
+                if ref is not None:
+                    supported = self._get(self._tables[kind], kind, ref)
+                    self._premium(self._workspace_of(supported), GOALS_PREMIUM)
+                    return []
+            raise _ApiError(400, "Must specify one of workspace, team, portfolio, project or task")
+        self._premium(ws_gid, GOALS_PREMIUM)
+        records = ds.goals_by_workspace.get(ws_gid, [])
+        if team is not None:
+            records = [g for g in records if (g.get("team") or {}).get("gid") == team["gid"]]
+        if workspace_level is not None:
+            records = [g for g in records if bool(g.get("is_workspace_level")) is workspace_level]
+        return records
+
+    @staticmethod
+    def _bound(query: dict[str, list[str]], name: str, *, after: bool) -> str | None:
+        """An exclusive date-time bound as a canonical ms string to compare with.
+
+        ``after``: keep ``value >= bound`` (= strictly later than the input, which may
+        have microseconds); otherwise keep ``value < bound`` (strictly earlier).
+        """
+        value = _first(query, name)
+        if value is None:
+            return None
+        try:
+            micros = parse_iso_us(value)
+            return iso_ms(micros // 1000 + 1 if after else -(-micros // 1000))
+        except (ValueError, OverflowError, OSError):
+            raise _ApiError(400, f"{name}: Not a valid date-time") from None
+
+    def _search(self, workspace: dict[str, Any], query: dict[str, list[str]]) -> bytes:
+        """``GET /workspaces/{gid}/tasks/search`` over the workspace's tasks and subtasks.
+
+        Like Asana there is no offset pagination: at most ``limit`` (default and maximum
+        100) tasks and no ``next_page``. Clients page by sorting on ``modified_at`` (or
+        ``created_at``) ascending and moving ``modified_at.after`` past the last result.
+        ``offset`` is not a search parameter and is ignored (Asana ignores unknown
+        parameters). Supported: ``is_subtask``, ``completed``, ``projects.any``,
+        ``{modified,created,completed}_at.{after,before}`` (exclusive), ``sort_by``,
+        ``sort_ascending``, ``limit``, ``opt_fields``; the spec's other filters are a 400
+        (the fake does not implement them).
+        """
+        ds = self.dataset
+        unsupported = sorted(
+            k
+            for k in query
+            if k in _SEARCH_UNSUPPORTED or k.startswith(("custom_fields.", "custom_types."))
+        )
+        if unsupported:
+            raise _ApiError(400, f"{unsupported[0]}: Not supported by this fake")
+        limit_raw = _first(query, "limit")
+        limit = SEARCH_MAX
+        if limit_raw is not None:
+            try:
+                limit = int(limit_raw)
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= SEARCH_MAX:
+                raise _ApiError(400, "limit: Must be between 1 and 100")
+        is_subtask = self._bool(query, "is_subtask")
+        completed = self._bool(query, "completed")
+        ascending = bool(self._bool(query, "sort_ascending"))
+        sort_by = _first(query, "sort_by") or "modified_at"
+        if sort_by not in SEARCH_SORTS:
+            raise _ApiError(400, f"sort_by: Not a valid value: {sort_by}")
+        bounds: list[tuple[str, str, bool]] = []
+        for field_name in ("modified_at", "created_at", "completed_at"):
+            for suffix, after in (("after", True), ("before", False)):
+                bound = self._bound(query, f"{field_name}.{suffix}", after=after)
+                if bound is not None:
+                    bounds.append((field_name, bound, after))
+        projects_any: set[str] | None = None
+        projects_raw = _first(query, "projects.any")
+        if projects_raw is not None:
+            projects_any = {gid.strip() for gid in projects_raw.split(",")}
+            for gid in projects_any:
+                self._check_gid("projects.any", gid)
+        # The search needs the paid plan (it is checked after the input, as we guess).
+        self._premium(workspace["gid"], SEARCH_PREMIUM)
+        if is_subtask is None:
+            candidates: Iterable[dict[str, Any]] = [*ds.tasks.values(), *ds.subtasks.values()]
+        else:
+            candidates = (ds.subtasks if is_subtask else ds.tasks).values()
+        ws_gid = workspace["gid"]
+        records = []
+        for task in candidates:
+            if self._workspace_of(task) != ws_gid:
+                continue
+            if completed is not None and bool(task.get("completed")) is not completed:
+                continue
+            if projects_any is not None and not any(
+                p.get("gid") in projects_any for p in task.get("projects") or []
+            ):
+                continue
+            if not all(
+                (task.get(name) is not None)
+                and ((task[name] >= bound) if after else (task[name] < bound))
+                for name, bound, after in bounds
+            ):
+                continue
+            records.append(task)
+        records = _sort_search(records, sort_by, ascending)
+        return self._envelope(records[:limit], "task", query, None, paginated=False)
 
     # ----- rendering
     def _resolve(self, ref: dict[str, Any]) -> dict[str, Any] | None:

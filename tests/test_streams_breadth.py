@@ -1,0 +1,177 @@
+"""Sections, tags, teams, memberships, custom fields, attachments, portfolios, status
+updates, goals, time tracking and subtasks: complete, cheap, and skipped cleanly where
+Asana says a feature is paid."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from tests.tap_runner import catalog_selecting, run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+
+
+def _gids(result, stream: str) -> set[str]:
+    return {r["gid"] for r in result.records[stream]}
+
+
+def test_every_object_family_is_synced_completely(fake, pat_config):
+    ds = fake.dataset
+    result = run_tap({**pat_config, **FAST})
+
+    project_sections = {s["gid"] for ss in ds.sections_by_project.values() for s in ss}
+    assert _gids(result, "sections") == project_sections
+    assert _gids(result, "tags") == set(ds.tags)
+    assert _gids(result, "teams") == set(ds.teams)
+    assert _gids(result, "team_memberships") == set(ds.team_memberships)
+    assert _gids(result, "project_memberships") == set(ds.project_memberships)
+    assert _gids(result, "custom_fields") == set(ds.custom_fields)
+    assert _gids(result, "project_custom_field_settings") == set(ds.custom_field_settings)
+    assert _gids(result, "attachments") == set(ds.attachments)
+    assert _gids(result, "portfolios") == set(ds.portfolios)
+    assert _gids(result, "status_updates") == set(ds.status_updates)
+    assert _gids(result, "goals") == set(ds.goals)
+    assert _gids(result, "time_tracking_entries") == set(ds.time_tracking_entries)
+    assert _gids(result, "subtasks") == set(ds.subtasks)
+    assert _gids(result, "subtask_stories") == set(ds.subtask_stories)
+    items = {
+        (portfolio, project["gid"])
+        for portfolio, projects in ds.portfolio_items.items()
+        for project in projects
+    }
+    assert {(r["portfolio_gid"], r["gid"]) for r in result.records["portfolio_items"]} == items
+    for stream in ("sections", "attachments", "subtasks", "goals", "time_tracking_entries"):
+        source = getattr(ds, stream)
+        for record in result.records[stream]:
+            assert record == source[record["gid"]], stream
+
+
+def test_subtasks_two_levels_deep_keep_their_parent(fake, pat_config):
+    ds = fake.dataset
+    deep = [s for s in ds.subtasks.values() if s["parent"]["gid"] in ds.subtasks]
+    assert deep, "the dataset must have subtasks of subtasks"
+    result = run_tap({**pat_config, **FAST})
+    emitted = {r["gid"]: r for r in result.records["subtasks"]}
+    for subtask in deep:
+        assert emitted[subtask["gid"]]["parent"]["gid"] == subtask["parent"]["gid"]
+
+
+def test_bridge_has_one_row_per_task_membership_and_costs_nothing(fake, pat_config):
+    ds = fake.dataset
+    result = run_tap({**pat_config, **FAST})
+    rows = result.records["task_projects"]
+    expected = Counter(
+        (gid, m["project"]["gid"]) for gid, task in ds.tasks.items() for m in task["memberships"]
+    )
+    assert Counter((r["task_gid"], r["project_gid"]) for r in rows) == expected
+    assert max(expected.values()) == 1
+    multi = next(t for t in ds.tasks.values() if len(t["memberships"]) > 1)
+    sections = {r["project_gid"]: r["section_gid"] for r in rows if r["task_gid"] == multi["gid"]}
+    assert sections == {m["project"]["gid"]: m["section"]["gid"] for m in multi["memberships"]}
+    assert not [r for r in fake.requests if "memberships" in r.path and "/tasks/" in r.path]
+
+
+def test_per_task_children_are_requested_only_where_needed(fake, pat_config):
+    ds = fake.dataset
+    run_tap({**pat_config, **FAST})
+    subtask_calls = Counter(r.path for r in fake.requests if r.path.endswith("/subtasks"))
+    with_subtasks = {g for g, t in {**ds.tasks, **ds.subtasks}.items() if t["num_subtasks"]}
+    assert set(subtask_calls) == {f"/api/1.0/tasks/{g}/subtasks" for g in with_subtasks}
+    assert max(subtask_calls.values()) == 1
+    organizations = {g for g, w in ds.workspaces.items() if w["is_organization"]}
+    team_calls = {r.path for r in fake.requests if r.path.endswith("/teams")}
+    assert team_calls == {f"/api/1.0/workspaces/{g}/teams" for g in organizations}
+
+
+def test_a_subtask_changed_without_its_parent_is_caught_by_search(fake, pat_config):
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    subtask = next(
+        s for s in fake.dataset.subtasks.values() if s["parent"]["gid"] in fake.dataset.tasks
+    )
+    parent_modified = fake.dataset.tasks[subtask["parent"]["gid"]]["modified_at"]
+    fake.touch_task(subtask["gid"])
+    assert fake.dataset.tasks[subtask["parent"]["gid"]]["modified_at"] == parent_modified
+    fake.reset_log()
+
+    second = run_tap(config, state=first.state)
+
+    assert second.records["tasks"] == []
+    assert [r["gid"] for r in second.records["subtasks"]] == [subtask["gid"]]
+    assert {r.path for r in fake.requests if r.path.endswith("/stories")} == {
+        f"/api/1.0/tasks/{subtask['gid']}/stories"
+    }
+    searches = [r for r in fake.requests if r.path.endswith("/tasks/search")]
+    assert len(searches) == len(fake.dataset.workspaces)
+    assert all(r.query.get("modified_at.after") for r in searches)
+
+
+def test_without_search_subtasks_are_walked_when_due_and_only_then(fake, pat_config):
+    fake.premium_workspaces = set()
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    assert _gids(first, "subtasks") == set(fake.dataset.subtasks)
+    assert "last_full_walk_at" in first.state["bookmarks"]["subtasks"]
+    subtask = next(iter(fake.dataset.subtasks.values()))
+    fake.touch_task(subtask["gid"])
+    fake.reset_log()
+
+    not_due = run_tap(config, state=first.state)  # walked less than 7 days ago
+    assert not_due.records["subtasks"] == []
+    assert not [r for r in fake.requests if r.path.endswith("/subtasks")]
+
+    walked = run_tap({**config, "subtasks_full_walk_days": 0}, state=first.state)
+    assert subtask["gid"] in _gids(walked, "subtasks")
+
+
+def test_premium_features_are_skipped_per_workspace_with_one_warning(fake, pat_config):
+    paid, free = list(fake.dataset.workspaces)
+    fake.premium_workspaces = {paid}
+    result = run_tap({**pat_config, **FAST})
+
+    free_tasks = {g for g, t in fake.dataset.tasks.items() if t["workspace"]["gid"] == free}
+    assert not {r["task"]["gid"] for r in result.records["time_tracking_entries"]} & free_tasks
+    assert result.records["time_tracking_entries"], "the paid workspace still syncs"
+    time_calls = [
+        r
+        for r in fake.requests
+        if r.path.endswith("/time_tracking_entries") and r.path.split("/")[3] in free_tasks
+    ]
+    assert len(time_calls) <= 10  # at most one page of prefetches, then it stops asking
+    for stream in ("time_tracking_entries", "goals", "portfolios"):
+        warnings = [
+            line
+            for line in result.logs.splitlines()
+            if line.startswith("WARNING")
+            and f"Skipping stream '{stream}' for workspace {free}" in line
+        ]
+        assert len(warnings) == 1, stream
+    assert all(g["workspace"]["gid"] != free for g in result.records["goals"])
+
+
+def test_deselected_streams_cost_no_requests(fake, pat_config):
+    config = {**pat_config, **FAST}
+    result = run_tap(config, catalog=catalog_selecting(config, {"workspaces", "tags"}))
+    assert set(result.records) == {"workspaces", "tags"}
+    paths = {r.path.split("/")[3] for r in fake.requests}
+    assert paths == {"workspaces"}, paths
+
+
+def test_a_selected_child_of_a_deselected_parent_still_syncs(fake, pat_config):
+    config = {**pat_config, **FAST}
+    result = run_tap(config, catalog=catalog_selecting(config, {"stories"}))
+    assert set(result.records) == {"stories"}
+    assert _gids(result, "stories") == set(fake.dataset.stories)
+    assert not [m for m in result.messages if m["type"] == "SCHEMA" and m["stream"] == "tasks"]
+
+
+def test_settings_turn_off_expensive_families(fake, pat_config):
+    result = run_tap(
+        {**pat_config, **FAST, "include_subtasks": False, "include_attachments": False}
+    )
+    assert result.records["subtasks"] == []
+    assert result.records["attachments"] == []
+    assert not [r for r in fake.requests if r.path.endswith("/subtasks") or "attachments" in r.path]
+    assert not [r for r in fake.requests if r.path.endswith("/tasks/search")]
+    assert json.dumps(result.records["tasks"])  # the rest is unaffected
