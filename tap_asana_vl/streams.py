@@ -191,7 +191,11 @@ class AttachmentsStream(AsanaStream):
 
 
 class TimeTrackingEntriesStream(AsanaStream):
-    """Time tracking entries of each changed task (paid plans; 402 turns it off)."""
+    """Time tracking entries of each changed task (paid plans; 402 turns it off).
+
+    Only tasks with time on them are asked: ``actual_time_minutes`` is the sum of a
+    task's entries, so a task without it has none.
+    """
 
     name = "time_tracking_entries"
     path = "/tasks/{task_gid}/time_tracking_entries"
@@ -200,6 +204,10 @@ class TimeTrackingEntriesStream(AsanaStream):
     state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
     premium = True
+
+    def wanted_for(self, parent: dict[str, t.Any]) -> bool:
+        """Tasks with tracked time only."""
+        return bool(parent.get("actual_time_minutes")) and super().wanted_for(parent)
 
 
 # --- Subtasks ---------------------------------------------------------------------------

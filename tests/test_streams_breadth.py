@@ -79,6 +79,10 @@ def test_per_task_children_are_requested_only_where_needed(fake, pat_config):
     with_subtasks = {g for g, t in {**ds.tasks, **ds.subtasks}.items() if t["num_subtasks"]}
     assert set(subtask_calls) == {f"/api/1.0/tasks/{g}/subtasks" for g in with_subtasks}
     assert max(subtask_calls.values()) == 1
+    timed = {g for g, t in ds.tasks.items() if t["actual_time_minutes"]}
+    assert 0 < len(timed) < len(ds.tasks)
+    time_calls = {r.path for r in fake.requests if r.path.endswith("/time_tracking_entries")}
+    assert time_calls == {f"/api/1.0/tasks/{g}/time_tracking_entries" for g in timed}
     organizations = {g for g, w in ds.workspaces.items() if w["is_organization"]}
     team_calls = {r.path for r in fake.requests if r.path.endswith("/teams")}
     assert team_calls == {f"/api/1.0/workspaces/{g}/teams" for g in organizations}

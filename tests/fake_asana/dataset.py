@@ -1882,6 +1882,11 @@ def _build_newer_resources(
             dataset._new_attachments(task, 1 + (i // attachments_every) % 2)
         if time_entries_every and i % time_entries_every == 0:
             dataset._new_time_tracking_entries(task, 1 + (i // time_entries_every) % 2)
+        # Like Asana: a task's actual time is the sum of its time entries (null if none).
+        entries = dataset.time_tracking_entries_by_task.get(task["gid"], [])
+        if "actual_time_minutes" in task:
+            total = sum(e.get("duration_minutes") or 0 for e in entries)
+            task["actual_time_minutes"] = total or None
     if subtasks_every:
         for i, task in enumerate(tasks, start=1):
             if i % subtasks_every == 0:
