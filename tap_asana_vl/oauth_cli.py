@@ -94,15 +94,16 @@ DEFAULT_SCOPES: tuple[str, ...] = (
     # time_tracking_entries:read (NOTES.md section 9).
     "project_sections:read",
     "time_tracking_entries:read",
-    # Streams on the way (teams, tags, custom fields, attachments, portfolios,
-    # goals, project templates).
+    # The other streams: teams and team_memberships, tags, custom_fields,
+    # attachments, portfolios and portfolio_items, goals (sections, memberships,
+    # status updates and subtasks are covered by the project and task scopes).
     "teams:read",
+    "team_memberships:read",
     "tags:read",
     "custom_fields:read",
     "attachments:read",
     "portfolios:read",
     "goals:read",
-    "project_templates:read",
 )
 # Full access; Asana grants it only to apps registered with full permissions.
 FULL_ACCESS_SCOPE = "default"

@@ -61,8 +61,8 @@ WRONG_SECRET = "cs_wrong_ffffffffffffffffffffffffff"
 EXPECTED_DEFAULT_SCOPE = (
     "workspaces:read users:read projects:read tasks:read stories:read "
     "project_sections:read time_tracking_entries:read "
-    "teams:read tags:read custom_fields:read attachments:read portfolios:read "
-    "goals:read project_templates:read"
+    "teams:read team_memberships:read tags:read custom_fields:read attachments:read "
+    "portfolios:read goals:read"
 )
 EXISTING_ENV = (
     "# tap-asana-vl settings\n"

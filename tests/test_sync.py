@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from tap_asana_vl.client import opt_fields_for
+from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import catalog_selecting, run_tap
 
 SCHEMA_DIR = "tap_asana_vl/schemas"
@@ -205,3 +206,19 @@ def test_unknown_workspace_gid_fails_naming_it(fake, pat_config):
     with pytest.raises(Exception, match="workspace_gids names 999") as info:
         run_tap({**pat_config, **FAST, "workspace_gids": ["999"]})
     assert fake.pat not in str(info.value)
+
+
+def test_a_few_thousand_tasks_arrive_exactly_once_and_valid():
+    dataset = build_dataset(
+        seed=17, projects_per_workspace=5, tasks_per_project=250, stories_per_task=1
+    )
+    with FakeAsana(dataset) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        result = run_tap(config, catalog=catalog_selecting(config, set(STREAMS)))
+    assert len(dataset.tasks) >= 2000
+    for stream in STREAMS:
+        emitted = result.gids(stream)
+        assert len(emitted) == len(set(emitted)) == len(getattr(dataset, stream)), stream
+        assert set(emitted) == set(getattr(dataset, stream)), stream
+    validator = jsonschema.Draft7Validator(_schema("tasks"))
+    assert all(validator.is_valid(record) for record in result.records["tasks"])
