@@ -249,30 +249,45 @@ class SubtasksStream(AsanaStream):
         tasks = t.cast("TasksStream", self._tap.streams["tasks"])
         parents = list(dict.fromkeys(tasks.subtask_parents.pop(workspace, [])))
         bookmarks = self.stream_state.setdefault("search_bookmarks", {})
-        found = self._search_changed(workspace, bookmarks.get(workspace))
-        walked = False
-        if found is None and self._full_walk_due():
-            self.logger.info("Walking every task's subtasks in workspace %s", workspace)
-            parents = self._all_tasks_with_subtasks(workspace)
-            walked = True
-        yield from found or []
+        search = _SearchProgress(bookmarks.get(workspace))
+        try:
+            yield from self._search_changed(workspace, search)
+        except SearchUnavailableError as exc:
+            self.logger.info(
+                "Task search unavailable in workspace %s (%s): using subtask walks",
+                workspace,
+                exc,
+            )
+            if self._full_walk_due():
+                self.logger.info("Walking every task's subtasks in workspace %s", workspace)
+                parents = self._all_tasks_with_subtasks(workspace)
+                self._walked_workspaces.add(workspace)
         yield from self._subtrees(parents)
         # Only now that every record is written may the state move forward.
-        if found:
-            bookmarks[workspace] = max(r["modified_at"] for r in found if r.get("modified_at"))
-        if walked:
-            self._full_walk_done = True
+        if search.high_water:
+            bookmarks[workspace] = search.high_water
+        if workspace in self._walked_workspaces:
             now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
             self.stream_state["last_full_walk_at"] = now
 
+    @property
+    def _walked_workspaces(self) -> set[str]:
+        if not hasattr(self, "_walked"):
+            self._walked: set[str] = set()
+        return self._walked
+
     def _search_changed(
-        self, workspace: str, bookmark: str | None
-    ) -> list[dict[str, t.Any]] | None:
-        """Subtasks modified since the bookmark via search; None where search is paid."""
-        after = bookmark or self.config.get("start_date")
+        self, workspace: str, search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        """Subtasks modified since the bookmark, via search, as they arrive.
+
+        Raises ``SearchUnavailableError`` before yielding anything where search is a
+        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+        """
+        after = search.high_water or self.config.get("start_date")
         if after:
             after = format_timestamp(parse_timestamp(str(after)))
-        found: dict[str, dict[str, t.Any]] = {}
+        seen: set[str] = set()
         while True:
             params = {
                 "is_subtask": "true",
@@ -284,23 +299,23 @@ class SubtasksStream(AsanaStream):
             try:
                 page = self.get_body(f"/workspaces/{workspace}/tasks/search", params)["data"]
             except SkippedObjectError as exc:
-                self.logger.info(
-                    "Task search unavailable in workspace %s (%s): using subtask walks",
-                    workspace,
-                    exc.status,
-                )
-                return None
-            new = [r for r in page if r["gid"] not in found]
-            found.update((r["gid"], r) for r in new)
+                if seen:
+                    raise
+                raise SearchUnavailableError(str(exc.status)) from None
+            new = [r for r in page if r["gid"] not in seen]
+            for record in new:
+                seen.add(record["gid"])
+                search.saw(record.get("modified_at"))
+                yield record
             if len(page) < self.search_page or not new:
-                return list(found.values())
+                return
             # No offset here: continue after the last modified_at seen. Ties at that
             # instant come back and are skipped above.
             last = parse_timestamp(page[-1]["modified_at"])
             after = format_timestamp(last - datetime.timedelta(milliseconds=1))
 
     def _full_walk_due(self) -> bool:
-        if getattr(self, "_full_walk_done", False):
+        if self._walked_workspaces:
             return True  # a walk that started this run covers every workspace
         last = self.stream_state.get("last_full_walk_at")
         if not last:
@@ -320,12 +335,14 @@ class SubtasksStream(AsanaStream):
         return list(gids)
 
     def _subtrees(self, parents: list[str]) -> Iterator[dict[str, t.Any]]:
-        """Every subtask below ``parents``, fetched concurrently, depth first per tree."""
-        yield from (
-            record
-            for tree in self.asana_tap.executor.map(self._subtree, parents)
-            for record in tree
-        )
+        """Every subtask below ``parents``, fetched concurrently, depth first per tree.
+
+        A page of parents at a time, so memory holds one batch of trees, not all.
+        """
+        for start in range(0, len(parents), self.page_size):
+            batch = parents[start : start + self.page_size]
+            for tree in self.asana_tap.executor.map(self._subtree, batch):
+                yield from tree
 
     def _subtree(self, task_gid: str) -> list[dict[str, t.Any]]:
         records = list(self.list_records({"task_gid": task_gid}))
@@ -333,6 +350,21 @@ class SubtasksStream(AsanaStream):
             if record.get("num_subtasks"):
                 records.extend(self._subtree(record["gid"]))
         return records
+
+
+class SearchUnavailableError(Exception):
+    """Asana's task search is not available in this workspace (a paid feature)."""
+
+
+class _SearchProgress:
+    """The newest ``modified_at`` a search returned (its safe high-water mark)."""
+
+    def __init__(self, high_water: str | None) -> None:
+        self.high_water = high_water
+
+    def saw(self, modified_at: str | None) -> None:
+        if modified_at and (self.high_water is None or modified_at > self.high_water):
+            self.high_water = modified_at
 
 
 class SubtaskStoriesStream(AsanaStream):
