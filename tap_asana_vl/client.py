@@ -224,6 +224,9 @@ class AsanaStream(RESTStream[str]):
 
     records_jsonpath = "$.data[*]"
     primary_keys: t.ClassVar[tuple[str, ...]] = ("gid",)
+    #: One bookmark per stream whatever its parents, so state never grows with the
+    #: number of tasks or projects (TasksStream opts back in to one per project).
+    state_partitioning_keys: t.ClassVar[list[str] | None] = []
     schema: t.ClassVar[StreamSchema] = StreamSchema(SchemaDirectory(schemas))
     # Records are parsed from Asana's JSON, so every value already has a JSON type (and
     # Decimal serialises as a number); type conformance only cost CPU (~15 % of a

@@ -56,7 +56,6 @@ class UsersStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     deduplicate = True
 
 
@@ -75,7 +74,6 @@ class ProjectsStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     child_context_key = "project_gid"
-    state_partitioning_keys: t.ClassVar[list[str]] = []
 
     def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
         """Leave out `archived` to get both; `false` to skip archived projects."""
@@ -112,6 +110,8 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
+    # One bookmark per project, so an interrupted run resumes project by project.
+    state_partitioning_keys = None
 
     def accept(self, record: dict[str, t.Any]) -> bool:
         """Remember tasks with subtasks: the subtasks stream walks only those."""
@@ -141,7 +141,6 @@ class StoriesStream(AsanaStream):
     parent_stream_type = TasksStream
     replication_key = "created_at"
     context_label = ("task", "task_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -155,7 +154,6 @@ class TaskProjectsStream(AsanaStream):
     path = "/tasks/{task_gid}/memberships"  # never requested: rows come from the task
     parent_stream_type = TasksStream
     primary_keys = ("task_gid", "project_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     per_parent = True
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:  # noqa: ARG002
@@ -182,7 +180,6 @@ class AttachmentsStream(AsanaStream):
     parent_stream_type = TasksStream
     context_params: t.ClassVar[dict[str, str]] = {"parent": "task_gid"}
     context_label = ("task", "task_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
@@ -201,7 +198,6 @@ class TimeTrackingEntriesStream(AsanaStream):
     path = "/tasks/{task_gid}/time_tracking_entries"
     parent_stream_type = TasksStream
     context_label = ("task", "task_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
     premium = True
 
@@ -235,7 +231,6 @@ class SubtasksStream(AsanaStream):
     # seen yet. The search's own high-water mark is kept per workspace instead.
     context_label = ("task", "task_gid")
     child_context_key = "task_gid"
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     deduplicate = True
     search_page = 100  # Asana's search returns at most 100 results, with no offset
 
@@ -375,7 +370,6 @@ class SubtaskStoriesStream(AsanaStream):
     parent_stream_type = SubtasksStream
     replication_key = "created_at"
     context_label = ("subtask", "task_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -389,7 +383,6 @@ class SectionsStream(AsanaStream):
     path = "/projects/{project_gid}/sections"
     parent_stream_type = ProjectsStream
     context_label = ("project", "project_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -400,7 +393,6 @@ class ProjectMembershipsStream(AsanaStream):
     path = "/projects/{project_gid}/project_memberships"
     parent_stream_type = ProjectsStream
     context_label = ("project", "project_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -411,7 +403,6 @@ class ProjectCustomFieldSettingsStream(AsanaStream):
     path = "/projects/{project_gid}/custom_field_settings"
     parent_stream_type = ProjectsStream
     context_label = ("project", "project_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -423,7 +414,6 @@ class StatusUpdatesStream(AsanaStream):
     parent_stream_type = ProjectsStream
     context_params: t.ClassVar[dict[str, str]] = {"parent": "project_gid"}
     context_label = ("project", "project_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     prefetch = True
 
 
@@ -437,7 +427,6 @@ class TagsStream(AsanaStream):
     path = "/workspaces/{workspace_gid}/tags"
     parent_stream_type = WorkspacesStream
     context_label = ("workspace", "workspace_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
 
 
 class CustomFieldsStream(AsanaStream):
@@ -447,7 +436,6 @@ class CustomFieldsStream(AsanaStream):
     path = "/workspaces/{workspace_gid}/custom_fields"
     parent_stream_type = WorkspacesStream
     context_label = ("workspace", "workspace_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
 
 
 class TeamsStream(AsanaStream):
@@ -458,7 +446,6 @@ class TeamsStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_label = ("workspace", "workspace_gid")
     child_context_key = "team_gid"
-    state_partitioning_keys: t.ClassVar[list[str]] = []
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
         """Only organizations have teams."""
@@ -472,7 +459,6 @@ class TeamMembershipsStream(AsanaStream):
     path = "/teams/{team_gid}/team_memberships"
     parent_stream_type = TeamsStream
     context_label = ("team", "team_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     per_parent = True
 
 
@@ -485,7 +471,6 @@ class PortfoliosStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     child_context_key = "portfolio_gid"
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     premium = True
 
     def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
@@ -502,7 +487,6 @@ class PortfolioItemsStream(AsanaStream):
     primary_keys = ("portfolio_gid", "gid")
     context_label = ("portfolio", "portfolio_gid")
     tap_fields = frozenset({"portfolio_gid"})
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     per_parent = True
 
     def post_process(
@@ -523,7 +507,6 @@ class GoalsStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
-    state_partitioning_keys: t.ClassVar[list[str]] = []
     premium = True
 
 
