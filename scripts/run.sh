@@ -11,12 +11,15 @@ if [ ! -f .env ]; then
        "and PostgreSQL settings (see README, 'Quick start')." >&2
   exit 2
 fi
-if ! command -v uv >/dev/null 2>&1; then
+if command -v uv >/dev/null 2>&1; then
+  UV=(uv)
+else
   python3 -m pip install --quiet --disable-pip-version-check 'uv>=0.9' \
     || python3 -m pip install --quiet --user 'uv>=0.9'
-  export PATH="$HOME/.local/bin:$PATH"
+  # The new executable may not be on PATH yet (pyenv shims, ~/.local/bin): use the module.
+  UV=(python3 -m uv)
 fi
 
-meltano() { uv tool run --from 'meltano==4.4.1' meltano "$@"; }
+meltano() { "${UV[@]}" tool run --from 'meltano==4.4.1' meltano "$@"; }
 meltano install
 meltano run tap-asana-vl target-postgres "$@"

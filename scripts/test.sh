@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # 1. uv, which installs Python dependencies from uv.lock (and Meltano for the E2E test).
-if ! command -v uv >/dev/null 2>&1; then
+if command -v uv >/dev/null 2>&1; then
+  UV=(uv)
+else
   python3 -m pip install --quiet --disable-pip-version-check 'uv>=0.9' \
     || python3 -m pip install --quiet --user 'uv>=0.9'
-  export PATH="$HOME/.local/bin:$PATH"
+  # The new executable may not be on PATH yet (pyenv shims, ~/.local/bin): use the module.
+  UV=(python3 -m uv)
 fi
 
 # 2. PostgreSQL server binaries for the end-to-end test (the test starts its own
@@ -26,9 +29,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 
 # 3. Python dependencies, exactly as locked.
-uv sync --locked
+"${UV[@]}" sync --locked
 
 # 4. The suite: lint, then tests.
-uv run ruff check .
-uv run ruff format --check .
-uv run pytest "$@"
+"${UV[@]}" run ruff check .
+"${UV[@]}" run ruff format --check .
+"${UV[@]}" run pytest "$@"

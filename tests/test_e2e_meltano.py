@@ -49,7 +49,7 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of our meltano.yml, pointing at this checkout, with plugins installed."""
-    if shutil.which("uv") is None:
+    if _uv() is None:
         _unavailable("uv is not installed (it runs Meltano)")
     project = tmp_path_factory.mktemp("meltano-project")
     text = (REPO / "meltano.yml").read_text()
@@ -60,13 +60,21 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+def _uv() -> str | None:
+    """The uv executable: `uv run` says where it is; else look on PATH."""
+    return os.environ.get("UV") or shutil.which("uv")
+
+
 def _meltano(
     project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
-    command = ["uv", "tool", "run", "--from", f"meltano=={MELTANO_VERSION}", "meltano", *args]
+    uv = _uv() or "uv"
+    command = [uv, "tool", "run", "--from", f"meltano=={MELTANO_VERSION}", "meltano", *args]
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("TAP_ASANA_VL_", "TARGET_"))
     }
+    # Meltano's uv venv backend looks for uv on PATH.
+    full_env["PATH"] = os.pathsep.join([str(Path(uv).parent), full_env.get("PATH", "")])
     full_env.update(env or {})
     full_env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     proc = subprocess.run(
