@@ -228,12 +228,13 @@ AsanaAuthenticator = AsanaPersonalTokenAuthenticator | AsanaOAuthAuthenticator
 
 def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:
     """Pick the authenticator for a validated config (see ``TapAsanaVl``)."""
+    # Secrets pasted from files often end with a newline; it would break the header.
     if config.get("access_token"):
-        return AsanaPersonalTokenAuthenticator(token=config["access_token"])
+        return AsanaPersonalTokenAuthenticator(token=str(config["access_token"]).strip())
     return AsanaOAuthAuthenticator(
-        client_id=config["client_id"],
-        client_secret=config["client_secret"],
-        refresh_token=config["refresh_token"],
+        client_id=str(config["client_id"]).strip(),
+        client_secret=str(config["client_secret"]).strip(),
+        refresh_token=str(config["refresh_token"]).strip(),
         auth_endpoint=config.get("oauth_token_url") or DEFAULT_OAUTH_TOKEN_URL,
         timeout=float(config.get("request_timeout") or 60),
     )

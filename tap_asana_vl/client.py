@@ -98,6 +98,11 @@ RETRIABLE_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 MAX_BACKOFF_SECONDS = 60.0
+# 429s are retried as long as Asana asks, but one request refused this many times in a
+# row (an hour or more of waiting) means something else holds the quota.
+MAX_CONSECUTIVE_429 = 60
+# A Retry-After longer than this is capped (a misbehaving proxy could say "a day").
+MAX_RETRY_AFTER_SECONDS = 900.0
 # Query parameters that shape pages rather than say what is listed.
 LISTING_PARAMS = frozenset({"limit", "offset", "opt_fields"})
 # Times a listing is started over after its pagination token expired.
@@ -248,6 +253,8 @@ class AsanaStream(RESTStream[str]):
     #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
     #: the SDK asking for it parent by parent. For per-parent children such as stories.
     prefetch: t.ClassVar[bool] = False
+    #: Fields the tap uses itself (children, filters), requested even when deselected.
+    required_fields: t.ClassVar[frozenset[str]] = frozenset({"workspace"})
     #: Synced once per parent record (per task, per project): log totals, not each sync.
     per_parent: t.ClassVar[bool] = False
     #: A paid Asana feature: a 402 turns it off for that workspace, with one warning.
@@ -262,6 +269,7 @@ class AsanaStream(RESTStream[str]):
             tuple[tuple[str, t.Any], ...], tuple[Future[list[dict]], threading.Event]
         ] = {}
         self._thread_local = threading.local()
+        self._after_emit: list[Callable[[], None]] = []
         self.current_record: dict[str, t.Any] | None = None
         self._premium_unavailable: set[str] = set()
         if self.per_parent or self.prefetch:
@@ -320,13 +328,26 @@ class AsanaStream(RESTStream[str]):
         are not requested at all.
         """
         skip = set(self.tap_fields)
-        # A deselected stream read only for its children keeps every field: children
-        # and bookmarks use some of them (num_subtasks, memberships, modified_at).
+        # A deselected stream read only for its children keeps every field; a selected
+        # one drops deselected properties except those the tap itself relies on (the
+        # SDK still leaves them out of the output).
         if self.selected:
+            needed = {*self.required_fields, *self.primary_keys}
+            if self.replication_key:
+                needed.add(self.replication_key)
             for name in self.schema.get("properties", {}):
-                if not self.mask.get(("properties", name), True):
+                if name not in needed and not self.mask.get(("properties", name), True):
                     skip.add(name)
         return ",".join(opt_fields_for(self.schema, skip))
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        """Never send ACTIVATE_VERSION.
+
+        Streams such as attachments are full table *per changed task*: an
+        ACTIVATE_VERSION would tell the target to delete every row not in this run.
+        """
+        return False
 
     def get_new_paginator(self) -> AsanaPaginator:
         """Follow Asana's opaque ``next_page.offset`` tokens."""
@@ -372,6 +393,7 @@ class AsanaStream(RESTStream[str]):
 
         def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
             failures = 0
+            rate_limited = 0
             while True:
                 self._pause(self.rate_limiter.reserve())
                 with self.stats.lock:
@@ -379,6 +401,15 @@ class AsanaStream(RESTStream[str]):
                 try:
                     return func(prepared, context)
                 except RateLimitedError as exc:
+                    rate_limited += 1
+                    if rate_limited > MAX_CONSECUTIVE_429:
+                        msg = (
+                            f"Asana (or a proxy) answered 429 to {self.path} "
+                            f"{rate_limited} times in a row; giving up. Another client may "
+                            "be using up this token's quota: lower max_requests_per_minute "
+                            "or use a separate token."
+                        )
+                        raise FatalAPIError(msg) from None
                     with self.stats.lock:
                         self.stats.rate_limited += 1
                     self.logger.warning(
@@ -511,11 +542,16 @@ class AsanaStream(RESTStream[str]):
         still writes every message from this thread, in its usual order, so output and
         state stay exactly as in a sequential run; only the waiting overlaps.
         """
+        self._after_emit: list[Callable[[], None]] = []
         try:
             for batch in _batched(self._records_to_emit(context), self.page_size):
                 self._prefetch_children(batch, context)
                 self.stats.records += len(batch)
                 yield from batch
+            # Every record is written now (the SDK resumed us after the last one), so
+            # state that covers them may move forward.
+            for callback in self._after_emit:
+                callback()
         except BaseException:
             # Failing or stopped early: children prefetched for this batch are moot.
             for child in self.child_streams:
@@ -545,6 +581,14 @@ class AsanaStream(RESTStream[str]):
                 yield record
         except SkippedObjectError as exc:
             self._skip(context, exc)
+
+    def after_emit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every record of the current context is written.
+
+        For state a stream keeps itself (e.g. a search high-water mark): updating it
+        earlier could let a STATE message pass records not yet written.
+        """
+        self._after_emit.append(callback)
 
     def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002
         """Whether to emit a record (override for config filters such as project_gids).
@@ -676,6 +720,8 @@ class AsanaStream(RESTStream[str]):
             return self.list_records(context)
         try:
             return prefetched[0].result()
+        except SkippedObjectError:
+            raise  # one unreadable object; the other prefetches are still wanted
         except BaseException:
             # The run is about to fail: don't leave other prefetches running.
             self.discard_prefetched()
@@ -861,11 +907,10 @@ def _retry_after_seconds(response: requests.Response, default: float = 30.0) -> 
     if not value:
         return default
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return default
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)

@@ -27,6 +27,7 @@ class WorkspacesStream(AsanaStream):
     name = "workspaces"
     path = "/workspaces"
     child_context_key = "workspace_gid"
+    required_fields = frozenset({"is_organization"})
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """List all workspaces first (there are few) so a wrong filter fails up front."""
@@ -112,6 +113,8 @@ class TasksStream(AsanaStream):
     deduplicate = True
     # One bookmark per project, so an interrupted run resumes project by project.
     state_partitioning_keys = None
+    # Children and bookkeeping read these even when a user deselects them.
+    required_fields = frozenset({"workspace", "num_subtasks", "memberships", "actual_time_minutes"})
 
     def accept(self, record: dict[str, t.Any]) -> bool:
         """Remember tasks with subtasks: the subtasks stream walks only those."""
@@ -258,12 +261,20 @@ class SubtasksStream(AsanaStream):
                 parents = self._all_tasks_with_subtasks(workspace)
                 self._walked_workspaces.add(workspace)
         yield from self._subtrees(parents)
-        # Only now that every record is written may the state move forward.
-        if search.high_water:
-            bookmarks[workspace] = search.high_water
-        if workspace in self._walked_workspaces:
-            now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
-            self.stream_state["last_full_walk_at"] = now
+        walked = workspace in self._walked_workspaces
+        started = datetime.datetime.now(datetime.timezone.utc)
+
+        def advance_state() -> None:
+            # Asana's search index lags edits by seconds to minutes, so never let the
+            # mark pass "now - lag": a late-indexed change is found next run (repeats
+            # are harmless, targets upsert).
+            if search.high_water:
+                ceiling = format_timestamp(started - SEARCH_INDEX_LAG)
+                bookmarks[workspace] = min(search.high_water, ceiling)
+            if walked:
+                self.stream_state["last_full_walk_at"] = format_timestamp(started)
+
+        self.after_emit(advance_state)
 
     @property
     def _walked_workspaces(self) -> set[str]:
@@ -285,6 +296,7 @@ class SubtasksStream(AsanaStream):
         seen: set[str] = set()
         while True:
             params = {
+                "limit": self.search_page,
                 "is_subtask": "true",
                 "sort_by": "modified_at",
                 "sort_ascending": "true",
@@ -324,9 +336,12 @@ class SubtasksStream(AsanaStream):
         gids: dict[str, None] = {}
         for project in projects.gids_by_workspace.get(workspace, []):
             params = {"project": project, "opt_fields": "num_subtasks"}
-            for task in self.iter_data("/tasks", params):
-                if task.get("num_subtasks"):
-                    gids[task["gid"]] = None
+            try:
+                for task in self.iter_data("/tasks", params):
+                    if task.get("num_subtasks"):
+                        gids[task["gid"]] = None
+            except SkippedObjectError as exc:
+                self._skip({"task_gid": f"(tasks of project {project})"}, exc)
         return list(gids)
 
     def _subtrees(self, parents: list[str]) -> Iterator[dict[str, t.Any]]:
@@ -340,11 +355,21 @@ class SubtasksStream(AsanaStream):
                 yield from tree
 
     def _subtree(self, task_gid: str) -> list[dict[str, t.Any]]:
-        records = list(self.list_records({"task_gid": task_gid}))
+        try:
+            records = list(self.list_records({"task_gid": task_gid}))
+        except SkippedObjectError as exc:
+            # One task deleted or hidden since it was listed: skip its subtree only.
+            self._skip({"task_gid": task_gid}, exc)
+            return []
         for record in list(records):
             if record.get("num_subtasks"):
                 records.extend(self._subtree(record["gid"]))
         return records
+
+
+# How far behind edits Asana's search index may be (its docs: 10-60 s, more during
+# incidents).
+SEARCH_INDEX_LAG = datetime.timedelta(minutes=10)
 
 
 class SearchUnavailableError(Exception):

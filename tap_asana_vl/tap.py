@@ -109,13 +109,12 @@ class TapAsanaVl(Tap):
     name = "tap-asana-vl"
     message_writer_class = RepeatedSchemaSkippingWriter
 
-    # The SDK's defaults minus BATCH: it is a preview feature we do not test, and
-    # target-postgres does not use it.
+    # The SDK's defaults minus BATCH (a preview feature we do not test, unused by
+    # target-postgres) and ACTIVATE_VERSION (see AsanaStream.emit_activate_version_messages).
     capabilities: t.ClassVar[list[t.Any]] = [
         TapCapabilities.CATALOG,
         TapCapabilities.STATE,
         TapCapabilities.DISCOVER,
-        TapCapabilities.ACTIVATE_VERSION,
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
@@ -339,6 +338,13 @@ def config_errors(config: Mapping[str, t.Any]) -> list[str]:
             f"OAuth is half configured: {', '.join(missing)} missing "
             "(client_id, client_secret and refresh_token are all required)."
         )
+    for setting in ("access_token", "client_id", "client_secret", "refresh_token"):
+        value = str(config.get(setting) or "").strip()
+        if any(ch.isspace() or ord(ch) < 32 for ch in value):
+            errors.append(
+                f"{setting} contains spaces or control characters (a pasting mistake?); "
+                "set it to the value alone."
+            )
     start_date = config.get("start_date")
     if start_date:
         try:

@@ -116,3 +116,8 @@ def test_wrong_client_secret_names_the_settings(fake, oauth_config, tmp_path):
     assert "invalid_client" in proc.stderr
     assert "client_secret" in proc.stderr
     assert "not-the-secret" not in proc.stderr
+
+
+def test_a_token_pasted_with_a_trailing_newline_still_works(fake, pat_config):
+    result = run_tap({**pat_config, **FAST, "access_token": fake.pat + "\n"})
+    assert len(result.gids("tasks")) == len(fake.dataset.tasks)

@@ -45,6 +45,11 @@ CASES = [
         id="api-url-not-url",
     ),
     pytest.param(
+        {"access_token": "fake-pat first-half second-half"},
+        "access_token contains spaces or control characters",
+        id="token-with-space",
+    ),
+    pytest.param(
         {"access_token": SECRET, "workspace_gids": "123"},
         "'123' is not of type 'array'",
         id="gids-not-a-list",

@@ -313,3 +313,9 @@ def test_no_secret_appears_in_any_output_even_at_debug_level(fake, tmp_path):
     assert "invalid_grant" in text
     for secret in secrets:
         assert secret not in text
+
+
+def test_endless_429s_give_up_with_a_clear_error(fake, pat_config):
+    fake.inject(r"/api/1\.0/workspaces", 429, times=None, headers={"Retry-After": "0"})
+    with pytest.raises(Exception, match=r"answered 429 to /workspaces 61 times in a row"):
+        run_tap({**pat_config, **FAST})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from tap_asana_vl.tap import TapAsanaVl
 from tests.tap_runner import catalog_selecting, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
@@ -179,3 +180,44 @@ def test_settings_turn_off_expensive_families(fake, pat_config):
     assert not [r for r in fake.requests if r.path.endswith("/subtasks") or "attachments" in r.path]
     assert not [r for r in fake.requests if r.path.endswith("/tasks/search")]
     assert json.dumps(result.records["tasks"])  # the rest is unaffected
+
+
+def test_deselected_task_columns_do_not_starve_child_streams(fake, pat_config):
+    config = {**pat_config, **FAST}
+    catalog = catalog_selecting(config, {"tasks", "task_projects", "time_tracking_entries"})
+    for stream in catalog["streams"]:
+        if stream["tap_stream_id"] != "tasks":
+            continue
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] in (
+                ["properties", "memberships"],
+                ["properties", "actual_time_minutes"],
+                ["properties", "num_subtasks"],
+            ):
+                entry["metadata"]["selected"] = False
+    result = run_tap(config, catalog=catalog)
+    assert "memberships" not in result.records["tasks"][0]  # the user's choice holds
+    memberships = sum(len(t["memberships"]) for t in fake.dataset.tasks.values())
+    assert len(result.records["task_projects"]) == memberships
+    assert _gids(result, "time_tracking_entries") == set(fake.dataset.time_tracking_entries)
+
+
+def test_a_subtask_tree_that_vanished_skips_only_itself(fake, pat_config):
+    ds = fake.dataset
+    parents = [g for g, t in ds.tasks.items() if t["num_subtasks"]]
+    gone = parents[0]
+    fake.premium_workspaces = set()  # no search: subtasks come from walking the trees
+    fake.inject(rf"/api/1\.0/tasks/{gone}/subtasks", 404, times=None)
+    result = run_tap({**pat_config, **FAST})
+
+    def below(gid: str) -> set[str]:
+        direct = {s["gid"] for s in ds.subtasks_by_parent.get(gid, [])}
+        return direct.union(*(below(d) for d in direct)) if direct else set()
+
+    assert _gids(result, "subtasks") == set(ds.subtasks) - below(gone)
+
+
+def test_activate_version_is_never_sent(fake, pat_config):
+    result = run_tap({**pat_config, **FAST, "emit_activate_version_messages": True})
+    assert not [m for m in result.messages if m["type"] == "ACTIVATE_VERSION"]
+    assert "activate-version" not in TapAsanaVl.capabilities
