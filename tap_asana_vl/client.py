@@ -570,6 +570,7 @@ class AsanaStream(RESTStream[str]):
             return
         bound = self._previous_bookmark(context)
         key = self.replication_key
+        emitted = 0
         try:
             for record in self.source_records(context):
                 value = record.get(key) if bound is not None and key else None
@@ -578,9 +579,14 @@ class AsanaStream(RESTStream[str]):
                     continue
                 if not self.accept(record) or self._is_repeat(record, context):
                     continue
+                emitted += 1
                 yield record
         except SkippedObjectError as exc:
             self._skip(context, exc)
+            if emitted and self.replication_key:
+                # Cut off part-way: what was read must not become the bookmark, or the
+                # unread pages' older changes would be skipped for good.
+                self.get_context_state(context).pop("progress_markers", None)
 
     def after_emit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every record of the current context is written.

@@ -319,3 +319,16 @@ def test_endless_429s_give_up_with_a_clear_error(fake, pat_config):
     fake.inject(r"/api/1\.0/workspaces", 429, times=None, headers={"Retry-After": "0"})
     with pytest.raises(Exception, match=r"answered 429 to /workspaces 61 times in a row"):
         run_tap({**pat_config, **FAST})
+
+
+def test_a_listing_cut_off_part_way_does_not_advance_its_bookmark(fake, pat_config):
+    project = next(iter(fake.dataset.projects))
+    fake.inject(rf"/api/1\.0/tasks\?(?=.*project={project})(?=.*offset=)", 403, times=None)
+    result = run_tap({**pat_config, **FAST, "page_size": 5})
+
+    partitions = {
+        p["context"]["project_gid"]: p for p in result.state["bookmarks"]["tasks"]["partitions"]
+    }
+    assert "replication_key_value" not in partitions[project]  # re-read in full next run
+    others = [p for gid, p in partitions.items() if gid != project]
+    assert all(p.get("replication_key_value") for p in others)
