@@ -982,20 +982,28 @@ def _read_pasted_line() -> str:
     return line
 
 
-def _obtain_code_headless(settings: _Settings, state: str, challenge: str) -> tuple[str, str]:
-    """Print the URL and read the redirected URL (or code) from stdin."""
-    url = build_authorize_url(
+def _authorize_url(settings: _Settings, redirect_uri: str, state: str, challenge: str) -> str:
+    return build_authorize_url(
         settings.authorize_url,
         client_id=settings.client_id,
-        redirect_uri=settings.redirect_uri,
+        redirect_uri=redirect_uri,
         state=state,
         code_challenge=challenge,
         scopes=settings.scopes,
     )
-    _say("Open this URL in a browser (on any machine), sign in to Asana and click Allow:")
+
+
+def _show_url(url: str) -> None:
     _say()
     _say(f"    {url}")
     _say()
+
+
+def _obtain_code_headless(settings: _Settings, state: str, challenge: str) -> tuple[str, str]:
+    """Print the URL and read the redirected URL (or code) from stdin."""
+    url = _authorize_url(settings, settings.redirect_uri, state, challenge)
+    _say("Open this URL in a browser (on any machine), sign in to Asana and click Allow:")
+    _show_url(url)
     if settings.redirect_uri == OOB_REDIRECT_URI:
         _say("Asana then shows an authorization code. Paste it here and press Enter:")
     else:
@@ -1016,22 +1024,13 @@ def _obtain_code_listening(
 ) -> tuple[str, str]:
     """Listen on the redirect URI, open the browser and wait for the redirect."""
     with CallbackListener(settings.redirect_uri, state) as listener:
-        url = build_authorize_url(
-            settings.authorize_url,
-            client_id=settings.client_id,
-            redirect_uri=listener.redirect_uri,
-            state=state,
-            code_challenge=challenge,
-            scopes=settings.scopes,
-        )
+        url = _authorize_url(settings, listener.redirect_uri, state, challenge)
         if open_url is not None:
             _say("Opening your browser to authorize tap-asana-vl in Asana.")
             _say("If it does not open, visit this URL on this machine:")
         else:
             _say("Open this URL in a browser on this machine, sign in to Asana and click Allow:")
-        _say()
-        _say(f"    {url}")
-        _say()
+        _show_url(url)
         _say(
             f"Waiting up to {settings.timeout:g} s for Asana to redirect to "
             f"{listener.redirect_uri} (Ctrl-C to abort) ..."

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import typing as t
+from functools import cached_property
 
 from tap_asana_vl.client import (
     AsanaStream,
@@ -90,12 +91,10 @@ class ProjectsStream(AsanaStream):
         self.gids_by_workspace.setdefault(_workspace_gid(record), []).append(record["gid"])
         return True
 
-    @property
+    @cached_property
     def gids_by_workspace(self) -> dict[str, list[str]]:
         """Projects synced in this run, per workspace (the subtasks full walk uses it)."""
-        if not hasattr(self, "_gids_by_workspace"):
-            self._gids_by_workspace: dict[str, list[str]] = {}
-        return self._gids_by_workspace
+        return {}
 
 
 class TasksStream(AsanaStream):
@@ -122,12 +121,10 @@ class TasksStream(AsanaStream):
             self.subtask_parents.setdefault(_workspace_gid(record), []).append(record["gid"])
         return True
 
-    @property
+    @cached_property
     def subtask_parents(self) -> dict[str, list[str]]:
         """Tasks emitted in this run that have subtasks, per workspace."""
-        if not hasattr(self, "_subtask_parents"):
-            self._subtask_parents: dict[str, list[str]] = {}
-        return self._subtask_parents
+        return {}
 
 
 class StoriesStream(AsanaStream):
@@ -276,11 +273,9 @@ class SubtasksStream(AsanaStream):
 
         self.after_emit(advance_state)
 
-    @property
+    @cached_property
     def _walked_workspaces(self) -> set[str]:
-        if not hasattr(self, "_walked"):
-            self._walked: set[str] = set()
-        return self._walked
+        return set()
 
     def _search_changed(
         self, workspace: str, search: _SearchProgress
