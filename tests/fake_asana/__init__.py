@@ -9,7 +9,7 @@ Usage::
                      headers={"Authorization": f"Bearer {fake.pat}"})
 """
 
-from .dataset import Dataset, build_dataset, load_schemas
+from .dataset import Dataset, build_dataset
 from .server import FakeAsana, RecordedRequest, TokenRequest
 
 __all__ = [
@@ -18,5 +18,4 @@ __all__ = [
     "RecordedRequest",
     "TokenRequest",
     "build_dataset",
-    "load_schemas",
 ]

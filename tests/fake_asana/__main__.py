@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from .dataset import build_dataset
 from .server import FakeAsana
@@ -51,7 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-id", default="fake-client-id")
     parser.add_argument("--client-secret", default="fake-client-secret")
     parser.add_argument("--no-cache", action="store_true", help="render every response anew")
-    parser.add_argument("--schema-dir", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -71,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         attachments_every=args.attachments_every,
         time_entries_every=args.time_entries_every,
         seed=args.seed,
-        schema_dir=args.schema_dir,
     )
     build_seconds = time.perf_counter() - started
     fake = FakeAsana(

@@ -1,60 +1,28 @@
-"""Deterministic, schema-driven Asana data for the fake API.
+"""Deterministic Asana data for the fake API, written from Asana's documentation.
 
-Every object holds every property that our stream schema lists for it (minus the
-tap-only fields in ``NON_ASANA_FIELDS``); values are first filled generically from the
-schema (by type, format and field name) and then the relational/core fields are set
-explicitly so the data hangs together the way Asana's does (compact references carry
-the referenced object's real name, timestamps are ordered, multi-homed tasks show up
-in two projects, ...).
+Every object is a full record as the spec's ``*Response`` component for its resource
+documents it (spec/asana_oas.yaml, read by a person, not by this code), including the
+nulls Asana really sends: unassigned tasks, tasks without due dates, empty custom field
+values, users without photos, projects without owner or team, system stories without an
+author, ... Nested references have the spec's ``*Compact`` shapes and point at real
+objects of the dataset.
+
+Nothing here reads the tap (code or schemas): the fake has to be able to send what the
+tap does not expect, or the tests cannot catch it.
 """
 
 from __future__ import annotations
 
 import bisect
-import copy
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-#: The tap's schemas, shipped with the package (the repo must not need /work/shared).
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "tap_asana_vl" / "schemas"
-
-#: Stream name -> Asana ``resource_type`` (one schema file per stream).
-STREAM_RESOURCE_TYPES = {
-    "workspaces": "workspace",
-    "users": "user",
-    "projects": "project",
-    "tasks": "task",
-    "stories": "story",
-    "subtasks": "task",
-    "subtask_stories": "story",
-    "sections": "section",
-    "tags": "tag",
-    "teams": "team",
-    "team_memberships": "team_membership",
-    "project_memberships": "project_membership",
-    "custom_fields": "custom_field",
-    "project_custom_field_settings": "custom_field_setting",
-    "attachments": "attachment",
-    "portfolios": "portfolio",
-    "portfolio_items": "project",
-    "status_updates": "status_update",
-    "goals": "goal",
-    "time_tracking_entries": "time_tracking_entry",
-}
-
-#: Properties in our schemas that Asana does not have (the tap adds them itself).
-NON_ASANA_FIELDS: dict[str, frozenset[str]] = {
-    "tasks": frozenset({"project_gid"}),
-    "portfolio_items": frozenset({"portfolio_gid"}),
-}
-
-#: Fields Asana leaves out of the full record unless named in ``opt_fields`` (NOTES §3).
+#: Fields Asana leaves out of the full record unless named in ``opt_fields`` (NOTES §3;
+#: the spec marks them "Opt In").
 OPT_IN_FIELDS: dict[str, frozenset[str]] = {
     "workspace": frozenset(),
     "user": frozenset(),
@@ -72,12 +40,12 @@ OPT_IN_FIELDS: dict[str, frozenset[str]] = {
         }
     ),
     "story": frozenset({"html_text"}),
-    # The spec marks these "Opt In" (it also marks a project membership's ``parent``,
-    # which its compact form carries, so only ``project`` is treated as opt-in here).
     "section": frozenset(),
     "tag": frozenset(),
     "team": frozenset({"description", "html_description"}),
     "team_membership": frozenset(),
+    # The spec also marks a project membership's ``parent`` opt-in, but its compact form
+    # carries it, so only ``project`` is treated as opt-in here.
     "project_membership": frozenset({"project"}),
     "custom_field": frozenset({"description"}),
     "custom_field_setting": frozenset(),
@@ -88,14 +56,14 @@ OPT_IN_FIELDS: dict[str, frozenset[str]] = {
     "time_tracking_entry": frozenset(),
 }
 
-#: Compact shapes returned by list endpoints without ``opt_fields`` (NOTES §3).
+#: Compact shapes (the spec's ``*Compact`` components), returned by list endpoints
+#: without ``opt_fields``.
 COMPACT_FIELDS: dict[str, tuple[str, ...]] = {
     "workspace": ("gid", "resource_type", "name"),
     "user": ("gid", "resource_type", "name"),
     "project": ("gid", "resource_type", "name"),
     "task": ("gid", "resource_type", "name", "resource_subtype"),
     "story": ("gid", "resource_type", "created_at", "created_by", "resource_subtype", "text"),
-    # The OpenAPI ``*Compact`` components of the newer resources.
     "section": ("gid", "resource_type", "name"),
     "tag": ("gid", "resource_type", "name"),
     "team": ("gid", "resource_type", "name"),
@@ -143,6 +111,15 @@ COMPACT_FIELDS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Keys of a nested reference (``assignee``, ``parent``, ...): the *Compact component of
+# the referenced resource, without its opt-in fields.
+_REF_KEYS: dict[str, tuple[str, ...]] = {
+    "task": ("gid", "resource_type", "name", "resource_subtype"),
+    "status_update": ("gid", "resource_type", "title", "resource_subtype"),
+    "enum_option": ("gid", "resource_type", "name", "enabled", "color"),
+}
+_NAMED_REF = ("gid", "resource_type", "name")
+
 # Everything lands in 2024-2025 so that "now" (used by the mutation helpers) is always
 # later than the generated data: incremental syncs then see mutations as new changes.
 _RANGE_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -150,213 +127,103 @@ _RANGE_END_MS = 1_767_225_599_000  # 2025-12-31T23:59:59Z
 _DAY_MS = 86_400_000
 _GID_START = 1_200_000_000_000_000  # 16 digits, like modern Asana gids
 
-# Known enumerations (the schemas are Singer-style and carry no ``enum``).
-_ENUMS: dict[str, tuple[str, ...]] = {
-    "color": (
-        "dark-pink",
-        "dark-green",
-        "dark-blue",
-        "dark-red",
-        "dark-teal",
-        "dark-brown",
-        "dark-orange",
-        "dark-purple",
-        "dark-warm-gray",
-        "light-pink",
-        "light-green",
-        "light-blue",
-        "light-red",
-        "light-teal",
-        "light-brown",
-        "light-orange",
-        "light-purple",
-        "light-warm-gray",
-    ),
-    "icon": ("list", "board", "timeline", "calendar", "rocket", "people", "check", "star"),
-    "default_view": ("list", "board", "calendar", "timeline"),
-    "privacy_setting": ("public_to_workspace", "private_to_team", "private"),
-    "default_access_level": ("admin", "editor", "commenter", "viewer"),
-    "minimum_access_level_for_customization": ("admin", "editor"),
-    "minimum_access_level_for_sharing": ("admin", "editor"),
-    "assignee_status": ("today", "upcoming", "later", "new", "inbox"),
-    "approval_status": ("pending", "approved", "rejected", "changes_requested"),
-    "old_approval_status": ("pending", "approved", "rejected", "changes_requested"),
-    "new_approval_status": ("pending", "approved", "rejected", "changes_requested"),
-    "source": ("web", "email", "mobile", "api", "unknown"),
-    "representation_type": ("text", "enum", "multi_enum", "number", "date", "people"),
-    "format": ("currency", "identifier", "percentage", "custom", "duration", "none"),
-    "custom_label_position": ("prefix", "suffix"),
-    "currency_code": ("EUR", "USD", "GBP"),
-    "asana_created_field": ("priority", "status", "effort"),
-}
-
-# Values of the newer resources' enumerations (set explicitly; deliberately not in
-# ``_ENUMS``, which would change what the generic generator draws for the other streams).
-_TEAM_VISIBILITY = ("public", "request_to_join", "secret")
-_TEAM_ACCESS = ("all_team_members", "only_team_admins")
-_MEMBER_ACCESS = ("editor", "commenter", "viewer")
-_ATTACHMENT_HOSTS = ("asana", "dropbox", "gdrive", "asana", "box", "onedrive", "external")
-_TIME_APPROVAL = ("DRAFT", "SUBMITTED", "APPROVED", "REJECTED")
-_BILLABLE = ("billable", "nonBillable", "notApplicable")
-_STATUS_TYPES = ("on_track", "at_risk", "off_track", "on_hold", "complete")
-
-# resource_type of a nested object, by the name of the property holding it.
-_RT_BY_KEY: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "assignee",
-            "assigned_by",
-            "completed_by",
-            "created_by",
-            "owner",
-            "author",
-            "user",
-            "follower",
-            "followers",
-            "members",
-            "people_value",
-            "old_people_value",
-            "new_people_value",
-        ),
-        "user",
-    ),
-    **dict.fromkeys(("workspace", "workspaces"), "workspace"),
-    **dict.fromkeys(("project", "projects"), "project"),
-    **dict.fromkeys(
-        (
-            "parent",
-            "target",
-            "task",
-            "dependencies",
-            "dependents",
-            "duplicate_of",
-            "duplicated_from",
-            "dependency",
-            "reference_value",
-        ),
-        "task",
-    ),
-    **dict.fromkeys(("section", "assignee_section", "old_section", "new_section"), "section"),
-    **dict.fromkeys(("tag", "tags"), "tag"),
-    "team": "team",
-    **dict.fromkeys(("custom_field", "custom_fields"), "custom_field"),
-    **dict.fromkeys(
-        (
-            "enum_options",
-            "enum_value",
-            "old_enum_value",
-            "new_enum_value",
-            "multi_enum_values",
-            "old_multi_enum_values",
-            "new_multi_enum_values",
-        ),
-        "enum_option",
-    ),
-    "current_status_update": "status_update",
-    "current_status": "project_status",
-    "project_brief": "project_brief",
-    "created_from_template": "project_template",
-    "custom_field_settings": "custom_field_setting",
-    "story": "story",
-    "custom_type": "custom_type",
-    "custom_type_status_option": "custom_type_status_option",
-}
-
-# Types whose compact references the generator points at real objects of the dataset.
-# Marks a value in ``Dataset._make`` that should stay generically generated.
-_GENERIC = object()
-
-_REAL_TYPES = frozenset({"workspace", "user", "project", "task", "section", "tag", "team"})
-
-# Story properties that only exist for some story subtypes (NOTES §4); the others are
-# null for a given story, as they are semantically absent.
-_STORY_COMMENT_FIELDS = frozenset(
-    {
-        "html_text",
-        "is_pinned",
-        "is_edited",
-        "is_editable",
-        "hearted",
-        "hearts",
-        "num_hearts",
-        "liked",
-        "likes",
-        "num_likes",
-        "reaction_summary",
-        "previews",
-    }
+_FIRST_NAMES = ("Greg", "Ana", "Mei", "Jonas", "Priya", "Fatima", "Lukas", "Noor", "Kofi")
+_LAST_NAMES = ("Sanchez", "Okafor", "Lindqvist", "Tanaka", "Moreau", "Haddad", "Kowalski")
+_TASK_NAMES = (
+    "Draft the launch email",
+    "Fix login redirect",
+    "Review Q3 budget",
+    "Update onboarding docs",
+    "Buy catnip",
+    "Prepare customer interview",
+    "Migrate staging database",
+    "Design new pricing page",
 )
-_STORY_CONDITIONAL_FIELDS = _STORY_COMMENT_FIELDS | frozenset(
-    {
-        "sticker_name",
-        "old_name",
-        "new_name",
-        "old_dates",
-        "new_dates",
-        "old_resource_subtype",
-        "new_resource_subtype",
-        "story",
-        "assignee",
-        "follower",
-        "old_section",
-        "new_section",
-        "task",
-        "project",
-        "tag",
-        "custom_field",
-        "old_text_value",
-        "new_text_value",
-        "old_number_value",
-        "new_number_value",
-        "old_enum_value",
-        "new_enum_value",
-        "old_date_value",
-        "new_date_value",
-        "old_people_value",
-        "new_people_value",
-        "old_multi_enum_values",
-        "new_multi_enum_values",
-        "new_approval_status",
-        "old_approval_status",
-        "duplicate_of",
-        "duplicated_from",
-        "dependency",
-    }
+_COLORS = ("dark-pink", "dark-green", "dark-blue", "light-teal", "light-orange", "dark-purple")
+_ICONS = ("list", "board", "timeline", "calendar", "rocket", "chat_bubbles")
+_STICKER = "dancing_unicorn"
+
+# Custom field definitions of every workspace, one per kind a tap must handle:
+# (name, type, representation_type, precision, description, flavour). The flavour says
+# which values tasks get (see ``Dataset._cf_value``).
+_CUSTOM_FIELDS: tuple[tuple[str, str, str, int | None, str | None, str], ...] = (
+    ("Priority", "enum", "enum", None, "Development team priority", "enum"),
+    ("Estimate", "number", "number", 1, "Expected effort in hours.", "decimal"),
+    ("Story points", "number", "number", 0, None, "integer"),
+    ("QA notes", "text", "text", None, None, "text"),
+    ("Platforms", "multi_enum", "multi_enum", None, "Where the change ships.", "multi_enum"),
+    ("Launch date", "date", "date", None, None, "date"),
+    ("Review meeting", "date", "date", None, "When the work is reviewed.", "date_time"),
+    ("Reviewer", "people", "people", None, None, "people"),
+    ("Days open", "number", "formula", 0, "Days since the task was created.", "formula"),
 )
-# System story subtypes used for stories after the first one, with the fields they use.
-_SYSTEM_STORY_SUBTYPES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("assigned", frozenset({"assignee"})),
-    ("name_changed", frozenset({"old_name", "new_name"})),
-    ("due_date_changed", frozenset({"old_dates", "new_dates"})),
-    ("section_changed", frozenset({"old_section", "new_section", "project"})),
-    ("followers_added", frozenset({"follower"})),
-    ("added_to_tag", frozenset({"tag"})),
-    (
-        "enum_custom_field_changed",
-        frozenset({"custom_field", "old_enum_value", "new_enum_value"}),
-    ),
-    (
-        "number_custom_field_changed",
-        frozenset({"custom_field", "old_number_value", "new_number_value"}),
-    ),
-    ("text_custom_field_changed", frozenset({"custom_field", "old_text_value", "new_text_value"})),
-    ("date_custom_field_changed", frozenset({"custom_field", "old_date_value", "new_date_value"})),
-    (
-        "multi_enum_custom_field_changed",
-        frozenset({"custom_field", "old_multi_enum_values", "new_multi_enum_values"}),
-    ),
-    (
-        "people_custom_field_changed",
-        frozenset({"custom_field", "old_people_value", "new_people_value"}),
-    ),
-    ("approval_status_changed", frozenset({"old_approval_status", "new_approval_status"})),
-    ("resource_subtype_changed", frozenset({"old_resource_subtype", "new_resource_subtype"})),
-    ("dependency_added", frozenset({"dependency"})),
-    ("marked_duplicate", frozenset({"duplicate_of"})),
-    ("duplicate_merged", frozenset({"duplicated_from"})),
-    ("added_to_task", frozenset({"task"})),
-    ("comment_liked", frozenset({"story"})),
-    ("marked_complete", frozenset()),
+_ENUM_OPTIONS = {
+    "Priority": (("Low", "green"), ("Medium", "yellow"), ("High", "red")),
+    "Platforms": (("Web", "blue"), ("iOS", "purple"), ("Android", "green")),
+}
+# The value key of each custom field type, and its "no value" (``[]`` for lists).
+_VALUE_KEY = {
+    "enum": ("enum_value", None),
+    "multi_enum": ("multi_enum_values", []),
+    "number": ("number_value", None),
+    "text": ("text_value", None),
+    "date": ("date_value", None),
+    "people": ("people_value", []),
+}
+# Keys of a custom field *value* on a task (CustomFieldResponse, as Asana fills it for
+# tasks) and on a project or user (CustomFieldCompact); plus the type's value key.
+_TASK_VALUE_KEYS = (
+    "gid",
+    "resource_type",
+    "name",
+    "type",
+    "resource_subtype",
+    "representation_type",
+    "enabled",
+    "description",
+    "precision",
+    "format",
+    "is_formula_field",
+    "is_value_read_only",
+    "id_prefix",
+    "created_by",
+    "enum_options",
+)
+_COMPACT_VALUE_KEYS = (
+    "gid",
+    "resource_type",
+    "name",
+    "type",
+    "representation_type",
+    "enabled",
+    "id_prefix",
+    "input_restrictions",
+    "is_formula_field",
+    "enum_options",
+)
+
+# System story subtypes used in rotation after a task's first story, so that every
+# subtype-specific story field shows up somewhere even with two stories per task.
+_SYSTEM_STORY_SUBTYPES = (
+    "assigned",
+    "name_changed",
+    "due_date_changed",
+    "section_changed",
+    "followers_added",
+    "added_to_tag",
+    "enum_custom_field_changed",
+    "number_custom_field_changed",
+    "text_custom_field_changed",
+    "date_custom_field_changed",
+    "multi_enum_custom_field_changed",
+    "people_custom_field_changed",
+    "dependency_added",
+    "marked_duplicate",
+    "duplicate_merged",
+    "resource_subtype_changed",
+    "approval_status_changed",
+    "marked_complete",
+    "comment_liked",
 )
 
 
@@ -398,165 +265,21 @@ def parse_iso_us(value: str) -> int:
     return int(parsed.timestamp()) * 1_000_000 + parsed.microsecond
 
 
-def load_schemas(schema_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Load our stream schemas (``{stream: schema}``) from ``tap_asana_vl/schemas``."""
-    directory = Path(schema_dir) if schema_dir is not None else SCHEMA_DIR
-    schemas = {}
-    for stream in STREAM_RESOURCE_TYPES:
-        path = directory / f"{stream}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"schema for stream {stream!r} not found: {path}")
-        schemas[stream] = json.loads(path.read_text(encoding="utf-8"))
-    return schemas
-
-
-def _types(schema: dict[str, Any]) -> list[str]:
-    """The JSON types a schema node allows (handles ``type`` lists and ``anyOf``)."""
-    kind = schema.get("type")
-    if isinstance(kind, str):
-        return [kind]
-    if isinstance(kind, list):
-        return list(kind)
-    alternatives = schema.get("anyOf") or schema.get("oneOf") or []
-    out: list[str] = []
-    for alt in alternatives:
-        out.extend(_types(alt))
-    if not out and "properties" in schema:
-        out = ["object"]
-    return out
-
-
-def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """The first non-null alternative of an ``anyOf``/``oneOf`` node, else the node."""
-    for alt in schema.get("anyOf") or schema.get("oneOf") or []:
-        if _types(alt) != ["null"]:
-            return alt
-    return schema
-
-
-def props(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``properties`` of an object schema node ({} if none)."""
-    if not schema:
-        return {}
-    return _non_null(schema).get("properties") or {}
-
-
-def items(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``items`` schema of an array schema node ({} if none)."""
-    if not schema:
-        return {}
-    return _non_null(schema).get("items") or {}
-
-
-def _singular(name: str) -> str:
-    if name.endswith("ies"):
-        return name[:-3] + "y"
-    if name.endswith("s"):
-        return name[:-1]
-    return name
-
-
-class _Generator:
-    """Generic, deterministic value factory driven by a JSON schema."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self._next_gid = _GID_START
-        self.counter = 0
-
-    def gid(self) -> str:
-        # Increasing gids mean "creation order" == "gid order" for every listing, which
-        # lets pagination resume with a bisect instead of a scan.
-        self._next_gid += self.rng.randint(1, 9_999)
-        return str(self._next_gid)
-
-    def timestamp_ms(self, lo: int = _RANGE_START_MS, hi: int = _RANGE_END_MS) -> int:
-        return self.rng.randint(lo, max(lo, hi))
-
-    def value(self, schema: dict[str, Any], key: str, parent_rt: str, depth: int = 0) -> Any:
-        """Generate a non-null value for property ``key`` described by ``schema``."""
-        schema = _non_null(schema)
-        kinds = [t for t in _types(schema) if t != "null"]
-        if "enum" in schema:
-            choices = [v for v in schema["enum"] if v is not None]
-            if choices:
-                return self.rng.choice(choices)
-        if not kinds:
-            return None
-        kind = kinds[0]
-        if kind == "object":
-            rt = _RT_BY_KEY.get(key, _singular(key))
-            return {
-                name: self.value(sub, name, rt, depth + 1)
-                for name, sub in (schema.get("properties") or {}).items()
-            }
-        if kind == "array":
-            # Deeply nested generic arrays stay empty to keep objects (and pages) small.
-            if depth >= 2:
-                return []
-            return [self.value(items(schema), key, parent_rt, depth + 1)]
-        if kind == "boolean":
-            return self.rng.random() < 0.5
-        if kind == "integer":
-            return self.rng.randint(0, 5) if key.startswith("num_") else self.rng.randint(0, 100)
-        if kind == "number":
-            return round(self.rng.uniform(0, 500), 2)
-        return self.string(schema, key, parent_rt)
-
-    def string(self, schema: dict[str, Any], key: str, parent_rt: str) -> str:
-        fmt = schema.get("format")
-        self.counter += 1
-        n = self.counter
-        if fmt == "date-time" or (fmt is None and (key.endswith("_at") or key == "date_time")):
-            return iso_ms(self.timestamp_ms())
-        if fmt == "date" or (fmt is None and (key.endswith("_on") or key == "date")):
-            return iso_date(self.timestamp_ms())
-        if key == "gid":
-            return self.gid()
-        if key == "resource_type":
-            return parent_rt
-        if fmt == "email" or "email" in key:
-            return f"person{n}@example.com"
-        if fmt in ("uri", "url") or "url" in key or key.startswith("image_"):
-            return f"https://assets.example.com/{key}/{n}"
-        if key in _ENUMS:
-            return self.rng.choice(_ENUMS[key])
-        if key == "name":
-            return f"{parent_rt.replace('_', ' ').title()} {n}"
-        return f"{key.replace('_', ' ').capitalize()} {n}"
-
-    def full(self, schema: dict[str, Any], resource_type: str) -> dict[str, Any]:
-        return {name: self.value(sub, name, resource_type) for name, sub in props(schema).items()}
-
-
-def compact(target: dict[str, Any] | None, node: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A compact reference to ``target`` with exactly the keys the schema node lists."""
-    if target is None:
+def ref(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The compact reference Asana nests for ``obj`` (None stays None)."""
+    if obj is None:
         return None
-    keys = props(node)
-    if not keys:
-        return {"gid": target["gid"], "resource_type": target.get("resource_type")}
-    return {k: copy.deepcopy(target.get(k)) for k in keys}
+    keys = _REF_KEYS.get(obj["resource_type"], _NAMED_REF)
+    return {k: obj[k] for k in keys}
 
 
-def fit(target: dict[str, Any] | None, node: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Like :func:`compact`, but nested objects are cut to the schema node's keys, too."""
-    if target is None:
-        return None
-    keys = props(node)
-    if not keys:
-        return {"gid": target["gid"], "resource_type": target.get("resource_type")}
-    out: dict[str, Any] = {}
-    for key, sub in keys.items():
-        value = target.get(key)
-        if isinstance(value, dict) and props(sub):
-            value = fit(value, sub)
-        elif isinstance(value, list) and props(items(sub)):
-            value = [fit(e, items(sub)) if isinstance(e, dict) else e for e in value]
-        else:
-            value = copy.deepcopy(value)
-        out[key] = value
-    return out
+def _like(gid: str, user: dict[str, Any]) -> dict[str, Any]:
+    """An entry of ``likes``/``hearts`` (the spec's ``Like``)."""
+    return {"gid": gid, "user": ref(user)}
+
+
+def _body(text: str) -> str:
+    return f"<body>{text}</body>"
 
 
 class Dataset:
@@ -584,9 +307,8 @@ class Dataset:
     :class:`FakeAsana` serves the dataset; the server reads under the same lock.
     """
 
-    def __init__(self, schemas: dict[str, dict[str, Any]], seed: int = 1) -> None:
-        """Create an empty dataset for ``schemas`` (use :func:`build_dataset` to fill one)."""
-        self.schemas = schemas
+    def __init__(self, seed: int = 1) -> None:
+        """Create an empty dataset (use :func:`build_dataset` to fill one)."""
         self.lock = threading.RLock()
         #: Time source (epoch seconds) for "now"; FakeAsana points it at its own clock.
         self.clock: Callable[[], float] = time.time
@@ -595,20 +317,11 @@ class Dataset:
         self.projects: dict[str, dict[str, Any]] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
         self.stories: dict[str, dict[str, Any]] = {}
+        self.subtasks: dict[str, dict[str, Any]] = {}
+        self.subtask_stories: dict[str, dict[str, Any]] = {}
         self.sections: dict[str, dict[str, Any]] = {}
         self.tags: dict[str, dict[str, Any]] = {}
         self.teams: dict[str, dict[str, Any]] = {}
-        self.projects_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.users_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.tasks_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.stories_by_task: dict[str, list[dict[str, Any]]] = {}
-        self.sections_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.tags_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.teams_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        #: Custom field definitions (full objects) per workspace.
-        self.custom_fields_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.subtasks: dict[str, dict[str, Any]] = {}
-        self.subtask_stories: dict[str, dict[str, Any]] = {}
         self.team_memberships: dict[str, dict[str, Any]] = {}
         self.project_memberships: dict[str, dict[str, Any]] = {}
         self.custom_fields: dict[str, dict[str, Any]] = {}
@@ -618,118 +331,51 @@ class Dataset:
         self.status_updates: dict[str, dict[str, Any]] = {}
         self.goals: dict[str, dict[str, Any]] = {}
         self.time_tracking_entries: dict[str, dict[str, Any]] = {}
-        self.subtasks_by_parent: dict[str, list[dict[str, Any]]] = {}
-        self.team_memberships_by_team: dict[str, list[dict[str, Any]]] = {}
+        self.projects_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.users_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.tags_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.teams_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.custom_fields_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.portfolios_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.goals_by_workspace: dict[str, list[dict[str, Any]]] = {}
+        self.tasks_by_project: dict[str, list[dict[str, Any]]] = {}
+        self.sections_by_project: dict[str, list[dict[str, Any]]] = {}
         self.project_memberships_by_project: dict[str, list[dict[str, Any]]] = {}
         self.custom_field_settings_by_project: dict[str, list[dict[str, Any]]] = {}
+        self.stories_by_task: dict[str, list[dict[str, Any]]] = {}
+        self.subtasks_by_parent: dict[str, list[dict[str, Any]]] = {}
         self.attachments_by_parent: dict[str, list[dict[str, Any]]] = {}
-        self.portfolios_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.portfolio_items: dict[str, list[dict[str, Any]]] = {}
-        self.status_updates_by_parent: dict[str, list[dict[str, Any]]] = {}
-        self.goals_by_workspace: dict[str, list[dict[str, Any]]] = {}
         self.time_tracking_entries_by_task: dict[str, list[dict[str, Any]]] = {}
+        self.team_memberships_by_team: dict[str, list[dict[str, Any]]] = {}
+        self.status_updates_by_parent: dict[str, list[dict[str, Any]]] = {}
+        #: Portfolio gid -> the projects it holds (full objects, gid order).
+        self.portfolio_items: dict[str, list[dict[str, Any]]] = {}
         #: The user behind every PAT and OAuth grant (member of all workspaces).
         self.me_gid = ""
         #: Bumped by every mutation helper (lets the server drop cached renderings).
         self.version = 0
-        self._gen = _Generator(random.Random(seed))
+        self.rng = random.Random(seed)
+        self._next_gid = _GID_START
         self._task_counter = 0
         self._story_counter = 0
         self._rotation = 0
         self._my_tasks_sections: dict[str, dict[str, Any]] = {}
-        # The custom field values tasks and projects copy (task-value shape), per workspace.
-        self._custom_field_templates: dict[str, list[dict[str, Any]]] = {}
+        # Custom field gid -> its flavour (see ``_CUSTOM_FIELDS``) and its workspace gid.
+        self._cf_flavour: dict[str, str] = {}
+        self._cf_workspace: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
+    def gid(self) -> str:
+        """A new gid. Gids grow with creation, so every listing in creation order is
+        also in gid order, which lets pagination resume with a bisect."""
+        self._next_gid += self.rng.randint(1, 9_999)
+        return str(self._next_gid)
+
+    def _between(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, max(lo, hi))
+
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-    def _schema_props(self, stream: str) -> dict[str, Any]:
-        return props(self.schemas[stream])
-
-    def _node(self, stream: str, *path: str) -> dict[str, Any]:
-        """Schema node at ``path`` (array levels are stepped through automatically)."""
-        node: dict[str, Any] = self.schemas[stream]
-        for part in path:
-            while "array" in _types(node) and "object" not in _types(node):
-                node = items(node)
-            node = props(node).get(part, {})
-        while "array" in _types(node) and "object" not in _types(node):
-            node = items(node)
-        return node
-
-    def _ref(self, stream: str, field: str, target: dict[str, Any] | None) -> Any:
-        return compact(target, self._node(stream, field))
-
-    def _make(
-        self, stream: str, values: dict[str, Any], nulls: Iterable[str] = ()
-    ) -> dict[str, Any]:
-        """Build a full object from our schema for ``stream``.
-
-        Keys get ``values`` (keys the schema lacks are dropped: the schema defines what we
-        serve), ``None`` for ``nulls``, and generic values for everything else, including
-        keys whose value is ``_GENERIC``.
-        """
-        fixed = {k: v for k, v in values.items() if v is not _GENERIC}
-        for key in nulls:
-            fixed.setdefault(key, None)
-        gen = self._gen
-        resource_type = STREAM_RESOURCE_TYPES[stream]
-        # Generating only what is not set explicitly keeps building large datasets fast.
-        return {
-            name: fixed[name] if name in fixed else gen.value(sub, name, resource_type)
-            for name, sub in self._schema_props(stream).items()
-        }
-
-    def _finish(self, stream: str, obj: dict[str, Any], workspace_gid: str) -> None:
-        """Point generic references at real objects and drop tap-only fields."""
-        self._fix_refs(obj, workspace_gid, top=True)
-        for key in NON_ASANA_FIELDS.get(stream, ()):
-            obj.pop(key, None)
-        for key in [k for k in obj if k.startswith("_sdc")]:
-            del obj[key]
-
-    def _pool(self, resource_type: str, workspace_gid: str) -> list[dict[str, Any]]:
-        if resource_type == "user":
-            return self.users_by_workspace.get(workspace_gid, [])
-        if resource_type == "workspace":
-            return [self.workspaces[workspace_gid]] if workspace_gid in self.workspaces else []
-        if resource_type == "project":
-            return self.projects_by_workspace.get(workspace_gid, [])
-        if resource_type == "task":
-            return [
-                t
-                for p in self.projects_by_workspace.get(workspace_gid, [])[:1]
-                for t in self.tasks_by_project.get(p["gid"], [])[:5]
-            ]
-        if resource_type == "tag":
-            return self.tags_by_workspace.get(workspace_gid, [])
-        if resource_type == "team":
-            return self.teams_by_workspace.get(workspace_gid, [])
-        if resource_type == "section":
-            return [
-                s
-                for p in self.projects_by_workspace.get(workspace_gid, [])[:1]
-                for s in self.sections_by_project.get(p["gid"], [])
-            ]
-        return []
-
-    def _lookup(self, resource_type: str, gid: str) -> dict[str, Any] | None:
-        table = {
-            "workspace": self.workspaces,
-            "user": self.users,
-            "project": self.projects,
-            "task": self.tasks,
-            "section": self.sections,
-            "tag": self.tags,
-            "team": self.teams,
-        }.get(resource_type)
-        if table is None:
-            return None
-        found = table.get(gid)
-        if found is None and resource_type == "task":
-            found = self.subtasks.get(gid)
-        return found
 
     def get_task(self, gid: str) -> dict[str, Any]:
         """The task or subtask ``gid``.
@@ -740,229 +386,349 @@ class Dataset:
         task = self.tasks.get(gid)
         return task if task is not None else self.subtasks[gid]
 
-    def _fix_refs(self, value: Any, workspace_gid: str, top: bool = False) -> None:
-        """Replace generically generated compact refs by refs to real dataset objects."""
-        if isinstance(value, list):
-            for element in value:
-                self._fix_refs(element, workspace_gid)
-            return
-        if not isinstance(value, dict):
-            return
-        rt = value.get("resource_type")
-        if not top and rt in _REAL_TYPES and isinstance(value.get("gid"), str):
-            if self._lookup(rt, value["gid"]) is None:
-                pool = self._pool(rt, workspace_gid)
-                if pool:
-                    real = pool[self._gen.rng.randrange(len(pool))]
-                    for key in value:
-                        if key in real:
-                            value[key] = copy.deepcopy(real[key])
-            return
-        for child in value.values():
-            if isinstance(child, (dict, list)):
-                self._fix_refs(child, workspace_gid)
+    def _me(self) -> dict[str, Any] | None:
+        return self.users.get(self.me_gid)
 
     # ------------------------------------------------------------------ builders
     def _new_workspace(self, index: int) -> dict[str, Any]:
-        gen = self._gen
-        gid = gen.gid()
-        ws = self._make(
-            "workspaces",
-            {
-                "gid": gid,
-                "resource_type": "workspace",
-                "name": f"Workspace {index}",
-                "email_domains": [f"ws{index}.example.com"],
-                # Alternate organizations (which have teams) and plain workspaces.
-                "is_organization": index % 2 == 1,
-            },
-        )
+        gid = self.gid()
+        ws = {
+            "gid": gid,
+            "resource_type": "workspace",
+            "name": f"Workspace {index}",
+            "email_domains": [f"ws{index}.example.com"],
+            # Alternate organizations (which have teams) and plain workspaces.
+            "is_organization": index % 2 == 1,
+        }
         self.workspaces[gid] = ws
-        self.projects_by_workspace[gid] = []
-        self.users_by_workspace[gid] = []
-        self.tags_by_workspace[gid] = []
-        self.teams_by_workspace[gid] = []
+        for index_table in (
+            self.projects_by_workspace,
+            self.users_by_workspace,
+            self.tags_by_workspace,
+            self.teams_by_workspace,
+            self.custom_fields_by_workspace,
+            self.portfolios_by_workspace,
+            self.goals_by_workspace,
+        ):
+            index_table[gid] = []
         return ws
 
     def _new_user(self, index: int, workspaces: list[dict[str, Any]]) -> dict[str, Any]:
-        gen = self._gen
-        gid = gen.gid()
-        photo_node = self._node("users", "photo")
+        gid = self.gid()
+        first = _FIRST_NAMES[index % len(_FIRST_NAMES)]
+        last = _LAST_NAMES[(index // len(_FIRST_NAMES)) % len(_LAST_NAMES)]
         photo = {
-            k: f"https://s3.example.com/profile_photos/{gid}.{k}.png" for k in props(photo_node)
+            f"image_{size}x{size}": f"https://s3.example.com/profile_photos/{gid}_{size}.png"
+            for size in (21, 27, 36, 60, 128, 1024)
         }
-        user = self._make(
-            "users",
-            {
-                "gid": gid,
-                "resource_type": "user",
-                "name": f"User {index}",
-                "email": f"user{index}@example.com",
-                "photo": photo if index % 4 else None,  # some users have no photo
-                "workspaces": [self._ref("users", "workspaces", ws) for ws in workspaces],
-            },
-        )
+        user = {
+            "gid": gid,
+            "resource_type": "user",
+            "name": f"{first} {last}",
+            "email": f"{first}.{last}.{index}@example.com".lower(),
+            "photo": photo if index % 4 else None,  # no photo uploaded
+            "workspaces": [ref(ws) for ws in workspaces],
+            "custom_fields": [],
+        }
         self.users[gid] = user
         for ws in workspaces:
             bisect.insort(self.users_by_workspace[ws["gid"]], user, key=lambda u: u["gid"])
         return user
 
-    def _internal(self, resource_type: str, name: str) -> dict[str, Any]:
-        return {"gid": self._gen.gid(), "resource_type": resource_type, "name": name}
-
     def _my_tasks_section(self, user_gid: str) -> dict[str, Any]:
         """The "Recently assigned" section of a user's My Tasks list (one per user)."""
         section = self._my_tasks_sections.get(user_gid)
         if section is None:
-            section = self._internal("section", "Recently assigned")
+            section = {"gid": self.gid(), "resource_type": "section", "name": "Recently assigned"}
             self.sections[section["gid"]] = section
             self._my_tasks_sections[user_gid] = section
         return section
 
-    def _like(self, stream: str, field: str, user: dict[str, Any]) -> dict[str, Any]:
-        """An entry of ``hearts``/``likes``: ``{gid, user}`` (keys as the schema lists)."""
-        node = self._node(stream, field)
-        entry = {"gid": self._gen.gid(), "user": compact(user, props(node).get("user"))}
-        return {k: entry.get(k) for k in props(node)} if props(node) else entry
+    def _new_tags(self, ws: dict[str, Any], number: str) -> None:
+        me = self._me()
+        for n in (1, 2, 3):
+            gid = self.gid()
+            tag = {
+                "gid": gid,
+                "resource_type": "tag",
+                "name": ("urgent", "blocked", "customer")[n - 1] + f"-{number}",
+                "color": None if n == 3 else _COLORS[n],  # a tag with no colour chosen
+                "notes": "" if n == 2 else f"Tag {n} of workspace {number}.",
+                "created_at": iso_ms(self._between(_RANGE_START_MS, _RANGE_END_MS)),
+                "followers": [ref(me)] if me and n == 1 else [],
+                "workspace": ref(ws),
+                "permalink_url": f"https://app.asana.com/1/{ws['gid']}/tag/{gid}/list",
+            }
+            self.tags[gid] = tag
+            self.tags_by_workspace[ws["gid"]].append(tag)
 
-    def _new_custom_fields(self, ws_gid: str) -> list[dict[str, Any]]:
-        """Two custom field definitions per workspace (an enum and a number field)."""
-        node = self._node("tasks", "custom_fields")
-        if not props(node):
-            return []
-        gen = self._gen
-        out = []
-        for kind in ("enum", "number"):
-            cf = gen.full(node, "custom_field")
-            options = [
-                {
-                    "gid": gen.gid(),
-                    "resource_type": "enum_option",
-                    "name": name,
-                    "enabled": True,
-                    "color": color,
+    def _new_teams(self, ws: dict[str, Any], number: str) -> None:
+        """Two teams; the first has every workspace user, the second the first two."""
+        users = self.users_by_workspace[ws["gid"]]
+        for n in (1, 2):
+            gid = self.gid()
+            description = "" if n == 2 else "All developers should be members of this team."
+            level = ("all_team_members", "only_team_admins")[n - 1]
+            team = {
+                "gid": gid,
+                "resource_type": "team",
+                "name": f"{('Engineering', 'Marketing')[n - 1]} {number}",
+                "description": description,
+                "html_description": _body(description),
+                "organization": ref(ws),
+                "permalink_url": f"https://app.asana.com/1/{ws['gid']}/team/{gid}",
+                "visibility": ("public", "secret")[n - 1],
+                "edit_team_name_or_description_access_level": level,
+                "edit_team_visibility_or_trash_team_access_level": "only_team_admins",
+                "member_invite_management_access_level": level,
+                "guest_invite_management_access_level": level,
+                "join_request_management_access_level": level,
+                "team_member_removal_access_level": "only_team_admins",
+                "team_content_management_access_level": ("no_restriction", "only_team_admins")[
+                    n - 1
+                ],
+                "endorsed": n == 1,
+                "custom_field_settings": [],
+            }
+            self.teams[gid] = team
+            self.teams_by_workspace[ws["gid"]].append(team)
+            listing = self.team_memberships_by_team.setdefault(gid, [])
+            for m, user in enumerate(users if n == 1 else users[:2]):
+                membership = {
+                    "gid": self.gid(),
+                    "resource_type": "team_membership",
+                    "user": ref(user),
+                    "team": ref(team),
+                    "is_guest": False,
+                    "is_limited_access": False,
+                    "is_admin": m == 0,
                 }
-                for name, color in (("Low", "green"), ("Medium", "yellow"), ("High", "red"))
-            ]
-            option_node = self._node("tasks", "custom_fields", "enum_options")
-            values = {
-                "gid": gen.gid(),
+                self.team_memberships[membership["gid"]] = membership
+                listing.append(membership)
+
+    def _new_custom_fields(self, ws: dict[str, Any]) -> None:
+        """One definition of every custom field kind (``_CUSTOM_FIELDS``)."""
+        me = self._me()
+        for name, kind, representation, precision, description, flavour in _CUSTOM_FIELDS:
+            value_key, empty = _VALUE_KEY[kind]
+            definition: dict[str, Any] = {
+                "gid": self.gid(),
                 "resource_type": "custom_field",
-                "name": "Priority" if kind == "enum" else "Estimate",
+                "name": name,
                 "type": kind,
                 "resource_subtype": kind,
-                "representation_type": kind,
-                "enum_options": [compact(o, option_node) for o in options]
-                if kind == "enum"
-                else [],
+                "representation_type": representation,
                 "enabled": True,
-                "is_formula_field": False,
-                "number_value": None,
-                "text_value": None,
-                "date_value": None,
-                "enum_value": None,
-                "multi_enum_values": [],
-                "people_value": [],
-                "reference_value": [],
-                "html_text_value": None,
+                "description": description,
+                # Asana sends ``precision: null`` for every field that is not a number.
+                "precision": precision,
+                "format": "custom" if name == "Estimate" else "none",
+                "currency_code": None,
+                "custom_label": "h" if name == "Estimate" else None,
+                "custom_label_position": "suffix" if name == "Estimate" else None,
+                "id_prefix": None,
                 "input_restrictions": [],
-                "precision": 0,
+                "is_formula_field": representation == "formula",
+                "is_value_read_only": representation == "formula",
+                "is_global_to_workspace": True,
+                "has_notifications_enabled": True,
+                "asana_created_field": "priority" if name == "Priority" else None,
+                "created_by": None if name == "Priority" else ref(me),
+                "privacy_setting": "public_with_guests",
+                "default_access_level": "editor",
+                "display_value": None,
+                value_key: list(empty) if isinstance(empty, list) else empty,
             }
-            for key, value in values.items():
-                if key in cf:
-                    cf[key] = value
-            self._fix_refs(cf, ws_gid)
-            out.append(cf)
+            if kind == "text":
+                definition["html_text_value"] = None
+            if name in _ENUM_OPTIONS:
+                definition["enum_options"] = [
+                    {
+                        "gid": self.gid(),
+                        "resource_type": "enum_option",
+                        "name": option,
+                        "enabled": True,
+                        "color": color,
+                    }
+                    for option, color in _ENUM_OPTIONS[name]
+                ]
+            self.custom_fields[definition["gid"]] = definition
+            self._cf_flavour[definition["gid"]] = flavour
+            self._cf_workspace[definition["gid"]] = ws["gid"]
+            self.custom_fields_by_workspace[ws["gid"]].append(definition)
+
+    def _cf_value(
+        self, definition: dict[str, Any], flavour: str, n: int, keys: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The value of custom field ``definition`` on the ``n``-th task or project.
+
+        Each kind is empty on some objects (``null``, or ``[]`` for lists), as in Asana.
+        """
+        value: Any
+        options = definition.get("enum_options") or []
+        if flavour == "enum":
+            value = None if n % 4 == 0 else options[n % len(options)]
+            display = value["name"] if value else None
+        elif flavour == "multi_enum":
+            value = options[: n % 3]
+            display = ", ".join(o["name"] for o in value) or None
+        elif flavour == "decimal":
+            value = None if n % 5 == 0 else n % 40 + 0.5  # e.g. 12.5 with precision 1
+            display = None if value is None else f"{value:.1f}"
+        elif flavour in ("integer", "formula"):
+            value = None if flavour == "integer" and n % 6 == 0 else n % 13 + 1
+            display = None if value is None else str(value)
+        elif flavour == "text":
+            value = None if n % 3 == 0 else "Check the edge cases on mobile."
+            display = value
+        elif flavour == "date":
+            day = _RANGE_START_MS + (n % 600) * _DAY_MS
+            value = None if n % 2 else {"date": iso_date(day), "date_time": None}
+            display = None if value is None else value["date"]
+        elif flavour == "date_time":
+            moment = _RANGE_START_MS + (n % 600) * _DAY_MS + 14 * 3_600_000 + 1_800_000
+            value = None if n % 3 == 0 else {"date": iso_date(moment), "date_time": iso_ms(moment)}
+            display = None if value is None else value["date_time"]
+        else:  # people
+            users = self.users_by_workspace.get(self._cf_workspace[definition["gid"]], [])
+            value = [ref(users[n % len(users)])] if users and n % 2 else []
+            display = ", ".join(u["name"] for u in value) or None
+        out = {k: definition[k] for k in keys if k in definition}
+        out[_VALUE_KEY[definition["type"]][0]] = value
+        out["display_value"] = display
         return out
 
-    def _custom_field_values(self, ws_gid: str) -> list[dict[str, Any]]:
-        out = []
-        for definition in self._custom_field_templates.get(ws_gid, []):
-            cf = copy.deepcopy(definition)
-            if cf.get("type") == "enum" and cf.get("enum_options"):
-                option = self._gen.rng.choice(cf["enum_options"])
-                if "enum_value" in cf:
-                    cf["enum_value"] = copy.deepcopy(option)
-                display = option.get("name")
-            else:
-                number = self._gen.rng.randint(1, 40)
-                if "number_value" in cf:
-                    cf["number_value"] = number
-                display = str(number)
-            if "display_value" in cf:
-                cf["display_value"] = display
-            out.append(cf)
-        return out
+    def _cf_values(
+        self, project: dict[str, Any] | None, n: int, keys: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """Values of the custom fields a project has enabled, for the ``n``-th object."""
+        if project is None:
+            return []
+        definitions = [
+            s["custom_field"] for s in self.custom_field_settings_by_project.get(project["gid"], [])
+        ]
+        return [self._cf_value(d, self._cf_flavour[d["gid"]], n, keys) for d in definitions]
 
-    def _new_project(self, index: int, ws: dict[str, Any], archived: bool) -> dict[str, Any]:
-        gen = self._gen
-        rng = gen.rng
+    def _new_project(self, index: int, ws: dict[str, Any], position: int, archived: bool) -> None:
         ws_gid = ws["gid"]
-        gid = gen.gid()
+        gid = self.gid()
         users = self.users_by_workspace[ws_gid]
-        owner = users[index % len(users)] if users else None
-        created = gen.timestamp_ms(_RANGE_START_MS, _RANGE_START_MS + 180 * _DAY_MS)
-        modified = gen.timestamp_ms(created, _RANGE_END_MS)
-        start = gen.timestamp_ms(created, created + 30 * _DAY_MS)
-        due = gen.timestamp_ms(start, start + 365 * _DAY_MS)
+        owner = users[index % len(users)] if users and index % 5 else None
         teams = self.teams_by_workspace[ws_gid]
-        members = users[: min(3, len(users))]
-        notes = f"Notes for project {index}."
-        project = self._make(
-            "projects",
-            {
-                "gid": gid,
-                "resource_type": "project",
-                "name": f"Project {index}",
-                "archived": archived,
-                "created_at": iso_ms(created),
-                "modified_at": iso_ms(modified),
-                "start_on": iso_date(start),
-                "due_on": iso_date(due),
-                "due_date": iso_date(due),
-                "notes": notes,
-                "html_notes": f"<body>{notes}</body>",
-                # Archived projects were completed first (at their last modification).
-                "completed": archived,
-                "completed_at": iso_ms(modified) if archived else None,
-                "completed_by": self._ref("projects", "completed_by", owner if archived else None),
-                "owner": self._ref("projects", "owner", owner),
-                "members": [self._ref("projects", "members", u) for u in members],
-                "followers": [self._ref("projects", "followers", owner)] if owner else [],
-                # Teams exist in organizations only; plain workspaces have none.
-                "team": self._ref("projects", "team", teams[index % len(teams)]) if teams else None,
-                "workspace": self._ref("projects", "workspace", ws),
-                "permalink_url": f"https://app.asana.com/1/{ws_gid}/project/{gid}",
-                "public": rng.random() < 0.5,
-                "custom_fields": [
-                    compact(cf, self._node("projects", "custom_fields"))
-                    for cf in self._custom_field_values(ws_gid)
-                ],
-                # Generic values stay for some projects; most have no brief/template.
-                "project_brief": _GENERIC if index % 2 else None,
-                "created_from_template": _GENERIC if index % 3 else None,
-            },
-        )
-        self._finish("projects", project, ws_gid)
+        created = self._between(_RANGE_START_MS, _RANGE_START_MS + 180 * _DAY_MS)
+        modified = self._between(created, _RANGE_END_MS)
+        start = created + (index % 30) * _DAY_MS
+        due = start + (30 + index % 300) * _DAY_MS
+        has_dates = index % 2 == 1
+        notes = "" if index % 4 == 0 else f"Everything we need for project {index}."
+        project: dict[str, Any] = {
+            "gid": gid,
+            "resource_type": "project",
+            "name": f"Project {index}",
+            "archived": archived,
+            "color": {2: None, 3: "none"}.get(index % 4, _COLORS[index % len(_COLORS)]),
+            "icon": None if index % 3 == 0 else _ICONS[index % len(_ICONS)],
+            "created_at": iso_ms(created),
+            "current_status": None,  # deprecated; Asana sends null
+            "current_status_update": None,  # set by _new_status_updates
+            "custom_field_settings": [],
+            "default_view": ("list", "board", "calendar", "timeline")[index % 4],
+            "due_date": iso_date(due) if has_dates else None,
+            "due_on": iso_date(due) if has_dates else None,
+            "html_notes": _body(notes),
+            "members": [ref(u) for u in users[:3]],
+            "modified_at": iso_ms(modified),
+            "notes": notes,
+            "public": index % 2 == 0,
+            "privacy_setting": ("public_to_workspace", "private_to_team", "private")[index % 3],
+            "start_on": iso_date(start) if has_dates and index % 3 else None,
+            "default_access_level": ("admin", "editor", "commenter", "viewer")[index % 4],
+            "minimum_access_level_for_customization": "editor",
+            "minimum_access_level_for_sharing": ("admin", "editor")[index % 2],
+            "custom_fields": [],
+            # Archived projects were completed first (at their last modification).
+            "completed": archived,
+            "completed_at": iso_ms(modified) if archived else None,
+            "completed_by": ref(owner) if archived else None,
+            "followers": [ref(owner)] if owner else [],
+            "owner": ref(owner),
+            # Teams exist in organizations only; plain workspaces have none.
+            "team": ref(teams[index % len(teams)]) if teams else None,
+            "permalink_url": f"https://app.asana.com/1/{ws_gid}/project/{gid}",
+            "project_brief": (
+                {"gid": self.gid(), "resource_type": "project_brief"} if index % 4 == 1 else None
+            ),
+            "created_from_template": (
+                {"gid": self.gid(), "resource_type": "project_template", "name": "Launch plan"}
+                if index % 3 == 1
+                else None
+            ),
+            "workspace": ref(ws),
+        }
         self.projects[gid] = project
         self.projects_by_workspace[ws_gid].append(project)
         self.tasks_by_project[gid] = []
-        sections = [self._internal("section", f"Section {index}.{n}") for n in (1, 2)]
-        for section in sections:
+        self._new_sections(project, extra=position % 2 == 1)
+        self._new_project_memberships(project, owner)
+        # Every fourth project uses no custom fields (its tasks have ``custom_fields: []``).
+        if index % 4:
+            self._new_custom_field_settings(project)
+        project["custom_fields"] = self._cf_values(project, index, _COMPACT_VALUE_KEYS)
+
+    def _new_sections(self, project: dict[str, Any], extra: bool) -> None:
+        """Two sections (open work, done work), plus a third, empty one if ``extra``."""
+        created = parse_iso_ms(project["created_at"])
+        listing = self.sections_by_project.setdefault(project["gid"], [])
+        for name in ("To do", "Done", "Icebox")[: 3 if extra else 2]:
+            section = {
+                "gid": self.gid(),
+                "resource_type": "section",
+                "name": name,
+                "created_at": iso_ms(self._between(created, created + 5 * _DAY_MS)),
+                "project": ref(project),
+                "projects": [ref(project)],
+            }
             self.sections[section["gid"]] = section
-        self.sections_by_project[gid] = sections
-        return project
+            listing.append(section)
+
+    def _new_project_memberships(self, project: dict[str, Any], owner: dict | None) -> None:
+        listing = self.project_memberships_by_project.setdefault(project["gid"], [])
+        for n, member in enumerate(project["members"]):
+            user = self.users[member["gid"]]
+            level = "admin" if owner is user else ("editor", "commenter", "viewer")[n % 3]
+            membership = {
+                "gid": self.gid(),
+                "resource_type": "project_membership",
+                "parent": ref(project),
+                "member": ref(user),
+                "access_level": level,
+                "user": ref(user),
+                "project": ref(project),
+                "write_access": "full_write" if level in ("admin", "editor") else "comment_only",
+            }
+            self.project_memberships[membership["gid"]] = membership
+            listing.append(membership)
+
+    def _new_custom_field_settings(self, project: dict[str, Any]) -> None:
+        listing = self.custom_field_settings_by_project.setdefault(project["gid"], [])
+        for n, definition in enumerate(
+            self.custom_fields_by_workspace[project["workspace"]["gid"]]
+        ):
+            setting = {
+                "gid": self.gid(),
+                "resource_type": "custom_field_setting",
+                "project": ref(project),
+                "is_important": n == 0,
+                "parent": ref(project),
+                "custom_field": definition,
+            }
+            self.custom_field_settings[setting["gid"]] = setting
+            listing.append(setting)
+        project["custom_field_settings"] = list(listing)
 
     def _membership(self, project: dict[str, Any], completed: bool) -> dict[str, Any]:
-        sections = self.sections_by_project.get(project["gid"]) or [None]
-        section = sections[-1] if completed else sections[0]
-        node = self._node("tasks", "memberships")
-        out = {}
-        if "project" in props(node):
-            out["project"] = compact(project, props(node)["project"])
-        if "section" in props(node):
-            out["section"] = compact(section, props(node)["section"])
-        return out
+        sections = self.sections_by_project[project["gid"]]
+        return {"project": ref(project), "section": ref(sections[1 if completed else 0])}
 
     def _new_task(
         self,
@@ -974,93 +740,84 @@ class Dataset:
         parent: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A task in ``project`` or, with ``parent`` (and no project), a subtask of it."""
-        gen = self._gen
-        rng = gen.rng
         self._task_counter += 1
-        index = self._task_counter
-        stream = "tasks" if parent is None else "subtasks"
+        n = self._task_counter
         home = project if project is not None else parent
         assert home is not None
-        ws_gid = home["workspace"]["gid"] if home.get("workspace") else ""
-        ws = self.workspaces.get(ws_gid)
+        ws_gid = home["workspace"]["gid"]
         users = self.users_by_workspace.get(ws_gid, [])
-        gid = gen.gid()
-        creator = users[index % len(users)] if users else None
-        assignee = None if index % 5 == 0 or not users else users[(index * 7) % len(users)]
+        gid = self.gid()
+        creator = users[n % len(users)] if users else None
+        assignee = None if n % 5 == 0 or not users else users[(n * 7) % len(users)]
         subtype = ("default_task",) * 6 + ("milestone", "approval")
-        resource_subtype = subtype[index % len(subtype)]
-        completed_at = gen.timestamp_ms(created, modified) if completed else None
-        start = gen.timestamp_ms(created, created + 20 * _DAY_MS)
-        due = gen.timestamp_ms(start, start + 60 * _DAY_MS)
-        # Asana uses either due_at or due_on; a due_at implies the matching due_on.
-        has_due_at = index % 3 == 0
+        resource_subtype = subtype[n % len(subtype)]
+        # Some tasks have no dates; some a due date only; some a due time (due_at, whose
+        # date is due_on too); start dates only come with due dates, start times with times.
+        due = created + (2 + n % 60) * _DAY_MS + (n % 24) * 3_600_000
+        start = created + (n % 2) * _DAY_MS
+        has_due = n % 4 != 0
+        has_due_at = has_due and n % 3 == 0
+        has_start = has_due and n % 2 == 1
         # Subtasks carry no tags here: ``GET /tasks?tag=`` lists top-level tasks only.
         tags = self.tags_by_workspace.get(ws_gid, []) if parent is None else []
-        task_tags = [tags[(index + k) % len(tags)] for k in range(index % 3)] if tags else []
-        likers = users[: index % 3]
-        notes = f"Notes for task {index}."
-        followers = [u for u in (creator, assignee) if u is not None]
-        followers = list({u["gid"]: u for u in followers}.values())
+        task_tags = [tags[(n + k) % len(tags)] for k in range(n % 3)] if tags else []
+        likers = users[: n % 3]
+        notes = "" if n % 6 == 0 else f"Notes for task {n}: see the brief."
+        people = {u["gid"]: u for u in (creator, assignee) if u}  # without duplicates
+        followers = [] if n % 7 == 0 else list(people.values())
+        name = _TASK_NAMES[n % len(_TASK_NAMES)]
         permalink = (
             f"https://app.asana.com/1/{ws_gid}/project/{project['gid']}/task/{gid}"
             if project is not None
             else f"https://app.asana.com/1/{ws_gid}/task/{gid}"
         )
-        task = self._make(
-            stream,
-            {
-                "gid": gid,
-                "resource_type": "task",
-                "name": f"Task {index}" if parent is None else f"Subtask {index}",
-                "resource_subtype": resource_subtype,
-                "approval_status": (
-                    rng.choice(_ENUMS["approval_status"])
-                    if resource_subtype == "approval"
-                    else None
-                ),
-                "assignee_status": rng.choice(_ENUMS["assignee_status"]),
-                "assignee": self._ref(stream, "assignee", assignee),
-                "assigned_by": self._ref(stream, "assigned_by", creator if assignee else None),
-                "assignee_section": (
-                    self._ref(stream, "assignee_section", self._my_tasks_section(assignee["gid"]))
-                    if assignee
-                    else None
-                ),
-                "completed": completed,
-                "completed_at": iso_ms(completed_at) if completed_at is not None else None,
-                "completed_by": self._ref(stream, "completed_by", creator if completed else None),
-                "created_at": iso_ms(created),
-                "modified_at": iso_ms(modified),
-                "created_by": self._ref(stream, "created_by", creator),
-                "dependencies": [],
-                "dependents": [],
-                "due_at": iso_ms(due) if has_due_at else None,
-                "due_on": iso_date(due),
-                "start_at": iso_ms(start) if has_due_at and index % 2 else None,
-                "start_on": iso_date(start),
-                "notes": notes,
-                "html_notes": f"<body>{notes}</body>",
-                "hearted": False,
-                "liked": False,
-                "hearts": [self._like(stream, "hearts", u) for u in likers],
-                "likes": [self._like(stream, "likes", u) for u in likers],
-                "num_hearts": len(likers),
-                "num_likes": len(likers),
-                "num_subtasks": 0,
-                "is_rendered_as_separator": False,
-                "memberships": [self._membership(project, completed)] if project else [],
-                "projects": [self._ref(stream, "projects", project)] if project else [],
-                "tags": [self._ref(stream, "tags", t) for t in task_tags],
-                "followers": [self._ref(stream, "followers", u) for u in followers],
-                "parent": self._ref(stream, "parent", parent),
-                "custom_fields": self._custom_field_values(ws_gid),
-                "custom_type": None,
-                "custom_type_status_option": None,
-                "workspace": self._ref(stream, "workspace", ws),
-                "permalink_url": permalink,
-            },
-        )
-        self._finish(stream, task, ws_gid)
+        task: dict[str, Any] = {
+            "gid": gid,
+            "resource_type": "task",
+            "name": f"{name} ({n})" if parent is None else f"Subtask: {name} ({n})",
+            "resource_subtype": resource_subtype,
+            "created_by": {"gid": creator["gid"], "resource_type": "user"} if creator else None,
+            "assignee_status": ("today", "upcoming", "later", "new", "inbox")[n % 5],
+            "assigned_by": ref(creator) if assignee else None,
+            "completed": completed,
+            "completed_at": iso_ms(self._between(created, modified)) if completed else None,
+            "completed_by": ref(assignee or creator) if completed else None,
+            "created_at": iso_ms(created),
+            "dependencies": [],
+            "dependents": [],
+            "due_at": iso_ms(due) if has_due_at else None,
+            "due_on": iso_date(due) if has_due else None,
+            "external": None,  # only set by the app that owns the task (OAuth)
+            "html_notes": _body(notes),
+            "hearted": False,
+            "hearts": [_like(self.gid(), u) for u in likers],
+            "is_rendered_as_separator": False,
+            "liked": False,
+            "likes": [_like(self.gid(), u) for u in likers],
+            "memberships": [self._membership(project, completed)] if project else [],
+            "modified_at": iso_ms(modified),
+            "notes": notes,
+            "num_hearts": len(likers),
+            "num_likes": len(likers),
+            "num_subtasks": 0,
+            "start_at": iso_ms(start) if has_start and has_due_at else None,
+            "start_on": iso_date(start) if has_start else None,
+            "actual_time_minutes": None,  # set from time tracking entries
+            "assignee": ref(assignee),
+            "assignee_section": ref(self._my_tasks_section(assignee["gid"])) if assignee else None,
+            "custom_fields": self._cf_values(project, n, _TASK_VALUE_KEYS),
+            "custom_type": None,
+            "custom_type_status_option": None,
+            "followers": [ref(u) for u in followers],
+            "parent": ref(parent),
+            "projects": [ref(project)] if project else [],
+            "tags": [ref(t) for t in task_tags],
+            "workspace": ref(self.workspaces.get(ws_gid)),
+            "permalink_url": permalink,
+        }
+        if resource_subtype == "approval":
+            # Conditional: only approval tasks have an approval status.
+            task["approval_status"] = "approved" if completed else "pending"
         if parent is None:
             assert project is not None
             self.tasks[gid] = task
@@ -1074,450 +831,16 @@ class Dataset:
         self.stories_by_task[gid] = []
         return task
 
-    # ----- the newer resources (built after tasks and stories, so that adding them left
-    # ----- the data of the original five streams unchanged for a given seed)
-    def _created_between(self, lo_iso: str | None, hi_iso: str | None, days: int = 0) -> int:
-        lo = parse_iso_ms(lo_iso) if lo_iso else _RANGE_START_MS
-        hi = parse_iso_ms(hi_iso) if hi_iso else _RANGE_END_MS
-        if days:
-            hi = min(hi, lo + days * _DAY_MS)
-        return self._gen.timestamp_ms(lo, hi)
-
-    def _fill(self, stream: str, internal: dict[str, Any], values: dict[str, Any]) -> None:
-        """Turn an internal ``{gid, resource_type, name}`` object into a full one, in place."""
-        ws_gid = values.pop("_workspace_gid")
-        full = self._make(stream, {**internal, **values})
-        self._finish(stream, full, ws_gid)
-        internal.clear()
-        internal.update(full)
-
-    def _complete_tags(self, ws: dict[str, Any]) -> None:
-        me = self.users.get(self.me_gid)
-        for n, tag in enumerate(self.tags_by_workspace[ws["gid"]]):
-            notes = f"Notes for {tag['name']}."
-            self._fill(
-                "tags",
-                tag,
-                {
-                    "_workspace_gid": ws["gid"],
-                    "color": _ENUMS["color"][n * 5 % len(_ENUMS["color"])] if n % 3 else None,
-                    "created_at": iso_ms(self._created_between(None, None)),
-                    "followers": [self._ref("tags", "followers", me)] if me and n % 2 else [],
-                    "notes": notes,
-                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/tag/{tag['gid']}/list",
-                    "workspace": self._ref("tags", "workspace", ws),
-                },
-            )
-
-    def _complete_teams(self, ws: dict[str, Any]) -> None:
-        users = self.users_by_workspace[ws["gid"]]
-        for n, team in enumerate(self.teams_by_workspace[ws["gid"]]):
-            description = f"About {team['name']}."
-            level = _TEAM_ACCESS[n % 2]
-            self._fill(
-                "teams",
-                team,
-                {
-                    "_workspace_gid": ws["gid"],
-                    "custom_field_settings": [],
-                    "description": description,
-                    "html_description": f"<body>{description}</body>",
-                    "edit_team_name_or_description_access_level": level,
-                    "edit_team_visibility_or_trash_team_access_level": "only_team_admins",
-                    "guest_invite_management_access_level": level,
-                    "join_request_management_access_level": level,
-                    "member_invite_management_access_level": level,
-                    "team_member_removal_access_level": "only_team_admins",
-                    "team_content_management_access_level": (
-                        "no_restriction" if n % 2 == 0 else "only_team_admins"
-                    ),
-                    "endorsed": n == 0,
-                    "organization": self._ref("teams", "organization", ws),
-                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/team/{team['gid']}",
-                    "visibility": _TEAM_VISIBILITY[n % len(_TEAM_VISIBILITY)],
-                },
-            )
-            # The first team has every workspace user, the others the first two.
-            members = users if n == 0 else users[:2]
-            listing = self.team_memberships_by_team.setdefault(team["gid"], [])
-            for m, user in enumerate(members):
-                membership = self._make(
-                    "team_memberships",
-                    {
-                        "gid": self._gen.gid(),
-                        "resource_type": "team_membership",
-                        "user": self._ref("team_memberships", "user", user),
-                        "team": self._ref("team_memberships", "team", team),
-                        "is_admin": m == 0,
-                        "is_guest": False,
-                        "is_limited_access": False,
-                    },
-                )
-                self._finish("team_memberships", membership, ws["gid"])
-                self.team_memberships[membership["gid"]] = membership
-                listing.append(membership)
-
-    def _complete_sections(self, project: dict[str, Any], extra: bool) -> None:
-        """Make the project's sections full objects (plus a third, empty one if ``extra``)."""
-        ws_gid = project["workspace"]["gid"]
-        sections = self.sections_by_project[project["gid"]]
-        if extra:
-            number = project["name"].split()[-1]
-            section = self._internal("section", f"Section {number}.3")
-            self.sections[section["gid"]] = section
-            sections.append(section)
-        for section in sections:
-            created = self._created_between(project["created_at"], project["modified_at"], 5)
-            self._fill(
-                "sections",
-                section,
-                {
-                    "_workspace_gid": ws_gid,
-                    "created_at": iso_ms(created),
-                    "project": self._ref("sections", "project", project),
-                    "projects": [self._ref("sections", "projects", project)],
-                },
-            )
-
-    def _new_project_memberships(self, project: dict[str, Any]) -> None:
-        ws_gid = project["workspace"]["gid"]
-        owner_gid = (project.get("owner") or {}).get("gid")
-        listing = self.project_memberships_by_project.setdefault(project["gid"], [])
-        for n, ref in enumerate(project.get("members") or []):
-            user = self.users[ref["gid"]]
-            level = "admin" if user["gid"] == owner_gid else _MEMBER_ACCESS[n % len(_MEMBER_ACCESS)]
-            membership = self._make(
-                "project_memberships",
-                {
-                    "gid": self._gen.gid(),
-                    "resource_type": "project_membership",
-                    "access_level": level,
-                    "write_access": (
-                        "full_write" if level in ("admin", "editor") else "comment_only"
-                    ),
-                    "member": self._ref("project_memberships", "member", user),
-                    "user": self._ref("project_memberships", "user", user),
-                    "parent": self._ref("project_memberships", "parent", project),
-                    "project": self._ref("project_memberships", "project", project),
-                },
-            )
-            self._finish("project_memberships", membership, ws_gid)
-            self.project_memberships[membership["gid"]] = membership
-            listing.append(membership)
-
-    def _complete_custom_fields(self, ws: dict[str, Any]) -> None:
-        """Full definitions for the custom fields whose values tasks and projects carry."""
-        me = self.users.get(self.me_gid)
-        definitions = self.custom_fields_by_workspace.setdefault(ws["gid"], [])
-        option_node = self._node("custom_fields", "enum_options")
-        for template in self._custom_field_templates.get(ws["gid"], []):
-            kind = template.get("type") or "text"
-            description = f"{template.get('name')} of the work."
-            definition = self._make(
-                "custom_fields",
-                {
-                    "gid": template["gid"],
-                    "resource_type": "custom_field",
-                    "name": template.get("name"),
-                    "type": kind,
-                    "resource_subtype": kind,
-                    "representation_type": kind,
-                    "asana_created_field": "priority" if kind == "enum" else None,
-                    "created_by": self._ref("custom_fields", "created_by", me),
-                    "currency_code": None,
-                    "custom_label": None,
-                    "custom_label_position": None,
-                    "date_value": None,
-                    "default_access_level": "editor",
-                    "description": description,
-                    "display_value": None,
-                    "enabled": True,
-                    "enum_options": [
-                        fit(o, option_node) for o in template.get("enum_options") or []
-                    ],
-                    "enum_value": None,
-                    "format": "none" if kind == "enum" else "custom",
-                    "has_notifications_enabled": True,
-                    "html_text_value": None,
-                    "id_prefix": None,
-                    "input_restrictions": [],
-                    "is_formula_field": False,
-                    "is_global_to_workspace": True,
-                    "is_value_read_only": False,
-                    "multi_enum_values": [],
-                    "number_value": None,
-                    "people_value": [],
-                    "precision": 0 if kind == "enum" else 1,
-                    "privacy_setting": "public_with_guests",
-                    "reference_value": [],
-                    "text_value": None,
-                },
-            )
-            self._finish("custom_fields", definition, ws["gid"])
-            self.custom_fields[definition["gid"]] = definition
-            definitions.append(definition)
-
-    def _new_custom_field_settings(self, project: dict[str, Any]) -> None:
-        ws_gid = project["workspace"]["gid"]
-        listing = self.custom_field_settings_by_project.setdefault(project["gid"], [])
-        node = self._node("project_custom_field_settings", "custom_field")
-        for n, definition in enumerate(self.custom_fields_by_workspace.get(ws_gid, [])):
-            setting = self._make(
-                "project_custom_field_settings",
-                {
-                    "gid": self._gen.gid(),
-                    "resource_type": "custom_field_setting",
-                    "custom_field": fit(definition, node),
-                    "is_important": n == 0,
-                    "parent": self._ref("project_custom_field_settings", "parent", project),
-                    "project": self._ref("project_custom_field_settings", "project", project),
-                },
-            )
-            self._finish("project_custom_field_settings", setting, ws_gid)
-            self.custom_field_settings[setting["gid"]] = setting
-            listing.append(setting)
-
-    def _new_attachments(self, task: dict[str, Any], count: int) -> None:
-        ws_gid = task["workspace"]["gid"]
-        listing = self.attachments_by_parent.setdefault(task["gid"], [])
-        for _ in range(count):
-            gen = self._gen
-            gid = gen.gid()
-            n = len(self.attachments) + 1
-            host = _ATTACHMENT_HOSTS[n % len(_ATTACHMENT_HOSTS)]
-            name = f"attachment-{n}.{('png', 'pdf', 'txt')[n % 3]}"
-            on_asana = host == "asana"
-            attachment = self._make(
-                "attachments",
-                {
-                    "gid": gid,
-                    "resource_type": "attachment",
-                    "name": name,
-                    "resource_subtype": host,
-                    "host": host,
-                    "connected_to_app": False,
-                    "created_at": iso_ms(
-                        self._created_between(task["created_at"], task["modified_at"])
-                    ),
-                    "download_url": (
-                        f"https://files.example.com/assets/{gid}/{name}" if on_asana else None
-                    ),
-                    "permanent_url": f"https://app.asana.com/app/asana/-/get_asset?asset_id={gid}",
-                    "view_url": f"https://files.example.com/view/{gid}/{name}",
-                    "size": 1024 * (1 + n % 500),
-                    "parent": fit(task, self._node("attachments", "parent")),
-                },
-            )
-            self._finish("attachments", attachment, ws_gid)
-            self.attachments[gid] = attachment
-            listing.append(attachment)
-
-    def _new_time_tracking_entries(self, task: dict[str, Any], count: int) -> None:
-        ws_gid = task["workspace"]["gid"]
-        users = self.users_by_workspace.get(ws_gid, [])
-        listing = self.time_tracking_entries_by_task.setdefault(task["gid"], [])
-        for _ in range(count):
-            gen = self._gen
-            n = len(self.time_tracking_entries) + 1
-            user = users[n % len(users)] if users else None
-            created = self._created_between(task["created_at"], task["modified_at"])
-            entry = self._make(
-                "time_tracking_entries",
-                {
-                    "gid": gen.gid(),
-                    "resource_type": "time_tracking_entry",
-                    "duration_minutes": 15 * gen.rng.randint(1, 16),
-                    "entered_on": iso_date(created),
-                    "created_at": iso_ms(created),
-                    "created_by": self._ref("time_tracking_entries", "created_by", user),
-                    "attributable_to": self._ref("time_tracking_entries", "attributable_to", user),
-                    "approval_status": _TIME_APPROVAL[n % len(_TIME_APPROVAL)],
-                    "billable_status": _BILLABLE[n % len(_BILLABLE)],
-                    "categories": [],
-                    "description": f"Work on {task.get('name')}",
-                    "task": fit(task, self._node("time_tracking_entries", "task")),
-                },
-            )
-            self._finish("time_tracking_entries", entry, ws_gid)
-            self.time_tracking_entries[entry["gid"]] = entry
-            listing.append(entry)
-
-    def _new_status_updates(self, project: dict[str, Any], count: int) -> None:
-        ws_gid = project["workspace"]["gid"]
-        author = self.users.get((project.get("owner") or {}).get("gid") or self.me_gid)
-        listing = self.status_updates_by_parent.setdefault(project["gid"], [])
-        stamps = sorted(
-            self._created_between(project["created_at"], project["modified_at"])
-            for _ in range(count)
-        )
-        for created in stamps:
-            n = len(self.status_updates) + 1
-            modified = self._gen.timestamp_ms(created, parse_iso_ms(project["modified_at"]))
-            text = f"Status update {n}: {project['name']} is moving along."
-            update = self._make(
-                "status_updates",
-                {
-                    "gid": self._gen.gid(),
-                    "resource_type": "status_update",
-                    "resource_subtype": "project_status_update",
-                    "title": f"Status update {n}",
-                    "text": text,
-                    "html_text": f"<body>{text}</body>",
-                    "status_type": _STATUS_TYPES[n % len(_STATUS_TYPES)],
-                    "author": self._ref("status_updates", "author", author),
-                    "created_by": self._ref("status_updates", "created_by", author),
-                    "created_at": iso_ms(created),
-                    "modified_at": iso_ms(modified),
-                    "hearted": False,
-                    "hearts": [],
-                    "num_hearts": 0,
-                    "liked": False,
-                    "likes": [],
-                    "num_likes": 0,
-                    "reaction_summary": [],
-                    "parent": self._ref("status_updates", "parent", project),
-                },
-            )
-            self._finish("status_updates", update, ws_gid)
-            self.status_updates[update["gid"]] = update
-            listing.append(update)
-
-    def _new_portfolios(self, ws: dict[str, Any]) -> None:
-        """Two portfolios owned by ``me``: the first holds two projects, the second one."""
-        me = self.users.get(self.me_gid)
-        projects = self.projects_by_workspace[ws["gid"]]
-        listing = self.portfolios_by_workspace.setdefault(ws["gid"], [])
-        for n, chosen in enumerate((projects[:2], projects[2:3] or projects[-1:])):
-            gen = self._gen
-            gid = gen.gid()
-            created = self._created_between(None, None)
-            start = gen.timestamp_ms(created, created + 30 * _DAY_MS)
-            portfolio = self._make(
-                "portfolios",
-                {
-                    "gid": gid,
-                    "resource_type": "portfolio",
-                    "name": f"Portfolio {len(self.portfolios) + 1}",
-                    "archived": False,
-                    "color": _ENUMS["color"][(len(self.portfolios) * 3) % len(_ENUMS["color"])],
-                    "created_at": iso_ms(created),
-                    "created_by": self._ref("portfolios", "created_by", me),
-                    "current_status_update": None,
-                    "custom_field_settings": [],
-                    "custom_fields": [],
-                    "default_access_level": ("admin", "editor", "viewer")[n % 3],
-                    "start_on": iso_date(start),
-                    "due_on": iso_date(start + 90 * _DAY_MS),
-                    "members": [self._ref("portfolios", "members", me)] if me else [],
-                    "owner": self._ref("portfolios", "owner", me),
-                    "permalink_url": f"https://app.asana.com/1/{ws['gid']}/portfolio/{gid}",
-                    "privacy_setting": ("members_only", "public_to_domain")[n % 2],
-                    "project_templates": [],
-                    "public": n % 2 == 1,
-                    "workspace": self._ref("portfolios", "workspace", ws),
-                },
-            )
-            self._finish("portfolios", portfolio, ws["gid"])
-            self.portfolios[gid] = portfolio
-            listing.append(portfolio)
-            self.portfolio_items[gid] = sorted(chosen, key=lambda p: p["gid"])
-
-    def _new_goals(self, ws: dict[str, Any]) -> None:
-        me = self.users.get(self.me_gid)
-        users = self.users_by_workspace[ws["gid"]]
-        teams = self.teams_by_workspace[ws["gid"]]
-        listing = self.goals_by_workspace.setdefault(ws["gid"], [])
-        for n in range(2):
-            gen = self._gen
-            number = len(self.goals) + 1
-            start = gen.timestamp_ms(_RANGE_START_MS, _RANGE_END_MS - 120 * _DAY_MS)
-            notes = f"Why goal {number} matters."
-            owner = me if n == 0 or not users else users[-1]
-            target = float(10 * (number + 1))
-            team = teams[0] if teams and n == 1 else None
-            goal = self._make(
-                "goals",
-                {
-                    "gid": gen.gid(),
-                    "resource_type": "goal",
-                    "name": f"Goal {number}",
-                    "notes": notes,
-                    "html_notes": f"<body>{notes}</body>",
-                    "start_on": iso_date(start),
-                    "due_on": iso_date(start + 90 * _DAY_MS),
-                    "followers": [self._ref("goals", "followers", u) for u in users[:2]],
-                    "is_workspace_level": team is None,
-                    "liked": False,
-                    "likes": [],
-                    "num_likes": 0,
-                    "owner": self._ref("goals", "owner", owner),
-                    "privacy_setting": "public_to_workspace",
-                    "default_access_level": "editor",
-                    "status": ("green", "yellow", "red")[number % 3],
-                    "team": self._ref("goals", "team", team),
-                    "workspace": self._ref("goals", "workspace", ws),
-                    "current_status_update": None,
-                    "custom_field_settings": [],
-                    "custom_fields": [],
-                    "metric": {
-                        "gid": gen.gid(),
-                        "resource_type": "metric",
-                        "resource_subtype": "number",
-                        "unit": "none",
-                        "precision": 0,
-                        "currency_code": None,
-                        "initial_number_value": 0.0,
-                        "current_number_value": target / 2,
-                        "target_number_value": target,
-                        "current_display_value": str(int(target / 2)),
-                        "progress_source": "manual",
-                        "is_custom_weight": False,
-                        "can_manage": True,
-                    },
-                    "time_period": {
-                        "gid": gen.gid(),
-                        "resource_type": "time_period",
-                        "display_name": f"Q{n + 1} FY{time.gmtime(start / 1000).tm_year % 100}",
-                        "period": f"Q{n + 1}",
-                        "start_on": iso_date(start),
-                        "end_on": iso_date(start + 90 * _DAY_MS),
-                    },
-                },
-            )
-            if isinstance(goal.get("metric"), dict):
-                goal["metric"] = fit(goal["metric"], self._node("goals", "metric"))
-            if isinstance(goal.get("time_period"), dict):
-                goal["time_period"] = fit(goal["time_period"], self._node("goals", "time_period"))
-            self._finish("goals", goal, ws["gid"])
-            self.goals[goal["gid"]] = goal
-            listing.append(goal)
-
-    def _new_subtasks(self, parent: dict[str, Any], count: int, stories: bool) -> None:
-        """``count`` subtasks of ``parent``, each with one or two stories if ``stories``."""
-        gen = self._gen
-        for _ in range(count):
-            created = self._created_between(parent["created_at"], None, 20)
-            modified = gen.timestamp_ms(created, _RANGE_END_MS)
-            completed = self._task_counter % 4 == 0
-            subtask = self._new_task(None, created, modified, completed=completed, parent=parent)
-            n_stories = 1 + self._task_counter % 2 if stories else 0
-            _build_stories(self, subtask, created, modified, n_stories, first="added_to_task")
-
     def _depend(self, task: dict[str, Any], blocker: dict[str, Any]) -> None:
         """Make ``task`` depend on ``blocker`` (and list it among the blocker's dependents)."""
-        if blocker is task:
-            return
-        if "dependencies" in task:
-            task["dependencies"] = [self._ref("tasks", "dependencies", blocker)]
-        if "dependents" in blocker:
-            blocker["dependents"] = [*blocker["dependents"], self._ref("tasks", "dependents", task)]
+        if blocker is not task:
+            task["dependencies"] = [{"gid": blocker["gid"], "resource_type": "task"}]
+            blocker["dependents"].append({"gid": task["gid"], "resource_type": "task"})
 
     def _add_to_project(self, task: dict[str, Any], project: dict[str, Any]) -> None:
         """Multi-home ``task``: it also belongs to ``project`` (and is listed there)."""
-        if "projects" in task:
-            task["projects"].append(self._ref("tasks", "projects", project))
-        if "memberships" in task:
-            task["memberships"].append(self._membership(project, bool(task.get("completed"))))
+        task["projects"].append(ref(project))
+        task["memberships"].append(self._membership(project, task["completed"]))
         bisect.insort(self.tasks_by_project[project["gid"]], task, key=lambda t: t["gid"])
 
     def _new_story(
@@ -1529,87 +852,428 @@ class Dataset:
         author: dict[str, Any] | None,
         text: str | None = None,
     ) -> dict[str, Any]:
-        gen = self._gen
-        rng = gen.rng
+        """A story on ``task``: a comment or a system story of ``subtype``.
+
+        Fields that only some subtypes have (the spec's "Conditional" fields) are present
+        on stories of those subtypes only.
+        """
         self._story_counter += 1
-        index = self._story_counter
-        ws_gid = task["workspace"]["gid"] if task.get("workspace") else ""
-        parent = self._lookup("task", task["parent"]["gid"]) if task.get("parent") else None
-        stream = "stories" if parent is None else "subtask_stories"
-        gid = gen.gid()
+        n = self._story_counter
+        ws_gid = task["workspace"]["gid"]
+        project = self.projects.get(task["projects"][0]["gid"]) if task["projects"] else None
         is_comment = subtype == "comment_added"
-        keep = dict(_SYSTEM_STORY_SUBTYPES).get(subtype, frozenset())
-        if subtype == "added_to_project":
-            keep = frozenset({"project"})
+        extra: dict[str, Any] = {}
         if is_comment:
-            keep = _STORY_COMMENT_FIELDS
-        project = None
-        if task.get("projects"):
-            project = self.projects.get(task["projects"][0]["gid"])
-        if text is None and subtype == "added_to_task" and parent is not None:
-            text = f"added to {parent.get('name')}"
-        if text is None:
-            text = {
-                "comment_added": f"Comment {index} on {task.get('name')}",
-                "added_to_project": f"added to {project['name'] if project else 'a project'}",
-                "marked_complete": "marked this task complete",
-            }.get(subtype, f"{subtype.replace('_', ' ')} (story {index})")
-        likers = self.users_by_workspace.get(ws_gid, [])[: (index // 2) % 3] if is_comment else []
-        values: dict[str, Any] = {
-            "gid": gid,
+            likers = self.users_by_workspace.get(ws_gid, [])[: (n // 2) % 3]
+            text = text or f"Comment {n}: looks good to me."
+            extra = {
+                "html_text": _body(text),
+                "is_pinned": n % 11 == 0,
+                "sticker_name": _STICKER if n % 7 == 0 else None,
+                "is_editable": True,
+                "is_edited": n % 5 == 0,
+                "hearted": False,
+                "hearts": [_like(self.gid(), u) for u in likers],
+                "num_hearts": len(likers),
+                "liked": False,
+                "likes": [_like(self.gid(), u) for u in likers],
+                "num_likes": len(likers),
+                "reaction_summary": [],
+                "previews": [],
+            }
+        else:
+            text, extra = self._system_story(task, subtype, project, n, text)
+            if n % 5 == 0 and subtype != "added_to_project":
+                author = None  # done by a rule or integration: no user behind it
+        story = {
+            "gid": self.gid(),
             "resource_type": "story",
             "created_at": iso_ms(created),
-            "created_by": self._ref(stream, "created_by", author),
+            "created_by": ref(author),
             "resource_subtype": subtype,
-            "type": "comment" if is_comment else "system",
             "text": text,
-            "source": "web" if is_comment else rng.choice(("web", "api")),
-            "target": compact(task, self._node(stream, "target")),
+            "type": "comment" if is_comment else "system",
+            "source": "web" if is_comment or n % 3 else "api",
+            "target": ref(task),
+            **extra,
         }
-        if is_comment:
-            values.update(
-                {
-                    "html_text": f"<body>{text}</body>",
-                    "is_pinned": False,
-                    "is_edited": False,
-                    "is_editable": True,
-                    "hearted": False,
-                    "liked": False,
-                    "hearts": [self._like(stream, "hearts", u) for u in likers],
-                    "likes": [self._like(stream, "likes", u) for u in likers],
-                    "num_hearts": len(likers),
-                    "num_likes": len(likers),
-                }
-            )
-        if "project" in keep and project is not None:
-            values["project"] = self._ref(stream, "project", project)
-        if subtype == "resource_subtype_changed":
-            values["old_resource_subtype"] = "default_task"
-            values["new_resource_subtype"] = task.get("resource_subtype") or "milestone"
-        if subtype == "comment_liked":
-            earlier = self.stories_by_task.get(task["gid"]) or []
-            values["story"] = compact(earlier[0], self._node(stream, "story")) if earlier else None
-        if is_comment:
-            # Occasional stickers, link previews and reactions on comments.
-            values["sticker_name"] = "dancing_unicorn" if index % 7 == 0 else None
-            if index % 3:
-                values["previews"] = []
-                values["reaction_summary"] = []
-        if subtype == "name_changed":
-            values["old_name"] = f"Old name of {task.get('name')}"
-            values["new_name"] = task.get("name")
-        if subtype == "section_changed" and project is not None:
-            sections = self.sections_by_project.get(project["gid"], [])
-            if len(sections) >= 2:
-                values["old_section"] = self._ref(stream, "old_section", sections[0])
-                values["new_section"] = self._ref(stream, "new_section", sections[1])
-        if subtype == "added_to_task" and parent is not None:
-            values["task"] = self._ref(stream, "task", parent)
-        story = self._make(stream, values, nulls=_STORY_CONDITIONAL_FIELDS - keep)
-        self._finish(stream, story, ws_gid)
-        (self.stories if parent is None else self.subtask_stories)[gid] = story
-        self.stories_by_task.setdefault(task["gid"], []).append(story)
+        table = self.stories if task["parent"] is None else self.subtask_stories
+        table[story["gid"]] = story
+        self.stories_by_task[task["gid"]].append(story)
         return story
+
+    def _system_story(
+        self,
+        task: dict[str, Any],
+        subtype: str,
+        project: dict[str, Any] | None,
+        n: int,
+        text: str | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Text and subtype-specific fields of a system story (StoryResponse)."""
+        ws_gid = task["workspace"]["gid"]
+        users = self.users_by_workspace.get(ws_gid, [])
+        user = users[n % len(users)] if users else None
+        fields = self.custom_fields_by_workspace.get(ws_gid, [])
+        by_name = {f["name"]: f for f in fields}
+        extra: dict[str, Any] = {}
+        if subtype == "added_to_project":
+            extra = {"project": ref(project)}
+            default = f"added to {project['name']}" if project else "added to a project"
+        elif subtype == "added_to_task":
+            parent = self.get_task(task["parent"]["gid"])
+            extra = {"task": ref(parent)}
+            default = f"added to {parent['name']}"
+        elif subtype == "assigned":
+            extra = {"assignee": ref(user)}
+            default = f"assigned to {user['name'] if user else 'nobody'}"
+        elif subtype == "name_changed":
+            extra = {"old_name": f"Draft of {task['name']}", "new_name": task["name"]}
+            default = f"changed the name to {task['name']}"
+        elif subtype == "due_date_changed":
+            # The old due date was never set here: old_dates' members are null.
+            extra = {
+                "old_dates": {"start_on": None, "due_at": None, "due_on": None},
+                "new_dates": {
+                    "start_on": task["start_on"],
+                    "due_at": task["due_at"],
+                    "due_on": task["due_on"],
+                },
+            }
+            default = f"changed the due date to {task['due_on']}"
+        elif subtype == "section_changed" and project is not None:
+            old, new = self.sections_by_project[project["gid"]][:2]
+            extra = {"old_section": ref(old), "new_section": ref(new), "project": ref(project)}
+            default = f"moved this task from {old['name']} to {new['name']}"
+        elif subtype == "followers_added":
+            extra = {"follower": ref(user)}
+            default = f"added {user['name'] if user else 'someone'} as a collaborator"
+        elif subtype == "added_to_tag" and self.tags_by_workspace.get(ws_gid):
+            tag = self.tags_by_workspace[ws_gid][n % 3]
+            extra = {"tag": ref(tag)}
+            default = f"added to {tag['name']}"
+        elif subtype == "enum_custom_field_changed" and "Priority" in by_name:
+            field = by_name["Priority"]
+            old, new = field["enum_options"][:2]
+            extra = {
+                "custom_field": self._cf_ref(field),
+                "old_enum_value": old,
+                "new_enum_value": new,
+            }
+            default = f"changed Priority from {old['name']} to {new['name']}"
+        elif subtype == "number_custom_field_changed" and "Story points" in by_name:
+            # A value set for the first time: the old value is null.
+            extra = {
+                "custom_field": self._cf_ref(by_name["Story points"]),
+                "old_number_value": None,
+                "new_number_value": 3,
+            }
+            default = "changed Story points to 3"
+        elif subtype == "text_custom_field_changed" and "QA notes" in by_name:
+            extra = {
+                "custom_field": self._cf_ref(by_name["QA notes"]),
+                "old_text_value": "",
+                "new_text_value": "Check the edge cases on mobile.",
+            }
+            default = "changed QA notes"
+        elif subtype == "date_custom_field_changed" and "Launch date" in by_name:
+            extra = {
+                "custom_field": self._cf_ref(by_name["Launch date"]),
+                "old_date_value": None,
+                "new_date_value": {"date": "2025-03-01", "date_time": None},
+            }
+            default = "changed Launch date to Mar 1, 2025"
+        elif subtype == "multi_enum_custom_field_changed" and "Platforms" in by_name:
+            field = by_name["Platforms"]
+            extra = {
+                "custom_field": self._cf_ref(field),
+                "old_multi_enum_values": [],
+                "new_multi_enum_values": field["enum_options"][:2],
+            }
+            default = "changed Platforms to Web, iOS"
+        elif subtype == "people_custom_field_changed" and "Reviewer" in by_name:
+            extra = {
+                "custom_field": self._cf_ref(by_name["Reviewer"]),
+                "old_people_value": [],
+                "new_people_value": [ref(user)] if user else [],
+            }
+            default = "changed Reviewer"
+        elif subtype in ("marked_duplicate", "duplicate_merged"):
+            other = self.tasks_by_project[project["gid"]][0] if project else task
+            key = "duplicate_of" if subtype == "marked_duplicate" else "duplicated_from"
+            extra = {key: ref(other)}
+            default = f"marked this a duplicate of {other['name']}"
+        elif subtype == "resource_subtype_changed":
+            extra = {
+                "old_resource_subtype": "default_task",
+                "new_resource_subtype": task["resource_subtype"],
+            }
+            default = "changed this task's type"
+        elif subtype == "approval_status_changed":
+            extra = {"old_approval_status": "pending", "new_approval_status": "approved"}
+            default = "approved this task"
+        elif subtype == "dependency_added" and task["dependencies"]:
+            blocker = self.get_task(task["dependencies"][0]["gid"])
+            extra = {"dependency": ref(blocker)}
+            default = f"marked this task as dependent on {blocker['name']}"
+        elif subtype == "comment_liked" and self.stories_by_task[task["gid"]]:
+            extra = {"story": self._story_ref(self.stories_by_task[task["gid"]][0])}
+            default = "liked your comment"
+        else:
+            default = subtype.replace("_", " ")
+        return text or default, extra
+
+    @staticmethod
+    def _cf_ref(field: dict[str, Any]) -> dict[str, Any]:
+        return {k: field[k] for k in COMPACT_FIELDS["custom_field"] if k in field}
+
+    @staticmethod
+    def _story_ref(story: dict[str, Any]) -> dict[str, Any]:
+        return {k: story[k] for k in COMPACT_FIELDS["story"]}
+
+    def _new_stories(
+        self,
+        task: dict[str, Any],
+        created: int,
+        modified: int,
+        count: int,
+        first: str = "added_to_project",
+    ) -> None:
+        """``count`` stories in chronological order: ``first``, then comments alternating
+        with system stories of every subtype (a dataset-wide rotation)."""
+        if count <= 0:
+            return
+        users = self.users_by_workspace.get(task["workspace"]["gid"], [])
+        creator = self.users.get(task["created_by"]["gid"]) if task["created_by"] else None
+        stamps = [created, *sorted(self._between(created, modified) for _ in range(count - 1))]
+        for i, stamp in enumerate(stamps):
+            author, subtype = creator, first
+            if i:
+                self._rotation += 1
+                if self._rotation % 2:
+                    subtype = "comment_added"
+                    author = users[self._rotation % len(users)] if users else None
+                else:
+                    position = (self._rotation // 2) % len(_SYSTEM_STORY_SUBTYPES)
+                    subtype = _SYSTEM_STORY_SUBTYPES[position]
+            self._new_story(task, stamp, subtype, author=author)
+
+    def _new_subtasks(self, parent: dict[str, Any], count: int, stories: bool) -> None:
+        """``count`` subtasks of ``parent``, each with one or two stories if ``stories``."""
+        for _ in range(count):
+            parent_created = parse_iso_ms(parent["created_at"])
+            created = self._between(parent_created, parent_created + 20 * _DAY_MS)
+            modified = self._between(created, _RANGE_END_MS)
+            completed = self._task_counter % 4 == 0
+            subtask = self._new_task(None, created, modified, completed=completed, parent=parent)
+            n_stories = 1 + self._task_counter % 2 if stories else 0
+            self._new_stories(subtask, created, modified, n_stories, first="added_to_task")
+
+    def _new_attachments(self, task: dict[str, Any], count: int) -> None:
+        listing = self.attachments_by_parent.setdefault(task["gid"], [])
+        for _ in range(count):
+            gid = self.gid()
+            n = len(self.attachments) + 1
+            host = ("asana", "dropbox", "gdrive", "asana", "box", "onedrive", "external")[n % 7]
+            name = f"attachment-{n}.{('png', 'pdf', 'txt')[n % 3]}"
+            on_asana = host == "asana"
+            attachment = {
+                "gid": gid,
+                "resource_type": "attachment",
+                "name": name,
+                "resource_subtype": host,
+                "created_at": iso_ms(
+                    self._between(
+                        parse_iso_ms(task["created_at"]), parse_iso_ms(task["modified_at"])
+                    )
+                ),
+                # Only files stored in Asana can be downloaded; links to other hosts can't.
+                "download_url": (
+                    f"https://s3.amazonaws.com/assets/{gid}/{name}" if on_asana else None
+                ),
+                "permanent_url": f"https://app.asana.com/app/asana/-/get_asset?asset_id={gid}",
+                "host": host,
+                "parent": ref(task),
+                "view_url": None if host == "external" else f"https://files.example.com/{gid}",
+                "connected_to_app": False,
+            }
+            if on_asana:
+                attachment["size"] = 1024 * (1 + n % 500)  # conditional: Asana files only
+            self.attachments[gid] = attachment
+            listing.append(attachment)
+
+    def _new_time_tracking_entries(self, task: dict[str, Any], count: int) -> None:
+        users = self.users_by_workspace.get(task["workspace"]["gid"], [])
+        listing = self.time_tracking_entries_by_task.setdefault(task["gid"], [])
+        for _ in range(count):
+            n = len(self.time_tracking_entries) + 1
+            user = users[n % len(users)] if users else None
+            created = self._between(
+                parse_iso_ms(task["created_at"]), parse_iso_ms(task["modified_at"])
+            )
+            categories = (
+                [
+                    {
+                        "gid": self.gid(),
+                        "resource_type": "time_tracking_category",
+                        "name": "Development",
+                        "color": "blue",
+                    }
+                ]
+                if n % 2
+                else []
+            )
+            entry = {
+                "gid": self.gid(),
+                "resource_type": "time_tracking_entry",
+                "duration_minutes": 15 * (1 + n % 16),
+                "entered_on": iso_date(created),
+                "attributable_to": ref(self.projects.get(task["projects"][0]["gid"]))
+                if task["projects"]
+                else None,
+                "created_by": ref(user),
+                "categories": categories,
+                "task": ref(task),
+                "created_at": iso_ms(created),
+                "approval_status": ("DRAFT", "SUBMITTED", "APPROVED", "REJECTED")[n % 4],
+                "billable_status": ("billable", "nonBillable", "notApplicable")[n % 3],
+                "description": "" if n % 3 == 0 else f"Work on {task['name']}",
+            }
+            self.time_tracking_entries[entry["gid"]] = entry
+            listing.append(entry)
+        # Like Asana: a task's actual time is the sum of its time entries.
+        task["actual_time_minutes"] = sum(e["duration_minutes"] for e in listing)
+
+    def _new_status_updates(self, project: dict[str, Any], count: int) -> None:
+        author = self.users.get((project["owner"] or {}).get("gid") or self.me_gid)
+        listing = self.status_updates_by_parent.setdefault(project["gid"], [])
+        created_lo = parse_iso_ms(project["created_at"])
+        modified_hi = parse_iso_ms(project["modified_at"])
+        for created in sorted(self._between(created_lo, modified_hi) for _ in range(count)):
+            n = len(self.status_updates) + 1
+            text = f"{project['name']} is moving along." if n % 4 else ""
+            update = {
+                "gid": self.gid(),
+                "resource_type": "status_update",
+                "title": f"Status update {n}",
+                "resource_subtype": "project_status_update",
+                "text": text,
+                "html_text": _body(text),
+                "status_type": ("on_track", "at_risk", "off_track", "on_hold", "complete")[n % 5],
+                "author": ref(author),
+                "created_at": iso_ms(created),
+                "created_by": ref(author),
+                "hearted": False,
+                "hearts": [],
+                "liked": False,
+                "likes": [],
+                "reaction_summary": [],
+                "modified_at": iso_ms(self._between(created, modified_hi)),
+                "num_hearts": 0,
+                "num_likes": 0,
+                "parent": ref(project),
+            }
+            self.status_updates[update["gid"]] = update
+            listing.append(update)
+        if listing:
+            project["current_status_update"] = ref(listing[-1])
+
+    def _new_portfolios(self, ws: dict[str, Any]) -> None:
+        """Two portfolios owned by ``me``: the first holds two projects, the second one."""
+        me = self._me()
+        projects = self.projects_by_workspace[ws["gid"]]
+        for n, chosen in enumerate((projects[:2], projects[2:3] or projects[-1:])):
+            gid = self.gid()
+            created = self._between(_RANGE_START_MS, _RANGE_END_MS)
+            portfolio = {
+                "gid": gid,
+                "resource_type": "portfolio",
+                "name": f"Portfolio {len(self.portfolios) + 1}",
+                "archived": False,
+                "color": ("light-green", "none")[n],
+                "start_on": iso_date(created) if n == 0 else None,
+                "due_on": iso_date(created + 90 * _DAY_MS) if n == 0 else None,
+                "default_access_level": ("editor", "viewer")[n],
+                "created_at": iso_ms(created),
+                "created_by": ref(me),
+                "custom_field_settings": [],
+                "current_status_update": None,
+                "custom_fields": [],
+                "members": [ref(me)] if me else [],
+                "owner": ref(me),
+                "workspace": ref(ws),
+                "permalink_url": f"https://app.asana.com/1/{ws['gid']}/portfolio/{gid}",
+                "public": n == 1,
+                "privacy_setting": ("members_only", "public_to_domain")[n],
+                "project_templates": [],
+            }
+            self.portfolios[gid] = portfolio
+            self.portfolios_by_workspace[ws["gid"]].append(portfolio)
+            self.portfolio_items[gid] = sorted(chosen, key=lambda p: p["gid"])
+
+    def _new_goals(self, ws: dict[str, Any]) -> None:
+        """A workspace goal owned by ``me`` and a team goal (or an ownerless one)."""
+        me = self._me()
+        users = self.users_by_workspace[ws["gid"]]
+        teams = self.teams_by_workspace[ws["gid"]]
+        for n in range(2):
+            number = len(self.goals) + 1
+            start = self._between(_RANGE_START_MS, _RANGE_END_MS - 120 * _DAY_MS)
+            notes = f"Why goal {number} matters." if n == 0 else ""
+            team = teams[0] if teams and n == 1 else None
+            target = float(10 * (number + 1))
+            goal = {
+                "gid": self.gid(),
+                "resource_type": "goal",
+                "name": f"Grow web traffic by {10 * number}%",
+                "html_notes": _body(notes),
+                "notes": notes,
+                "due_on": iso_date(start + 90 * _DAY_MS) if n == 0 else None,
+                "start_on": iso_date(start) if n == 0 else None,
+                "is_workspace_level": team is None,
+                "liked": False,
+                "likes": [],
+                "num_likes": 0,
+                "team": ref(team),
+                "workspace": ref(ws),
+                "followers": [ref(u) for u in users[:2]],
+                "time_period": {
+                    "gid": self.gid(),
+                    "resource_type": "time_period",
+                    "end_on": iso_date(start + 90 * _DAY_MS),
+                    "start_on": iso_date(start),
+                    "period": "Q1",
+                    "display_name": f"Q1 FY{time.gmtime(start / 1000).tm_year % 100}",
+                }
+                if n == 0
+                else None,
+                # A goal without a metric (progress not measured) has ``metric: null``.
+                "metric": {
+                    "gid": self.gid(),
+                    "resource_type": "goal_metric",
+                    "resource_subtype": "number",
+                    "precision": 0,
+                    "unit": "none",
+                    "currency_code": None,
+                    "initial_number_value": 0.0,
+                    "target_number_value": target,
+                    "current_number_value": target / 2,
+                    "current_display_value": str(int(target / 2)),
+                    "progress_source": "manual",
+                    "is_custom_weight": False,
+                }
+                if n == 0
+                else None,
+                "owner": ref(me) if n == 0 else None,
+                "current_status_update": None,
+                "status": "green" if n == 0 else None,  # no status set yet
+                "privacy_setting": "public_to_workspace",
+                "default_access_level": "editor",
+                "custom_fields": [],
+                "custom_field_settings": [],
+            }
+            self.goals[goal["gid"]] = goal
+            self.goals_by_workspace[ws["gid"]].append(goal)
 
     # ------------------------------------------------------------------ mutations
     def touch_task(self, gid: str, at: datetime | str | None = None) -> dict[str, Any]:
@@ -1648,8 +1312,7 @@ class Dataset:
         with self.lock:
             task = self.get_task(task_gid)
             author = self.users.get(author_gid or self.me_gid)
-            now = self._now_ms()
-            story = self._new_story(task, now, "comment_added", author=author, text=text)
+            story = self._new_story(task, self._now_ms(), "comment_added", author=author, text=text)
             task["modified_at"] = story["created_at"]
             self.version += 1
             return story
@@ -1667,18 +1330,16 @@ class Dataset:
             task = self.get_task(gid)
             if gid in self.tasks:
                 del self.tasks[gid]
-                for listing in self.tasks_by_project.values():
-                    for i, candidate in enumerate(listing):
-                        if candidate is task:
-                            del listing[i]
-                            break
+                for membership in task["projects"]:
+                    listing = self.tasks_by_project[membership["gid"]]
+                    listing[:] = [t for t in listing if t is not task]
             else:
                 del self.subtasks[gid]
                 parent_gid = task["parent"]["gid"]
                 siblings = self.subtasks_by_parent.get(parent_gid, [])
                 siblings[:] = [t for t in siblings if t is not task]
-                parent = self._lookup("task", parent_gid)
-                if parent is not None and "num_subtasks" in parent:
+                parent = self.tasks.get(parent_gid) or self.subtasks.get(parent_gid)
+                if parent is not None:
                     parent["num_subtasks"] = len(siblings)
             for child in list(self.subtasks_by_parent.get(gid, [])):
                 self.delete_task(child["gid"])
@@ -1727,27 +1388,34 @@ class Dataset:
             return subtask
 
     def iter_objects(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        """Yield ``(stream, object)`` for every served object (for schema validation).
+        """Yield ``(stream, object)`` for every object the API serves, by tap stream name.
 
-        Sections are those of projects; portfolio items are the projects as a portfolio
-        lists them (projected onto the ``portfolio_items`` schema, minus tap-only keys).
+        Sections are those of projects; portfolio items are the projects portfolios hold.
         """
-        tables = {
+        tables: dict[str, Iterable[dict[str, Any]]] = {
+            "workspaces": self.workspaces.values(),
+            "users": self.users.values(),
+            "projects": self.projects.values(),
+            "tasks": self.tasks.values(),
+            "stories": self.stories.values(),
+            "subtasks": self.subtasks.values(),
+            "subtask_stories": self.subtask_stories.values(),
             "sections": [s for listing in self.sections_by_project.values() for s in listing],
-            "project_custom_field_settings": list(self.custom_field_settings.values()),
-            "portfolio_items": [
-                {k: project.get(k) for k in self._schema_props("portfolio_items")}
-                for listing in self.portfolio_items.values()
-                for project in listing
-            ],
+            "tags": self.tags.values(),
+            "teams": self.teams.values(),
+            "team_memberships": self.team_memberships.values(),
+            "project_memberships": self.project_memberships.values(),
+            "custom_fields": self.custom_fields.values(),
+            "project_custom_field_settings": self.custom_field_settings.values(),
+            "attachments": self.attachments.values(),
+            "portfolios": self.portfolios.values(),
+            "portfolio_items": [p for listing in self.portfolio_items.values() for p in listing],
+            "status_updates": self.status_updates.values(),
+            "goals": self.goals.values(),
+            "time_tracking_entries": self.time_tracking_entries.values(),
         }
-        for stream in STREAM_RESOURCE_TYPES:
-            objects = tables.get(stream)
-            if objects is None:
-                objects = list(getattr(self, stream).values())
+        for stream, objects in tables.items():
             for obj in objects:
-                if stream in NON_ASANA_FIELDS:
-                    obj = {k: v for k, v in obj.items() if k not in NON_ASANA_FIELDS[stream]}
                 yield stream, obj
 
 
@@ -1764,166 +1432,82 @@ def build_dataset(
     attachments_every: int = 3,
     time_entries_every: int = 4,
     seed: int = 1,
-    schema_dir: Path | None = None,
 ) -> Dataset:
     """Generate a deterministic dataset (same arguments -> same data).
 
-    * One user ("User 1", ``Dataset.me_gid``) belongs to every workspace; each workspace
-      has ``users_per_workspace - 1`` users of its own.
-    * Every ``archived_every``-th project (1-based, counted per workspace) is archived
-      (0 = none).
+    * One user (``Dataset.me_gid``) belongs to every workspace; each workspace has
+      ``users_per_workspace - 1`` users of its own.
+    * Per workspace: 3 tags, one custom field definition of every kind, and in
+      organizations (odd-numbered workspaces) 2 teams (the first has every workspace
+      user as a member, the second the first two).
+    * Every ``archived_every``-th project (1-based, per workspace) is archived (0 =
+      none). Projects have 2 sections (every second one a third, empty one), one
+      membership per member, custom field settings for every definition (except every
+      fourth project, which has none), and 0, 1 or 2 status updates.
     * Every ``multi_home_every``-th task of a project (0 = none) also belongs to the next
       project of the same workspace (wrapping around), so it is listed in both.
     * Each task gets ``stories_per_task`` stories: first "added_to_project", then
-      alternating comments and assorted system stories, in chronological order.
-
-    Then the newer resources (after all of the above, so that for a given seed the
-    workspaces, users, projects, tasks and stories are what they were before these
-    existed; only the parents' ``num_subtasks`` differ):
-
-    * tags (3 per workspace) and teams (2 per organization, i.e. odd-numbered
-      workspaces) become full objects; the first team has every workspace user as a
-      member, the second the first two (``team_memberships``);
-    * custom field definitions (the 2 per workspace that task values point to); one
-      custom field setting per project and definition;
-    * sections become full objects; every second project of a workspace gets a third,
-      empty section; one project membership per project member; 1 or 2 status updates
-      per project;
+      comments alternating with system stories of assorted subtypes.
     * 2 portfolios per workspace, owned by ``me``, holding 2 and 1 projects; 2 goals per
-      workspace;
+      workspace.
     * every ``attachments_every``-th task (counted over all tasks, 1-based) has 1 or 2
       attachments, every ``time_entries_every``-th 1 or 2 time tracking entries;
     * every ``subtasks_every``-th task has 1 or 2 subtasks and every third subtask a
       subtask of its own (two levels); each subtask has 1 or 2 stories (none when
       ``stories_per_task`` is 0). 0 turns the respective kind off.
     """
-    dataset = Dataset(load_schemas(schema_dir), seed=seed)
-    gen = dataset._gen
-    with dataset.lock:
-        ws_list = [dataset._new_workspace(i + 1) for i in range(workspaces)]
+    ds = Dataset(seed=seed)
+    with ds.lock:
+        ws_list = [ds._new_workspace(i + 1) for i in range(workspaces)]
         user_no = 1
         if ws_list and users_per_workspace > 0:
-            dataset.me_gid = dataset._new_user(user_no, ws_list)["gid"]
+            ds.me_gid = ds._new_user(user_no, ws_list)["gid"]
             user_no += 1
         for ws in ws_list:
             for _ in range(max(0, users_per_workspace - 1)):
-                dataset._new_user(user_no, [ws])
+                ds._new_user(user_no, [ws])
                 user_no += 1
         for ws in ws_list:
-            ws_no = ws["name"].split()[-1]
-            for n in (1, 2, 3):
-                tag = dataset._internal("tag", f"Tag {ws_no}.{n}")
-                dataset.tags[tag["gid"]] = tag
-                dataset.tags_by_workspace[ws["gid"]].append(tag)
-            if ws.get("is_organization"):
-                for n in (1, 2):
-                    team = dataset._internal("team", f"Team {ws_no}.{n}")
-                    dataset.teams[team["gid"]] = team
-                    dataset.teams_by_workspace[ws["gid"]].append(team)
-            dataset._custom_field_templates[ws["gid"]] = dataset._new_custom_fields(ws["gid"])
+            number = ws["name"].split()[-1]
+            ds._new_tags(ws, number)
+            if ws["is_organization"]:
+                ds._new_teams(ws, number)
+            ds._new_custom_fields(ws)
         project_no = 0
         for ws in ws_list:
             for p in range(projects_per_workspace):
                 project_no += 1
                 archived = bool(archived_every) and (p + 1) % archived_every == 0
-                dataset._new_project(project_no, ws, archived)
+                ds._new_project(project_no, ws, p, archived)
         for ws in ws_list:
-            projects = dataset.projects_by_workspace[ws["gid"]]
+            projects = ds.projects_by_workspace[ws["gid"]]
             for p_index, project in enumerate(projects):
                 created_list = sorted(
-                    gen.timestamp_ms(_RANGE_START_MS, _RANGE_END_MS - 30 * _DAY_MS)
+                    ds._between(_RANGE_START_MS, _RANGE_END_MS - 90 * _DAY_MS)
                     for _ in range(tasks_per_project)
                 )
                 for t_index, created in enumerate(created_list, start=1):
-                    modified = gen.timestamp_ms(created, _RANGE_END_MS)
-                    completed = t_index % 3 == 0
-                    task = dataset._new_task(project, created, modified, completed=completed)
+                    modified = ds._between(created, _RANGE_END_MS)
+                    task = ds._new_task(project, created, modified, completed=t_index % 3 == 0)
                     if t_index % 4 == 0:
-                        dataset._depend(task, dataset.tasks_by_project[project["gid"]][-2])
+                        ds._depend(task, ds.tasks_by_project[project["gid"]][-2])
                     if multi_home_every and t_index % multi_home_every == 0 and len(projects) > 1:
-                        dataset._add_to_project(task, projects[(p_index + 1) % len(projects)])
-                    _build_stories(dataset, task, created, modified, stories_per_task)
-        _build_newer_resources(
-            dataset,
-            ws_list,
-            subtasks_every=subtasks_every,
-            attachments_every=attachments_every,
-            time_entries_every=time_entries_every,
-            subtask_stories=stories_per_task > 0,
-        )
-    return dataset
-
-
-def _build_newer_resources(
-    dataset: Dataset,
-    ws_list: list[dict[str, Any]],
-    *,
-    subtasks_every: int,
-    attachments_every: int,
-    time_entries_every: int,
-    subtask_stories: bool,
-) -> None:
-    for ws in ws_list:
-        dataset._complete_tags(ws)
-        dataset._complete_teams(ws)
-        dataset._complete_custom_fields(ws)
-    for ws in ws_list:
-        for p_index, project in enumerate(dataset.projects_by_workspace[ws["gid"]]):
-            dataset._complete_sections(project, extra=p_index % 2 == 1)
-            dataset._new_project_memberships(project)
-            dataset._new_custom_field_settings(project)
-            dataset._new_status_updates(project, 1 + p_index % 2)
-    for ws in ws_list:
-        dataset._new_portfolios(ws)
-        dataset._new_goals(ws)
-    tasks = list(dataset.tasks.values())
-    for i, task in enumerate(tasks, start=1):
-        if attachments_every and i % attachments_every == 0:
-            dataset._new_attachments(task, 1 + (i // attachments_every) % 2)
-        if time_entries_every and i % time_entries_every == 0:
-            dataset._new_time_tracking_entries(task, 1 + (i // time_entries_every) % 2)
-        # Like Asana: a task's actual time is the sum of its time entries (null if none).
-        entries = dataset.time_tracking_entries_by_task.get(task["gid"], [])
-        if "actual_time_minutes" in task:
-            total = sum(e.get("duration_minutes") or 0 for e in entries)
-            task["actual_time_minutes"] = total or None
-    if subtasks_every:
+                        ds._add_to_project(task, projects[(p_index + 1) % len(projects)])
+                    ds._new_stories(task, created, modified, stories_per_task)
+                ds._new_status_updates(project, p_index % 3)
+            ds._new_portfolios(ws)
+            ds._new_goals(ws)
+        tasks = list(ds.tasks.values())
         for i, task in enumerate(tasks, start=1):
-            if i % subtasks_every == 0:
-                dataset._new_subtasks(task, 1 + (i // subtasks_every) % 2, subtask_stories)
-        for n, subtask in enumerate(list(dataset.subtasks.values()), start=1):
-            if n % 3 == 0:
-                dataset._new_subtasks(subtask, 1, subtask_stories)
-
-
-def _build_stories(
-    dataset: Dataset,
-    task: dict[str, Any],
-    created: int,
-    modified: int,
-    count: int,
-    first: str = "added_to_project",
-) -> None:
-    if count <= 0:
-        return
-    gen = dataset._gen
-    ws_gid = task["workspace"]["gid"] if task.get("workspace") else ""
-    users = dataset.users_by_workspace.get(ws_gid, [])
-    creator = dataset.users.get(task["created_by"]["gid"]) if task.get("created_by") else None
-    stamps = [created, *sorted(gen.timestamp_ms(created, modified) for _ in range(count - 1))]
-    for i, stamp in enumerate(stamps):
-        author = creator
-        if i == 0:
-            subtype = first
-        else:
-            # A dataset-wide rotation (every other story a comment), so that even with two
-            # stories per task every system subtype -- and so every conditional story
-            # field -- appears somewhere.
-            dataset._rotation += 1
-            if dataset._rotation % 2:
-                subtype = "comment_added"
-                author = users[dataset._rotation % len(users)] if users else None
-            else:
-                position = (dataset._rotation // 2) % len(_SYSTEM_STORY_SUBTYPES)
-                subtype = _SYSTEM_STORY_SUBTYPES[position][0]
-        dataset._new_story(task, stamp, subtype, author=author)
+            if attachments_every and i % attachments_every == 0:
+                ds._new_attachments(task, 1 + (i // attachments_every) % 2)
+            if time_entries_every and i % time_entries_every == 0:
+                ds._new_time_tracking_entries(task, 1 + (i // time_entries_every) % 2)
+        if subtasks_every:
+            for i, task in enumerate(tasks, start=1):
+                if i % subtasks_every == 0:
+                    ds._new_subtasks(task, 1 + (i // subtasks_every) % 2, stories_per_task > 0)
+            for n, subtask in enumerate(list(ds.subtasks.values()), start=1):
+                if n % 3 == 0:
+                    ds._new_subtasks(subtask, 1, stories_per_task > 0)
+    return ds

@@ -291,6 +291,112 @@ def _expand(path: str) -> list[list[str]]:
     return results
 
 
+def _fields(names: str) -> frozenset[str]:
+    """A set of field names from a space-separated string (keeps the table below short)."""
+    return frozenset(names.split())
+
+
+# The top-level fields each endpoint documents in its ``opt_fields`` parameter (the
+# spec's enum for it, without ``offset``/``path``/``uri``, which are pagination).
+# Asana silently ignores opt_fields an endpoint does not document, and so does the fake;
+# routes missing here are projected unfiltered. tests/test_fake_asana.py checks this
+# table against spec/asana_oas.yaml.
+_TASK_FIELDS = _fields(
+    "actual_time_minutes approval_status assigned_by assignee assignee_section assignee_status "
+    "completed completed_at completed_by created_at created_by custom_fields custom_type "
+    "custom_type_status_option dependencies dependents due_at due_on external followers hearted "
+    "hearts html_notes is_rendered_as_separator liked likes memberships modified_at name notes "
+    "num_hearts num_likes num_subtasks parent permalink_url projects resource_subtype start_at "
+    "start_on tags workspace"
+)
+_PROJECT_FIELDS = _fields(
+    "archived color completed completed_at completed_by created_at created_from_template "
+    "current_status current_status_update custom_field_settings custom_fields "
+    "default_access_level default_view due_date due_on followers html_notes icon members "
+    "minimum_access_level_for_customization minimum_access_level_for_sharing modified_at name "
+    "notes owner permalink_url privacy_setting project_brief public start_on team workspace"
+)
+_USER_FIELDS = _fields("custom_fields email name photo workspaces")
+ENDPOINT_FIELDS: dict[str, frozenset[str]] = {
+    "/workspaces": _fields("email_domains is_organization name"),
+    "/users": _USER_FIELDS,
+    "/users/{user_gid}": _USER_FIELDS,
+    "/projects": _PROJECT_FIELDS,
+    "/projects/{project_gid}": _PROJECT_FIELDS,
+    "/portfolios/{portfolio_gid}/items": _PROJECT_FIELDS,
+    "/tasks": _TASK_FIELDS,
+    "/tasks/{task_gid}": _TASK_FIELDS,
+    "/tasks/{task_gid}/subtasks": _TASK_FIELDS,
+    "/workspaces/{workspace_gid}/tasks/search": _TASK_FIELDS,
+    "/tasks/{task_gid}/stories": _fields(
+        "assignee created_at created_by custom_field dependency duplicate_of duplicated_from "
+        "follower hearted hearts html_text is_editable is_edited is_pinned liked likes "
+        "new_approval_status new_date_value new_dates new_enum_value new_multi_enum_values "
+        "new_name new_number_value new_people_value new_resource_subtype new_section "
+        "new_text_value num_hearts num_likes old_approval_status old_date_value old_dates "
+        "old_enum_value old_multi_enum_values old_name old_number_value old_people_value "
+        "old_resource_subtype old_section old_text_value previews project reaction_summary "
+        "resource_subtype source sticker_name story tag target task text type"
+    ),
+    "/attachments": _fields(
+        "connected_to_app created_at download_url host name parent permanent_url resource_subtype "
+        "size view_url"
+    ),
+    "/tasks/{task_gid}/time_tracking_entries": _fields(
+        "attributable_to categories created_by duration_minutes entered_on"
+    ),
+    "/projects/{project_gid}/sections": _fields("created_at name project projects"),
+    "/projects/{project_gid}/project_memberships": _fields("access_level member parent"),
+    "/projects/{project_gid}/custom_field_settings": _fields(
+        "custom_field is_important parent project"
+    ),
+    "/status_updates": _fields(
+        "author created_at created_by hearted hearts html_text liked likes modified_at num_hearts "
+        "num_likes parent reaction_summary resource_subtype status_type text title"
+    ),
+    "/workspaces/{workspace_gid}/tags": _fields(
+        "color created_at followers name notes permalink_url workspace"
+    ),
+    "/workspaces/{workspace_gid}/custom_fields": _fields(
+        "asana_created_field created_by currency_code custom_label custom_label_position "
+        "date_value default_access_level description display_value enabled enum_options "
+        "enum_value format has_notifications_enabled html_text_value id_prefix input_restrictions "
+        "is_formula_field is_global_to_workspace is_value_read_only multi_enum_values name "
+        "number_value people_value precision privacy_setting reference_value representation_type "
+        "resource_subtype text_value type"
+    ),
+    "/workspaces/{workspace_gid}/teams": _fields(
+        "custom_field_settings description edit_team_name_or_description_access_level "
+        "edit_team_visibility_or_trash_team_access_level endorsed "
+        "guest_invite_management_access_level html_description "
+        "join_request_management_access_level member_invite_management_access_level name "
+        "organization permalink_url team_content_management_access_level "
+        "team_member_removal_access_level visibility"
+    ),
+    "/teams/{team_gid}/team_memberships": _fields("is_admin is_guest is_limited_access team user"),
+    "/portfolios": _fields(
+        "archived color created_at created_by current_status_update custom_field_settings "
+        "custom_fields default_access_level due_on members name owner permalink_url "
+        "privacy_setting project_templates public start_on workspace"
+    ),
+    "/goals": _fields(
+        "current_status_update custom_field_settings custom_fields default_access_level due_on "
+        "followers html_notes is_workspace_level liked likes metric name notes num_likes owner "
+        "privacy_setting start_on status team time_period workspace"
+    ),
+}
+# Not fields of the record but always allowed: every record has them.
+_ALWAYS_RETURNABLE = frozenset({"gid", "resource_type"})
+
+
+def endpoint_of(parts: list[str]) -> str:
+    """The spec's path template of a request, e.g. ``/tasks/{task_gid}/stories``."""
+    return "/" + "/".join(
+        "{" + parts[0].removesuffix("s") + "_gid}" if i == 1 else part
+        for i, part in enumerate(parts)
+    )
+
+
 # Marker key in an opt_fields tree: the field itself was named bare (``assignee``) as well
 # as with sub-fields (``assignee.name``).
 _BARE = ""
@@ -355,6 +461,18 @@ def _compile(tree: dict[str, Any]) -> OptFields:
 def compile_opt_fields(raw: str) -> OptFields:
     """Parse and compile an ``opt_fields`` value (cached per distinct string)."""
     return _compile(parse_opt_fields(raw))
+
+
+@lru_cache(maxsize=1024)
+def documented_opt_fields(raw: str, endpoint: str) -> OptFields:
+    """``opt_fields`` compiled and cut to what ``endpoint`` documents (cached)."""
+    fields = compile_opt_fields(raw)
+    allowed = ENDPOINT_FIELDS.get(endpoint)
+    if allowed is None:
+        return fields
+    return OptFields(
+        tuple(e for e in fields.entries if e[0] in allowed or e[0] in _ALWAYS_RETURNABLE)
+    )
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -983,7 +1101,7 @@ class FakeAsana:
             workspace = self._get(ds.workspaces, "workspace", parts[1])
             ws_gid = workspace["gid"]
             if n == 2:
-                return self._single(workspace, "workspace", query)
+                return self._single(workspace, "workspace", query, parts)
             if sub == "projects":
                 records = self._filter_archived(ds.projects_by_workspace[ws_gid], query)
                 return self._list(parts, query, "project", records)
@@ -1003,14 +1121,14 @@ class FakeAsana:
             if n == 1:
                 return self._list(parts, query, "user", self._users(query))
             if n == 2:
-                return self._single(self._user(parts[1], user_gid), "user", query)
+                return self._single(self._user(parts[1], user_gid), "user", query, parts)
         elif head == "projects":
             if n == 1:
                 return self._list(parts, query, "project", self._projects(query))
             project_obj = self._get(ds.projects, "project", parts[1])
             gid = project_obj["gid"]
             if n == 2:
-                return self._single(project_obj, "project", query)
+                return self._single(project_obj, "project", query, parts)
             if sub == "tasks":
                 records = ds.tasks_by_project[gid]
                 records = self._filter_tasks(records, query, modified=False)
@@ -1033,7 +1151,7 @@ class FakeAsana:
             task = self._get(self._all_tasks, "task", parts[1])
             gid = task["gid"]
             if n == 2:
-                return self._single(task, "task", query)
+                return self._single(task, "task", query, parts)
             if sub == "stories":
                 return self._list(parts, query, "story", ds.stories_by_task.get(gid, []))
             if sub == "subtasks":
@@ -1043,7 +1161,9 @@ class FakeAsana:
                 records = ds.time_tracking_entries_by_task.get(gid, [])
                 return self._list(parts, query, "time_tracking_entry", records)
         elif head == "stories" and n == 2:
-            return self._single(self._get(self._all_stories, "story", parts[1]), "story", query)
+            return self._single(
+                self._get(self._all_stories, "story", parts[1]), "story", query, parts
+            )
         elif head == "tags" and n == 1:
             return self._list(parts, query, "tag", self._tags(query))
         elif head == "teams" and sub is not None:
@@ -1071,7 +1191,7 @@ class FakeAsana:
             portfolio = self._get(ds.portfolios, "portfolio", parts[1])
             self._premium(self._workspace_of(portfolio), PORTFOLIOS_PREMIUM)
             if n == 2:
-                return self._single(portfolio, "portfolio", query)
+                return self._single(portfolio, "portfolio", query, parts)
             if sub == "items":
                 records = ds.portfolio_items.get(portfolio["gid"], [])
                 return self._list(parts, query, "project", records)
@@ -1083,21 +1203,21 @@ class FakeAsana:
             if n == 2:
                 goal = self._get(ds.goals, "goal", parts[1])
                 self._premium(self._workspace_of(goal), GOALS_PREMIUM)
-                return self._single(goal, "goal", query)
+                return self._single(goal, "goal", query, parts)
         elif head == "time_tracking_entries" and n == 2:
             entry = self._get(ds.time_tracking_entries, "time_tracking_entry", parts[1])
             task_ref = entry.get("task") or {}
             task = self._all_tasks.get(task_ref.get("gid") or "")
             if task is not None:
                 self._premium(self._workspace_of(task), TIME_TRACKING_PREMIUM)
-            return self._single(entry, "time_tracking_entry", query)
+            return self._single(entry, "time_tracking_entry", query, parts)
         elif head == "custom_fields" and n == 2:
             definition = self._get(ds.custom_fields, "custom_field", parts[1])
-            return self._single(definition, "custom_field", query)
+            return self._single(definition, "custom_field", query, parts)
         elif n == 2 and head in _SINGLE_ROUTES:
             resource_type = _SINGLE_ROUTES[head]
             obj = self._get(self._tables[resource_type], resource_type, parts[1])
-            return self._single(obj, resource_type, query)
+            return self._single(obj, resource_type, query, parts)
         raise _ApiError(404, NO_ROUTE)
 
     # ----- lookups and filters
@@ -1478,7 +1598,8 @@ class FakeAsana:
                 continue
             records.append(task)
         records = _sort_search(records, sort_by, ascending)
-        return self._envelope(records[:limit], "task", query, None, paginated=False)
+        endpoint = "/workspaces/{workspace_gid}/tasks/search"
+        return self._envelope(records[:limit], "task", query, endpoint, None, paginated=False)
 
     # ----- rendering
     def _resolve(self, ref: dict[str, Any]) -> dict[str, Any] | None:
@@ -1493,41 +1614,61 @@ class FakeAsana:
             self._cache_version = self.dataset.version
 
     def _shape(
-        self, obj: dict[str, Any], resource_type: str, opt_fields: str | None, *, full: bool
+        self,
+        obj: dict[str, Any],
+        resource_type: str,
+        opt_fields: str | None,
+        endpoint: str,
+        *,
+        full: bool,
     ) -> dict[str, Any]:
         """The JSON object Asana sends for ``obj`` (projection, compact or full record)."""
         if opt_fields:
-            return project(obj, compile_opt_fields(opt_fields), self._resolve)
+            return project(obj, documented_opt_fields(opt_fields, endpoint), self._resolve)
         if full:
             hidden = OPT_IN_FIELDS.get(resource_type, ()) if self.omit_opt_in_fields else ()
             return {k: v for k, v in obj.items() if k not in hidden} if hidden else obj
         return {k: obj[k] for k in COMPACT_FIELDS[resource_type] if k in obj}
 
     def _fragment(
-        self, obj: dict[str, Any], resource_type: str, opt_fields: str | None, *, full: bool
+        self,
+        obj: dict[str, Any],
+        resource_type: str,
+        opt_fields: str | None,
+        endpoint: str,
+        *,
+        full: bool,
     ) -> bytes:
-        key = (resource_type, obj.get("gid"), opt_fields, full)
+        key = (resource_type, obj.get("gid"), opt_fields, endpoint, full)
         fragment = self._fragments.get(key)
         if fragment is None:
-            fragment = _dumps(self._shape(obj, resource_type, opt_fields, full=full))
+            fragment = _dumps(self._shape(obj, resource_type, opt_fields, endpoint, full=full))
             self._fragments[key] = fragment
         return fragment
 
     def _single(
-        self, obj: dict[str, Any], resource_type: str, query: dict[str, list[str]]
+        self,
+        obj: dict[str, Any],
+        resource_type: str,
+        query: dict[str, list[str]],
+        parts: list[str],
     ) -> bytes:
         opt_fields = _first(query, "opt_fields") or None
         pretty = _first(query, "opt_pretty") not in (None, "false")
+        endpoint = endpoint_of(parts)
         if self.cache_responses and not pretty:
             self._cache_check()
-            return b'{"data":' + self._fragment(obj, resource_type, opt_fields, full=True) + b"}"
-        return _dumps({"data": self._shape(obj, resource_type, opt_fields, full=True)}, pretty)
+            fragment = self._fragment(obj, resource_type, opt_fields, endpoint, full=True)
+            return b'{"data":' + fragment + b"}"
+        shaped = self._shape(obj, resource_type, opt_fields, endpoint, full=True)
+        return _dumps({"data": shaped}, pretty)
 
     def _envelope(
         self,
         records: list[dict[str, Any]],
         resource_type: str,
         query: dict[str, list[str]],
+        endpoint: str,
         next_page: dict[str, str] | None,
         *,
         paginated: bool,
@@ -1536,12 +1677,15 @@ class FakeAsana:
         pretty = _first(query, "opt_pretty") not in (None, "false")
         if self.cache_responses and not pretty:
             self._cache_check()
-            fragment = self._fragment
-            data = b",".join(fragment(r, resource_type, opt_fields, full=False) for r in records)
+            data = b",".join(
+                self._fragment(r, resource_type, opt_fields, endpoint, full=False) for r in records
+            )
             tail = b',"next_page":' + _dumps(next_page) if paginated else b""
             return b'{"data":[' + data + b"]" + tail + b"}"
         payload: dict[str, Any] = {
-            "data": [self._shape(r, resource_type, opt_fields, full=False) for r in records]
+            "data": [
+                self._shape(r, resource_type, opt_fields, endpoint, full=False) for r in records
+            ]
         }
         if paginated:
             payload["next_page"] = next_page
@@ -1612,7 +1756,9 @@ class FakeAsana:
             rest = records[start:] if start else records
             if len(rest) > MAX_UNPAGINATED:
                 raise _ApiError(400, TOO_LARGE)
-            return self._envelope(rest, resource_type, query, None, paginated=False)
+            return self._envelope(
+                rest, resource_type, query, endpoint_of(parts), None, paginated=False
+            )
         page = records[start : start + limit]
         next_page = None
         if start + limit < len(records):
@@ -1622,7 +1768,9 @@ class FakeAsana:
             pairs.append(("offset", token))
             path = "/" + "/".join(parts) + "?" + urlencode(pairs, safe=",.|()", quote_via=quote)
             next_page = {"offset": token, "path": path, "uri": self.api_url + path}
-        return self._envelope(page, resource_type, query, next_page, paginated=True)
+        return self._envelope(
+            page, resource_type, query, endpoint_of(parts), next_page, paginated=True
+        )
 
     # ------------------------------------------------------------------ OAuth endpoints
     def _authorize(self, query: dict[str, list[str]]) -> _Response:
