@@ -257,8 +257,10 @@ class AsanaStream(RESTStream[str]):
     required_fields: t.ClassVar[frozenset[str]] = frozenset({"workspace"})
     #: Synced once per parent record (per task, per project): log totals, not each sync.
     per_parent: t.ClassVar[bool] = False
-    #: A paid Asana feature: a 402 turns it off for that workspace, with one warning.
-    premium: t.ClassVar[bool] = False
+    #: Answers meaning "this feature does not exist in this workspace" (402: a paid
+    #: plan is needed; 400: e.g. teams or goals asked of a personal workspace). Such an
+    #: answer turns the stream off for that workspace, with one warning.
+    unavailable_statuses: t.ClassVar[frozenset[int]] = frozenset()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -271,7 +273,7 @@ class AsanaStream(RESTStream[str]):
         self._thread_local = threading.local()
         self._after_emit: list[Callable[[], None]] = []
         self.current_record: dict[str, t.Any] | None = None
-        self._premium_unavailable: set[str] = set()
+        self._unavailable_in: set[str] = set()
         if self.per_parent or self.prefetch:
             # Synced once per parent (per task): the SDK's per-sync log lines and
             # metrics would be six lines per task, most of the log, and worker threads
@@ -475,6 +477,8 @@ class AsanaStream(RESTStream[str]):
             raise SkippedObjectError(status, self.response_error_message(response))
         if status == 400:
             self._raise_for_bad_request(response)
+            if 400 in self.unavailable_statuses:
+                raise SkippedObjectError(status, self.response_error_message(response))
         if status >= 400:
             raise FatalAPIError(self.response_error_message(response))
         try:
@@ -628,22 +632,23 @@ class AsanaStream(RESTStream[str]):
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
         parent = self.parent_record()
-        if self.premium and exc.status == 402 and parent is not None:
+        if exc.status in self.unavailable_statuses and parent is not None:
             workspace = _workspace_of(parent)
-            if workspace in self._premium_unavailable:
+            if workspace in self._unavailable_in:
                 return
             # Once per workspace: the feature is off there, so stop asking.
-            self._premium_unavailable.add(workspace)
-            context = {"workspace_gid": workspace}
+            self._unavailable_in.add(workspace)
             what = f"workspace {workspace}"
-            entry = f"{self.name}: {what} (premium feature)"
+            reason = "premium feature" if exc.status == 402 else "not offered there"
             with self.stats.lock:
-                self.stats.skipped.append(entry)
+                self.stats.skipped.append(f"{self.name}: {what} ({reason})")
+            because = (
+                "Asana says it needs a paid plan"
+                if exc.status == 402
+                else "Asana does not offer it in this kind of workspace"
+            )
             self.logger.warning(
-                "Skipping stream '%s' for %s: Asana says it needs a paid plan (%s)",
-                self.name,
-                what,
-                exc,
+                "Skipping stream '%s' for %s: %s (%s)", self.name, what, because, exc
             )
             return
         what = self._context_description(context)
@@ -711,7 +716,7 @@ class AsanaStream(RESTStream[str]):
         Saves a request per parent where the answer is known (no subtasks, not an
         organization, a paid feature this workspace lacks). Override to add reasons.
         """
-        return not (self.premium and _workspace_of(parent) in self._premium_unavailable)
+        return _workspace_of(parent) not in self._unavailable_in
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Where records come from: the prefetched or listed pages for ``context``.
