@@ -246,7 +246,8 @@ class AsanaStream(RESTStream[str]):
     modified_since_param: t.ClassVar[str | None] = None
     #: Emit each gid at most once per run (objects reachable from several parents).
     deduplicate: t.ClassVar[bool] = False
-    #: Record properties the tap adds itself; they are not requested from Asana.
+    #: Record properties the tap adds itself, from the stream context (e.g. the parent's
+    #: gid, when the endpoint's records carry no link to it); never requested from Asana.
     tap_fields: t.ClassVar[frozenset[str]] = frozenset()
     #: What a skipped context is called in warnings, e.g. ``("project", "project_gid")``.
     context_label: t.ClassVar[tuple[str, str] | None] = None
@@ -530,6 +531,17 @@ class AsanaStream(RESTStream[str]):
             "revoked. Create a new one in Asana (My Settings > Apps > Developer apps) and "
             "set TAP_ASANA_VL_ACCESS_TOKEN."
         )
+
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Fill the tap's own fields (``tap_fields``) from the context."""
+        for key in self.tap_fields:
+            if context and key in context and row.get(key) is None:
+                row[key] = context[key]
+        return row
 
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
         """Records are the ``data`` list of the (already parsed) body."""

@@ -574,15 +574,6 @@ class PortfolioItemsStream(AsanaStream):
     tap_fields = frozenset({"portfolio_gid"})
     per_parent = True
 
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
-        """Add the portfolio to the row: it is part of the key."""
-        row["portfolio_gid"] = (context or {}).get("portfolio_gid")
-        return row
-
 
 class GoalsStream(AsanaStream):
     """Goals of each workspace (paid plans; 402 turns it off for that workspace)."""
