@@ -188,15 +188,51 @@ def _has_type(schema: Mapping[str, t.Any], name: str) -> bool:
     return name == declared or (isinstance(declared, list) and name in declared)
 
 
+class PaginationLoopError(FatalAPIError):
+    """Asana handed back a pagination token it had already given for this listing."""
+
+
+def next_offset(body: Mapping[str, t.Any], seen: set[str]) -> str | None:
+    """The offset of the page after ``body`` (None on the last page), never a repeat.
+
+    A token seen before in the same listing means the pages cycle (A -> B -> A): without
+    this check the listing would never end. ``seen`` collects this listing's tokens.
+    """
+    next_page = body.get("next_page")
+    if not (isinstance(next_page, dict) and next_page.get("offset")):
+        return None
+    offset = str(next_page["offset"])
+    if offset in seen:
+        msg = (
+            f"Asana sent a pagination token it had already sent for this listing, after "
+            f"{len(seen)} pages: the pages cycle. Stopped instead of looping forever; "
+            "re-run later, and report it to Asana if it persists."
+        )
+        raise PaginationLoopError(msg)
+    seen.add(offset)
+    return offset
+
+
 class AsanaPaginator(BaseAPIPaginator[str]):
-    """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page."""
+    """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page.
+
+    A page may be empty and still have a next page (records on it were filtered out or
+    deleted): paging goes on, where the SDK's default would stop and lose the rest.
+    """
+
+    def __init__(self, start_value: str | None) -> None:
+        """Start a listing with no token seen."""
+        super().__init__(start_value)
+        self._seen: set[str] = set()
 
     def get_next(self, response: requests.Response) -> str | None:
         """Return the opaque offset token of the next page, if any."""
+        return next_offset(_body(response), self._seen)
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        """Keep paging past an empty page that still has a ``next_page``."""
         next_page = _body(response).get("next_page")
-        if isinstance(next_page, dict) and next_page.get("offset"):
-            return str(next_page["offset"])
-        return None
+        return isinstance(next_page, dict) and bool(next_page.get("offset"))
 
 
 def _body(response: requests.Response) -> dict[str, t.Any]:
@@ -773,12 +809,12 @@ class AsanaStream(RESTStream[str]):
     def iter_data(self, path: str, params: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """Every record of a paginated listing other than the stream's own."""
         offset = None
+        seen: set[str] = set()
         while True:
             body = self.get_body(path, {**params, "limit": self.page_size, "offset": offset})
             yield from body["data"]
-            next_page = body.get("next_page") or {}
-            offset = next_page.get("offset")
-            if not offset:
+            offset = next_offset(body, seen)
+            if offset is None:
                 return
 
     def fetch_object(self, path: str, fields: str = "gid") -> dict[str, t.Any] | None:
