@@ -14,17 +14,22 @@ Usage::
 Rules, in short (details next to the code that implements them):
 
 * ``$ref`` (local ``#/components/schemas/...`` only) is resolved and ``allOf`` merged.
-* ``type`` is always a list; ``nullable: true`` adds ``"null"``.
+* ``type`` is always a list.
 * ``enum``, ``description``, ``example``, ``pattern``, ``minimum``, ``readOnly``,
   ``x-*`` ... are dropped; of the formats only ``date-time`` and ``date`` are kept.
-* The record gets every property of its Response component; resources nested two or
-  more levels below the record are reduced to their Compact form; objects nested
-  deeper than ``MAX_DEPTH`` become free-form objects.
-* Every object/array below the record's own properties is nullable.
+* The record gets the properties of its Response component that the stream's list
+  endpoint documents in its ``opt_fields`` parameter (``ENDPOINTS``): a list endpoint
+  returns nothing else, whatever ``opt_fields`` asks for. Resources nested two or more
+  levels below the record are reduced to their Compact form; objects nested deeper
+  than ``MAX_DEPTH`` become free-form objects.
+* Every property except the record's primary key may be null, at every depth (nested
+  objects, array items, objects inside arrays). The spec's ``nullable`` is incomplete
+  (e.g. ``date_value.date_time`` is described as null but typed ``string``), and one
+  null a schema refuses makes a validating target reject the whole load.
 * Deprecated, ``*Conditional*`` and ``Opt In`` properties are included like all others
   (the tap wants every field; Opt In ones are only returned because ``opt_fields``
-  names them) and made nullable (see ``OPTIONAL_MARKERS``).
-* ``OVERRIDES`` fixes known inaccuracies of the specification.
+  names them).
+* ``OVERRIDES`` fixes known type inaccuracies of the specification.
 """
 
 from __future__ import annotations
@@ -72,6 +77,38 @@ STREAMS: dict[str, str] = {
     "time_tracking_entries": "TimeTrackingEntryBase",
 }
 
+#: Stream name -> the GET operation (path) whose answers the stream's records are. Its
+#: ``opt_fields`` enum lists what that endpoint can return; anything else the schema
+#: declared would be requested in vain and load as null forever.
+ENDPOINTS: dict[str, str] = {
+    "workspaces": "/workspaces",
+    "users": "/users",
+    "projects": "/projects",
+    "tasks": "/tasks",
+    "stories": "/tasks/{task_gid}/stories",
+    # Subtasks come from both endpoints; the spec documents the same fields for each.
+    "subtasks": "/tasks/{task_gid}/subtasks",
+    "subtask_stories": "/tasks/{task_gid}/stories",
+    "sections": "/projects/{project_gid}/sections",
+    "tags": "/workspaces/{workspace_gid}/tags",
+    "teams": "/workspaces/{workspace_gid}/teams",
+    "team_memberships": "/teams/{team_gid}/team_memberships",
+    "project_memberships": "/projects/{project_gid}/project_memberships",
+    "custom_fields": "/workspaces/{workspace_gid}/custom_fields",
+    "project_custom_field_settings": "/projects/{project_gid}/custom_field_settings",
+    "attachments": "/attachments",
+    "portfolios": "/portfolios",
+    "portfolio_items": "/portfolios/{portfolio_gid}/items",
+    "status_updates": "/status_updates",
+    "goals": "/goals",
+    "time_tracking_entries": "/tasks/{task_gid}/time_tracking_entries",
+}
+
+#: Entries of an ``opt_fields`` enum that are pagination, not record fields.
+PAGINATION_FIELDS = frozenset({"offset", "path", "uri"})
+#: Fields every endpoint returns whether or not its enum names them.
+ALWAYS_RETURNED = frozenset({"gid", "resource_type"})
+
 #: Properties the tap itself adds to records; they are not Asana fields, so they are
 #: not part of ``opt_fields``.
 EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
@@ -80,18 +117,18 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     "tasks": {"project_gid": {"type": ["string", "null"]}},
     # Portfolio items are projects; the portfolio they belong to is part of the key.
     "portfolio_items": {"portfolio_gid": {"type": ["string"]}},
+    # The endpoint documents no link back to the task; the SDK fills it from the context.
+    "time_tracking_entries": {"task_gid": {"type": ["string", "null"]}},
 }
+
+#: Primary keys other than ``gid`` (the only properties that are never null).
+EXTRA_KEYS: dict[str, tuple[str, ...]] = {"portfolio_items": ("portfolio_gid",)}
 
 
 class Override(TypedDict, total=False):
-    """A correction applied to one generated property.
-
-    ``type`` replaces the (non-null) JSON type; ``nullable`` adds or removes
-    ``"null"``.
-    """
+    """A correction applied to one generated property: ``type`` replaces its JSON type."""
 
     type: str
-    nullable: bool
 
 
 #: (stream, component such as ``StoryResponse`` (every stream built from it), or ``"*"``
@@ -100,28 +137,10 @@ class Override(TypedDict, total=False):
 #: ``custom_fields.created_by`` is the ``created_by`` of each ``custom_fields`` item.
 #: Every entry must match a generated property, or generation fails (no stale entries).
 OVERRIDES: dict[tuple[str, str], Override] = {
-    # The record key. The spec agrees today; pinned so that a spec change can never
-    # make the primary key nullable.
-    ("*", "gid"): {"nullable": False},
-    # System stories (e.g. those Asana or a rule writes) have ``created_by: null``; the
-    # spec declares a plain UserCompact ref.
-    ("StoryResponse", "created_by"): {"nullable": True},
-    # The spec's own description says the value is null when there is no sticker, but
-    # does not mark it nullable.
-    ("StoryResponse", "sticker_name"): {"nullable": True},
     # Number custom fields hold decimals (they have a ``precision``); the spec types
-    # these story fields as integer. ``old_number_value`` is nullable in the spec;
-    # ``new_number_value`` is not, although clearing the field gives a null new value.
-    ("StoryResponse", "old_number_value"): {"type": "number", "nullable": True},
-    ("StoryResponse", "new_number_value"): {"type": "number", "nullable": True},
-    # Only stories of the date-changing subtypes carry dates, and only comment stories
-    # carry reactions; the spec does not mark them conditional or nullable.
-    ("StoryResponse", "old_dates"): {"nullable": True},
-    ("StoryResponse", "new_dates"): {"nullable": True},
-    ("StoryResponse", "reaction_summary"): {"nullable": True},
-    # Projects in a workspace that is not an organization have no team (``team: null``);
-    # the spec declares a non-nullable TeamCompact.
-    ("ProjectResponse", "team"): {"nullable": True},
+    # these story fields as integer.
+    ("StoryResponse", "old_number_value"): {"type": "number"},
+    ("StoryResponse", "new_number_value"): {"type": "number"},
 }
 
 # --------------------------------------------------------------------------------------
@@ -140,12 +159,6 @@ RESOURCE_MINIMUM = ("gid", "resource_type", "name")
 #: Components without a Compact form that keep more than the minimum when reduced.
 #: Enum options: analysts group by colour, and ``enabled`` tells retired options apart.
 REDUCED_EXTRA: dict[str, tuple[str, ...]] = {"EnumOption": ("color", "enabled")}
-#: Markers in a property's description meaning Asana may leave it out or send null for
-#: some records (fields of other subtypes, opt-in fields, deprecated fields). The
-#: record's own properties carrying one are made nullable: every field is requested
-#: through opt_fields, so "not applicable" can come back as null, and a too strict
-#: type would make a validating target reject the whole load.
-OPTIONAL_MARKERS = ("*Conditional*", "Opt In", "*Deprecated")
 #: ``format`` values carried over; others (``uri``, ``email`` ...) are dropped so that a
 #: target validating formats cannot reject a record for a cosmetic reason.
 KEPT_FORMATS = frozenset({"date-time", "date"})
@@ -154,7 +167,7 @@ KEPT_FORMATS = frozenset({"date-time", "date"})
 ANY_TYPES = ("array", "boolean", "integer", "number", "object", "string")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = REPO_ROOT.parent / "shared" / "asana" / "asana_oas.yaml"
+DEFAULT_SPEC = REPO_ROOT / "spec" / "asana_oas.yaml"
 DEFAULT_OUT = REPO_ROOT / "tap_asana_vl" / "schemas"
 REF_PREFIX = "#/components/schemas/"
 
@@ -178,7 +191,6 @@ class Node:
     """
 
     types: list[str] | None = None
-    nullable: bool | None = None
     fmt: str | None = None
     properties: dict[str, Any] | None = None
     items: Any = None
@@ -193,7 +205,6 @@ class Node:
             properties = {**(self.properties or {}), **later.properties}
         return Node(
             types=later.types if later.types is not None else self.types,
-            nullable=later.nullable if later.nullable is not None else self.nullable,
             fmt=later.fmt if later.fmt is not None else self.fmt,
             properties=properties,
             items=later.items if later.items is not None else self.items,
@@ -248,13 +259,13 @@ class Resolver:
         alternatives = [*(raw.get("oneOf") or ()), *(raw.get("anyOf") or ())]
         if alternatives:
             node = node.merged_with(self._union(alternatives, seen))
-        # Keywords next to $ref/allOf (e.g. ``nullable``) apply to the merged result.
+        # Keywords next to $ref/allOf (e.g. ``format``) apply to the merged result.
         return node.merged_with(self._own(raw))
 
     def _union(self, alternatives: list[Any], seen: tuple[str, ...]) -> Node:
         """Resolve ``oneOf``/``anyOf``.
 
-        Choice: the union of the alternatives' types, nullable if any alternative is.
+        Choice: the union of the alternatives' types.
         Structure is only kept when every alternative is the same single type (object
         properties are then unioned as in ``allOf``; array items come from the first
         alternative); otherwise the result is free-form (no ``properties``/``items``),
@@ -265,11 +276,9 @@ class Resolver:
         types: list[str] = []
         for node in nodes:
             types.extend(t for t in node.json_types() if t not in types)
-        nullable = any(node.nullable for node in nodes)
         formats = {node.fmt for node in nodes}
         result = Node(
             types=types,
-            nullable=nullable,
             fmt=formats.pop() if len(formats) == 1 else None,
         )
         if types == ["object"]:
@@ -289,11 +298,7 @@ class Resolver:
         if isinstance(declared, str):
             node.types = [declared]
         elif isinstance(declared, list):  # OpenAPI 3.1 style, for robustness
-            node.types = [str(t) for t in declared]
-            if "null" in node.types:
-                node.nullable = True
-        if raw.get("nullable") is not None:
-            node.nullable = bool(raw["nullable"])
+            node.types = [str(t) for t in declared if t != "null"]
         if isinstance(raw.get("format"), str):
             node.fmt = raw["format"]
         if isinstance(raw.get("properties"), Mapping):
@@ -316,22 +321,6 @@ def compact_name(component: str) -> str:
 def is_resource(node: Node) -> bool:
     """Return whether ``node`` describes an Asana resource (has gid and resource_type)."""
     return node.properties is not None and {"gid", "resource_type"} <= node.properties.keys()
-
-
-def is_optional(raw: Any) -> bool:
-    """Return whether a raw property schema is described as conditional/opt-in/deprecated.
-
-    Only the property's own text counts (its ``description`` and those of inline
-    ``allOf`` parts), not the description of a component it refers to.
-    """
-    if not isinstance(raw, Mapping):
-        return False
-    texts = [raw.get("description")]
-    texts += [p.get("description") for p in raw.get("allOf") or () if isinstance(p, Mapping)]
-    return any(
-        isinstance(text, str) and any(marker in text for marker in OPTIONAL_MARKERS)
-        for text in texts
-    )
 
 
 @dataclass
@@ -357,28 +346,18 @@ class Builder:
         converted = {}
         for name in sorted(raw_properties):
             node = self.resolver.resolve(raw_properties[name])
-            if depth == 1 and is_optional(raw_properties[name]):
-                node = replace(node, nullable=True)
-            converted[name] = self.value(node, depth, items=False)
+            converted[name] = self.value(node, depth)
         return converted
 
-    def value(self, node: Node, depth: int, *, items: bool) -> dict[str, Any]:
-        """Convert one value (a property, or array items when ``items``) at ``depth``."""
+    def value(self, node: Node, depth: int) -> dict[str, Any]:
+        """Convert one value (a property, or array items) at ``depth``; always nullable."""
         types = node.json_types()
-        nullable = bool(node.nullable)
-        # Nested containers are always nullable: Asana omits or nulls nested compacts
-        # in practice (e.g. deleted users, sections, fields the token cannot see) more
-        # often than the spec admits, and a too strict nested type fails a whole load.
-        # The record's own properties (depth 1) keep the spec's nullability so the
-        # schema still documents what is guaranteed at the top level.
-        if (depth >= 2 or items) and ({"object", "array"} & set(types)):
-            nullable = True
-        schema: dict[str, Any] = {"type": [*types, "null"] if nullable else types}
+        schema: dict[str, Any] = {"type": [*types, "null"]}
         if node.fmt in KEPT_FORMATS and "string" in types:
             schema["format"] = node.fmt
         if types == ["array"] and node.items is not None:
             # Array items sit at the same depth as the array itself.
-            schema["items"] = self.value(self.resolver.resolve(node.items), depth, items=True)
+            schema["items"] = self.value(self.resolver.resolve(node.items), depth)
         elif types == ["object"]:
             properties = self.object_properties(node, depth)
             if properties:
@@ -413,21 +392,56 @@ class Builder:
         return kept
 
 
-def apply_override(schema: dict[str, Any], path: str, override: Override) -> None:
-    """Apply ``override`` to the property at dotted ``path`` of a record schema."""
+def property_at(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """Return the property at dotted ``path`` of a record schema (array items transparent)."""
     target: dict[str, Any] = schema
     for part in path.split("."):
         while "items" in target:
             target = target["items"]
         if part not in target.get("properties", {}):
-            raise SpecError(f"override path {path!r} matches no property")
+            raise SpecError(f"path {path!r} matches no property")
         target = target["properties"][part]
-    types = [t for t in target["type"] if t != "null"]
-    if "type" in override:
-        types = [override["type"]]
-        target.pop("format", None)
-    nullable = override.get("nullable", "null" in target["type"])
-    target["type"] = [*types, "null"] if nullable else types
+    return target
+
+
+def apply_override(schema: dict[str, Any], path: str, override: Override) -> None:
+    """Apply ``override`` to the property at dotted ``path`` of a record schema."""
+    target = property_at(schema, path)
+    target["type"] = [override["type"], "null"]
+    target.pop("format", None)
+
+
+def documented_fields(spec: Mapping[str, Any], endpoint: str) -> frozenset[str]:
+    """The dotted field paths the GET operation at ``endpoint`` documents it can return."""
+    try:
+        operation = spec["paths"][endpoint]["get"]
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"the spec has no GET {endpoint}") from exc
+    for parameter in operation.get("parameters") or ():
+        if isinstance(parameter, Mapping) and parameter.get("name") == "opt_fields":
+            enum = parameter.get("schema", {}).get("items", {}).get("enum") or ()
+            return frozenset(enum) - PAGINATION_FIELDS
+    raise SpecError(f"GET {endpoint} documents no opt_fields")
+
+
+def keep_documented(
+    properties: dict[str, Any], documented: frozenset[str], prefix: str = ""
+) -> None:
+    """Drop (in place) the properties an endpoint does not document returning.
+
+    A nested object whose own fields the endpoint does not enumerate is returned whole,
+    so its generated properties stay.
+    """
+    if prefix and not any(path.startswith(prefix) for path in documented):
+        return
+    for name in list(properties):
+        path = f"{prefix}{name}"
+        if name not in ALWAYS_RETURNED and path not in documented:
+            del properties[name]
+            continue
+        inner = properties[name].get("items", properties[name])
+        if "properties" in inner:
+            keep_documented(inner["properties"], documented, f"{path}.")
 
 
 def opt_fields(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
@@ -473,12 +487,8 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
     for stream, component in STREAMS.items():
         builder = Builder(resolver)
         schema = builder.record(component)
+        keep_documented(schema["properties"], documented_fields(spec, ENDPOINTS[stream]))
         spec_names = set(schema["properties"])
-        # Sanity: every top-level property of the (allOf-merged) component is there.
-        merged = resolver.resolve({"$ref": REF_PREFIX + component})
-        missing = set(merged.properties or {}) - spec_names
-        if missing:
-            raise SpecError(f"{stream}: properties missing from output: {sorted(missing)}")
         extras = EXTRA_PROPERTIES.get(stream, {})
         clash = spec_names & extras.keys()
         if clash:
@@ -486,8 +496,13 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
         properties = {**schema["properties"], **copy.deepcopy(extras)}
         schema["properties"] = {name: properties[name] for name in sorted(properties)}
         for (target, path), override in OVERRIDES.items():
-            if target in ("*", stream, component):
+            if target in (stream, component):
                 apply_override(schema, path, override)
+        # The record's key is the one thing that is never null.
+        for key in ("gid", *EXTRA_KEYS.get(stream, ())):
+            schema["properties"][key]["type"] = [
+                t for t in schema["properties"][key]["type"] if t != "null"
+            ]
         fields = opt_fields(schema, skip=frozenset(extras))
         result = StreamResult(schema, len(schema["properties"]), fields, builder.reductions)
         if result.opt_fields_chars > OPT_FIELDS_MAX_CHARS:
@@ -497,7 +512,7 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
             )
         results[stream] = result
     for target, _ in OVERRIDES:
-        if target != "*" and target not in STREAMS and target not in STREAMS.values():
+        if target not in STREAMS and target not in STREAMS.values():
             raise SpecError(f"override for unknown stream or component {target!r}")
     return results
 

@@ -188,15 +188,51 @@ def _has_type(schema: Mapping[str, t.Any], name: str) -> bool:
     return name == declared or (isinstance(declared, list) and name in declared)
 
 
+class PaginationLoopError(FatalAPIError):
+    """Asana handed back a pagination token it had already given for this listing."""
+
+
+def next_offset(body: Mapping[str, t.Any], seen: set[str]) -> str | None:
+    """The offset of the page after ``body`` (None on the last page), never a repeat.
+
+    A token seen before in the same listing means the pages cycle (A -> B -> A): without
+    this check the listing would never end. ``seen`` collects this listing's tokens.
+    """
+    next_page = body.get("next_page")
+    if not (isinstance(next_page, dict) and next_page.get("offset")):
+        return None
+    offset = str(next_page["offset"])
+    if offset in seen:
+        msg = (
+            f"Asana sent a pagination token it had already sent for this listing, after "
+            f"{len(seen)} pages: the pages cycle. Stopped instead of looping forever; "
+            "re-run later, and report it to Asana if it persists."
+        )
+        raise PaginationLoopError(msg)
+    seen.add(offset)
+    return offset
+
+
 class AsanaPaginator(BaseAPIPaginator[str]):
-    """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page."""
+    """Follows ``next_page.offset``; Asana sends ``next_page: null`` on the last page.
+
+    A page may be empty and still have a next page (records on it were filtered out or
+    deleted): paging goes on, where the SDK's default would stop and lose the rest.
+    """
+
+    def __init__(self, start_value: str | None) -> None:
+        """Start a listing with no token seen."""
+        super().__init__(start_value)
+        self._seen: set[str] = set()
 
     def get_next(self, response: requests.Response) -> str | None:
         """Return the opaque offset token of the next page, if any."""
+        return next_offset(_body(response), self._seen)
+
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        """Keep paging past an empty page that still has a ``next_page``."""
         next_page = _body(response).get("next_page")
-        if isinstance(next_page, dict) and next_page.get("offset"):
-            return str(next_page["offset"])
-        return None
+        return isinstance(next_page, dict) and bool(next_page.get("offset"))
 
 
 def _body(response: requests.Response) -> dict[str, t.Any]:
@@ -246,7 +282,8 @@ class AsanaStream(RESTStream[str]):
     modified_since_param: t.ClassVar[str | None] = None
     #: Emit each gid at most once per run (objects reachable from several parents).
     deduplicate: t.ClassVar[bool] = False
-    #: Record properties the tap adds itself; they are not requested from Asana.
+    #: Record properties the tap adds itself, from the stream context (e.g. the parent's
+    #: gid, when the endpoint's records carry no link to it); never requested from Asana.
     tap_fields: t.ClassVar[frozenset[str]] = frozenset()
     #: What a skipped context is called in warnings, e.g. ``("project", "project_gid")``.
     context_label: t.ClassVar[tuple[str, str] | None] = None
@@ -257,8 +294,10 @@ class AsanaStream(RESTStream[str]):
     required_fields: t.ClassVar[frozenset[str]] = frozenset({"workspace"})
     #: Synced once per parent record (per task, per project): log totals, not each sync.
     per_parent: t.ClassVar[bool] = False
-    #: A paid Asana feature: a 402 turns it off for that workspace, with one warning.
-    premium: t.ClassVar[bool] = False
+    #: Answers meaning "this feature does not exist in this workspace" (402: a paid
+    #: plan is needed; 400: e.g. teams or goals asked of a personal workspace). Such an
+    #: answer turns the stream off for that workspace, with one warning.
+    unavailable_statuses: t.ClassVar[frozenset[int]] = frozenset()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -271,7 +310,7 @@ class AsanaStream(RESTStream[str]):
         self._thread_local = threading.local()
         self._after_emit: list[Callable[[], None]] = []
         self.current_record: dict[str, t.Any] | None = None
-        self._premium_unavailable: set[str] = set()
+        self._unavailable_in: set[str] = set()
         if self.per_parent or self.prefetch:
             # Synced once per parent (per task): the SDK's per-sync log lines and
             # metrics would be six lines per task, most of the log, and worker threads
@@ -475,6 +514,8 @@ class AsanaStream(RESTStream[str]):
             raise SkippedObjectError(status, self.response_error_message(response))
         if status == 400:
             self._raise_for_bad_request(response)
+            if 400 in self.unavailable_statuses:
+                raise SkippedObjectError(status, self.response_error_message(response))
         if status >= 400:
             raise FatalAPIError(self.response_error_message(response))
         try:
@@ -526,6 +567,17 @@ class AsanaStream(RESTStream[str]):
             "revoked. Create a new one in Asana (My Settings > Apps > Developer apps) and "
             "set TAP_ASANA_VL_ACCESS_TOKEN."
         )
+
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Fill the tap's own fields (``tap_fields``) from the context."""
+        for key in self.tap_fields:
+            if context and key in context and row.get(key) is None:
+                row[key] = context[key]
+        return row
 
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
         """Records are the ``data`` list of the (already parsed) body."""
@@ -628,22 +680,23 @@ class AsanaStream(RESTStream[str]):
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
         parent = self.parent_record()
-        if self.premium and exc.status == 402 and parent is not None:
+        if exc.status in self.unavailable_statuses and parent is not None:
             workspace = _workspace_of(parent)
-            if workspace in self._premium_unavailable:
+            if workspace in self._unavailable_in:
                 return
             # Once per workspace: the feature is off there, so stop asking.
-            self._premium_unavailable.add(workspace)
-            context = {"workspace_gid": workspace}
+            self._unavailable_in.add(workspace)
             what = f"workspace {workspace}"
-            entry = f"{self.name}: {what} (premium feature)"
+            reason = "premium feature" if exc.status == 402 else "not offered there"
             with self.stats.lock:
-                self.stats.skipped.append(entry)
+                self.stats.skipped.append(f"{self.name}: {what} ({reason})")
+            because = (
+                "Asana says it needs a paid plan"
+                if exc.status == 402
+                else "Asana does not offer it in this kind of workspace"
+            )
             self.logger.warning(
-                "Skipping stream '%s' for %s: Asana says it needs a paid plan (%s)",
-                self.name,
-                what,
-                exc,
+                "Skipping stream '%s' for %s: %s (%s)", self.name, what, because, exc
             )
             return
         what = self._context_description(context)
@@ -711,7 +764,7 @@ class AsanaStream(RESTStream[str]):
         Saves a request per parent where the answer is known (no subtasks, not an
         organization, a paid feature this workspace lacks). Override to add reasons.
         """
-        return not (self.premium and _workspace_of(parent) in self._premium_unavailable)
+        return _workspace_of(parent) not in self._unavailable_in
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Where records come from: the prefetched or listed pages for ``context``.
@@ -756,12 +809,12 @@ class AsanaStream(RESTStream[str]):
     def iter_data(self, path: str, params: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """Every record of a paginated listing other than the stream's own."""
         offset = None
+        seen: set[str] = set()
         while True:
             body = self.get_body(path, {**params, "limit": self.page_size, "offset": offset})
             yield from body["data"]
-            next_page = body.get("next_page") or {}
-            offset = next_page.get("offset")
-            if not offset:
+            offset = next_offset(body, seen)
+            if offset is None:
                 return
 
     def fetch_object(self, path: str, fields: str = "gid") -> dict[str, t.Any] | None:

@@ -198,8 +198,10 @@ class TimeTrackingEntriesStream(AsanaStream):
     path = "/tasks/{task_gid}/time_tracking_entries"
     parent_stream_type = TasksStream
     context_label = ("task", "task_gid")
+    # The endpoint's entries carry no link to their task: the SDK adds it from the context.
+    tap_fields = frozenset({"task_gid"})
     prefetch = True
-    premium = True
+    unavailable_statuses = frozenset({402})
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
         """Tasks with tracked time only."""
@@ -247,6 +249,17 @@ class SubtasksStream(AsanaStream):
         search = _SearchProgress(bookmarks.get(workspace))
         try:
             yield from self._search_changed(workspace, search)
+        except SearchTiesError as exc:
+            self.logger.warning(
+                "More than %d subtasks in workspace %s were created and modified in the "
+                "same millisecond (%s), which Asana's search cannot page through: walking "
+                "every task's subtasks there instead",
+                self.search_page,
+                workspace,
+                exc,
+            )
+            parents = self._all_tasks_with_subtasks(workspace)
+            self._walked_workspaces.add(workspace)
         except SearchUnavailableError as exc:
             self.logger.info(
                 "Task search unavailable in workspace %s (%s): using subtask walks",
@@ -284,37 +297,76 @@ class SubtasksStream(AsanaStream):
 
         Raises ``SearchUnavailableError`` before yielding anything where search is a
         paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+
+        Search has no offset: pages move ``modified_at.after`` up to the last result
+        (minus 1 ms, so the ties at that instant come back and are skipped as seen). A
+        full page of one single instant (a bulk edit) cannot move that way; the instant
+        is then read on its own, paged by ``created_at`` (see ``_search_instant``).
         """
         after = search.high_water or self.config.get("start_date")
         if after:
             after = format_timestamp(parse_timestamp(str(after)))
         seen: set[str] = set()
         while True:
-            params = {
-                "limit": self.search_page,
-                "is_subtask": "true",
-                "sort_by": "modified_at",
-                "sort_ascending": "true",
-                "modified_at.after": after,
-                "opt_fields": self.opt_fields,
-            }
             try:
-                page = self.get_body(f"/workspaces/{workspace}/tasks/search", params)["data"]
+                page = self._search_page(workspace, {"modified_at.after": after})
             except SkippedObjectError as exc:
                 if seen:
                     raise
                 raise SearchUnavailableError(str(exc.status)) from None
-            new = [r for r in page if r["gid"] not in seen]
-            for record in new:
+            yield from self._unseen(page, seen, search)
+            if len(page) < self.search_page:
+                return
+            first, last = page[0]["modified_at"], page[-1]["modified_at"]
+            if first == last:
+                yield from self._search_instant(workspace, last, seen, search)
+                after = last  # exclusive: everything at that instant is read now
+            else:
+                after = _just_before(last)
+
+    def _search_instant(
+        self, workspace: str, instant: str, seen: set[str], search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        """Every subtask modified at exactly ``instant``, paged by ``created_at``."""
+        window = {
+            "modified_at.after": _just_before(instant),
+            "modified_at.before": _just_after(instant),
+        }
+        created_after: str | None = None
+        while True:
+            params = {**window, "sort_by": "created_at", "created_at.after": created_after}
+            page = self._search_page(workspace, params)
+            yield from self._unseen(page, seen, search)
+            if len(page) < self.search_page:
+                return
+            first, last = page[0]["created_at"], page[-1]["created_at"]
+            if first == last:
+                # A full page created and modified in the same millisecond: search
+                # cannot tell them apart. Never skip them: walk this workspace instead.
+                raise SearchTiesError(instant)
+            created_after = _just_before(last)
+
+    def _search_page(self, workspace: str, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
+        params = {
+            "limit": self.search_page,
+            "is_subtask": "true",
+            "sort_by": "modified_at",
+            "sort_ascending": "true",
+            "opt_fields": self.opt_fields,
+            **bounds,
+        }
+        path = f"/workspaces/{workspace}/tasks/search"
+        return t.cast("list[dict[str, t.Any]]", self.get_body(path, params)["data"])
+
+    @staticmethod
+    def _unseen(
+        page: list[dict[str, t.Any]], seen: set[str], search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        for record in page:
+            if record["gid"] not in seen:
                 seen.add(record["gid"])
                 search.saw(record.get("modified_at"))
                 yield record
-            if len(page) < self.search_page or not new:
-                return
-            # No offset here: continue after the last modified_at seen. Ties at that
-            # instant come back and are skipped above.
-            last = parse_timestamp(page[-1]["modified_at"])
-            after = format_timestamp(last - datetime.timedelta(milliseconds=1))
 
     def _full_walk_due(self) -> bool:
         if self._walked_workspaces:
@@ -369,6 +421,18 @@ SEARCH_INDEX_LAG = datetime.timedelta(minutes=10)
 
 class SearchUnavailableError(Exception):
     """Asana's task search is not available in this workspace (a paid feature)."""
+
+
+class SearchTiesError(Exception):
+    """More subtasks share one ``modified_at`` and ``created_at`` than a search page holds."""
+
+
+def _just_before(timestamp: str) -> str:
+    return format_timestamp(parse_timestamp(timestamp) - datetime.timedelta(milliseconds=1))
+
+
+def _just_after(timestamp: str) -> str:
+    return format_timestamp(parse_timestamp(timestamp) + datetime.timedelta(milliseconds=1))
 
 
 class _SearchProgress:
@@ -466,6 +530,7 @@ class TeamsStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_label = ("workspace", "workspace_gid")
     child_context_key = "team_gid"
+    unavailable_statuses = frozenset({400})
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
         """Only organizations have teams."""
@@ -491,7 +556,7 @@ class PortfoliosStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     child_context_key = "portfolio_gid"
-    premium = True
+    unavailable_statuses = frozenset({400, 402})
 
     def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
         """Asana requires an owner; ``me`` is the token's user."""
@@ -509,15 +574,6 @@ class PortfolioItemsStream(AsanaStream):
     tap_fields = frozenset({"portfolio_gid"})
     per_parent = True
 
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
-        """Add the portfolio to the row: it is part of the key."""
-        row["portfolio_gid"] = (context or {}).get("portfolio_gid")
-        return row
-
 
 class GoalsStream(AsanaStream):
     """Goals of each workspace (paid plans; 402 turns it off for that workspace)."""
@@ -527,7 +583,7 @@ class GoalsStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
-    premium = True
+    unavailable_statuses = frozenset({400, 402})
 
 
 def _workspace_gid(record: Mapping[str, t.Any]) -> str:

@@ -54,26 +54,53 @@ def _in_flight(requests: list, latency: float) -> list[int]:
 
 
 def test_messages_are_in_a_valid_order_and_state_never_runs_ahead():
+    """Each bookmark in every STATE is covered by records already written, per partition.
+
+    Tasks: a project's bookmark never passes the newest task written *for that project*.
+    Stories: the stream bookmark never passes the newest story written. Subtask search:
+    a workspace's mark never passes the newest subtask of that workspace written.
+    """
     messages, _ = _sync(workers=10, latency=0.002)
     schema_seen: set[str] = set()
-    written_max: dict[str, str] = {}
+    task_max: dict[str, str] = {}  # project gid -> newest modified_at written
+    story_max = ""
+    subtask_max: dict[str, str] = {}  # workspace gid -> newest modified_at written
+    checked = 0
     for message in messages:
         if message["type"] == "SCHEMA":
             schema_seen.add(message["stream"])
         elif message["type"] == "RECORD":
-            stream = message["stream"]
+            stream, record = message["stream"], message["record"]
             assert stream in schema_seen, f"RECORD of {stream} before its SCHEMA"
             if stream == "tasks":
-                value = message["record"]["modified_at"]
-                written_max["tasks"] = max(written_max.get("tasks", ""), value)
+                project = record["project_gid"]
+                task_max[project] = max(task_max.get(project, ""), record["modified_at"])
+            elif stream == "stories":
+                story_max = max(story_max, record["created_at"])
+            elif stream == "subtasks":
+                workspace = record["workspace"]["gid"]
+                subtask_max[workspace] = max(subtask_max.get(workspace, ""), record["modified_at"])
         elif message["type"] == "STATE":
-            tasks = message["value"].get("bookmarks", {}).get("tasks", {})
-            for partition in tasks.get("partitions", []):
+            bookmarks = message["value"].get("bookmarks", {})
+            for partition in bookmarks.get("tasks", {}).get("partitions", []):
                 bookmark = partition.get("replication_key_value")
                 if bookmark:
-                    assert bookmark[:23] <= written_max["tasks"][:23], (
-                        "a bookmark passed records not yet written"
+                    project = partition["context"]["project_gid"]
+                    assert bookmark[:23] <= task_max.get(project, "")[:23], (
+                        f"project {project}'s bookmark passed its records not yet written"
                     )
+                    checked += 1
+            stories = bookmarks.get("stories", {}).get("replication_key_value")
+            if stories:
+                assert stories[:23] <= story_max[:23], "stories bookmark ran ahead"
+                checked += 1
+            search = bookmarks.get("subtasks", {}).get("search_bookmarks", {})
+            for workspace, mark in search.items():
+                assert mark[:23] <= subtask_max.get(workspace, "")[:23], (
+                    f"workspace {workspace}'s search mark ran ahead"
+                )
+                checked += 1
+    assert checked, "no bookmark was checked"
 
 
 def test_a_fatal_error_in_one_prefetch_stops_the_run_promptly(tmp_path):

@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.postgres_server import PostgresServer, PostgresUnavailableError, running_postgres
-
-psycopg = pytest.importorskip("psycopg")
 
 REPO = Path(__file__).resolve().parent.parent
 MELTANO_VERSION = "4.4.1"
@@ -106,6 +105,9 @@ def _env(fake: FakeAsana, postgres: PostgresServer) -> dict[str, str]:
         "TARGET_POSTGRES_PASSWORD": postgres.password,
         "TARGET_POSTGRES_DATABASE": postgres.database,
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "asana",
+        # The target's default, stated so that this test keeps proving it: every record
+        # is validated against its stream's SCHEMA, and one refusal fails the load.
+        "TARGET_POSTGRES_VALIDATE_RECORDS": "true",
     }
 
 
@@ -192,6 +194,16 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         # target-postgres 0.8.1 creates `timestamp` (no time zone) columns; they must
         # hold UTC whatever the server's time zone (meltano.yml sets PGTZ=UTC).
         assert modified_at == some_task["modified_at"]
+
+        # --- The same full sync through target-jsonl, which validates every record too.
+        output = meltano_project / "jsonl-output"
+        jsonl_env = {**env, "TARGET_JSONL_DESTINATION_PATH": str(output)}
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-jsonl", env=jsonl_env)
+        lines = {
+            path.stem: len(path.read_text(encoding="utf-8").splitlines())
+            for path in output.glob("*.jsonl")
+        }
+        assert lines == expected
 
         # --- Meltano stored per-project task bookmarks.
         state = json.loads(_meltano(meltano_project, "state", "get", STATE_ID, env=env).stdout)

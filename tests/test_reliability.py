@@ -338,3 +338,37 @@ def test_a_listing_cut_off_part_way_does_not_advance_its_bookmark(fake, pat_conf
     assert "replication_key_value" not in partitions[project]  # re-read in full next run
     others = [p for gid, p in partitions.items() if gid != project]
     assert all(p.get("replication_key_value") for p in others)
+
+
+def _page(records: list[dict[str, Any]], offset: str | None) -> dict[str, Any]:
+    next_page = None if offset is None else {"offset": offset, "path": "/x", "uri": "http://x"}
+    return {"data": records, "next_page": next_page}
+
+
+def test_an_empty_page_with_a_next_page_does_not_end_the_listing(fake, pat_config):
+    """Asana can send ``data: []`` before more pages; stopping there loses the rest."""
+    workspace = next(iter(fake.dataset.workspaces))
+    tags = [
+        {"gid": t["gid"], "resource_type": "tag", "name": t["name"]}
+        for t in fake.dataset.tags_by_workspace[workspace]
+    ]
+    assert tags
+    listing = rf"/api/1\.0/workspaces/{workspace}/tags\?"
+    fake.inject(listing + r"(?!.*offset=)", 200, body=_page([], "empty-then-more"))
+    fake.inject(listing + r".*offset=empty-then-more", 200, body=_page(tags, None))
+
+    result = run_tap({**pat_config, **FAST, "workspace_gids": [workspace]})
+
+    assert sorted(result.gids("tags")) == sorted(t["gid"] for t in tags)
+
+
+def test_pagination_tokens_that_cycle_fail_instead_of_looping_forever(fake, pat_config):
+    workspace = next(iter(fake.dataset.workspaces))
+    listing = rf"/api/1\.0/workspaces/{workspace}/tags\?"
+    fake.inject(listing + r"(?!.*offset=)", 200, body=_page([], "token-a"), times=None)
+    fake.inject(listing + r".*offset=token-a", 200, body=_page([], "token-b"), times=None)
+    fake.inject(listing + r".*offset=token-b", 200, body=_page([], "token-a"), times=None)
+
+    with pytest.raises(Exception, match="pages cycle"):
+        run_tap({**pat_config, **FAST, "workspace_gids": [workspace]})
+    assert len(fake.requests_for(f"/api/1.0/workspaces/{workspace}/tags")) <= 3

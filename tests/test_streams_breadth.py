@@ -4,8 +4,11 @@ Asana says a feature is paid."""
 
 from __future__ import annotations
 
-import json
+import datetime
 from collections import Counter
+
+import pytest
+from singer_sdk.exceptions import FatalAPIError
 
 from tap_asana_vl.tap import TapAsanaVl
 from tests.tap_runner import catalog_selecting, run_tap
@@ -136,7 +139,7 @@ def test_premium_features_are_skipped_per_workspace_with_one_warning(fake, pat_c
     result = run_tap({**pat_config, **FAST})
 
     free_tasks = {g for g, t in fake.dataset.tasks.items() if t["workspace"]["gid"] == free}
-    assert not {r["task"]["gid"] for r in result.records["time_tracking_entries"]} & free_tasks
+    assert not {r["task_gid"] for r in result.records["time_tracking_entries"]} & free_tasks
     assert result.records["time_tracking_entries"], "the paid workspace still syncs"
     time_calls = [
         r
@@ -153,6 +156,36 @@ def test_premium_features_are_skipped_per_workspace_with_one_warning(fake, pat_c
         ]
         assert len(warnings) == 1, stream
     assert all(g["workspace"]["gid"] != free for g in result.records["goals"])
+
+
+def test_a_400_from_a_listing_some_workspaces_lack_skips_it_there_once(fake, pat_config):
+    """Goals, portfolios and teams asked of the wrong kind of workspace: skip, not fail."""
+    first, second = list(fake.dataset.workspaces)
+    fake.inject(rf"/api/1\.0/goals\?.*workspace={first}", 400, times=None)
+    fake.inject(rf"/api/1\.0/portfolios\?.*workspace={first}", 400, times=None)
+    fake.inject(rf"/api/1\.0/workspaces/{first}/teams", 400, times=None)
+
+    result = run_tap({**pat_config, **FAST})
+
+    for stream in ("goals", "portfolios", "teams"):
+        warnings = [
+            line
+            for line in result.logs.splitlines()
+            if line.startswith("WARNING")
+            and f"Skipping stream '{stream}' for workspace {first}" in line
+        ]
+        assert len(warnings) == 1, (stream, result.logs)
+        assert "does not offer it" in warnings[0]
+    assert {g["gid"] for g in result.records["goals"]} == {
+        g["gid"] for g in fake.dataset.goals.values() if g["workspace"]["gid"] == second
+    }
+    assert result.records["tasks"], "everything else still syncs"
+
+
+def test_a_400_elsewhere_still_fails_the_run(fake, pat_config):
+    fake.inject(r"/api/1\.0/workspaces/\d+/tags", 400, times=None)
+    with pytest.raises(FatalAPIError, match="400"):
+        run_tap({**pat_config, **FAST})
 
 
 def test_deselected_streams_cost_no_requests(fake, pat_config):
@@ -179,7 +212,8 @@ def test_settings_turn_off_expensive_families(fake, pat_config):
     assert result.records["attachments"] == []
     assert not [r for r in fake.requests if r.path.endswith("/subtasks") or "attachments" in r.path]
     assert not [r for r in fake.requests if r.path.endswith("/tasks/search")]
-    assert json.dumps(result.records["tasks"])  # the rest is unaffected
+    assert _gids(result, "tasks") == set(fake.dataset.tasks)  # the rest is unaffected
+    assert _gids(result, "stories") == set(fake.dataset.stories)
 
 
 def test_deselected_task_columns_do_not_starve_child_streams(fake, pat_config):
@@ -221,3 +255,55 @@ def test_activate_version_is_never_sent(fake, pat_config):
     result = run_tap({**pat_config, **FAST, "emit_activate_version_messages": True})
     assert not [m for m in result.messages if m["type"] == "ACTIVATE_VERSION"]
     assert "activate-version" not in TapAsanaVl.capabilities
+
+
+def _bulk_edited_subtasks(fake, count: int, *, same_created_at: bool) -> tuple[list[str], str]:
+    """``count`` new subtasks of one task, all modified at one instant (a bulk edit)."""
+    ds = fake.dataset
+    parent = next(iter(ds.tasks.values()))
+    now_ms = int(fake.now() * 1000)
+    instant = _iso_ms(now_ms - 60_000)
+    gids = []
+    for i in range(count):
+        created = _iso_ms(now_ms - 120_000 - (0 if same_created_at else count - i))
+        subtask = fake.add_subtask(parent["gid"], created_at=created)
+        fake.touch_task(subtask["gid"], at=instant)
+        gids.append(subtask["gid"])
+    return gids, instant
+
+
+def _iso_ms(ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def test_subtask_search_reads_every_subtask_of_a_bulk_edit(fake, pat_config):
+    """250 subtasks share one modified_at: search has no offset, yet none is skipped."""
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    bulk, instant = _bulk_edited_subtasks(fake, 250, same_created_at=False)
+    fake.reset_log()
+
+    second = run_tap(config, state=first.state)
+
+    assert set(bulk) <= set(second.gids("subtasks"))
+    assert second.records["tasks"] == []  # found by search, not through a changed parent
+    workspace = next(iter(fake.dataset.tasks.values()))["workspace"]["gid"]
+    bookmark = second.state["bookmarks"]["subtasks"]["search_bookmarks"][workspace]
+    assert bookmark <= instant
+    # A third run re-reads at most the lag window, and still nothing is missing.
+    third = run_tap(config, state=second.state)
+    assert set(bulk) <= set(second.gids("subtasks")) | set(third.gids("subtasks"))
+
+
+def test_subtask_search_ties_it_cannot_page_fall_back_to_a_walk(fake, pat_config):
+    """Over a page created *and* modified in one millisecond: walk, never skip."""
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    bulk, _ = _bulk_edited_subtasks(fake, 150, same_created_at=True)
+    fake.reset_log()
+
+    second = run_tap(config, state=first.state)
+
+    assert set(bulk) <= set(second.gids("subtasks"))
+    assert "same millisecond" in second.logs
