@@ -6,12 +6,14 @@ import copy
 import io
 import json
 import logging
+import re
 from collections import defaultdict
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
+from tests.fake_asana import FakeAsana
 
 
 @dataclass
@@ -98,6 +100,18 @@ def run_tap(
         elif message["type"] == "STATE":
             result.states.append(message["value"])
     return result
+
+
+#: Fields the tap adds to records itself (the key of the parent it listed them under).
+TAP_ADDED_FIELDS = frozenset({"project_gid", "task_gid", "portfolio_gid"})
+
+
+def as_served(fake: FakeAsana, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as the fake answered it at ``path`` (a stream's path template) for the
+    ``opt_fields`` the tap sent there: what the tap should emit, field for field."""
+    pattern = re.compile("^/api/1.0" + re.sub(r"\{\w+\}", "[^/]+", path) + "$")
+    sent = [r.query.get("opt_fields", [""])[0] for r in fake.requests if pattern.match(r.path)]
+    return fake.shape(obj, path, max(sent, key=len))
 
 
 def catalog_selecting(config: dict[str, Any], selected: set[str]) -> dict[str, Any]:

@@ -1602,6 +1602,14 @@ class FakeAsana:
         return self._envelope(records[:limit], "task", query, endpoint, None, paginated=False)
 
     # ----- rendering
+    def shape(self, obj: dict[str, Any], endpoint: str, opt_fields: str) -> dict[str, Any]:
+        """``obj`` as ``endpoint`` (a spec path template) answers it for ``opt_fields``.
+
+        For tests that compare what the tap emitted with what Asana sent it.
+        """
+        with self.dataset.lock:
+            return project(obj, documented_opt_fields(opt_fields, endpoint), self._resolve)
+
     def _resolve(self, ref: dict[str, Any]) -> dict[str, Any] | None:
         table = self._tables.get(ref.get("resource_type") or "")
         gid = ref.get("gid")
