@@ -594,7 +594,11 @@ class Dataset:
             value = [ref(users[n % len(users)])] if users and n % 2 else []
             display = ", ".join(u["name"] for u in value) or None
         out = {k: definition[k] for k in keys if k in definition}
-        out[_VALUE_KEY[definition["type"]][0]] = value
+        value_key = _VALUE_KEY[definition["type"]][0]
+        # CustomFieldCompact (on projects) documents no people_value: there only the
+        # display_value tells who it is.
+        if keys is _TASK_VALUE_KEYS or value_key != "people_value":
+            out[value_key] = value
         out["display_value"] = display
         return out
 
@@ -979,8 +983,9 @@ class Dataset:
         elif subtype == "date_custom_field_changed" and "Launch date" in by_name:
             extra = {
                 "custom_field": self._cf_ref(by_name["Launch date"]),
+                # The spec documents these as StoryResponseDates, not as a date_value.
                 "old_date_value": None,
-                "new_date_value": {"date": "2025-03-01", "date_time": None},
+                "new_date_value": {"start_on": None, "due_at": None, "due_on": "2025-03-01"},
             }
             default = "changed Launch date to Mar 1, 2025"
         elif subtype == "multi_enum_custom_field_changed" and "Platforms" in by_name:
