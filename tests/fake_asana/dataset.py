@@ -116,7 +116,6 @@ COMPACT_FIELDS: dict[str, tuple[str, ...]] = {
 _REF_KEYS: dict[str, tuple[str, ...]] = {
     "task": ("gid", "resource_type", "name", "resource_subtype"),
     "status_update": ("gid", "resource_type", "title", "resource_subtype"),
-    "enum_option": ("gid", "resource_type", "name", "enabled", "color"),
 }
 _NAMED_REF = ("gid", "resource_type", "name")
 
