@@ -634,11 +634,24 @@ class AsanaStream(RESTStream[str]):
                 emitted += 1
                 yield record
         except SkippedObjectError as exc:
+            if self.parent_stream_type is None:
+                # Only a child of a known parent may be skipped; a top-level listing
+                # that answers 403/404 means a wrong api_url or token: nothing to sync.
+                msg = (
+                    f"The top-level listing of {self.name} failed ({exc}): check "
+                    f"api_url ({self.url_base}; Asana's is {DEFAULT_API_URL}) and that the "
+                    "token may read workspaces."
+                )
+                raise FatalAPIError(msg) from None
             self._skip(context, exc)
             if emitted and self.replication_key:
                 # Cut off part-way: what was read must not become the bookmark, or the
-                # unread pages' older changes would be skipped for good.
-                self.get_context_state(context).pop("progress_markers", None)
+                # unread pages' older changes would be skipped for good. Records of the
+                # last batch are still to be written (and will mark progress again), so
+                # the progress is dropped once they are out.
+                self.after_emit(
+                    lambda: self.get_context_state(context).pop("progress_markers", None)
+                )
 
     def after_emit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every record of the current context is written.
