@@ -79,22 +79,22 @@ class ProjectsStream(AsanaStream):
 
     def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
         """Leave out `archived` to get both; `false` to skip archived projects."""
-        if self.config.get("include_archived_projects", True):
-            return {}
-        return {"archived": "false"}
+        return project_listing_params(self.config)
 
     def accept(self, record: dict[str, t.Any]) -> bool:
         """Apply the ``project_gids`` filter (children of dropped projects are skipped)."""
-        wanted = self.config.get("project_gids")
-        if wanted and record["gid"] not in wanted:
-            return False
-        self.gids_by_workspace.setdefault(_workspace_gid(record), []).append(record["gid"])
-        return True
+        return project_wanted(self.config, record["gid"])
 
-    @cached_property
-    def gids_by_workspace(self) -> dict[str, list[str]]:
-        """Projects synced in this run, per workspace (the subtasks full walk uses it)."""
-        return {}
+
+def project_listing_params(config: Mapping[str, t.Any]) -> dict[str, str]:
+    """Filters for listing a workspace's projects, as the settings ask."""
+    return {} if config.get("include_archived_projects", True) else {"archived": "false"}
+
+
+def project_wanted(config: Mapping[str, t.Any], gid: str) -> bool:
+    """Whether the ``project_gids`` setting lets project ``gid`` through."""
+    wanted = config.get("project_gids")
+    return not wanted or gid in wanted
 
 
 class TasksStream(AsanaStream):
@@ -266,7 +266,7 @@ class SubtasksStream(AsanaStream):
                 workspace,
                 exc,
             )
-            if self._full_walk_due():
+            if self._full_walk_due(workspace):
                 self.logger.info("Walking every task's subtasks in workspace %s", workspace)
                 parents = self._all_tasks_with_subtasks(workspace)
                 self._walked_workspaces.add(workspace)
@@ -282,7 +282,10 @@ class SubtasksStream(AsanaStream):
                 ceiling = format_timestamp(started - SEARCH_INDEX_LAG)
                 bookmarks[workspace] = min(search.high_water, ceiling)
             if walked:
-                self.stream_state["last_full_walk_at"] = format_timestamp(started)
+                # Per workspace, and only now that this walk's records are out: a run
+                # killed during another workspace's walk redoes that one next time.
+                walks = self.stream_state.setdefault("full_walks", {})
+                walks[workspace] = format_timestamp(started)
 
         self.after_emit(advance_state)
 
@@ -368,10 +371,10 @@ class SubtasksStream(AsanaStream):
                 search.saw(record.get("modified_at"))
                 yield record
 
-    def _full_walk_due(self) -> bool:
-        if self._walked_workspaces:
-            return True  # a walk that started this run covers every workspace
-        last = self.stream_state.get("last_full_walk_at")
+    def _full_walk_due(self, workspace: str) -> bool:
+        if workspace in self._walked_workspaces:
+            return True
+        last = self.stream_state.get("full_walks", {}).get(workspace)
         if not last:
             return True
         days = float(self.config.get("subtasks_full_walk_days", 7))
@@ -379,9 +382,17 @@ class SubtasksStream(AsanaStream):
         return age >= datetime.timedelta(days=days)
 
     def _all_tasks_with_subtasks(self, workspace: str) -> list[str]:
-        projects = t.cast("ProjectsStream", self._tap.streams["projects"])
+        """Tasks with subtasks in the workspace's projects.
+
+        The projects are listed here: this stream must not depend on the projects
+        stream having run (it may be deselected).
+        """
+        projects = self.iter_data(
+            "/projects",
+            {"workspace": workspace, "opt_fields": "gid", **project_listing_params(self.config)},
+        )
         gids: dict[str, None] = {}
-        for project in projects.gids_by_workspace.get(workspace, []):
+        for project in (p["gid"] for p in projects if project_wanted(self.config, p["gid"])):
             params = {"project": project, "opt_fields": "num_subtasks"}
             try:
                 for task in self.iter_data("/tasks", params):
