@@ -99,8 +99,9 @@ RETRIABLE_ERRORS = (
 )
 MAX_BACKOFF_SECONDS = 60.0
 # 429s are retried as long as Asana asks, but one request refused this many times in a
-# row (an hour or more of waiting) means something else holds the quota.
+# row, or kept waiting this long in total, means something else holds the quota.
 MAX_CONSECUTIVE_429 = 60
+MAX_RATE_LIMITED_SECONDS = 900.0
 # A Retry-After longer than this is capped (a misbehaving proxy could say "a day").
 MAX_RETRY_AFTER_SECONDS = 900.0
 # Query parameters that shape pages rather than say what is listed.
@@ -433,6 +434,7 @@ class AsanaStream(RESTStream[str]):
         def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
             failures = 0
             rate_limited = 0
+            rate_limited_seconds = 0.0
             while True:
                 self._pause(self.rate_limiter.reserve())
                 with self.stats.lock:
@@ -441,12 +443,17 @@ class AsanaStream(RESTStream[str]):
                     return func(prepared, context)
                 except RateLimitedError as exc:
                     rate_limited += 1
-                    if rate_limited > MAX_CONSECUTIVE_429:
+                    rate_limited_seconds += exc.retry_after
+                    if (
+                        rate_limited > MAX_CONSECUTIVE_429
+                        or rate_limited_seconds > MAX_RATE_LIMITED_SECONDS
+                    ):
                         msg = (
                             f"Asana (or a proxy) answered 429 to {self.path} "
-                            f"{rate_limited} times in a row; giving up. Another client may "
-                            "be using up this token's quota: lower max_requests_per_minute "
-                            "or use a separate token."
+                            f"{rate_limited} times in a row, asking to wait "
+                            f"{rate_limited_seconds:.0f}s in all; giving up. Another client "
+                            "may be using up this token's quota: lower "
+                            "max_requests_per_minute or use a separate token."
                         )
                         raise FatalAPIError(msg) from None
                     with self.stats.lock:

@@ -416,3 +416,15 @@ def test_a_top_level_listing_answering_404_fails_the_run(fake, pat_config):
     wrong = fake.api_url.replace("/api/1.0", "/api/1.1")
     with pytest.raises(Exception, match=r"top-level listing of workspaces.*check api_url"):
         run_tap({**pat_config, **FAST, "api_url": wrong})
+
+
+def test_a_huge_retry_after_is_capped_in_total_then_fails_clearly(fake, pat_config, monkeypatch):
+    """Retry-After: 99999 again and again must not hold a run for hours."""
+    # The policy, scaled down: each wait capped at 0.2 s, at most 0.5 s in all.
+    monkeypatch.setattr(tap_asana_vl.client, "MAX_RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(tap_asana_vl.client, "MAX_RATE_LIMITED_SECONDS", 0.5)
+    fake.inject(r"/api/1\.0/workspaces", 429, times=None, headers={"Retry-After": "99999"})
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"answered 429 to /workspaces 3 times in a row"):
+        run_tap({**pat_config, **FAST})
+    assert time.monotonic() - started < 5
