@@ -260,8 +260,8 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
         # Asana's description starts with the error code; don't say it twice.
         said = f" ({_one_line(description)})" if description.startswith(error) else ""
         return (
-            f"Asana refused the requested scopes{named}{said or f' ({error}){detail}'}; enable them "
-            "for the app in Asana's developer console, or re-run without them (--scope)"
+            f"Asana refused the requested scopes{named}{said or f' ({error}){detail}'}; "
+            "enable them for the app in Asana's developer console, or re-run without them (--scope)"
         )
     if error == "unauthorized_client":
         return (
