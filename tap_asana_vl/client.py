@@ -29,6 +29,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_asana_vl import __version__, schemas
 from tap_asana_vl.auth import AsanaAuthError, token_of
+from tap_asana_vl.scopes import fix_hint, mentions_scope
 
 T = t.TypeVar("T")
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -67,6 +68,10 @@ class SkippedObjectError(Exception):
         self.status = status
 
 
+class ScopeMissingError(SkippedObjectError):
+    """Asana refused a request for the token's OAuth scopes: the stream is off for the run."""
+
+
 class RateLimitedError(Exception):
     """Asana answered 429; retried after ``retry_after`` seconds, without a try limit."""
 
@@ -99,8 +104,9 @@ RETRIABLE_ERRORS = (
 )
 MAX_BACKOFF_SECONDS = 60.0
 # 429s are retried as long as Asana asks, but one request refused this many times in a
-# row (an hour or more of waiting) means something else holds the quota.
+# row, or kept waiting this long in total, means something else holds the quota.
 MAX_CONSECUTIVE_429 = 60
+MAX_RATE_LIMITED_SECONDS = 900.0
 # A Retry-After longer than this is capped (a misbehaving proxy could say "a day").
 MAX_RETRY_AFTER_SECONDS = 900.0
 # Query parameters that shape pages rather than say what is listed.
@@ -298,6 +304,15 @@ class AsanaStream(RESTStream[str]):
     #: plan is needed; 400: e.g. teams or goals asked of a personal workspace). Such an
     #: answer turns the stream off for that workspace, with one warning.
     unavailable_statuses: t.ClassVar[frozenset[int]] = frozenset()
+    #: OAuth scope Asana's spec requires for ``path``; None: the endpoint has no granular
+    #: scope, so only a token with full permissions can read it (tests check the spec).
+    required_scope: t.ClassVar[str | None] = None
+    #: Fields needing further scopes, from the spec's field tables:
+    #: ``{"team": ("teams:read",)}``. Left out of ``opt_fields`` when not granted.
+    field_scopes: t.ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: For streams whose rows come from a field of the parent record (no request of
+    #: their own): that field, whose scopes this stream then needs.
+    from_parent_field: t.ClassVar[str | None] = None
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -311,6 +326,15 @@ class AsanaStream(RESTStream[str]):
         self._after_emit: list[Callable[[], None]] = []
         self.current_record: dict[str, t.Any] | None = None
         self._unavailable_in: set[str] = set()
+        #: Why the OAuth scopes keep this stream from being read (None: they don't).
+        self.scope_off: str | None = None
+        #: Fields the granted OAuth scopes cannot read; never requested.
+        self.scope_skipped_fields: frozenset[str] = frozenset()
+        #: With OAuth scopes unknown, send the first request alone: if Asana refuses it
+        #: for the scopes, no other request of this stream is sent (see _scope_refused).
+        self.probe_first_request = False
+        self._probe_lock = threading.Lock()
+        self._scope_warned = False
         if self.per_parent or self.prefetch:
             # Synced once per parent (per task): the SDK's per-sync log lines and
             # metrics would be six lines per task, most of the log, and worker threads
@@ -377,7 +401,14 @@ class AsanaStream(RESTStream[str]):
             for name in self.schema.get("properties", {}):
                 if name not in needed and not self.mask.get(("properties", name), True):
                     skip.add(name)
+        skip |= self.scope_skipped_fields
         return ",".join(opt_fields_for(self.schema, skip))
+
+    def requests_field(self, name: str) -> bool:
+        """Whether ``name`` would be in ``opt_fields`` (selected, or used by the tap)."""
+        if name in self.required_fields or name in self.primary_keys:
+            return True
+        return bool(self.mask.get(("properties", name), True))
 
     @property
     def emit_activate_version_messages(self) -> bool:
@@ -431,8 +462,21 @@ class AsanaStream(RESTStream[str]):
         """
 
         def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
+            self._raise_if_scope_off()
+            if self.probe_first_request:
+                with self._probe_lock:
+                    if self.probe_first_request:
+                        try:
+                            return attempt(prepared, context)
+                        finally:
+                            self.probe_first_request = False
+                self._raise_if_scope_off()
+            return attempt(prepared, context)
+
+        def attempt(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
             failures = 0
             rate_limited = 0
+            rate_limited_seconds = 0.0
             while True:
                 self._pause(self.rate_limiter.reserve())
                 with self.stats.lock:
@@ -441,12 +485,17 @@ class AsanaStream(RESTStream[str]):
                     return func(prepared, context)
                 except RateLimitedError as exc:
                     rate_limited += 1
-                    if rate_limited > MAX_CONSECUTIVE_429:
+                    rate_limited_seconds += exc.retry_after
+                    if (
+                        rate_limited > MAX_CONSECUTIVE_429
+                        or rate_limited_seconds > MAX_RATE_LIMITED_SECONDS
+                    ):
                         msg = (
                             f"Asana (or a proxy) answered 429 to {self.path} "
-                            f"{rate_limited} times in a row; giving up. Another client may "
-                            "be using up this token's quota: lower max_requests_per_minute "
-                            "or use a separate token."
+                            f"{rate_limited} times in a row, asking to wait "
+                            f"{rate_limited_seconds:.0f}s in all; giving up. Another client "
+                            "may be using up this token's quota: lower "
+                            "max_requests_per_minute or use a separate token."
                         )
                         raise FatalAPIError(msg) from None
                     with self.stats.lock:
@@ -482,6 +531,10 @@ class AsanaStream(RESTStream[str]):
 
         return send
 
+    def _raise_if_scope_off(self) -> None:
+        if self.scope_off is not None:
+            raise ScopeMissingError(403, self.scope_off)
+
     @property
     def max_retries(self) -> int:
         """Retries of one request after transient failures (``max_retries`` setting)."""
@@ -504,6 +557,15 @@ class AsanaStream(RESTStream[str]):
         status = response.status_code
         if status == 429:
             raise RateLimitedError(_retry_after_seconds(response))
+        if status in {401, 403} and mentions_scope(_asana_error_text(response)):
+            # Not an expired or revoked token: a refresh cannot help, and no other
+            # request of this stream would fare better.
+            self.scope_off = f"{status}: {_asana_error_text(response)}"
+            error = ScopeMissingError(status, self.response_error_message(response))
+            # Warned here, not where the error is caught: the stream's other contexts
+            # (and the one whose prefetch failed) now end before reaching _skip.
+            self._skip_for_scopes(error)
+            raise error
         if status == 401:
             if self.authenticator.reject(token_of(response.request)):
                 raise TokenRejectedError
@@ -617,7 +679,7 @@ class AsanaStream(RESTStream[str]):
         # bookmark come back every run. They were delivered then; dropping them keeps a
         # no-change re-sync from re-requesting their children.
         parent = self.parent_record()
-        if parent is not None and not self.wanted_for(parent):
+        if self.scope_off is not None or (parent is not None and not self.wanted_for(parent)):
             self._drop_prefetched(context)
             return
         bound = self._previous_bookmark(context)
@@ -634,11 +696,24 @@ class AsanaStream(RESTStream[str]):
                 emitted += 1
                 yield record
         except SkippedObjectError as exc:
+            if self.parent_stream_type is None:
+                # Only a child of a known parent may be skipped; a top-level listing
+                # that answers 403/404 means a wrong api_url or token: nothing to sync.
+                msg = (
+                    f"The top-level listing of {self.name} failed ({exc}): check "
+                    f"api_url ({self.url_base}; Asana's is {DEFAULT_API_URL}) and that the "
+                    "token may read workspaces."
+                )
+                raise FatalAPIError(msg) from None
             self._skip(context, exc)
             if emitted and self.replication_key:
                 # Cut off part-way: what was read must not become the bookmark, or the
-                # unread pages' older changes would be skipped for good.
-                self.get_context_state(context).pop("progress_markers", None)
+                # unread pages' older changes would be skipped for good. Records of the
+                # last batch are still to be written (and will mark progress again), so
+                # the progress is dropped once they are out.
+                self.after_emit(
+                    lambda: self.get_context_state(context).pop("progress_markers", None)
+                )
 
     def after_emit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every record of the current context is written.
@@ -679,6 +754,8 @@ class AsanaStream(RESTStream[str]):
         return parse_timestamp(value) if isinstance(value, str) else None
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if isinstance(exc, ScopeMissingError):
+            return  # the stream is off; warned once when Asana refused it
         parent = self.parent_record()
         if exc.status in self.unavailable_statuses and parent is not None:
             workspace = _workspace_of(parent)
@@ -706,6 +783,21 @@ class AsanaStream(RESTStream[str]):
             self.stats.skipped.append(entry)
         level = logging.DEBUG if exc.status == 404 else logging.WARNING
         self.logger.log(level, "Skipping %s for stream '%s': %s", what, self.name, exc)
+
+    def _skip_for_scopes(self, exc: ScopeMissingError) -> None:
+        """One warning, then the stream is off for the run (``scope_off`` is set)."""
+        with self.stats.lock:
+            if self._scope_warned:
+                return
+            self._scope_warned = True
+            self.stats.skipped.append(f"{self.name}: whole stream (OAuth scopes)")
+        self.logger.warning(
+            "Skipping stream '%s' for the rest of this run: Asana refused it for the "
+            "token's OAuth scopes (%s). Fix: %s, or deselect the stream.",
+            self.name,
+            exc,
+            fix_hint([]),
+        )
 
     # --- Concurrent children -------------------------------------------------------------
 
@@ -751,19 +843,28 @@ class AsanaStream(RESTStream[str]):
             future.cancel()
         self._prefetched.clear()
 
-    def parent_record(self) -> dict[str, t.Any] | None:
-        """The parent record whose children are being synced (None for top streams)."""
+    @property
+    def parent_stream(self) -> AsanaStream | None:
+        """The parent stream's instance in this tap (None for top streams)."""
         if self.parent_stream_type is None:
             return None
         parent = self._tap.streams.get(self.parent_stream_type.name)
-        return parent.current_record if isinstance(parent, AsanaStream) else None
+        return parent if isinstance(parent, AsanaStream) else None
+
+    def parent_record(self) -> dict[str, t.Any] | None:
+        """The parent record whose children are being synced (None for top streams)."""
+        parent = self.parent_stream
+        return parent.current_record if parent is not None else None
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
         """Whether this child stream has anything to fetch for ``parent``.
 
         Saves a request per parent where the answer is known (no subtasks, not an
-        organization, a paid feature this workspace lacks). Override to add reasons.
+        organization, a paid feature this workspace lacks, scopes that do not allow
+        it). Override to add reasons.
         """
+        if self.scope_off is not None:
+            return False
         return _workspace_of(parent) not in self._unavailable_in
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:

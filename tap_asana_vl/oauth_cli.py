@@ -30,6 +30,7 @@ import html
 import http.server
 import ipaddress
 import os
+import re
 import secrets
 import shlex
 import socket
@@ -52,6 +53,9 @@ from tap_asana_vl.dotenv_file import read_env_file, update_env_file
 
 __all__ = [
     "DEFAULT_SCOPES",
+    "DEFAULT_SCOPE_PURPOSES",
+    "FULL_ACCESS_STREAMS",
+    "SECTIONS_SCOPE",
     "AuthFailedError",
     "CallbackListener",
     "CliError",
@@ -79,32 +83,36 @@ OOB_REDIRECT_URI = "urn:ietf:wg:oauth:2.0:oob"
 ENV_CLIENT_ID = "TAP_ASANA_VL_CLIENT_ID"
 ENV_CLIENT_SECRET = "TAP_ASANA_VL_CLIENT_SECRET"  # noqa: S105 - a variable name
 ENV_REFRESH_TOKEN = "TAP_ASANA_VL_REFRESH_TOKEN"  # noqa: S105 - a variable name
+ENV_OAUTH_SCOPES = "TAP_ASANA_VL_OAUTH_SCOPES"
 
-# Read-only scopes requested by default: what the tap's streams read.  Keep this
-# the single source of truth; add the scope of each new stream here.
-DEFAULT_SCOPES: tuple[str, ...] = (
-    # Streams available today.
-    "workspaces:read",
-    "users:read",
-    "projects:read",
-    "tasks:read",
-    "stories:read",
-    # Field-level scopes for the tasks stream, which requests every schema field:
-    # task `memberships` needs project_sections:read, `actual_time_minutes` needs
-    # time_tracking_entries:read (NOTES.md section 9).
-    "project_sections:read",
-    "time_tracking_entries:read",
-    # The other streams: teams and team_memberships, tags, custom_fields,
-    # attachments, portfolios and portfolio_items, goals (sections, memberships,
-    # status updates and subtasks are covered by the project and task scopes).
-    "teams:read",
-    "team_memberships:read",
-    "tags:read",
-    "custom_fields:read",
-    "attachments:read",
-    "portfolios:read",
-    "goals:read",
-)
+# Read scopes requested by default, each with what the tap reads with it.  All of
+# them are in the scope list of Asana's OpenAPI spec (tests check that against
+# spec/asana_oas.yaml, and that every stream's scope is here): Asana refuses the whole
+# authorization when one requested scope is not registered for the app, so a doubtful
+# scope here would block every sign-in.
+DEFAULT_SCOPE_PURPOSES: dict[str, str] = {
+    "workspaces:read": "workspaces (every other stream starts from them)",
+    "users:read": "users",
+    "projects:read": "projects, project_custom_field_settings",
+    "tasks:read": "tasks, subtasks",
+    "stories:read": "stories, subtask_stories",
+    "time_tracking_entries:read": "time_tracking_entries, tasks.actual_time_minutes",
+    "teams:read": "teams, projects.team",
+    "team_memberships:read": "team_memberships",
+    "tags:read": "tags",
+    "custom_fields:read": "custom_fields",
+    "attachments:read": "attachments",
+    "portfolios:read": "portfolios, portfolio_items",
+    "goals:read": "goals",
+}
+DEFAULT_SCOPES: tuple[str, ...] = tuple(DEFAULT_SCOPE_PURPOSES)
+# Asana's docs require it for the task field `memberships` (with projects:read), but
+# it is not in the spec's scope list: an app may not be able to register it, and then
+# requesting it gets the whole authorization refused.  Hence opt-in (--sections-scope).
+SECTIONS_SCOPE = "project_sections:read"
+# Streams whose endpoints have no granular scope in Asana's spec: only a token with
+# full permissions (--full-access) can read them.
+FULL_ACCESS_STREAMS: tuple[str, ...] = ("sections", "project_memberships", "status_updates")
 # Full access; Asana grants it only to apps registered with full permissions.
 FULL_ACCESS_SCOPE = "default"
 
@@ -139,6 +147,15 @@ class AuthFailedError(CliError):
     """The authorization did not succeed (exit code 1)."""
 
     exit_code = EXIT_AUTH_FAILED
+
+
+class ScopesRefusedError(AuthFailedError):
+    """Asana refused requested scopes (``invalid_scope`` / ``forbidden_scopes``)."""
+
+    def __init__(self, message: str, refused: Sequence[str]) -> None:
+        """Keep the scope names Asana's message gave (may be empty)."""
+        super().__init__(message)
+        self.refused = list(refused)
 
 
 # --------------------------------------------------------------------------- URL
@@ -206,6 +223,27 @@ def _callback_params(callback: str) -> dict[str, str]:
     return params
 
 
+SCOPE_ERRORS = ("invalid_scope", "forbidden_scopes")
+_SCOPE_NAME = re.compile(r"^[a-z_]+(:[a-z_]+)?$")
+
+
+def refused_scopes(description: str) -> list[str]:
+    """Scope names in Asana's ``error_description`` of a scope refusal.
+
+    Asana quotes them in backticks, e.g. "forbidden_scopes: Your app is not allowed to
+    request user authorization for `default identity` scopes."; otherwise any
+    ``resource:action`` word counts.  May name groups (``identity``) that were not
+    requested: callers match the result against what they asked for.
+    """
+    quoted = re.findall(r"`([^`]*)`", description)
+    words = (
+        [w for chunk in quoted for w in chunk.replace(",", " ").split()]
+        if quoted
+        else re.findall(r"\b[a-z_]+:[a-z_]+\b", description)
+    )
+    return list(dict.fromkeys(w for w in words if _SCOPE_NAME.match(w)))
+
+
 def _describe_authorize_error(params: Mapping[str, str]) -> str:
     """Turn an ``error=...`` redirect into one line telling what to do."""
     error = params.get("error", "")
@@ -216,11 +254,14 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
             f"authorization was denied in Asana (access_denied){detail}; "
             f"re-run {PROG} and click Allow"
         )
-    if error in ("invalid_scope", "forbidden_scopes"):
+    if error in SCOPE_ERRORS:
+        refused = refused_scopes(description)
+        named = f": {' '.join(refused)}" if refused else ""
+        # Asana's description starts with the error code; don't say it twice.
+        said = f" ({_one_line(description)})" if description.startswith(error) else ""
         return (
-            f"Asana refused the requested scopes ({error}){detail}; enable these "
-            "permission scopes for the app in Asana's developer console, or choose "
-            "others with --scope, then re-run"
+            f"Asana refused the requested scopes{named}{said or f' ({error}){detail}'}; "
+            "enable them for the app in Asana's developer console, or re-run without them (--scope)"
         )
     if error == "unauthorized_client":
         return (
@@ -259,7 +300,11 @@ def parse_callback(callback: str, expected_state: str) -> str:
             f"close old Asana authorization tabs and re-run {PROG}"
         )
     if "error" in params:
-        raise AuthFailedError(_describe_authorize_error(params))
+        message = _describe_authorize_error(params)
+        if params["error"] in SCOPE_ERRORS:
+            refused = refused_scopes(params.get("error_description", ""))
+            raise ScopesRefusedError(message, refused)
+        raise AuthFailedError(message)
     code = params.get("code", "")
     if not code:
         raise AuthFailedError(
@@ -702,8 +747,17 @@ def _csv_or_space_list(values: Iterable[str] | None) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``tap-asana-vl-auth``."""
-    scopes_text = textwrap.fill(
-        " ".join(DEFAULT_SCOPES), width=78, initial_indent="  ", subsequent_indent="  "
+    scopes_text = "\n".join(
+        f"  {scope:<28}{purpose}" for scope, purpose in DEFAULT_SCOPE_PURPOSES.items()
+    )
+    full_access_text = textwrap.fill(
+        f"{', '.join(FULL_ACCESS_STREAMS)}: their endpoints have no granular scope, "
+        "so only a token with full permissions (--full-access, for an app registered "
+        "with full permissions) can read them. With the default scopes the tap skips "
+        "them with one warning each (or deselect them).",
+        width=78,
+        initial_indent="  ",
+        subsequent_indent="  ",
     )
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -728,8 +782,16 @@ modes:
   --headless    don't listen: open the printed URL anywhere, then paste the URL
                 the browser was redirected to (or just its code) on stdin
 
-default scopes:
+default scopes (read only; what each is for):
 {scopes_text}
+
+streams that need full permissions:
+{full_access_text}
+
+left empty with the default scopes (full permissions read them):
+  tasks.memberships and so the task_projects stream: need {SECTIONS_SCOPE}
+                (--sections-scope, if the app is registered for it)
+  goals.time_period: needs time_periods:read, not in Asana's scope list
 
 exit codes: 0 ok, 1 authorization failed, 2 usage or configuration error.
 """,
@@ -766,7 +828,20 @@ exit codes: 0 ok, 1 authorization failed, 2 usage or configuration error.
     scope_group.add_argument(
         "--full-access",
         action="store_true",
-        help=f"request the '{FULL_ACCESS_SCOPE}' (full access) scope instead",
+        help=(
+            f"request the '{FULL_ACCESS_SCOPE}' (full access) scope instead; needs an app "
+            f"registered with full permissions; lets the tap read {', '.join(FULL_ACCESS_STREAMS)}"
+        ),
+    )
+    scope_group.add_argument(
+        "--sections-scope",
+        action="store_true",
+        help=(
+            f"also request {SECTIONS_SCOPE}, which Asana needs for the task field "
+            "memberships (so for the task_projects stream and the section columns); "
+            "it is not in Asana's published scope list, and an app not registered for "
+            "it gets its whole authorization refused"
+        ),
     )
     parser.add_argument(
         "--env-file",
@@ -938,6 +1013,8 @@ def _resolve_settings(args: argparse.Namespace) -> _Settings:
     scopes = [FULL_ACCESS_SCOPE] if args.full_access else _csv_or_space_list(args.scope)
     if args.scope is not None and not scopes:
         raise UsageError("--scope was given without any scope")
+    if args.sections_scope:
+        scopes = [*DEFAULT_SCOPES, SECTIONS_SCOPE]
     return _Settings(
         client_id=client_id,
         client_secret=client_secret,
@@ -1056,6 +1133,20 @@ def _print_summary(settings: _Settings, token: TokenResponse, written_keys: list
         for key in (ENV_CLIENT_ID, ENV_CLIENT_SECRET)
         if key not in file_values and not os.environ.get(key)
     ]
+    if FULL_ACCESS_SCOPE not in settings.scopes:
+        _say(
+            textwrap.fill(
+                f"Scoped token: the tap skips {', '.join(FULL_ACCESS_STREAMS)} (they need "
+                "full permissions: re-run with --full-access if the app has them)"
+                + (
+                    ""
+                    if SECTIONS_SCOPE in settings.scopes
+                    else f" and task memberships (they need {SECTIONS_SCOPE}: --sections-scope)"
+                )
+                + ", with one warning each.",
+                width=78,
+            )
+        )
     _say()
     _say("Next steps:")
     if missing:
@@ -1072,6 +1163,70 @@ def _print_summary(settings: _Settings, token: TokenResponse, written_keys: list
     _say(f"Keep {settings.env_file.name} private (it holds secrets) and out of version control.")
 
 
+def _command_line(args: argparse.Namespace, scope_options: Sequence[str]) -> str:
+    """The command line of this run with other scope options (no client secret)."""
+    defaults = build_parser().parse_args([])
+    words = [PROG]
+    for option, name in (
+        ("--client-id", "client_id"),
+        ("--redirect-uri", "redirect_uri"),
+        ("--env-file", "env_file"),
+        ("--timeout", "timeout"),
+        ("--authorize-url", "authorize_url"),
+        ("--token-url", "token_url"),
+    ):
+        value = getattr(args, name)
+        if value is not None and value != getattr(defaults, name):
+            words += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    for option, name in (
+        ("--save-client", "save_client"),
+        ("--headless", "headless"),
+        ("--no-browser", "no_browser"),
+        ("--print-token", "print_token"),
+    ):
+        if getattr(args, name):
+            words.append(option)
+    return shlex.join([*words, *scope_options])
+
+
+def _rerun_advice(args: argparse.Namespace, settings: _Settings, refused: Sequence[str]) -> str:
+    """The re-run command(s) that avoid the scopes Asana refused."""
+    dropped = [scope for scope in settings.scopes if scope in refused]
+    remaining = [scope for scope in settings.scopes if scope not in refused]
+    lines: list[str] = []
+
+    def offer(text: str, scope_options: list[str]) -> None:
+        lines.extend((text, f"    {_command_line(args, scope_options)}"))
+
+    if settings.scopes == [FULL_ACCESS_SCOPE]:
+        offer(
+            "The app is not registered for full permissions; re-run with the default read "
+            f"scopes ({', '.join(FULL_ACCESS_STREAMS)} are then skipped):",
+            [],
+        )
+    else:
+        if dropped and remaining:
+            default = remaining == list(DEFAULT_SCOPES)
+            offer(
+                f"Re-run without {' '.join(dropped)}:",
+                [] if default else ["--scope", " ".join(remaining)],
+            )
+        elif not dropped:
+            lines.append(
+                "Asana did not name the refused scopes: enable the requested scopes for the "
+                "app in Asana's developer console, or re-run with only those it is "
+                "registered for (--scope ...)."
+            )
+        lead = "Or, if" if lines else "If"
+        offer(f"{lead} the app is registered with full permissions:", ["--full-access"])
+    if args.client_secret:
+        lines.append(
+            f"(Pass the client secret as before, or better set {ENV_CLIENT_SECRET}; it is "
+            "not repeated here.)"
+        )
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace, open_url: OpenUrl | None) -> int:
     """Run the whole flow; raises CliError on failure."""
     settings = _resolve_settings(args)
@@ -1080,10 +1235,13 @@ def _run(args: argparse.Namespace, open_url: OpenUrl | None) -> int:
     verifier, challenge = make_pkce_pair()
     state = secrets.token_urlsafe(32)
 
-    if settings.headless:
-        code, redirect_uri = _obtain_code_headless(settings, state, challenge)
-    else:
-        code, redirect_uri = _obtain_code_listening(settings, state, challenge, open_url)
+    try:
+        if settings.headless:
+            code, redirect_uri = _obtain_code_headless(settings, state, challenge)
+        else:
+            code, redirect_uri = _obtain_code_listening(settings, state, challenge, open_url)
+    except ScopesRefusedError as exc:
+        raise AuthFailedError(f"{exc}\n{_rerun_advice(args, settings, exc.refused)}") from None
 
     _say("Exchanging the authorization code for tokens ...")
     token = exchange_code(
@@ -1097,7 +1255,9 @@ def _run(args: argparse.Namespace, open_url: OpenUrl | None) -> int:
     if settings.print_token:
         print(token.refresh_token, flush=True)
 
-    values = {ENV_REFRESH_TOKEN: token.refresh_token}
+    # Asana grants all requested scopes or none; the tap reads this to skip, up front,
+    # the streams and fields these scopes cannot read.
+    values = {ENV_REFRESH_TOKEN: token.refresh_token, ENV_OAUTH_SCOPES: " ".join(settings.scopes)}
     if settings.save_client:
         values[ENV_CLIENT_ID] = settings.client_id
         values[ENV_CLIENT_SECRET] = settings.client_secret

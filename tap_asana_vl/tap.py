@@ -25,6 +25,7 @@ from tap_asana_vl.client import (
     parse_timestamp,
 )
 from tap_asana_vl.rate_limit import RateLimiter
+from tap_asana_vl.scopes import apply_grant, granted_scopes
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -150,6 +151,17 @@ class TapAsanaVl(Tap):
             description=(
                 "Long-lived refresh token from `tap-asana-vl-auth` (OAuth mode). "
                 "Exchanged for short-lived access tokens during the run."
+            ),
+        ),
+        th.Property(
+            "oauth_scopes",
+            th.StringType,
+            title="OAuth scopes",
+            description=(
+                "The scopes the OAuth refresh token was granted, space separated "
+                "(`tap-asana-vl-auth` writes them). With granular scopes, streams and "
+                "fields they cannot read are skipped up front with one warning each; "
+                "empty means unknown."
             ),
         ),
         th.Property(
@@ -310,6 +322,18 @@ class TapAsanaVl(Tap):
                 f"see in Asana. Check the gid(s) and that the token's user has access."
             )
             raise ConfigValidationError(msg, errors=[msg])
+
+    def sync_all(self) -> None:
+        """Sync, after turning off what the OAuth scopes cannot read (before any request)."""
+        asana_streams = [s for s in self.streams.values() if isinstance(s, streams.AsanaStream)]
+        granted = granted_scopes(self.config)
+        if granted is not None:
+            apply_grant(asana_streams, granted)
+        elif not self.config.get("oauth_scopes") and getattr(self.authenticator, "is_oauth", False):
+            # Scopes unknown: let each stream's first request find out alone.
+            for stream in asana_streams:
+                stream.probe_first_request = True
+        super().sync_all()
 
     def discover_streams(self) -> list[Stream]:
         """Instantiate the streams (no API call: discovery must work offline)."""

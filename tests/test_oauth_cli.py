@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -44,13 +45,16 @@ from tap_asana_vl.oauth_cli import (
     DEFAULT_SCOPES,
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
+    ENV_OAUTH_SCOPES,
     ENV_REFRESH_TOKEN,
+    SECTIONS_SCOPE,
     AuthFailedError,
     build_authorize_url,
     exchange_code,
     main,
     make_pkce_pair,
     parse_callback,
+    refused_scopes,
 )
 from tests.fake_asana import FakeAsana
 
@@ -60,7 +64,7 @@ CLIENT_SECRET = "cs_0123456789abcdef0123456789abcdef"
 WRONG_SECRET = "cs_wrong_ffffffffffffffffffffffffff"
 EXPECTED_DEFAULT_SCOPE = (
     "workspaces:read users:read projects:read tasks:read stories:read "
-    "project_sections:read time_tracking_entries:read "
+    "time_tracking_entries:read "
     "teams:read team_memberships:read tags:read custom_fields:read attachments:read "
     "portfolios:read goals:read"
 )
@@ -211,12 +215,15 @@ def test_full_flow_in_process(fake, tmp_path, capsys, monkeypatch, token_spy):
     assert [page.status_code for page in browser.pages] == [404, 200]
     assert "You can close this tab" in browser.pages[-1].text
 
-    # .env: old content byte for byte, the token appended, mode 0600.
+    # .env: old content byte for byte, the token and its scopes appended, mode 0600.
     values = read_env_file(env_file)
     token = values[ENV_REFRESH_TOKEN]
     assert (
         env_file.read_bytes()
-        == (EXISTING_ENV + f"\n{ENV_REFRESH_TOKEN}={format_value(token)}\n").encode()
+        == (
+            EXISTING_ENV + f"\n{ENV_REFRESH_TOKEN}={format_value(token)}\n"
+            f"{ENV_OAUTH_SCOPES}={format_value(EXPECTED_DEFAULT_SCOPE)}\n"
+        ).encode()
     )
     assert mode_of(env_file) == 0o600
     assert refresh_works(fake, token)
@@ -267,6 +274,7 @@ def test_print_token_and_save_client(fake, tmp_path, capsys):
     values = read_env_file(env_file)
     assert values == {
         ENV_REFRESH_TOKEN: values[ENV_REFRESH_TOKEN],
+        ENV_OAUTH_SCOPES: EXPECTED_DEFAULT_SCOPE,
         ENV_CLIENT_ID: CLIENT_ID,
         ENV_CLIENT_SECRET: CLIENT_SECRET,
     }
@@ -291,6 +299,7 @@ def test_client_credentials_from_env_file(fake, tmp_path, capsys):
     assert env_file.read_text() == (
         f"export {ENV_CLIENT_ID}={CLIENT_ID}\n{ENV_CLIENT_SECRET}='{CLIENT_SECRET}'\n"
         f"{ENV_REFRESH_TOKEN}={format_value(token)}\n"
+        f"{ENV_OAUTH_SCOPES}={format_value(EXPECTED_DEFAULT_SCOPE)}\n"
     )
     assert "also needs" not in err  # client id/secret are already in the file
 
@@ -351,6 +360,7 @@ def test_subprocess_with_browser_env(fake, tmp_path):
     token = read_env_file(work / ".env")[ENV_REFRESH_TOKEN]
     assert (work / ".env").read_text() == (
         f"# mine\n{ENV_CLIENT_ID}={CLIENT_ID}\n{ENV_REFRESH_TOKEN}={format_value(token)}\n"
+        f"{ENV_OAUTH_SCOPES}={format_value(EXPECTED_DEFAULT_SCOPE)}\n"
     )
     assert mode_of(work / ".env") == 0o600
     assert refresh_works(fake, token)
@@ -758,3 +768,135 @@ def test_update_env_file_tightens_mode_and_follows_symlink(tmp_path):
     assert link.is_symlink()
     assert real.read_bytes() == b"# caf\xc3\xa9 \xff raw bytes\nK=new\n"
     assert mode_of(real) == 0o600
+
+
+# ------------------------------------------------------------------ scopes Asana refuses
+
+
+def _rerun_command(err: str, after: str) -> list[str]:
+    """The arguments of the command printed on the line after ``after``."""
+    lines = err.splitlines()
+    index = next(i for i, line in enumerate(lines) if after in line)
+    words = shlex.split(lines[index + 1])
+    assert words[0] == "tap-asana-vl-auth"
+    return words[1:]
+
+
+@pytest.fixture
+def scoped_app():
+    """An app registered for the default read scopes only (no project_sections:read)."""
+    with FakeAsana() as server:
+        server.register_client(CLIENT_ID, CLIENT_SECRET, scopes=DEFAULT_SCOPES)
+        yield server
+
+
+def test_sections_scope_refused_names_it_and_the_rerun_works(
+    scoped_app, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv(ENV_CLIENT_SECRET, CLIENT_SECRET)
+    env_file = tmp_path / ".env"
+    rc = main(cli_args(scoped_app, env_file, "--sections-scope"), open_url=Browser())
+
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert scoped_app.authorize_requests[-1]["scope"] == " ".join([*DEFAULT_SCOPES, SECTIONS_SCOPE])
+    assert "refused the requested scopes: project_sections:read (forbidden_scopes: " in err
+    rerun = _rerun_command(err, "Re-run without project_sections:read:")
+    # The default scopes are what is left: no --scope needed, and none of the others.
+    assert not {"--scope", "--sections-scope", "--full-access"} & set(rerun)
+    assert "--full-access" in err
+    assert not env_file.exists()
+
+    assert main(rerun, open_url=Browser()) == 0, capsys.readouterr().err
+    assert scoped_app.authorize_requests[-1]["scope"] == EXPECTED_DEFAULT_SCOPE
+    assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == EXPECTED_DEFAULT_SCOPE
+
+
+def test_full_access_refused_offers_the_default_scopes(scoped_app, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    args = cli_args(scoped_app, env_file, "--client-secret", CLIENT_SECRET, "--full-access")
+    rc = main(args, open_url=Browser())
+
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert "forbidden_scopes" in err
+    assert "Your app is not allowed to request user authorization for `default`" in err
+    rerun = _rerun_command(err, "not registered for full permissions")
+    assert "--full-access" not in rerun
+    assert CLIENT_SECRET not in err  # the re-run command leaves the secret out
+    assert "Pass the client secret as before" in err
+    assert "sections, project_memberships, status_updates" in err
+
+    assert main([*rerun, "--client-secret", CLIENT_SECRET], open_url=Browser()) == 0
+    assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == EXPECTED_DEFAULT_SCOPE
+
+
+def test_unknown_scope_is_named_and_dropped(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    args = cli_args(fake, env_file, "--scope", "tasks:read bogus:read projects:read")
+    rc = main([*args, "--client-secret", CLIENT_SECRET], open_url=Browser())
+
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert "refused the requested scopes: bogus:read (invalid_scope: " in err
+    rerun = _rerun_command(err, "Re-run without bogus:read:")
+    assert rerun[-2:] == ["--scope", "tasks:read projects:read"]
+    assert main([*rerun, "--client-secret", CLIENT_SECRET], open_url=Browser()) == 0
+    assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == "tasks:read projects:read"
+
+
+def test_refusal_without_names_suggests_full_access():
+    settings_args = oauth_cli.build_parser().parse_args(["--client-id", "1"])
+    with pytest.raises(AuthFailedError) as raised:
+        parse_callback("/callback?error=forbidden_scopes&state=st", "st")
+    assert raised.value.refused == []
+    settings = oauth_cli._Settings(
+        client_id="1",
+        client_secret="s",
+        redirect_uri=oauth_cli.DEFAULT_REDIRECT_URI,
+        scopes=list(DEFAULT_SCOPES),
+        env_file=Path(".env"),
+        save_client=False,
+        headless=False,
+        open_browser=True,
+        timeout=300,
+        print_token=False,
+        authorize_url=oauth_cli.DEFAULT_AUTHORIZE_URL,
+        token_url=oauth_cli.DEFAULT_TOKEN_URL,
+    )
+    advice = oauth_cli._rerun_advice(settings_args, settings, [])
+    assert "did not name the refused scopes" in advice
+    assert "tap-asana-vl-auth --client-id 1 --full-access" in advice
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        (
+            "forbidden_scopes: Your app is not allowed to request user authorization for "
+            "`default identity` scopes.",
+            ["default", "identity"],
+        ),
+        ("The scopes tasks:read, bogus:read are invalid", ["tasks:read", "bogus:read"]),
+        ("", []),
+    ],
+)
+def test_refused_scopes(description, expected):
+    assert refused_scopes(description) == expected
+
+
+def test_help_says_what_scopes_are_for(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for scope in DEFAULT_SCOPES:
+        assert scope in out
+    assert "sections, project_memberships, status_updates" in out
+    assert "--sections-scope" in out
+    assert "goals.time_period" in out
+
+
+def test_full_access_writes_default_scope(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--full-access")
+    assert main(args, open_url=Browser()) == 0, capsys.readouterr().err
+    assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == "default"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -372,3 +373,58 @@ def test_pagination_tokens_that_cycle_fail_instead_of_looping_forever(fake, pat_
     with pytest.raises(Exception, match="pages cycle"):
         run_tap({**pat_config, **FAST, "workspace_gids": [workspace]})
     assert len(fake.requests_for(f"/api/1.0/workspaces/{workspace}/tags")) <= 3
+
+
+def test_a_listing_cut_off_mid_batch_loses_no_task(pat_config):
+    """The cut-off falls inside a batch (some tasks of page 1 were dropped as unchanged).
+
+    Records still waiting in the batch must not carry the bookmark past the unread
+    pages, whose tasks may be older: they would never be listed again.
+    """
+    with FakeAsana(build_dataset(seed=11, tasks_per_project=14, multi_home_every=0)) as fake:
+        config = {**pat_config, **FAST, "api_url": fake.api_url, "access_token": fake.pat}
+        config["page_size"] = 5
+        project = next(iter(fake.dataset.projects))
+        first = run_tap(config)
+        tasks = [t["gid"] for t in fake.dataset.tasks_by_project[project]]
+        assert len(tasks) == 14
+        bookmark = next(
+            p["replication_key_value"]
+            for p in first.state["bookmarks"]["tasks"]["partitions"]
+            if p["context"]["project_gid"] == project
+        )
+        moment = datetime.datetime.fromisoformat(bookmark.replace("Z", "+00:00"))
+        # Page 1: two tasks exactly at the bookmark (dropped), three changed late...
+        for gid in tasks[:2]:
+            fake.touch_task(gid, at=moment)
+        for gid in tasks[2:5]:
+            fake.touch_task(gid, at=moment + datetime.timedelta(seconds=10))
+        # ...and the later pages' tasks changed earlier than those three.
+        for gid in tasks[5:]:
+            fake.touch_task(gid, at=moment + datetime.timedelta(seconds=1))
+        fake.inject(rf"/api/1\.0/tasks\?(?=.*project={project})(?=.*offset=)", 403, times=1)
+
+        second = run_tap(config, state=first.state)
+        third = run_tap(config, state=second.state)
+
+    delivered = set(second.gids("tasks")) | set(third.gids("tasks"))
+    assert set(tasks[2:]) <= delivered
+
+
+def test_a_top_level_listing_answering_404_fails_the_run(fake, pat_config):
+    """A wrong api_url (404 for /workspaces) must not be a successful run with no data."""
+    wrong = fake.api_url.replace("/api/1.0", "/api/1.1")
+    with pytest.raises(Exception, match=r"top-level listing of workspaces.*check api_url"):
+        run_tap({**pat_config, **FAST, "api_url": wrong})
+
+
+def test_a_huge_retry_after_is_capped_in_total_then_fails_clearly(fake, pat_config, monkeypatch):
+    """Retry-After: 99999 again and again must not hold a run for hours."""
+    # The policy, scaled down: each wait capped at 0.2 s, at most 0.5 s in all.
+    monkeypatch.setattr(tap_asana_vl.client, "MAX_RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(tap_asana_vl.client, "MAX_RATE_LIMITED_SECONDS", 0.5)
+    fake.inject(r"/api/1\.0/workspaces", 429, times=None, headers={"Retry-After": "99999"})
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"answered 429 to /workspaces 3 times in a row"):
+        run_tap({**pat_config, **FAST})
+    assert time.monotonic() - started < 5

@@ -123,7 +123,7 @@ def test_without_search_subtasks_are_walked_when_due_and_only_then(fake, pat_con
     config = {**pat_config, **FAST}
     first = run_tap(config)
     assert _gids(first, "subtasks") == set(fake.dataset.subtasks)
-    assert "last_full_walk_at" in first.state["bookmarks"]["subtasks"]
+    assert set(first.state["bookmarks"]["subtasks"]["full_walks"]) == set(fake.dataset.workspaces)
     subtask = next(iter(fake.dataset.subtasks.values()))
     fake.touch_task(subtask["gid"])
     fake.reset_log()
@@ -310,3 +310,34 @@ def test_subtask_search_ties_it_cannot_page_fall_back_to_a_walk(fake, pat_config
 
     assert set(bulk) <= set(second.gids("subtasks"))
     assert "same millisecond" in second.logs
+
+
+def test_free_plan_subtasks_alone_still_walk_every_workspace(fake, pat_config):
+    """Selected alone (no projects, no tasks), subtasks list the projects themselves."""
+    fake.premium_workspaces = set()
+    config = {**pat_config, **FAST}
+    result = run_tap(config, catalog=catalog_selecting(config, {"subtasks"}))
+    assert _gids(result, "subtasks") == set(fake.dataset.subtasks)
+    assert set(result.state["bookmarks"]["subtasks"]["full_walks"]) == set(fake.dataset.workspaces)
+
+
+def test_a_walk_mark_is_per_workspace_so_a_killed_walk_is_redone(fake, pat_config):
+    """Killed during the second workspace's walk: the resumed run walks it again."""
+    fake.premium_workspaces = set()
+    config = {**pat_config, **FAST}
+    first_ws, second_ws = list(fake.dataset.workspaces)
+    # What a run killed during the second workspace's walk leaves behind: only the
+    # first workspace's walk is recorded.
+    full = run_tap(config)
+    state = full.state
+    state["bookmarks"]["subtasks"]["full_walks"].pop(second_ws)
+    fake.reset_log()
+
+    resumed = run_tap(config, state=state)
+
+    in_second = {g for g, s in fake.dataset.subtasks.items() if s["workspace"]["gid"] == second_ws}
+    assert in_second
+    assert in_second <= _gids(resumed, "subtasks")
+    assert not {
+        g for g, s in fake.dataset.subtasks.items() if s["workspace"]["gid"] == first_ws
+    } & _gids(resumed, "subtasks"), "the first workspace's walk is not due again"

@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from . import scopes as scope_rules
 from .dataset import (
     COMPACT_FIELDS,
     OPT_IN_FIELDS,
@@ -180,6 +181,8 @@ class _Client:
     client_id: str
     client_secret: str = field(repr=False)
     redirect_uris: frozenset[str] | None
+    #: Scopes the app is registered for; None: full permissions.
+    scopes: frozenset[str] | None = None
 
     def accepts(self, redirect_uri: str) -> bool:
         if self.redirect_uris is not None:
@@ -196,7 +199,7 @@ class _Grant:
     client_id: str
     redirect_uri: str
     challenge: str | None
-    scope: str
+    scopes: frozenset[str]
     user_gid: str
     expires_at: float
 
@@ -206,6 +209,7 @@ class _AccessToken:
     client_id: str | None
     user_gid: str
     expires_at: float
+    scopes: frozenset[str] = scope_rules.FULL_ACCESS_SCOPES
 
 
 @dataclass
@@ -648,7 +652,8 @@ class FakeAsana:
     when the dataset changes solely through the mutation helpers, which invalidate it;
     the CLI turns it on), ``premium_workspaces`` (gids of workspaces with Asana's paid
     features -- search, portfolios, goals, time tracking; the others get 402s; default:
-    every workspace).
+    every workspace), ``scope_error_status`` (status for a request the token's OAuth
+    scopes do not allow, default 403; see ``scopes.py``).
     """
 
     def __init__(
@@ -697,7 +702,10 @@ class FakeAsana:
         self._clients: dict[str, _Client] = {}
         self._codes: dict[str, _Grant] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
-        self._refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client, user)
+        # token -> (client, user, granted scopes)
+        self._refresh_tokens: dict[str, tuple[str, str, frozenset[str]]] = {}
+        #: Status for a request the token's scopes do not allow (Asana's is undocumented).
+        self.scope_error_status = 403
         self._windows: dict[str, deque[float]] = {}
         self._faults: list[_Fault] = []
         self._fragments: dict[tuple[Any, ...], bytes] = {}
@@ -883,47 +891,77 @@ class FakeAsana:
 
     # ------------------------------------------------------------------ OAuth helpers
     def register_client(
-        self, client_id: str, client_secret: str, redirect_uris: Iterable[str] | None = None
+        self,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Iterable[str] | None = None,
+        *,
+        scopes: Iterable[str] | None = None,
     ) -> None:
         """Register an OAuth app.
 
         ``redirect_uris=None`` accepts any ``http://localhost:*`` or ``http://127.0.0.1:*``
         redirect URI (like a native app); otherwise only exact matches are accepted.
+        ``scopes`` are the scopes the app is registered for (None: full permissions).
         """
         uris = frozenset(redirect_uris) if redirect_uris is not None else None
+        registered = frozenset(scopes) if scopes is not None else None
         with self._state_lock:
-            self._clients[client_id] = _Client(client_id, client_secret, uris)
+            self._clients[client_id] = _Client(client_id, client_secret, uris, registered)
 
-    def issue_refresh_token(self, client_id: str, user_gid: str | None = None) -> str:
+    def issue_refresh_token(
+        self,
+        client_id: str,
+        user_gid: str | None = None,
+        *,
+        scopes: Iterable[str] | None = None,
+    ) -> str:
         """Mint a refresh token for a registered client (as if the user had authorized).
+
+        ``scopes``: what the user granted (None: ``default``, full access).
 
         Raises:
             ValueError: if the client is not registered.
         """
+        granted = frozenset(scopes) if scopes is not None else scope_rules.FULL_ACCESS_SCOPES
         with self._state_lock:
             if client_id not in self._clients:
                 raise ValueError(f"unknown OAuth client: {client_id!r}")
-            return self._new_refresh_token(client_id, user_gid or self.dataset.me_gid)
+            return self._new_refresh_token(client_id, user_gid or self.dataset.me_gid, granted)
 
     def revoke_refresh_token(self, token: str) -> None:
         """Revoke a refresh token (unknown tokens are ignored)."""
         with self._state_lock:
             self._refresh_tokens.pop(token, None)
 
-    def issue_access_token(self, client_id: str | None = None, *, ttl: float | None = None) -> str:
-        """Mint an OAuth access token directly (expires after ``ttl`` or the server TTL)."""
-        with self._state_lock:
-            return self._new_access_token(client_id, self.dataset.me_gid, ttl)
+    def issue_access_token(
+        self,
+        client_id: str | None = None,
+        *,
+        ttl: float | None = None,
+        scopes: Iterable[str] | None = None,
+    ) -> str:
+        """Mint an OAuth access token directly (expires after ``ttl`` or the server TTL).
 
-    def _new_refresh_token(self, client_id: str, user_gid: str) -> str:
+        ``scopes``: what it was granted (None: ``default``, full access).
+        """
+        granted = frozenset(scopes) if scopes is not None else scope_rules.FULL_ACCESS_SCOPES
+        with self._state_lock:
+            return self._new_access_token(client_id, self.dataset.me_gid, ttl, granted)
+
+    def _new_refresh_token(self, client_id: str, user_gid: str, scopes: frozenset[str]) -> str:
         token = "fake-refresh-" + secrets.token_hex(20)
-        self._refresh_tokens[token] = (client_id, user_gid)
+        self._refresh_tokens[token] = (client_id, user_gid, scopes)
         return token
 
-    def _new_access_token(self, client_id: str | None, user_gid: str, ttl: float | None) -> str:
+    def _new_access_token(
+        self, client_id: str | None, user_gid: str, ttl: float | None, scopes: frozenset[str]
+    ) -> str:
         token = "fake-access-" + secrets.token_hex(20)
         lifetime = self.access_token_ttl if ttl is None else ttl
-        self._access_tokens[token] = _AccessToken(client_id, user_gid, self.now() + lifetime)
+        self._access_tokens[token] = _AccessToken(
+            client_id, user_gid, self.now() + lifetime, scopes
+        )
         self.access_tokens_issued += 1
         return token
 
@@ -1053,6 +1091,16 @@ class FakeAsana:
             raise _ApiError(401, EXPIRED_MESSAGE)
         return info.user_gid
 
+    def _check_scopes(self, token: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        """Refuse what the token's OAuth scopes do not allow (PATs have full access)."""
+        info = self._access_tokens.get(token)
+        if info is None:
+            return
+        fields = parse_opt_fields(_first(query, "opt_fields") or "")
+        denied = scope_rules.denial(info.scopes, parts, fields)
+        if denied is not None:
+            raise _ApiError(self.scope_error_status, denied)
+
     def _rate_limited(self, token: str) -> int | None:
         """Count this request in the token's window; seconds to wait if over the limit."""
         limit = self.rate_limit_per_minute
@@ -1085,6 +1133,7 @@ class FakeAsana:
             if method not in ("GET", "HEAD"):
                 raise _ApiError(404, NO_ROUTE)
             parts = [p for p in sub_path.split("/") if p]
+            self._check_scopes(token, parts, query)
             with self.dataset.lock:
                 return _Response(200, self._route(parts, query, user_gid))
         except _ApiError as exc:
@@ -1806,6 +1855,7 @@ class FakeAsana:
             result: dict[str, str]
             challenge = params.get("code_challenge")
             challenge_method = params.get("code_challenge_method")
+            requested = scope_rules.parse_scope_param(params.get("scope"))
             if self.oauth_deny:
                 result = {"error": "access_denied"}
             elif params.get("response_type") != "code":
@@ -1822,13 +1872,15 @@ class FakeAsana:
                         "code_challenge_method must be S256, with a code_challenge."
                     ),
                 }
+            elif refused := scope_rules.authorize_error(requested, client.scopes):
+                result = refused
             else:
                 code = "fake-code-" + secrets.token_hex(16)
                 self._codes[code] = _Grant(
                     client_id=client_id,
                     redirect_uri=redirect_uri,
                     challenge=challenge,
-                    scope=params.get("scope") or "default",
+                    scopes=frozenset(requested),
                     user_gid=self.dataset.me_gid,
                     expires_at=self.now() + 600,
                 )
@@ -1906,7 +1958,8 @@ class FakeAsana:
                 if not hmac.compare_digest(computed, grant.challenge):
                     return fail(400, "invalid_grant", "PKCE verification failed.")
             user_gid = grant.user_gid
-            refresh_token: str | None = self._new_refresh_token(client_id, user_gid)
+            granted = grant.scopes
+            refresh_token: str | None = self._new_refresh_token(client_id, user_gid, granted)
         else:
             presented = form.get("refresh_token")
             if not presented:
@@ -1914,13 +1967,13 @@ class FakeAsana:
             owner = self._refresh_tokens.get(presented)
             if owner is None or owner[0] != client_id:
                 return fail(400, "invalid_grant", "The refresh token is invalid or revoked.")
-            user_gid = owner[1]
+            user_gid, granted = owner[1], owner[2]
             refresh_token = None
             if self.rotate_refresh_tokens:
                 del self._refresh_tokens[presented]
-                refresh_token = self._new_refresh_token(client_id, user_gid)
+                refresh_token = self._new_refresh_token(client_id, user_gid, granted)
 
-        access_token = self._new_access_token(client_id, user_gid, None)
+        access_token = self._new_access_token(client_id, user_gid, None, granted)
         user = self.dataset.users.get(user_gid, {})
         payload: dict[str, Any] = {
             "access_token": access_token,

@@ -1,0 +1,126 @@
+"""OAuth scopes: which streams and fields the granted scopes can read.
+
+Streams declare the scope of their endpoint (``required_scope``, None when Asana's spec
+gives the endpoint no granular scope, so only a full-permission token can call it) and
+the extra scopes of some fields (``field_scopes``). With a scoped OAuth token (setting
+``oauth_scopes``, written by ``tap-asana-vl-auth``), streams the grant cannot read are
+turned off before any request, and fields it cannot read are left out of ``opt_fields``
+-- one warning per stream each time. When the scopes are not known, a 401/403 whose
+message speaks of a scope turns the stream off at run time (see ``AsanaStream``).
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from tap_asana_vl.client import AsanaStream
+
+#: The scope of full access (what a token gets when no scope was requested).
+FULL_ACCESS = "default"
+#: Scope Asana requires for a task's ``memberships``, not in its published scope list.
+SECTIONS_SCOPE = "project_sections:read"
+AUTH_COMMAND = "tap-asana-vl-auth"
+
+
+def granted_scopes(config: Mapping[str, t.Any]) -> frozenset[str] | None:
+    """The scopes of a scoped OAuth token; None when unknown or full access.
+
+    ``oauth_scopes`` is space or comma separated, as ``tap-asana-vl-auth`` writes it.
+    Personal access tokens always have full access.
+    """
+    if config.get("access_token"):
+        return None
+    scopes = frozenset(re.split(r"[\s,]+", str(config.get("oauth_scopes") or "").strip())) - {""}
+    if not scopes or FULL_ACCESS in scopes:
+        return None
+    return scopes
+
+
+def mentions_scope(message: str) -> bool:
+    """Whether an Asana error message blames the token's OAuth scopes."""
+    return "scope" in message.lower()
+
+
+def needed_scopes(stream: AsanaStream) -> list[str]:
+    """Every scope needed to read ``stream``: its own and its ancestors'.
+
+    Parents are listed to reach a stream, so their scopes count too; ``default`` stands
+    for "full permissions only".
+    """
+    needed: list[str] = []
+    current: AsanaStream | None = stream
+    while current is not None:
+        parent = current.parent_stream
+        if current.from_parent_field and parent is not None:
+            needed += parent.field_scopes.get(current.from_parent_field, ())
+        else:
+            needed.append(current.required_scope or FULL_ACCESS)
+        current = parent
+    return list(dict.fromkeys(needed))
+
+
+def fix_hint(missing: Iterable[str]) -> str:
+    """How to get scopes the grant lacks."""
+    missing = list(missing)
+    if missing == [SECTIONS_SCOPE]:
+        return (
+            f"re-authorize with `{AUTH_COMMAND} --sections-scope` (if the app is registered "
+            f"for it) or `{AUTH_COMMAND} --full-access`"
+        )
+    return f"re-authorize with `{AUTH_COMMAND} --full-access` (an app with full permissions)"
+
+
+def _describe(missing: list[str]) -> str:
+    if FULL_ACCESS in missing:
+        return "full permissions (its Asana endpoint has no granular OAuth scope)"
+    return ", ".join(missing)
+
+
+def apply_grant(streams: Iterable[AsanaStream], granted: frozenset[str]) -> None:
+    """Turn off what ``granted`` cannot read, before any request, warning once per stream."""
+    streams = list(streams)
+    for stream in streams:
+        missing = [s for s in needed_scopes(stream) if s not in granted]
+        if missing:
+            stream.scope_off = f"the OAuth token lacks {_describe(missing)}"
+            if stream.selected:
+                stream.logger.warning(
+                    "Skipping stream '%s': it needs %s, which the granted OAuth scopes "
+                    "(setting oauth_scopes) do not include. Fix: %s, or deselect the stream.",
+                    stream.name,
+                    _describe(missing),
+                    fix_hint(missing),
+                )
+            continue
+        unreadable = {
+            name: [s for s in scopes if s not in granted]
+            for name, scopes in stream.field_scopes.items()
+            if any(s not in granted for s in scopes)
+        }
+        stream.scope_skipped_fields = frozenset(unreadable)
+        wanted = [name for name in unreadable if stream.selected and stream.requests_field(name)]
+        if wanted:
+            lacking = list(dict.fromkeys(s for name in wanted for s in unreadable[name]))
+            stream.logger.warning(
+                "Stream '%s': leaving out %s, which the granted OAuth scopes (setting "
+                "oauth_scopes) do not include; they load as null. Fix: %s.",
+                stream.name,
+                ", ".join(f"{name} (needs {' '.join(unreadable[name])})" for name in wanted),
+                fix_hint(lacking),
+            )
+    # A deselected parent read only for its children is not needed when none of its
+    # selected descendants can be read.
+    for stream in reversed(streams):
+        if stream.scope_off is None and not stream.selected and not _live_below(stream):
+            stream.scope_off = "no selected stream below it can be read with the OAuth scopes"
+
+
+def _live_below(stream: AsanaStream) -> bool:
+    return any(
+        child.scope_off is None and (child.selected or _live_below(child))
+        for child in t.cast("list[AsanaStream]", stream.child_streams)
+    )
