@@ -7,6 +7,7 @@ single OAuth access token is minted and refreshed for the whole sync.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import logging
 import threading
 import typing as t
@@ -238,3 +239,15 @@ def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:
         auth_endpoint=config.get("oauth_token_url") or DEFAULT_OAUTH_TOKEN_URL,
         timeout=float(config.get("request_timeout") or 60),
     )
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` names this machine (plain http is only acceptable there)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -28,7 +28,6 @@ import getpass
 import hashlib
 import html
 import http.server
-import ipaddress
 import os
 import re
 import secrets
@@ -49,6 +48,7 @@ from typing import Any
 import requests
 
 from tap_asana_vl import __version__
+from tap_asana_vl.auth import is_loopback_host
 from tap_asana_vl.dotenv_file import read_env_file, update_env_file
 
 __all__ = [
@@ -890,24 +890,12 @@ exit codes: 0 ok, 1 authorization failed, 2 usage or configuration error.
     return parser
 
 
-def _is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` names this machine."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_endpoint(url: str, option: str) -> None:
     """Refuse endpoints that are not http(s), or plain http to a remote host."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{option} must be an http(s) URL, got {url!r}")
-    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise UsageError(
             f"{option} {url!r} uses plain http to a remote host; use https "
             "(secrets would travel unencrypted)"

@@ -16,7 +16,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
 from tap_asana_vl import streams
-from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator
+from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator, is_loopback_host
 from tap_asana_vl.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_RETRIES,
@@ -384,4 +384,9 @@ def config_errors(config: Mapping[str, t.Any]) -> list[str]:
             parsed = urlparse(str(value))
             if parsed.scheme not in {"http", "https"} or not parsed.netloc:
                 errors.append(f"{setting} {value!r} is not an http(s) URL.")
+            elif parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
+                errors.append(
+                    f"{setting} {value!r} uses plain http to a remote host: the token would "
+                    "travel unencrypted. Use https (plain http is accepted for localhost only)."
+                )
     return errors

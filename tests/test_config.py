@@ -45,6 +45,21 @@ CASES = [
         id="api-url-not-url",
     ),
     pytest.param(
+        {"access_token": SECRET, "api_url": "http://asana-proxy.example.com/api/1.0"},
+        "api_url 'http://asana-proxy.example.com/api/1.0' uses plain http to a remote host",
+        id="api-url-plain-http",
+    ),
+    pytest.param(
+        {
+            "client_id": "id",
+            "client_secret": "cs-secret-value",
+            "refresh_token": "rt-secret-value",
+            "oauth_token_url": "http://10.1.2.3/-/oauth_token",
+        },
+        "oauth_token_url 'http://10.1.2.3/-/oauth_token' uses plain http to a remote host",
+        id="token-url-plain-http",
+    ),
+    pytest.param(
         {"access_token": "fake-pat first-half second-half"},
         "access_token contains spaces or control characters",
         id="token-with-space",
@@ -74,7 +89,7 @@ def test_bad_config_fails_before_any_request(fake, tmp_path, config, message):
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
     assert fake.requests == []
-    for value in (SECRET, "rt-secret-value"):
+    for value in (SECRET, "rt-secret-value", "cs-secret-value"):
         assert value not in proc.stderr
 
 
