@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from tests.fake_asana import FakeAsana, build_dataset
 
@@ -37,3 +38,14 @@ def oauth_config(fake: FakeAsana) -> dict[str, Any]:
         "api_url": fake.api_url,
         "oauth_token_url": fake.token_url,
     }
+
+
+def token_grant(
+    fake: FakeAsana, client_id: str, client_secret: str, **form: str
+) -> requests.Response:
+    """POST one grant (``grant_type=…`` and its fields) to the fake's token endpoint."""
+    return requests.post(
+        fake.token_url,
+        data={"client_id": client_id, "client_secret": client_secret, **form},
+        timeout=10,
+    )

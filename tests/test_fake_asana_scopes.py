@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests import spec_scopes
+from tests.conftest import token_grant
 from tests.fake_asana import FakeAsana
 from tests.fake_asana import scopes as rules
 
@@ -70,31 +71,25 @@ def authorize(fake, scope: str | None) -> dict[str, str]:
 
 
 def exchange(fake, code: str) -> dict:
-    answer = requests.post(
-        fake.token_url,
-        data={
-            "grant_type": "authorization_code",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "redirect_uri": "http://localhost:9/cb",
-            "code": code,
-        },
-        timeout=10,
+    answer = token_grant(
+        fake,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        grant_type="authorization_code",
+        redirect_uri="http://localhost:9/cb",
+        code=code,
     )
     assert answer.status_code == 200
     return answer.json()
 
 
 def refresh(fake, refresh_token: str) -> str:
-    answer = requests.post(
-        fake.token_url,
-        data={
-            "grant_type": "refresh_token",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "refresh_token": refresh_token,
-        },
-        timeout=10,
+    answer = token_grant(
+        fake,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        grant_type="refresh_token",
+        refresh_token=refresh_token,
     )
     assert answer.status_code == 200
     return answer.json()["access_token"]

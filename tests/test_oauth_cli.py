@@ -56,6 +56,7 @@ from tap_asana_vl.oauth_cli import (
     parse_callback,
     refused_scopes,
 )
+from tests.conftest import token_grant
 from tests.fake_asana import FakeAsana
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -169,15 +170,12 @@ def cli_args(fake, env_file, *extra, redirect="http://127.0.0.1:0/callback"):
 
 def refresh_works(fake, refresh_token: str) -> bool:
     """Use the token in a refresh-token grant against the fake."""
-    answer = requests.post(
-        fake.token_url,
-        data={
-            "grant_type": "refresh_token",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "refresh_token": refresh_token,
-        },
-        timeout=10,
+    answer = token_grant(
+        fake,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        grant_type="refresh_token",
+        refresh_token=refresh_token,
     )
     return answer.status_code == 200 and bool(answer.json().get("access_token"))
 

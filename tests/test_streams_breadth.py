@@ -4,13 +4,13 @@ Asana says a feature is paid."""
 
 from __future__ import annotations
 
-import datetime
 from collections import Counter
 
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
+from tests.fake_asana.dataset import iso_ms
 from tests.tap_runner import TAP_ADDED_FIELDS, as_served, catalog_selecting, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
@@ -265,19 +265,14 @@ def _bulk_edited_subtasks(fake, count: int, *, same_created_at: bool) -> tuple[l
     ds = fake.dataset
     parent = next(iter(ds.tasks.values()))
     now_ms = int(fake.now() * 1000)
-    instant = _iso_ms(now_ms - 60_000)
+    instant = iso_ms(now_ms - 60_000)
     gids = []
     for i in range(count):
-        created = _iso_ms(now_ms - 120_000 - (0 if same_created_at else count - i))
+        created = iso_ms(now_ms - 120_000 - (0 if same_created_at else count - i))
         subtask = fake.add_subtask(parent["gid"], created_at=created)
         fake.touch_task(subtask["gid"], at=instant)
         gids.append(subtask["gid"])
     return gids, instant
-
-
-def _iso_ms(ms: int) -> str:
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def test_subtask_search_reads_every_subtask_of_a_bulk_edit(fake, pat_config):
