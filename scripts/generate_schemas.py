@@ -104,6 +104,25 @@ ENDPOINTS: dict[str, str] = {
     "time_tracking_entries": "/tasks/{task_gid}/time_tracking_entries",
 }
 
+#: Documented fields that never carry data for a stream's records, left out so that
+#: they cost nothing and do not look like missing data. A custom field *definition*
+#: has no value: values live on each task (``tasks.custom_fields``).
+NEVER_SET: dict[str, frozenset[str]] = {
+    "custom_fields": frozenset(
+        {
+            "date_value",
+            "display_value",
+            "enum_value",
+            "html_text_value",
+            "multi_enum_values",
+            "number_value",
+            "people_value",
+            "reference_value",
+            "text_value",
+        }
+    ),
+}
+
 #: Entries of an ``opt_fields`` enum that are pagination, not record fields.
 PAGINATION_FIELDS = frozenset({"offset", "path", "uri"})
 #: Fields every endpoint returns whether or not its enum names them.
@@ -488,6 +507,8 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
         builder = Builder(resolver)
         schema = builder.record(component)
         keep_documented(schema["properties"], documented_fields(spec, ENDPOINTS[stream]))
+        for name in NEVER_SET.get(stream, ()):
+            del schema["properties"][name]
         spec_names = set(schema["properties"])
         extras = EXTRA_PROPERTIES.get(stream, {})
         clash = spec_names & extras.keys()
