@@ -1,5 +1,5 @@
 """Allow `python -m tap_asana_vl`."""
 
-from tap_asana_vl.tap import TapAsanaVl
+from tap_asana_vl.tap import main
 
-TapAsanaVl.cli()
+main()

@@ -47,6 +47,7 @@ if t.TYPE_CHECKING:
 
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.rate_limit import RateLimiter
+    from tap_asana_vl.run_control import RunControl
     from tap_asana_vl.tap import TapAsanaVl
 
 DEFAULT_API_URL = "https://app.asana.com/api/1.0"
@@ -87,10 +88,6 @@ class TokenRejectedError(Exception):
 
 class ExpiredOffsetError(Exception):
     """Asana no longer accepts the pagination token of a listing in progress."""
-
-
-class PrefetchCancelledError(Exception):
-    """The run no longer needs this prefetch (it is failing, or the parent was dropped)."""
 
 
 # Transient failures worth retrying with backoff.
@@ -362,6 +359,11 @@ class AsanaStream(RESTStream[str]):
         return self.asana_tap.authenticator
 
     @property
+    def run_control(self) -> RunControl:
+        """The run-wide circuit breaker and stop flag."""
+        return self.asana_tap.run_control
+
+    @property
     def rate_limiter(self) -> RateLimiter:
         """The pacer shared by every request of the run."""
         return self.asana_tap.rate_limiter
@@ -482,8 +484,9 @@ class AsanaStream(RESTStream[str]):
                 with self.stats.lock:
                     self.stats.requests += 1
                 try:
-                    return func(prepared, context)
+                    response = func(prepared, context)
                 except RateLimitedError as exc:
+                    self.run_control.succeeded()
                     rate_limited += 1
                     rate_limited_seconds += exc.retry_after
                     if (
@@ -514,6 +517,8 @@ class AsanaStream(RESTStream[str]):
                 except RETRIABLE_ERRORS as exc:
                     failures += 1
                     reason = _describe(exc)
+                    # No answer, or a 5xx: the run-wide breaker may stop everything.
+                    self.run_control.failed(reason)
                     if failures > self.max_retries:
                         msg = f"Giving up on {self.path} after {failures} attempts: {reason}"
                         raise FatalAPIError(msg) from None
@@ -527,7 +532,14 @@ class AsanaStream(RESTStream[str]):
                         failures,
                         reason,
                     )
-                    self._pause(wait)
+                    # Never sleep past the moment the breaker would trip.
+                    self._pause(min(wait, self.run_control.seconds_left() + 0.01))
+                except Exception:
+                    self.run_control.succeeded()  # Asana answered (4xx): it is up
+                    raise
+                else:
+                    self.run_control.succeeded()
+                    return response
 
         return send
 
@@ -541,14 +553,9 @@ class AsanaStream(RESTStream[str]):
         return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES))
 
     def _pause(self, seconds: float) -> None:
-        """Sleep, waking early (and stopping) if this thread's prefetch was cancelled."""
+        """Sleep, waking early (and stopping) if the run stops or this prefetch is dropped."""
         cancelled: threading.Event | None = getattr(self._thread_local, "cancelled", None)
-        if cancelled is None:
-            if seconds > 0:
-                time.sleep(seconds)
-            return
-        if cancelled.wait(seconds) or cancelled.is_set():
-            raise PrefetchCancelledError
+        self.run_control.pause(seconds, cancelled)
 
     # --- Responses -----------------------------------------------------------------------
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
+import time
+import traceback
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -25,6 +31,7 @@ from tap_asana_vl.client import (
     parse_timestamp,
 )
 from tap_asana_vl.rate_limit import RateLimiter
+from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
 
 if t.TYPE_CHECKING:
@@ -38,6 +45,10 @@ DEFAULT_MAX_REQUESTS_PER_MINUTE = 1500  # Asana's quota on paid plans
 # Asana allows 50 concurrent reads per token; stay well below so other clients of the
 # same token (and our own sequential listing requests) keep headroom.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
+DEFAULT_MAX_OUTAGE_SECONDS = 120
+# After the run ends, requests still in flight get this long before the process exits
+# anyway (a stuck read could otherwise hold it for request_timeout).
+EXIT_GRACE_SECONDS = 3.0
 MAX_CONCURRENT_REQUESTS = 25
 
 # Order matters for children of one parent: they sync in this order. Subtasks come
@@ -265,6 +276,16 @@ class TapAsanaVl(Tap):
             description="Seconds to wait for one Asana response.",
         ),
         th.Property(
+            "max_outage_seconds",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_MAX_OUTAGE_SECONDS,
+            title="Max outage (seconds)",
+            description=(
+                "Stop the run when no request to Asana has succeeded for this long (Asana "
+                "or the network down); 30 s at most before the first success."
+            ),
+        ),
+        th.Property(
             "api_url",
             th.StringType,
             default=DEFAULT_API_URL,
@@ -289,6 +310,10 @@ class TapAsanaVl(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Validate settings that JSON Schema cannot express, before any request."""
         super().__init__(*args, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            # Replaces the SDK's handlers, which exit 0 and leave worker threads retrying.
+            signal.signal(signal.SIGINT, self._stop_on_signal)
+            signal.signal(signal.SIGTERM, self._stop_on_signal)
         if kwargs.get("validate_config", True):
             errors = config_errors(self.config)
             if errors:
@@ -306,6 +331,12 @@ class TapAsanaVl(Tap):
         """The one request pacer every stream uses."""
         rpm = self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE
         return RateLimiter(float(rpm))
+
+    @cached_property
+    def run_control(self) -> RunControl:
+        """The run-wide circuit breaker and stop flag."""
+        seconds = self.config.get("max_outage_seconds") or DEFAULT_MAX_OUTAGE_SECONDS
+        return RunControl(float(seconds))
 
     @cached_property
     def executor(self) -> ThreadPoolExecutor:
@@ -333,7 +364,27 @@ class TapAsanaVl(Tap):
             # Scopes unknown: let each stream's first request find out alone.
             for stream in asana_streams:
                 stream.probe_first_request = True
-        super().sync_all()
+        try:
+            super().sync_all()
+        finally:
+            # Done, failing or interrupted: nothing may keep running (or queued) after.
+            self.stop_work()
+
+    def stop_work(self) -> None:
+        """Stop every request in progress or queued (the run ended, failed or was stopped)."""
+        self.run_control.stopping.set()
+        if "executor" in self.__dict__:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _stop_on_signal(self, signum: int, frame: t.Any) -> None:  # noqa: ARG002
+        name = signal.Signals(signum).name
+        self.logger.error(
+            "Stopping on %s: queued requests cancelled; the next run resumes from the "
+            "last state written",
+            name,
+        )
+        self.stop_work()
+        raise SystemExit(128 + signum)
 
     def discover_streams(self) -> list[Stream]:
         """Instantiate the streams (no API call: discovery must work offline)."""
@@ -390,3 +441,36 @@ def config_errors(config: Mapping[str, t.Any]) -> list[str]:
                     "travel unencrypted. Use https (plain http is accepted for localhost only)."
                 )
     return errors
+
+
+def main() -> None:
+    """Console entry point: the SDK's CLI, then an exit no stuck request can delay.
+
+    Worker threads are joined at interpreter exit; one blocked reading a response would
+    hold a finished (or failed, or interrupted) run open for up to ``request_timeout``.
+    """
+    code: int | str | None = 0
+    try:
+        TapAsanaVl.cli()
+    except SystemExit as exc:
+        code = exc.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    deadline = time.monotonic() + EXIT_GRACE_SECONDS
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.current_thread()
+    ):
+        os._exit(exit_code)
+    sys.exit(exit_code)
