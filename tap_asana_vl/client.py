@@ -74,7 +74,7 @@ class ScopeMissingError(SkippedObjectError):
 
 
 class RateLimitedError(Exception):
-    """Asana answered 429; retried after ``retry_after`` seconds, without a try limit."""
+    """Asana answered 429; retried after ``retry_after`` seconds (not counted as a try)."""
 
     def __init__(self, retry_after: float) -> None:
         """Keep the server-given wait."""
@@ -583,7 +583,10 @@ class AsanaStream(RESTStream[str]):
             raise SkippedObjectError(status, self.response_error_message(response))
         if status == 400:
             self._raise_for_bad_request(response)
-            if 400 in self.unavailable_statuses:
+            # Only a first page says "not offered here": a 400 on a later page of a
+            # listing that started fine is something else, and must not truncate it.
+            first_page = "offset=" not in (urlparse(response.request.url or "").query or "")
+            if 400 in self.unavailable_statuses and first_page:
                 raise SkippedObjectError(status, self.response_error_message(response))
         if status >= 400:
             raise FatalAPIError(self.response_error_message(response))
@@ -691,7 +694,6 @@ class AsanaStream(RESTStream[str]):
             return
         bound = self._previous_bookmark(context)
         key = self.replication_key
-        emitted = 0
         try:
             for record in self.source_records(context):
                 value = record.get(key) if bound is not None and key else None
@@ -700,7 +702,6 @@ class AsanaStream(RESTStream[str]):
                     continue
                 if not self.accept(record) or self._is_repeat(record, context):
                     continue
-                emitted += 1
                 yield record
         except SkippedObjectError as exc:
             if self.parent_stream_type is None:
@@ -713,9 +714,10 @@ class AsanaStream(RESTStream[str]):
                 )
                 raise FatalAPIError(msg) from None
             self._skip(context, exc)
-            if emitted and self.replication_key:
+            if self.replication_key:
                 # Cut off part-way: what was read must not become the bookmark, or the
-                # unread pages' older changes would be skipped for good. Records of the
+                # unread pages' older changes would be skipped for good. That includes
+                # repeats, which mark progress without being emitted. Records of the
                 # last batch are still to be written (and will mark progress again), so
                 # the progress is dropped once they are out.
                 self.after_emit(

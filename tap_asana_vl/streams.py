@@ -218,7 +218,7 @@ class TimeTrackingEntriesStream(AsanaStream):
     required_scope = "time_tracking_entries:read"
     parent_stream_type = TasksStream
     context_label = ("task", "task_gid")
-    # The endpoint's entries carry no link to their task: the SDK adds it from the context.
+    # The endpoint's entries carry no link to their task: added from the context.
     tap_fields = frozenset({"task_gid"})
     prefetch = True
     unavailable_statuses = frozenset({402})
@@ -256,6 +256,8 @@ class SubtasksStream(AsanaStream):
     context_label = ("task", "task_gid")
     child_context_key = "task_gid"
     deduplicate = True
+    # The walk follows num_subtasks; search pages by modified_at, then created_at.
+    required_fields = frozenset({"workspace", "num_subtasks", "modified_at", "created_at"})
     search_page = 100  # Asana's search returns at most 100 results, with no offset
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
@@ -273,12 +275,12 @@ class SubtasksStream(AsanaStream):
             yield from self._search_changed(workspace, search)
         except SearchTiesError as exc:
             self.logger.warning(
-                "More than %d subtasks in workspace %s were created and modified in the "
-                "same millisecond (%s), which Asana's search cannot page through: walking "
-                "every task's subtasks there instead",
-                self.search_page,
-                workspace,
+                "Asana's search cannot page past %s in workspace %s (more than %d "
+                "subtasks created and modified in the same millisecond?): walking every "
+                "task's subtasks there instead",
                 exc,
+                workspace,
+                self.search_page,
             )
             parents = self._all_tasks_with_subtasks(workspace)
             self._walked_workspaces.add(workspace)
@@ -341,9 +343,14 @@ class SubtasksStream(AsanaStream):
                 if seen:
                     raise
                 raise SearchUnavailableError(str(exc.status)) from None
-            yield from self._unseen(page, seen, search)
+            new = list(self._unseen(page, seen, search))
+            yield from new
             if len(page) < self.search_page:
                 return
+            if not new:
+                # The bound did not move the search forward (Asana treating it as
+                # inclusive?): never loop on the same page; walk instead.
+                raise SearchTiesError(after or "start")
             first, last = page[0]["modified_at"], page[-1]["modified_at"]
             if first == last:
                 yield from self._search_instant(workspace, last, seen, search)
@@ -363,11 +370,12 @@ class SubtasksStream(AsanaStream):
         while True:
             params = {**window, "sort_by": "created_at", "created_at.after": created_after}
             page = self._search_page(workspace, params)
-            yield from self._unseen(page, seen, search)
+            new = list(self._unseen(page, seen, search))
+            yield from new
             if len(page) < self.search_page:
                 return
             first, last = page[0]["created_at"], page[-1]["created_at"]
-            if first == last:
+            if first == last or not new:
                 # A full page created and modified in the same millisecond: search
                 # cannot tell them apart. Never skip them: walk this workspace instead.
                 raise SearchTiesError(instant)
@@ -459,7 +467,7 @@ class SearchUnavailableError(Exception):
 
 
 class SearchTiesError(Exception):
-    """More subtasks share one ``modified_at`` and ``created_at`` than a search page holds."""
+    """Search cannot move past an instant (more ties than a page holds); the argument."""
 
 
 def _just_before(timestamp: str) -> str:
@@ -574,7 +582,6 @@ class TeamsStream(AsanaStream):
     parent_stream_type = WorkspacesStream
     context_label = ("workspace", "workspace_gid")
     child_context_key = "team_gid"
-    unavailable_statuses = frozenset({400})
 
     def wanted_for(self, parent: dict[str, t.Any]) -> bool:
         """Only organizations have teams."""
@@ -624,7 +631,7 @@ class PortfolioItemsStream(AsanaStream):
 
 
 class GoalsStream(AsanaStream):
-    """Goals of each workspace (paid plans; 402 turns it off for that workspace)."""
+    """Goals of each workspace; a 402 or a first-page 400 turns it off for that workspace."""
 
     name = "goals"
     path = "/goals"

@@ -265,7 +265,7 @@ class TapAsanaVl(Tap):
             title="Max retries",
             description=(
                 "Retries of a request after a 5xx, a timeout or a broken response "
-                "(429s are always retried after Retry-After)."
+                "(429s are retried after Retry-After, up to 60 in a row or 15 minutes in all)."
             ),
         ),
         th.Property(

@@ -428,3 +428,38 @@ def test_a_huge_retry_after_is_capped_in_total_then_fails_clearly(fake, pat_conf
     with pytest.raises(Exception, match=r"answered 429 to /workspaces 3 times in a row"):
         run_tap({**pat_config, **FAST})
     assert time.monotonic() - started < 5
+
+
+def test_a_cut_off_listing_of_repeats_only_does_not_advance_its_bookmark(pat_config):
+    """Page 1 holds only a task already emitted under an earlier project; page 2 fails.
+
+    The repeat marks progress without being emitted; that progress must not become the
+    bookmark, or the unread pages would never be listed again.
+    """
+    with FakeAsana(build_dataset(seed=11, multi_home_every=2)) as fake:
+        config = {**pat_config, **FAST, "api_url": fake.api_url, "access_token": fake.pat}
+        ds = fake.dataset
+        order = list(ds.projects)
+        project = next(
+            gid
+            for i, gid in enumerate(order)
+            if ds.tasks_by_project[gid]
+            and {m["project"]["gid"] for m in ds.tasks_by_project[gid][0]["memberships"]}
+            & set(order[:i])
+        )
+        fake.inject(rf"/api/1\.0/tasks\?(?=.*project={project})(?=.*offset=)", 403, times=1)
+
+        first = run_tap({**config, "page_size": 1})
+
+    partition = next(
+        p
+        for p in first.state["bookmarks"]["tasks"]["partitions"]
+        if p["context"]["project_gid"] == project
+    )
+    assert "replication_key_value" not in partition
+
+
+def test_a_400_on_a_later_page_of_goals_fails_instead_of_truncating(fake, pat_config):
+    fake.inject(r"/api/1\.0/goals\?.*offset=", 400, times=None)
+    with pytest.raises(Exception, match="400"):
+        run_tap({**pat_config, **FAST, "page_size": 1})

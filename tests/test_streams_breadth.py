@@ -162,15 +162,17 @@ def test_premium_features_are_skipped_per_workspace_with_one_warning(fake, pat_c
 
 
 def test_a_400_from_a_listing_some_workspaces_lack_skips_it_there_once(fake, pat_config):
-    """Goals, portfolios and teams asked of the wrong kind of workspace: skip, not fail."""
+    """Goals and portfolios asked of the wrong kind of workspace: skip, not fail.
+
+    (Teams are only asked of organizations, so a 400 there is unexpected and fails.)
+    """
     first, second = list(fake.dataset.workspaces)
     fake.inject(rf"/api/1\.0/goals\?.*workspace={first}", 400, times=None)
     fake.inject(rf"/api/1\.0/portfolios\?.*workspace={first}", 400, times=None)
-    fake.inject(rf"/api/1\.0/workspaces/{first}/teams", 400, times=None)
 
     result = run_tap({**pat_config, **FAST})
 
-    for stream in ("goals", "portfolios", "teams"):
+    for stream in ("goals", "portfolios"):
         warnings = [
             line
             for line in result.logs.splitlines()
@@ -336,3 +338,49 @@ def test_a_walk_mark_is_per_workspace_so_a_killed_walk_is_redone(fake, pat_confi
     assert not {
         g for g, s in fake.dataset.subtasks.items() if s["workspace"]["gid"] == first_ws
     } & _gids(resumed, "subtasks"), "the first workspace's walk is not due again"
+
+
+def test_subtask_walks_survive_deselected_bookkeeping_columns(fake, pat_config):
+    """num_subtasks/modified_at deselected by a user: still requested, the walk goes deep."""
+    fake.premium_workspaces = set()
+    config = {**pat_config, **FAST}
+    catalog = catalog_selecting(config, {"subtasks"})
+    for stream in catalog["streams"]:
+        if stream["tap_stream_id"] == "subtasks":
+            for entry in stream["metadata"]:
+                if entry["breadcrumb"] in (
+                    ["properties", "num_subtasks"],
+                    ["properties", "modified_at"],
+                ):
+                    entry["metadata"]["selected"] = False
+    result = run_tap(config, catalog=catalog)
+    assert _gids(result, "subtasks") == set(fake.dataset.subtasks)
+    assert all("num_subtasks" not in r for r in result.records["subtasks"])
+
+
+def test_a_search_that_does_not_move_forward_falls_back_to_a_walk(fake, pat_config):
+    """If Asana ever treated modified_at.after as inclusive, paging must not loop."""
+    workspace = next(iter(fake.dataset.workspaces))
+    page = [
+        {
+            "gid": str(9_000_000_000_000_000 + i),
+            "name": f"Same page {i}",
+            "modified_at": iso_ms(1_735_689_600_000 + i),
+            "created_at": iso_ms(1_735_689_600_000),
+            "num_subtasks": 0,
+            "workspace": {"gid": workspace, "resource_type": "workspace"},
+        }
+        for i in range(100)
+    ]
+    fake.inject(
+        rf"/api/1\.0/workspaces/{workspace}/tasks/search", 200, body={"data": page}, times=None
+    )
+
+    result = run_tap({**pat_config, **FAST, "workspace_gids": [workspace]})
+
+    assert "cannot page past" in result.logs
+    in_workspace = {
+        g for g, s in fake.dataset.subtasks.items() if s["workspace"]["gid"] == workspace
+    }
+    assert in_workspace <= _gids(result, "subtasks")
+    assert len(fake.requests_for(f"/api/1.0/workspaces/{workspace}/tasks/search")) <= 3
