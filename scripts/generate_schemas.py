@@ -4,7 +4,7 @@
 The tap does not need the specification at run time: this script turns the spec's
 ``*Response`` components into the JSON files under ``tap_asana_vl/schemas`` that are
 committed to the repository.  Only structure is carried over (property names, types,
-``date``/``date-time`` formats and nullability); no prose from the specification.
+``date``/``date-time`` formats); no prose from the specification.
 
 Usage::
 
@@ -136,7 +136,7 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     "tasks": {"project_gid": {"type": ["string", "null"]}},
     # Portfolio items are projects; the portfolio they belong to is part of the key.
     "portfolio_items": {"portfolio_gid": {"type": ["string"]}},
-    # The endpoint documents no link back to the task; the SDK fills it from the context.
+    # The endpoint documents no link back to the task; the tap fills it from the context.
     "time_tracking_entries": {"task_gid": {"type": ["string", "null"]}},
 }
 
