@@ -135,7 +135,7 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     # project, and a task can be in several projects).
     "tasks": {"project_gid": {"type": ["string", "null"]}},
     # Portfolio items are projects; the portfolio they belong to is part of the key.
-    "portfolio_items": {"portfolio_gid": {"type": ["string"]}},
+    "portfolio_items": {"portfolio_gid": {"type": ["string", "null"]}},
     # The endpoint documents no link back to the task; the tap fills it from the context.
     "time_tracking_entries": {"task_gid": {"type": ["string", "null"]}},
 }

@@ -195,16 +195,22 @@ class PaginationLoopError(FatalAPIError):
     """Asana handed back a pagination token it had already given for this listing."""
 
 
+def _offset_of(body: Mapping[str, t.Any]) -> str | None:
+    next_page = body.get("next_page")
+    if isinstance(next_page, dict) and next_page.get("offset"):
+        return str(next_page["offset"])
+    return None
+
+
 def next_offset(body: Mapping[str, t.Any], seen: set[str]) -> str | None:
     """The offset of the page after ``body`` (None on the last page), never a repeat.
 
     A token seen before in the same listing means the pages cycle (A -> B -> A): without
     this check the listing would never end. ``seen`` collects this listing's tokens.
     """
-    next_page = body.get("next_page")
-    if not (isinstance(next_page, dict) and next_page.get("offset")):
+    offset = _offset_of(body)
+    if offset is None:
         return None
-    offset = str(next_page["offset"])
     if offset in seen:
         msg = (
             f"Asana sent a pagination token it had already sent for this listing, after "
@@ -234,8 +240,7 @@ class AsanaPaginator(BaseAPIPaginator[str]):
 
     def continue_if_empty(self, response: requests.Response) -> bool:
         """Keep paging past an empty page that still has a ``next_page``."""
-        next_page = _body(response).get("next_page")
-        return isinstance(next_page, dict) and bool(next_page.get("offset"))
+        return _offset_of(_body(response)) is not None
 
 
 def _body(response: requests.Response) -> dict[str, t.Any]:

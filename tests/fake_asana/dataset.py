@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-#: Fields Asana leaves out of the full record unless named in ``opt_fields`` (NOTES §3;
-#: the spec marks them "Opt In").
+#: Fields Asana leaves out of the full record unless named in ``opt_fields`` (Asana's
+#: docs: input/output options; the spec marks them "Opt In").
 OPT_IN_FIELDS: dict[str, frozenset[str]] = {
     "workspace": frozenset(),
     "user": frozenset(),

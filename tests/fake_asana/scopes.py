@@ -7,7 +7,7 @@ granular scope: only a token with full permissions may call them); some operatio
 have a table of fields that need further scopes. ``tests/test_fake_asana_scopes.py``
 checks these tables against the spec. The fake never imports the tap.
 
-What Asana answers for a token that lacks a scope is not documented (NOTES §9): the
+What Asana answers for a token that lacks a scope is not documented (Asana's docs: OAuth): the
 403 messages below are our guess, and ``FakeAsana.scope_error_status`` can make them
 401s (as Airbyte reported "401s caused by tokens without read scopes").
 """

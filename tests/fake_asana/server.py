@@ -1,6 +1,7 @@
 """A faithful fake of the Asana REST API (read side + OAuth) on a real localhost socket.
 
-Behaviour follows /work/shared/asana/NOTES.md (sections 1-3, 5-7, 9): Asana's envelope,
+Behaviour follows Asana's documentation (its OpenAPI spec, vendored in spec/, and its
+guides on errors, pagination, input/output options, rate limits and OAuth): Asana's envelope,
 opaque signed pagination tokens, ``opt_fields`` projection, Asana-worded errors,
 per-token rate limiting with ``Retry-After``, and the OAuth authorization-code flow with
 PKCE and refresh tokens. Test hooks: fault injection, a request log, mutation helpers
@@ -65,7 +66,7 @@ TOO_LARGE = (
 )
 BAD_OFFSET = "offset: Your pagination token is invalid."
 # 402s for workspaces without Asana's paid features. The search wording was reported
-# from the live API (NOTES §6); the others are modelled on it (our guess).
+# from the live API (Asana's docs: errors); the others are modelled on it (our guess).
 SEARCH_PREMIUM = "Search is only available to premium users."
 PORTFOLIOS_PREMIUM = "Portfolios are only available to premium users."
 GOALS_PREMIUM = "Goals are only available to premium users."
@@ -123,7 +124,7 @@ _SEARCH_UNSUPPORTED = frozenset(
     }
 )
 JSON_TYPE = "application/json; charset=UTF-8"
-# Asana serves unpaginated lists only up to about this size (NOTES §2).
+# Asana serves unpaginated lists only up to about this size (Asana's docs: pagination).
 MAX_UNPAGINATED = 1000
 # Query parameters that do not change *which* records a list holds; everything else is
 # part of the pagination fingerprint, so a token only works for the query it came from.
@@ -251,7 +252,7 @@ def _phrase() -> str:
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
-    """Asana's error envelope; 500s carry a ``phrase`` for support (NOTES §1)."""
+    """Asana's error envelope; 500s carry a ``phrase`` for support (Asana's docs: errors)."""
     error: dict[str, Any] = {"message": message, "help": HELP}
     if status == 500:
         error["phrase"] = _phrase()
@@ -484,7 +485,8 @@ Resolver = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 
 def _bare(value: dict[str, Any]) -> dict[str, Any]:
-    # A bare resource reference comes back minimal; plain objects come back whole (NOTES §3).
+    # A bare resource reference comes back minimal; plain objects come back whole
+    # (Asana's docs: input/output options).
     if "resource_type" in value and "gid" in value:
         return {"gid": value["gid"], "resource_type": value["resource_type"]}
     return value
@@ -1405,7 +1407,7 @@ class FakeAsana:
         if modified:
             modified_since = self._since(query, "modified_since")
             if modified_since is not None:
-                # Inclusive bound (>=), the way tap-asana assumes (NOTES §5).
+                # Inclusive bound (>=), the way tap-asana assumes (the spec's GET /tasks).
                 records = [t for t in records if (t.get("modified_at") or "") >= modified_since]
         if _first(query, "completed_since") == "now":
             records = [t for t in records if not t.get("completed")]
@@ -1447,7 +1449,7 @@ class FakeAsana:
 
     def _teams_of(self, workspace: dict[str, Any]) -> list[dict[str, Any]]:
         # Only organizations have teams. What Asana answers for a plain workspace is not
-        # documented; a 400 naming the problem is our guess (NOTES has no source).
+        # documented; a 400 naming the problem is our guess (no source documents it).
         if not workspace.get("is_organization"):
             raise _ApiError(400, NOT_AN_ORGANIZATION)
         return self.dataset.teams_by_workspace.get(workspace["gid"], [])
