@@ -30,6 +30,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_asana_vl import __version__, schemas
 from tap_asana_vl.auth import AsanaAuthError, token_of
 from tap_asana_vl.scopes import fix_hint, mentions_scope
+from tap_asana_vl.transport import new_session
 
 T = t.TypeVar("T")
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -983,14 +984,7 @@ class AsanaStream(RESTStream[str]):
         """One HTTP session per thread (a Session is not safe to share across threads)."""
         session = getattr(self._thread_local, "session", None)
         if session is None:
-            session = requests.Session()
-            # requests re-reads proxy and CA-bundle variables from the environment on
-            # every request (a scan of os.environ: a third of its CPU per request).
-            # Resolve them once for Asana's host, honouring NO_PROXY, and freeze them.
-            settings = session.merge_environment_settings(self.url_base, {}, None, None, None)
-            session.proxies.update(settings["proxies"])
-            session.verify = settings["verify"]
-            session.trust_env = False
+            session = new_session(self.url_base)
             self._thread_local.session = session
         return session
 

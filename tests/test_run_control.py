@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -132,3 +133,64 @@ def test_a_fatal_error_does_not_wait_for_a_stuck_request(tmp_path):
     assert proc.returncode != 0
     assert f"/tasks/{tasks[3]}/stories" in proc.stderr
     assert elapsed < 20
+
+
+class _TricklingServer:
+    """Answers every request with headers at once, then its JSON body a byte at a time."""
+
+    def __init__(self, body: bytes, byte_every: float) -> None:
+        self.body = body
+        self.byte_every = byte_every
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/api/1.0"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(self.body)}\r\n\r\n"
+                )
+                conn.sendall(head.encode())
+                for byte in self.body:
+                    if self.done.wait(self.byte_every):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return
+
+
+def test_request_timeout_bounds_the_whole_response_not_each_read():
+    """A body trickling 1 byte per 0.2 s: each read is quick, the response never ends."""
+    body = json.dumps({"data": [{"gid": "1", "name": "Slow workspace"}], "next_page": None})
+    with _TricklingServer(body.encode(), byte_every=0.2) as server:
+        config = {"access_token": "fake-pat-x", "api_url": server.url, **FAST}
+        started = time.monotonic()
+        with pytest.raises(Exception, match=r"Giving up on /workspaces after 1 attempts"):
+            run_tap({**config, "request_timeout": 2, "max_retries": 0})
+        elapsed = time.monotonic() - started
+    # The body alone takes ~15 s; the timeout must cut it at ~2 s.
+    assert elapsed < 6
