@@ -15,6 +15,8 @@ import typing as t
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
 
+from tap_asana_vl.redaction import safe_text
+
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -175,7 +177,9 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
 
         payload = _json_or_empty(response)
         if response.status_code != 200 or "access_token" not in payload:
-            raise AsanaAuthError(_token_error_message(response.status_code, payload))
+            raise AsanaAuthError(
+                _token_error_message(response.status_code, payload, self._secrets())
+            )
 
         self.access_token = str(payload["access_token"])
         expires_in = payload.get("expires_in")
@@ -195,6 +199,10 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
                 REAUTHORIZE_HINT,
             )
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        """What must never appear in a message, in any encoding."""
+        return (self.client_secret, self.refresh_token, self.access_token)
+
 
 def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:
     try:
@@ -204,9 +212,15 @@ def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _token_error_message(status: int, payload: Mapping[str, t.Any]) -> str:
-    """Explain a failed token refresh without echoing anything secret."""
-    error = str(payload.get("error", "")) or f"HTTP {status}"
+def _token_error_message(
+    status: int, payload: Mapping[str, t.Any], secrets: tuple[str | None, ...]
+) -> str:
+    """Explain a failed token refresh without echoing anything secret.
+
+    The endpoint's ``error`` is server text: a misbehaving one may echo the request
+    (with the client secret and refresh token), or carry terminal escapes.
+    """
+    error = safe_text(payload.get("error", ""), secrets, limit=200) or f"HTTP {status}"
     if error == "invalid_grant":
         return (
             "Asana rejected the OAuth refresh token (invalid_grant): it was revoked, "

@@ -50,6 +50,7 @@ import requests
 from tap_asana_vl import __version__
 from tap_asana_vl.auth import is_loopback_host
 from tap_asana_vl.dotenv_file import read_env_file, update_env_file
+from tap_asana_vl.redaction import safe_text
 
 __all__ = [
     "DEFAULT_SCOPES",
@@ -248,7 +249,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
     """Turn an ``error=...`` redirect into one line telling what to do."""
     error = params.get("error", "")
     description = params.get("error_description", "").strip()
-    detail = f" ({_one_line(description)})" if description else ""
+    detail = f" ({safe_text(description)})" if description else ""
     if error == "access_denied":
         return (
             f"authorization was denied in Asana (access_denied){detail}; "
@@ -258,7 +259,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
         refused = refused_scopes(description)
         named = f": {' '.join(refused)}" if refused else ""
         # Asana's description starts with the error code; don't say it twice.
-        said = f" ({_one_line(description)})" if description.startswith(error) else ""
+        said = f" ({safe_text(description)})" if description.startswith(error) else ""
         return (
             f"Asana refused the requested scopes{named}{said or f' ({error}){detail}'}; "
             "enable them for the app in Asana's developer console, or re-run without them (--scope)"
@@ -268,7 +269,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
             f"the app may not use the authorization-code flow (unauthorized_client){detail}; "
             "check the app's OAuth settings in Asana's developer console"
         )
-    return f"Asana returned an authorization error: {_one_line(error)}{detail}; re-run {PROG}"
+    return f"Asana returned an authorization error: {safe_text(error)}{detail}; re-run {PROG}"
 
 
 def parse_callback(callback: str, expected_state: str) -> str:
@@ -614,20 +615,6 @@ _TOKEN_ERROR_HINTS = {
 }
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """Collapse whitespace and cut ``text`` to ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _redact(text: str, secret_values: Iterable[str]) -> str:
-    """Replace any secret value occurring in ``text``."""
-    for value in secret_values:
-        if value and len(value) >= 4:
-            text = text.replace(value, "[redacted]")
-    return text
-
-
 def exchange_code(
     token_url: str,
     *,
@@ -695,23 +682,16 @@ def exchange_code(
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error = payload["error"]
         description = payload.get("error_description")
-        detail = (
-            f" [Asana: {_one_line(_redact(str(description), secret_values))}]"
-            if description
-            else ""
-        )
+        detail = f" [Asana: {safe_text(description, secret_values)}]" if description else ""
         hint = _TOKEN_ERROR_HINTS.get(error)
         if hint is None:
-            hint = (
-                f"the token request failed ({_one_line(_redact(error, secret_values))}); "
-                f"re-run {PROG}"
-            )
+            hint = f"the token request failed ({safe_text(error, secret_values)}); re-run {PROG}"
         raise AuthFailedError(f"{hint}{detail} ({where})")
     if isinstance(payload, dict) and isinstance(payload.get("errors"), list) and payload["errors"]:
         first = payload["errors"][0]
         message = first.get("message") if isinstance(first, dict) else first
         raise AuthFailedError(
-            f"the token request failed: {_one_line(_redact(str(message), secret_values))} ({where})"
+            f"the token request failed: {safe_text(message, secret_values)} ({where})"
         )
     if response.ok:
         raise AuthFailedError(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,3 +52,21 @@ def token_grant(
         data={"client_id": client_id, "client_secret": client_secret, **form},
         timeout=10,
     )
+
+
+def secret_encodings(secret: str) -> list[str]:
+    """The forms a secret travels in: raw, URL-encoded, JSON, base64 (alone or in a header)."""
+    forms = [
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret, safe="").replace("%2F", "%2f"),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+        json.dumps(secret),
+        json.dumps(secret, ensure_ascii=False),
+    ]
+    # Alone and inside a Basic header, at each of the three byte alignments.
+    for prefix in ("", "i:", "id:", "cid:"):
+        raw = (prefix + secret).encode()
+        forms += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
+    return list(dict.fromkeys(forms))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import pytest
 
 from tap_asana_vl.auth import AsanaAuthError
+from tests.conftest import secret_encodings
 from tests.tap_runner import run_tap
+
+TOKEN_PATH = r"^/-/oauth_token"
 
 FAST = {"max_requests_per_minute": 100_000}
 
@@ -121,3 +126,24 @@ def test_wrong_client_secret_names_the_settings(fake, oauth_config, tmp_path):
 def test_a_token_pasted_with_a_trailing_newline_still_works(fake, pat_config):
     result = run_tap({**pat_config, **FAST, "access_token": fake.pat + "\n"})
     assert len(result.gids("tasks")) == len(fake.dataset.tasks)
+
+
+def test_a_token_endpoint_echoing_the_request_leaks_no_secret(fake, oauth_config, tmp_path):
+    secret = "cs/+=:secret~value"
+    fake.register_client(oauth_config["client_id"], secret)
+    refresh = oauth_config["refresh_token"]
+    form = urllib.parse.urlencode({"client_secret": secret, "refresh_token": refresh})
+    basic = base64.b64encode(f"{oauth_config['client_id']}:{secret}".encode()).decode()
+    fake.inject(
+        TOKEN_PATH,
+        400,
+        body={"error": f"\x1b[31mbad request: {form} {basic} {json.dumps(secret)}"},
+    )
+    proc = _run_cli({**oauth_config, **FAST, "client_secret": secret}, tmp_path)
+
+    assert proc.returncode != 0
+    assert "bad request" in proc.stderr
+    assert "\x1b" not in proc.stderr
+    for value in (secret, refresh):
+        for form in secret_encodings(value):
+            assert form not in proc.stderr

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import json
 import os
 import shlex
 import socket
@@ -56,7 +57,7 @@ from tap_asana_vl.oauth_cli import (
     parse_callback,
     refused_scopes,
 )
-from tests.conftest import token_grant
+from tests.conftest import secret_encodings, token_grant
 from tests.fake_asana import FakeAsana
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -594,6 +595,53 @@ def test_exchange_code_non_json_error():
             code_verifier="v" * 43,
             session=BadGateway(),
         )
+
+
+def test_exchange_code_redacts_every_form_of_the_secrets_a_server_echoes(fake):
+    secret = "cs/+=:secret~value"
+    code, verifier = "1/2:code+value", "v/" + "v" * 41
+    fake.register_client(CLIENT_ID, secret, redirect_uris=None)
+    form = urllib.parse.urlencode(
+        {"client_secret": secret, "code": code, "code_verifier": verifier}
+    )
+    basic = base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
+    fake.inject(
+        r"^/-/oauth_token",
+        400,
+        body={
+            "error": f"weird_error {json.dumps(code)}",
+            "error_description": f"\x1b]0;title\x07got {form} with {basic}",
+        },
+    )
+    with pytest.raises(AuthFailedError, match="weird_error") as caught:
+        exchange_code(
+            fake.token_url,
+            client_id=CLIENT_ID,
+            client_secret=secret,
+            redirect_uri="http://localhost:8080/callback",
+            code=code,
+            code_verifier=verifier,
+        )
+    message = str(caught.value)
+    assert "[redacted]" in message
+    assert "\x1b" not in message
+    assert "\x07" not in message
+    for value in (secret, code, verifier):
+        for encoded in secret_encodings(value):
+            assert encoded not in message
+
+
+def test_error_description_cannot_reach_the_terminal_raw(fake, tmp_path, capsys, monkeypatch):
+    description = "\x1b[2J\x1b]0;pwned\x07denied\r\nINFO fake log line\u202e"
+    callback = "http://localhost:8080/callback?" + urllib.parse.urlencode(
+        {"error": "access_denied\x1b[31m", "error_description": description}
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(callback + "\n"))
+    rc = main(cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "denied INFO fake log line" in err
+    assert not any(ch in err for ch in "\x1b\x07\r\u202e")
 
 
 # ------------------------------------------------------------ building blocks
