@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import threading
 import typing as t
+from urllib.parse import urlsplit
 
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
@@ -167,6 +168,9 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
                 self.auth_endpoint,
                 data=self.oauth_request_body,
                 timeout=self._timeout,
+                # Following would re-post the client secret and refresh token to
+                # wherever the redirect points.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             msg = (
@@ -175,6 +179,14 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
             )
             raise AsanaAuthError(msg) from None
 
+        if 300 <= response.status_code < 400:
+            msg = (
+                f"The OAuth token endpoint {self.auth_endpoint} answered with a "
+                f"{describe_redirect(response)}; it was not followed, so the client secret "
+                "and refresh token stayed here. Set oauth_token_url to the token endpoint "
+                "itself."
+            )
+            raise AsanaAuthError(msg)
         payload = _json_or_empty(response)
         if response.status_code != 200 or "access_token" not in payload:
             raise AsanaAuthError(
@@ -202,6 +214,16 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
     def _secrets(self) -> tuple[str | None, ...]:
         """What must never appear in a message, in any encoding."""
         return (self.client_secret, self.refresh_token, self.access_token)
+
+
+def describe_redirect(response: requests.Response) -> str:
+    """``redirect (HTTP 307 to host)``: where a token endpoint tried to send us.
+
+    Only the host is named: the rest of the Location is server text.
+    """
+    target = urlsplit(response.headers.get("Location", ""))
+    host = safe_text(target.netloc, limit=100)
+    return f"redirect (HTTP {response.status_code}{f' to {host}' if host else ''})"
 
 
 def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:

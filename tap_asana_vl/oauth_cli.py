@@ -48,7 +48,7 @@ from typing import Any
 import requests
 
 from tap_asana_vl import __version__
-from tap_asana_vl.auth import is_loopback_host
+from tap_asana_vl.auth import describe_redirect, is_loopback_host
 from tap_asana_vl.dotenv_file import read_env_file, update_env_file
 from tap_asana_vl.redaction import safe_text
 
@@ -649,6 +649,8 @@ def exchange_code(
             data=form,
             headers={"Accept": "application/json"},
             timeout=timeout,
+            # Following would re-post the secret, the code and the verifier elsewhere.
+            allow_redirects=False,
         )
     except requests.exceptions.Timeout as exc:
         raise AuthFailedError(
@@ -662,6 +664,12 @@ def exchange_code(
             f"{PROG}"
         ) from exc
 
+    if 300 <= response.status_code < 400:
+        raise AuthFailedError(
+            f"the token endpoint {token_url} answered with a {describe_redirect(response)}; "
+            "it was not followed, so the client secret and the code were not sent on. Pass "
+            f"the token endpoint itself with --token-url and re-run {PROG}"
+        )
     secret_values = (client_secret, code, code_verifier)
     try:
         payload: Any = response.json()

@@ -147,3 +147,11 @@ def test_a_token_endpoint_echoing_the_request_leaks_no_secret(fake, oauth_config
     for value in (secret, refresh):
         for form in secret_encodings(value):
             assert form not in proc.stderr
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirecting_token_endpoint_gets_no_secret(fake, oauth_config, catcher, status):
+    fake.inject(TOKEN_PATH, status, headers={"Location": catcher.url}, times=None)
+    with pytest.raises(AsanaAuthError, match=f"redirect \\(HTTP {status} to 127.0.0.1"):
+        run_tap({**oauth_config, **FAST})
+    assert catcher.bodies == []

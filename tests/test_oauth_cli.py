@@ -644,6 +644,22 @@ def test_error_description_cannot_reach_the_terminal_raw(fake, tmp_path, capsys,
     assert not any(ch in err for ch in "\x1b\x07\r\u202e")
 
 
+@pytest.mark.parametrize("status", [302, 307, 308])
+def test_exchange_code_does_not_follow_redirects(fake, catcher, status):
+    fake.inject(r"^/-/oauth_token", status, headers={"Location": catcher.url})
+    with pytest.raises(AuthFailedError, match="redirect") as caught:
+        exchange_code(
+            fake.token_url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uri="http://localhost:8080/callback",
+            code="fake-code-0123",
+            code_verifier="v" * 43,
+        )
+    assert "--token-url" in str(caught.value)
+    assert catcher.bodies == []
+
+
 # ------------------------------------------------------------ building blocks
 
 
