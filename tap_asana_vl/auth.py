@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
 
 from tap_asana_vl.redaction import safe_text
 
@@ -36,8 +37,20 @@ REAUTHORIZE_HINT = (
 logger = logging.getLogger(__name__)
 
 
+# Token endpoint answers that say "try again later", not "your credentials are wrong".
+RETRIABLE_TOKEN_STATUSES = frozenset({408, 425, 429})
+
+
 class AsanaAuthError(Exception):
-    """Asana refused our credentials; retrying cannot help."""
+    """Asana refused our credentials (or the token URL is wrong); retrying cannot help."""
+
+
+class TokenEndpointUnavailableError(RetriableAPIError):
+    """The token endpoint failed transiently (5xx, timeout); retried like an API call.
+
+    A ``RetriableAPIError``, so the request that needed the token backs off and tries
+    again under the stream's retry policy (``max_retries``), then fails naming this.
+    """
 
 
 def _bearer(request: requests.PreparedRequest, token: str) -> requests.PreparedRequest:
@@ -74,6 +87,9 @@ class AsanaPersonalTokenAuthenticator(APIAuthenticatorBase):
         """A personal access token cannot be renewed: never retry."""
         return False
 
+    def accept(self, token: str | None) -> None:
+        """Nothing to remember: a personal access token is never refreshed."""
+
 
 class AsanaOAuthAuthenticator(OAuthAuthenticator):
     """Exchanges an OAuth refresh token for short-lived access tokens.
@@ -81,9 +97,11 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
     Differences from the SDK's base class, each for a reason:
     - tokens are refreshed ``EXPIRY_MARGIN_SECONDS`` before they expire;
     - refreshing is serialised by a lock, so concurrent requests refresh once;
-    - ``reject()`` lets the stream force one refresh after a 401, and refuses a second;
-    - token-endpoint errors become an ``AsanaAuthError`` that says how to re-authorize,
-      and never include a secret.
+    - ``reject()`` lets the stream force one refresh after a 401, and refuses a second
+      401 on the refreshed token until ``accept()`` hears that it worked;
+    - a token endpoint that fails transiently (5xx, timeout) raises a retriable error;
+      one that refuses the grant raises an ``AsanaAuthError`` that says how to
+      re-authorize; neither ever includes a secret, and redirects are not followed.
     """
 
     is_oauth = True
@@ -106,7 +124,8 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         self.refresh_token = refresh_token
         self._timeout = timeout
         self._lock = threading.RLock()
-        # True while the current access token came from a refresh forced by a 401.
+        # True while the current access token came from a refresh forced by a 401 and
+        # no answer has shown that Asana accepts it yet.
         self._forced = False
         self._force_pending = False
         self.refresh_count = 0
@@ -146,8 +165,10 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         """Handle a 401 for ``token``: return True if the request should be retried.
 
         The first 401 for a token forces one refresh. A 401 for a token that was itself
-        obtained by such a forced refresh means Asana does not accept what we send, so
-        the caller should fail instead of looping.
+        obtained by such a forced refresh, before any request succeeded with it, means
+        Asana does not accept what we send, so the caller should fail instead of
+        looping. Once the refreshed token has worked (``accept``), a later 401 -- e.g.
+        the grant was re-issued minutes afterwards -- again forces one refresh.
         """
         with self._lock:
             if token != self.access_token:
@@ -158,6 +179,14 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
             self.access_token = None
             self._force_pending = True
             return True
+
+    def accept(self, token: str | None) -> None:
+        """Asana answered a request signed with ``token`` without a 401: it works."""
+        if not self._forced:
+            return
+        with self._lock:
+            if token == self.access_token:
+                self._forced = False
 
     def update_access_token(self) -> None:
         """Exchange the refresh token for a new access token."""
@@ -174,10 +203,10 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
             )
         except requests.RequestException as exc:
             msg = (
-                f"Could not reach the OAuth token endpoint {self.auth_endpoint} "
-                f"(setting oauth_token_url): {type(exc).__name__}"
+                f"the OAuth token endpoint {self.auth_endpoint} did not answer "
+                f"({type(exc).__name__}); check the network and oauth_token_url"
             )
-            raise AsanaAuthError(msg) from None
+            raise TokenEndpointUnavailableError(msg) from None
 
         if 300 <= response.status_code < 400:
             msg = (
@@ -187,6 +216,13 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
                 "itself."
             )
             raise AsanaAuthError(msg)
+        if response.status_code >= 500 or response.status_code in RETRIABLE_TOKEN_STATUSES:
+            msg = (
+                f"the OAuth token endpoint {self.auth_endpoint} answered HTTP "
+                f"{response.status_code} (a failure on the server side, not of the "
+                "credentials; see https://status.asana.com)"
+            )
+            raise TokenEndpointUnavailableError(msg, response)
         payload = _json_or_empty(response)
         if response.status_code != 200 or "access_token" not in payload:
             raise AsanaAuthError(
@@ -247,6 +283,11 @@ def _token_error_message(
         return (
             "Asana rejected the OAuth refresh token (invalid_grant): it was revoked, "
             f"expired or belongs to another app. {REAUTHORIZE_HINT}"
+        )
+    if status == 200:
+        return (
+            "The OAuth token endpoint answered without an access token: check that "
+            "oauth_token_url is Asana's token endpoint."
         )
     if error == "invalid_client":
         return (
