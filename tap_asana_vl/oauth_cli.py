@@ -49,7 +49,7 @@ import requests
 
 from tap_asana_vl import __version__
 from tap_asana_vl.auth import describe_redirect, is_loopback_host
-from tap_asana_vl.dotenv_file import read_env_file, update_env_file
+from tap_asana_vl.dotenv_file import NotOwnerError, check_owner, read_env_file, update_env_file
 from tap_asana_vl.redaction import safe_text
 
 __all__ = [
@@ -953,6 +953,11 @@ def _resolve_settings(args: argparse.Namespace) -> _Settings:
         raise UsageError(f"the directory of --env-file {str(env_file)!r} does not exist")
     if not os.access(env_file.parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to the directory of --env-file {str(env_file)!r}")
+    try:
+        # Checked again when writing; here so the user does not authorize in vain.
+        check_owner(env_file)
+    except NotOwnerError as exc:
+        raise UsageError(f"{exc} (--env-file)") from exc
     try:
         file_values = read_env_file(env_file)
     except OSError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -27,6 +28,8 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -34,7 +37,7 @@ import dotenv
 import pytest
 import requests
 
-from tap_asana_vl import oauth_cli
+from tap_asana_vl import dotenv_file, oauth_cli
 from tap_asana_vl.dotenv_file import (
     format_value,
     parse_env_text,
@@ -814,7 +817,10 @@ def test_update_env_file_creates_private_file(tmp_path):
     assert result.created
     assert mode_of(tmp_path / "new.env") == 0o600
     assert (tmp_path / "new.env").read_text() == "K=v\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env"]  # no temp files left
+    # No temp files left; the (empty, private) lock file stays for the next writer.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env", "new.env.lock"]
+    assert (tmp_path / "new.env.lock").read_bytes() == b""
+    assert mode_of(tmp_path / "new.env.lock") == 0o600
 
 
 def test_update_env_file_tightens_mode_and_follows_symlink(tmp_path):
@@ -962,3 +968,69 @@ def test_full_access_writes_default_scope(fake, tmp_path, capsys):
     args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--full-access")
     assert main(args, open_url=Browser()) == 0, capsys.readouterr().err
     assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == "default"
+
+
+def test_concurrent_writers_lose_no_update(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("KEEP=1\n")
+    real = dotenv_file.update_env_text
+
+    def slow_update(text, values):
+        time.sleep(0.3)  # both writers read before either writes, unless locked
+        return real(text, values)
+
+    monkeypatch.setattr(dotenv_file, "update_env_text", slow_update)
+    writers = [
+        threading.Thread(target=update_env_file, args=(env_file, {key: "v"}))
+        for key in ("FIRST", "SECOND")
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert read_env_file(env_file) == {"KEEP": "1", "FIRST": "v", "SECOND": "v"}
+    assert mode_of(env_file) == 0o600
+
+
+def test_a_held_lock_times_out_clearly(tmp_path):
+    env_file = tmp_path / ".env"
+    with open(tmp_path / ".env.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(TimeoutError, match="another program"):
+            update_env_file(env_file, {"K": "v"}, lock_timeout=0.2)
+    assert not env_file.exists()
+
+
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    (tmp_path / ".env.lock").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        update_env_file(tmp_path / ".env", {"K": "v"})
+    assert not victim.exists()
+
+
+def test_secrets_are_not_written_into_another_users_file(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTHER=1\n")
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 1)
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
+    assert env_file.read_text() == "OTHER=1\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a file as another user")
+def test_root_refuses_a_users_env_file_before_authorizing(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTHER=1\n")
+    os.chown(env_file, 65534, 65534)
+    link = tmp_path / "link.env"
+    link.symlink_to(env_file)
+    rc = main(cli_args(fake, link, "--client-secret", CLIENT_SECRET), open_url=Browser())
+    assert rc == 2
+    assert "belongs to another user" in capsys.readouterr().err
+    assert fake.authorize_requests == []
+    with pytest.raises(PermissionError):
+        update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
+    assert env_file.read_text() == "OTHER=1\n"
+    assert env_file.stat().st_uid == 65534
