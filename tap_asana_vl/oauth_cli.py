@@ -314,18 +314,42 @@ def parse_callback(callback: str, expected_state: str) -> str:
     return code
 
 
-def _parse_pasted(text: str, expected_state: str) -> str:
+class NotPastedCodeError(AuthFailedError):
+    """What was pasted is neither the redirected URL nor a code; worth asking again."""
+
+
+# Asana's codes look like ``1/1204…:0f3a…``: unreserved characters, ``/`` and ``:``.
+_BARE_CODE = re.compile(r"[A-Za-z0-9._~+/:%-]{8,2048}")
+# Pasted text that is (part of) a URL, not a code: a scheme, a query, a fragment.
+_URL_MARKS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/|^/|[?#=&]")
+MAX_PASTE_ATTEMPTS = 3
+
+
+def _parse_pasted(text: str, expected_state: str, redirect_uri: str) -> str:
     """Return the code from what the user pasted in headless mode.
 
-    A full redirected URL (or its query) is checked like :func:`parse_callback`;
-    a bare code (no ``=``) is accepted as is, since there is no state to check.
+    A full redirected URL (or its query) is checked like :func:`parse_callback`; a
+    bare code is accepted as is, since there is no state to check.  Anything else
+    -- a URL cut off before its ``code=``, a stray line -- raises
+    :class:`NotPastedCodeError` and is never sent to Asana.
     """
     text = text.strip()
     if not text:
-        raise AuthFailedError(f"nothing was pasted; re-run {PROG} --headless")
-    if "=" not in text and not any(ch.isspace() for ch in text):
-        return urllib.parse.unquote(text)
-    return parse_callback(text, expected_state)
+        raise NotPastedCodeError("nothing was pasted")
+    host = urllib.parse.urlsplit(redirect_uri).hostname
+    if _URL_MARKS.search(text) or (host and host in text.lower()):
+        if not any(name in _callback_params(text) for name in ("code", "error", "state")):
+            raise NotPastedCodeError(
+                "not a URL or code: that URL has no code= parameter (was it cut off?); "
+                "copy the whole address from the browser"
+            )
+        return parse_callback(text, expected_state)
+    if not _BARE_CODE.fullmatch(text):
+        raise NotPastedCodeError(
+            "not a URL or code: paste the whole redirected URL from the browser's "
+            "address bar, or just the value of its code= parameter"
+        )
+    return urllib.parse.unquote(text)
 
 
 @dataclass
@@ -1073,8 +1097,17 @@ def _obtain_code_headless(settings: _Settings, state: str, challenge: str) -> tu
                 width=78,
             )
         )
-    code = _parse_pasted(_read_pasted_line(), state)
-    return code, settings.redirect_uri
+    attempts = 1
+    while True:
+        try:
+            code = _parse_pasted(_read_pasted_line(), state, settings.redirect_uri)
+        except NotPastedCodeError as exc:
+            if attempts >= MAX_PASTE_ATTEMPTS:
+                raise AuthFailedError(f"{exc}; re-run {PROG} --headless") from None
+            attempts += 1
+            _say(f"{PROG}: {exc}. Paste it again and press Enter:")
+            continue
+        return code, settings.redirect_uri
 
 
 def _obtain_code_listening(

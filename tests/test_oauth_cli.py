@@ -1034,3 +1034,49 @@ def test_root_refuses_a_users_env_file_before_authorizing(fake, tmp_path, capsys
         update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
     assert env_file.read_text() == "OTHER=1\n"
     assert env_file.stat().st_uid == 65534
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "http://localhost:8080/callb",  # cut off before the query
+        "localhost:8080/callback",
+        "https://app.asana.com/-/oauth_authorize",
+        "the code is 1/2:3",
+        "\x1b[A",
+    ],
+)
+def test_headless_never_sends_a_malformed_paste(fake, tmp_path, capsys, monkeypatch, pasted):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{pasted}\n" * 3))
+    args = cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET)
+    args = args[: args.index("--redirect-uri")] + args[args.index("--redirect-uri") + 2 :]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "not a URL or code" in err
+    assert err.count("Paste it again") == 2
+    assert fake.token_requests == []
+    assert not (tmp_path / ".env").exists()
+
+
+def test_headless_asks_again_after_a_malformed_paste(fake, tmp_path, capsys, monkeypatch):
+    class PasteTwice(io.StringIO):
+        """The user pastes a cut-off URL first, then the whole one."""
+
+        pastes = 0
+
+        def readline(self, *args):
+            self.pastes += 1
+            if self.pastes == 1:
+                return "http://localhost:8080/callb\n"
+            err = capsys.readouterr().err
+            assert "not a URL or code" in err
+            url = next(line.strip() for line in err.splitlines() if "/-/oauth_authorize?" in line)
+            return requests.get(url, allow_redirects=False, timeout=10).headers["Location"] + "\n"
+
+    monkeypatch.setattr(sys, "stdin", PasteTwice())
+    args = cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET)
+    args = args[: args.index("--redirect-uri")] + args[args.index("--redirect-uri") + 2 :]
+    assert main(args) == 0
+    assert len(fake.token_requests) == 1
+    assert refresh_works(fake, read_env_file(tmp_path / ".env")[ENV_REFRESH_TOKEN])
