@@ -50,7 +50,7 @@ import requests
 from tap_asana_vl import __version__
 from tap_asana_vl.auth import describe_redirect, is_loopback_host
 from tap_asana_vl.dotenv_file import NotOwnerError, check_owner, read_env_file, update_env_file
-from tap_asana_vl.redaction import safe_text
+from tap_asana_vl.redaction import printable, safe_text
 
 __all__ = [
     "DEFAULT_SCOPES",
@@ -737,10 +737,13 @@ def exchange_code(
 
 
 def _optional_str(value: object) -> str | None:
-    """Return ``value`` as a non-empty string, or None."""
+    """Return ``value`` as a non-empty printable string, or None.
+
+    The user's name and email are printed: server text, so without control characters.
+    """
     if value is None:
         return None
-    text = str(value).strip()
+    text = printable(str(value))
     return text or None
 
 

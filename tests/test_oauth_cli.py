@@ -663,6 +663,19 @@ def test_exchange_code_does_not_follow_redirects(fake, catcher, status):
     assert catcher.bodies == []
 
 
+def test_the_authorized_users_name_reaches_the_terminal_printable(fake, tmp_path, capsys):
+    fake.dataset.users[fake.dataset.me_gid]["name"] = "\x1b]0;pwned\x07Ada\x1b[2J Lovelace"
+    fake.invalidate_cache()
+    rc = main(
+        cli_args(fake, tmp_path / ".env", "--client-secret", CLIENT_SECRET), open_url=Browser()
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "Authorized as Ada Lovelace" in err
+    assert "\x1b" not in err
+    assert "\x07" not in err
+
+
 # ------------------------------------------------------------ building blocks
 
 
