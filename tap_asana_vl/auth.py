@@ -11,9 +11,13 @@ import ipaddress
 import logging
 import threading
 import typing as t
+from urllib.parse import urlsplit
 
 import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
+
+from tap_asana_vl.redaction import safe_text
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,8 +37,20 @@ REAUTHORIZE_HINT = (
 logger = logging.getLogger(__name__)
 
 
+# Token endpoint answers that say "try again later", not "your credentials are wrong".
+RETRIABLE_TOKEN_STATUSES = frozenset({408, 425, 429})
+
+
 class AsanaAuthError(Exception):
-    """Asana refused our credentials; retrying cannot help."""
+    """Asana refused our credentials (or the token URL is wrong); retrying cannot help."""
+
+
+class TokenEndpointUnavailableError(RetriableAPIError):
+    """The token endpoint failed transiently (5xx, timeout); retried like an API call.
+
+    A ``RetriableAPIError``, so the request that needed the token backs off and tries
+    again under the stream's retry policy (``max_retries``), then fails naming this.
+    """
 
 
 def _bearer(request: requests.PreparedRequest, token: str) -> requests.PreparedRequest:
@@ -71,6 +87,9 @@ class AsanaPersonalTokenAuthenticator(APIAuthenticatorBase):
         """A personal access token cannot be renewed: never retry."""
         return False
 
+    def accept(self, token: str | None) -> None:
+        """Nothing to remember: a personal access token is never refreshed."""
+
 
 class AsanaOAuthAuthenticator(OAuthAuthenticator):
     """Exchanges an OAuth refresh token for short-lived access tokens.
@@ -78,9 +97,11 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
     Differences from the SDK's base class, each for a reason:
     - tokens are refreshed ``EXPIRY_MARGIN_SECONDS`` before they expire;
     - refreshing is serialised by a lock, so concurrent requests refresh once;
-    - ``reject()`` lets the stream force one refresh after a 401, and refuses a second;
-    - token-endpoint errors become an ``AsanaAuthError`` that says how to re-authorize,
-      and never include a secret.
+    - ``reject()`` lets the stream force one refresh after a 401, and refuses a second
+      401 on the refreshed token until ``accept()`` hears that it worked;
+    - a token endpoint that fails transiently (5xx, timeout) raises a retriable error;
+      one that refuses the grant raises an ``AsanaAuthError`` that says how to
+      re-authorize; neither ever includes a secret, and redirects are not followed.
     """
 
     is_oauth = True
@@ -103,7 +124,8 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         self.refresh_token = refresh_token
         self._timeout = timeout
         self._lock = threading.RLock()
-        # True while the current access token came from a refresh forced by a 401.
+        # True while the current access token came from a refresh forced by a 401 and
+        # no answer has shown that Asana accepts it yet.
         self._forced = False
         self._force_pending = False
         self.refresh_count = 0
@@ -143,8 +165,10 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         """Handle a 401 for ``token``: return True if the request should be retried.
 
         The first 401 for a token forces one refresh. A 401 for a token that was itself
-        obtained by such a forced refresh means Asana does not accept what we send, so
-        the caller should fail instead of looping.
+        obtained by such a forced refresh, before any request succeeded with it, means
+        Asana does not accept what we send, so the caller should fail instead of
+        looping. Once the refreshed token has worked (``accept``), a later 401 -- e.g.
+        the grant was re-issued minutes afterwards -- again forces one refresh.
         """
         with self._lock:
             if token != self.access_token:
@@ -156,6 +180,14 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
             self._force_pending = True
             return True
 
+    def accept(self, token: str | None) -> None:
+        """Asana answered a request signed with ``token`` without a 401: it works."""
+        if not self._forced:
+            return
+        with self._lock:
+            if token == self.access_token:
+                self._forced = False
+
     def update_access_token(self) -> None:
         """Exchange the refresh token for a new access token."""
         request_time = datetime.datetime.now(datetime.timezone.utc)
@@ -165,17 +197,37 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
                 self.auth_endpoint,
                 data=self.oauth_request_body,
                 timeout=self._timeout,
+                # Following would re-post the client secret and refresh token to
+                # wherever the redirect points.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             msg = (
-                f"Could not reach the OAuth token endpoint {self.auth_endpoint} "
-                f"(setting oauth_token_url): {type(exc).__name__}"
+                f"the OAuth token endpoint {self.auth_endpoint} did not answer "
+                f"({type(exc).__name__}); check the network and oauth_token_url"
             )
-            raise AsanaAuthError(msg) from None
+            raise TokenEndpointUnavailableError(msg) from None
 
+        if 300 <= response.status_code < 400:
+            msg = (
+                f"The OAuth token endpoint {self.auth_endpoint} answered with a "
+                f"{describe_redirect(response)}; it was not followed, so the client secret "
+                "and refresh token stayed here. Set oauth_token_url to the token endpoint "
+                "itself."
+            )
+            raise AsanaAuthError(msg)
+        if response.status_code >= 500 or response.status_code in RETRIABLE_TOKEN_STATUSES:
+            msg = (
+                f"the OAuth token endpoint {self.auth_endpoint} answered HTTP "
+                f"{response.status_code} (a failure on the server side, not of the "
+                "credentials; see https://status.asana.com)"
+            )
+            raise TokenEndpointUnavailableError(msg, response)
         payload = _json_or_empty(response)
         if response.status_code != 200 or "access_token" not in payload:
-            raise AsanaAuthError(_token_error_message(response.status_code, payload))
+            raise AsanaAuthError(
+                _token_error_message(response.status_code, payload, self._secrets())
+            )
 
         self.access_token = str(payload["access_token"])
         expires_in = payload.get("expires_in")
@@ -195,6 +247,20 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
                 REAUTHORIZE_HINT,
             )
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        """What must never appear in a message, in any encoding."""
+        return (self.client_secret, self.refresh_token, self.access_token)
+
+
+def describe_redirect(response: requests.Response) -> str:
+    """``redirect (HTTP 307 to host)``: where a token endpoint tried to send us.
+
+    Only the host is named: the rest of the Location is server text.
+    """
+    target = urlsplit(response.headers.get("Location", ""))
+    host = safe_text(target.netloc, limit=100)
+    return f"redirect (HTTP {response.status_code}{f' to {host}' if host else ''})"
+
 
 def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:
     try:
@@ -204,13 +270,24 @@ def _json_or_empty(response: requests.Response) -> dict[str, t.Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _token_error_message(status: int, payload: Mapping[str, t.Any]) -> str:
-    """Explain a failed token refresh without echoing anything secret."""
-    error = str(payload.get("error", "")) or f"HTTP {status}"
+def _token_error_message(
+    status: int, payload: Mapping[str, t.Any], secrets: tuple[str | None, ...]
+) -> str:
+    """Explain a failed token refresh without echoing anything secret.
+
+    The endpoint's ``error`` is server text: a misbehaving one may echo the request
+    (with the client secret and refresh token), or carry terminal escapes.
+    """
+    error = safe_text(payload.get("error", ""), secrets, limit=200) or f"HTTP {status}"
     if error == "invalid_grant":
         return (
             "Asana rejected the OAuth refresh token (invalid_grant): it was revoked, "
             f"expired or belongs to another app. {REAUTHORIZE_HINT}"
+        )
+    if status == 200:
+        return (
+            "The OAuth token endpoint answered without an access token: check that "
+            "oauth_token_url is Asana's token endpoint."
         )
     if error == "invalid_client":
         return (

@@ -84,7 +84,7 @@ class RateLimitedError(Exception):
 
 
 class TokenRejectedError(Exception):
-    """A 401 that one forced OAuth token refresh may cure."""
+    """A 401 that one forced OAuth token refresh may cure (the message: if it does not)."""
 
 
 class ExpiredOffsetError(Exception):
@@ -457,11 +457,23 @@ class AsanaStream(RESTStream[str]):
         """Stream-specific query parameters (override when config decides them)."""
         return {}
 
+    def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
+        """Prepare a request without signing it (the SDK's version signs it here).
+
+        Requests are signed when sent, inside ``request_decorator``'s retry loop, so a
+        token refresh that fails transiently (token endpoint 5xx or timeout) is retried
+        with backoff like the request that needed it, instead of failing the run.
+        """
+        request = requests.Request(*args, **kwargs)
+        request.headers.setdefault("User-Agent", self.user_agent)
+        return self.requests_session.prepare_request(request)
+
     def request_decorator(self, func: Callable[..., requests.Response]) -> Callable[..., t.Any]:
         """Send with pacing and Asana's retry rules (replaces the SDK's backoff).
 
         - 429: wait ``Retry-After`` and slow the shared pacer; never counts as a try.
-        - 401 with OAuth: the authenticator allows exactly one forced refresh.
+        - 401 with OAuth: the authenticator allows one forced refresh; a second 401 for
+          the same request is fatal.
         - 5xx, timeouts, resets, broken bodies: exponential backoff with jitter, at most
           ``max_retries`` times, then a fatal error naming the path and the status.
 
@@ -483,6 +495,7 @@ class AsanaStream(RESTStream[str]):
 
         def attempt(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
             failures = 0
+            token_rejected = False
             rate_limited = 0
             rate_limited_seconds = 0.0
             while True:
@@ -516,7 +529,12 @@ class AsanaStream(RESTStream[str]):
                         exc.retry_after,
                     )
                     self.rate_limiter.rate_limited(exc.retry_after)
-                except TokenRejectedError:
+                except TokenRejectedError as exc:
+                    if token_rejected:
+                        # Two 401s in a row for this request, even if other requests
+                        # succeed with the refreshed token: never loop on refreshes.
+                        raise AsanaAuthError(str(exc)) from None
+                    token_rejected = True
                     with self.stats.lock:
                         self.stats.token_refreshes_after_401 += 1
                     self.logger.warning("Asana answered 401; refreshing the OAuth token once")
@@ -581,8 +599,11 @@ class AsanaStream(RESTStream[str]):
             raise error
         if status == 401:
             if self.authenticator.reject(token_of(response.request)):
-                raise TokenRejectedError
+                raise TokenRejectedError(self._unauthorized_message(response))
             raise AsanaAuthError(self._unauthorized_message(response))
+        if status < 400:
+            # The token works: a later 401 may force a refresh again.
+            self.authenticator.accept(token_of(response.request))
         if status >= 500 or status in {408, 425}:
             raise RetriableAPIError(self.response_error_message(response), response)
         if status in SKIPPABLE_STATUSES:

@@ -6,7 +6,9 @@ The grammar follows python-dotenv (which the Singer SDK and Meltano use to load
 the value of a matching binding, so every other byte of the file (comments,
 blank lines, ordering, line endings, the ``export`` form, inline comments) stays
 exactly as it was.  Writes are atomic and the file is kept at mode 0600 because
-it holds secrets.
+it holds secrets.  A file that belongs to another user is never written (root
+must not hand its secrets to whoever owns, or planted, the file), and the
+read-modify-write holds an exclusive lock, so concurrent writers lose nothing.
 
 Only the standard library is used: this module is imported by the
 ``tap-asana-vl-auth`` command.
@@ -19,12 +21,20 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; writes stay atomic, just not serialised
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "EnvFileUpdate",
+    "NotOwnerError",
+    "check_owner",
     "format_value",
     "parse_env_text",
     "read_env_file",
@@ -33,6 +43,8 @@ __all__ = [
 ]
 
 SECRET_FILE_MODE = 0o600
+# How long to wait for another writer of the same file before giving up.
+LOCK_TIMEOUT_SECONDS = 30.0
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that need no quoting for python-dotenv *and* for a POSIX shell that
@@ -302,7 +314,74 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def update_env_file(path: str | os.PathLike[str], values: Mapping[str, str]) -> EnvFileUpdate:
+class NotOwnerError(PermissionError):
+    """The dotenv file belongs to another user; secrets are not written into it."""
+
+
+def _check_owner(target: Path, file_stat: os.stat_result) -> None:
+    if hasattr(os, "geteuid") and file_stat.st_uid != os.geteuid():
+        msg = (
+            f"{target} belongs to another user (uid {file_stat.st_uid}; you are uid "
+            f"{os.geteuid()}): refusing to write secrets into another user's file. Run "
+            "as that user, or use a file of your own"
+        )
+        raise NotOwnerError(msg)
+
+
+def check_owner(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`NotOwnerError` if the (symlink-resolved) file belongs to another user.
+
+    A missing file is fine: it would be created, owned by the caller.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        file_stat = target.stat()
+    except FileNotFoundError:
+        return
+    _check_owner(target, file_stat)
+
+
+@contextlib.contextmanager
+def _locked(target: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``target``'s sibling lock file ``<name>.lock``.
+
+    A separate file, because the dotenv file itself is replaced (a lock on the old
+    inode would not stop the next writer).  The lock file is left in place: deleting
+    it would let two writers lock two different files.  It is opened without
+    following symlinks, so a planted link cannot make us create or truncate a file
+    elsewhere.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock_path = target.with_name(f"{target.name}.lock")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(lock_path, flags, SECRET_FILE_MODE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"another program has been writing {target} for {timeout:g} s "
+                        f"(it holds {lock_path}); try again when it is done"
+                    )
+                    raise TimeoutError(msg) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_env_file(
+    path: str | os.PathLike[str],
+    values: Mapping[str, str],
+    *,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+) -> EnvFileUpdate:
     """Set ``values`` in the dotenv file at ``path`` atomically, with mode 0600.
 
     A missing file is created.  An existing one is rewritten with only the
@@ -311,16 +390,26 @@ def update_env_file(path: str | os.PathLike[str], values: Mapping[str, str]) -> 
     0600 in the same directory and moved over the old file with
     :func:`os.replace`, so the file is never partially written and never
     readable by others, even briefly.  A symlinked ``.env`` stays a symlink: its
-    target is the file rewritten.
+    target is the file rewritten.  Reading and replacing happen under an exclusive
+    lock (see :func:`_locked`), so a concurrent writer's update is never lost.
 
     Raises:
+        NotOwnerError: the file belongs to another user.
+        TimeoutError: another writer held the lock for ``lock_timeout`` seconds.
         OSError: the file or its directory cannot be read or written.
         ValueError: a key or value cannot be written (see :func:`update_env_text`).
 
     """
     target = Path(os.path.realpath(path))
+    with _locked(target, lock_timeout):
+        return _rewrite(target, values)
+
+
+def _rewrite(target: Path, values: Mapping[str, str]) -> EnvFileUpdate:
+    """The read-modify-write of :func:`update_env_file`; the caller holds the lock."""
     try:
         old_stat: os.stat_result | None = target.stat()
+        _check_owner(target, old_stat)
         data = target.read_bytes()
     except FileNotFoundError:
         old_stat = None
@@ -335,9 +424,9 @@ def update_env_file(path: str | os.PathLike[str], values: Mapping[str, str]) -> 
             with contextlib.suppress(OSError, NotImplementedError):
                 os.chmod(tmp_name, SECRET_FILE_MODE)
             if old_stat is not None and hasattr(os, "chown"):
-                # Keep the owner when, e.g., root rewrites a user's file.
+                # Keep the group (the owner is us: _check_owner made sure).
                 with contextlib.suppress(OSError):
-                    os.chown(tmp_name, old_stat.st_uid, old_stat.st_gid)
+                    os.chown(tmp_name, -1, old_stat.st_gid)
             handle.write(new_data)
             handle.flush()
             os.fsync(handle.fileno())

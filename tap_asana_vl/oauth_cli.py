@@ -48,8 +48,9 @@ from typing import Any
 import requests
 
 from tap_asana_vl import __version__
-from tap_asana_vl.auth import is_loopback_host
-from tap_asana_vl.dotenv_file import read_env_file, update_env_file
+from tap_asana_vl.auth import describe_redirect, is_loopback_host
+from tap_asana_vl.dotenv_file import NotOwnerError, check_owner, read_env_file, update_env_file
+from tap_asana_vl.redaction import printable, safe_text
 
 __all__ = [
     "DEFAULT_SCOPES",
@@ -248,7 +249,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
     """Turn an ``error=...`` redirect into one line telling what to do."""
     error = params.get("error", "")
     description = params.get("error_description", "").strip()
-    detail = f" ({_one_line(description)})" if description else ""
+    detail = f" ({safe_text(description)})" if description else ""
     if error == "access_denied":
         return (
             f"authorization was denied in Asana (access_denied){detail}; "
@@ -258,7 +259,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
         refused = refused_scopes(description)
         named = f": {' '.join(refused)}" if refused else ""
         # Asana's description starts with the error code; don't say it twice.
-        said = f" ({_one_line(description)})" if description.startswith(error) else ""
+        said = f" ({safe_text(description)})" if description.startswith(error) else ""
         return (
             f"Asana refused the requested scopes{named}{said or f' ({error}){detail}'}; "
             "enable them for the app in Asana's developer console, or re-run without them (--scope)"
@@ -268,7 +269,7 @@ def _describe_authorize_error(params: Mapping[str, str]) -> str:
             f"the app may not use the authorization-code flow (unauthorized_client){detail}; "
             "check the app's OAuth settings in Asana's developer console"
         )
-    return f"Asana returned an authorization error: {_one_line(error)}{detail}; re-run {PROG}"
+    return f"Asana returned an authorization error: {safe_text(error)}{detail}; re-run {PROG}"
 
 
 def parse_callback(callback: str, expected_state: str) -> str:
@@ -313,18 +314,42 @@ def parse_callback(callback: str, expected_state: str) -> str:
     return code
 
 
-def _parse_pasted(text: str, expected_state: str) -> str:
+class NotPastedCodeError(AuthFailedError):
+    """What was pasted is neither the redirected URL nor a code; worth asking again."""
+
+
+# Asana's codes look like ``1/1204…:0f3a…``: unreserved characters, ``/`` and ``:``.
+_BARE_CODE = re.compile(r"[A-Za-z0-9._~+/:%-]{8,2048}")
+# Pasted text that is (part of) a URL, not a code: a scheme, a query, a fragment.
+_URL_MARKS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/|^/|[?#=&]")
+MAX_PASTE_ATTEMPTS = 3
+
+
+def _parse_pasted(text: str, expected_state: str, redirect_uri: str) -> str:
     """Return the code from what the user pasted in headless mode.
 
-    A full redirected URL (or its query) is checked like :func:`parse_callback`;
-    a bare code (no ``=``) is accepted as is, since there is no state to check.
+    A full redirected URL (or its query) is checked like :func:`parse_callback`; a
+    bare code is accepted as is, since there is no state to check.  Anything else
+    -- a URL cut off before its ``code=``, a stray line -- raises
+    :class:`NotPastedCodeError` and is never sent to Asana.
     """
     text = text.strip()
     if not text:
-        raise AuthFailedError(f"nothing was pasted; re-run {PROG} --headless")
-    if "=" not in text and not any(ch.isspace() for ch in text):
-        return urllib.parse.unquote(text)
-    return parse_callback(text, expected_state)
+        raise NotPastedCodeError("nothing was pasted")
+    host = urllib.parse.urlsplit(redirect_uri).hostname
+    if _URL_MARKS.search(text) or (host and host in text.lower()):
+        if not any(name in _callback_params(text) for name in ("code", "error", "state")):
+            raise NotPastedCodeError(
+                "not a URL or code: that URL has no code= parameter (was it cut off?); "
+                "copy the whole address from the browser"
+            )
+        return parse_callback(text, expected_state)
+    if not _BARE_CODE.fullmatch(text):
+        raise NotPastedCodeError(
+            "not a URL or code: paste the whole redirected URL from the browser's "
+            "address bar, or just the value of its code= parameter"
+        )
+    return urllib.parse.unquote(text)
 
 
 @dataclass
@@ -614,20 +639,6 @@ _TOKEN_ERROR_HINTS = {
 }
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """Collapse whitespace and cut ``text`` to ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _redact(text: str, secret_values: Iterable[str]) -> str:
-    """Replace any secret value occurring in ``text``."""
-    for value in secret_values:
-        if value and len(value) >= 4:
-            text = text.replace(value, "[redacted]")
-    return text
-
-
 def exchange_code(
     token_url: str,
     *,
@@ -662,6 +673,8 @@ def exchange_code(
             data=form,
             headers={"Accept": "application/json"},
             timeout=timeout,
+            # Following would re-post the secret, the code and the verifier elsewhere.
+            allow_redirects=False,
         )
     except requests.exceptions.Timeout as exc:
         raise AuthFailedError(
@@ -675,6 +688,12 @@ def exchange_code(
             f"{PROG}"
         ) from exc
 
+    if 300 <= response.status_code < 400:
+        raise AuthFailedError(
+            f"the token endpoint {token_url} answered with a {describe_redirect(response)}; "
+            "it was not followed, so the client secret and the code were not sent on. Pass "
+            f"the token endpoint itself with --token-url and re-run {PROG}"
+        )
     secret_values = (client_secret, code, code_verifier)
     try:
         payload: Any = response.json()
@@ -695,23 +714,16 @@ def exchange_code(
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error = payload["error"]
         description = payload.get("error_description")
-        detail = (
-            f" [Asana: {_one_line(_redact(str(description), secret_values))}]"
-            if description
-            else ""
-        )
+        detail = f" [Asana: {safe_text(description, secret_values)}]" if description else ""
         hint = _TOKEN_ERROR_HINTS.get(error)
         if hint is None:
-            hint = (
-                f"the token request failed ({_one_line(_redact(error, secret_values))}); "
-                f"re-run {PROG}"
-            )
+            hint = f"the token request failed ({safe_text(error, secret_values)}); re-run {PROG}"
         raise AuthFailedError(f"{hint}{detail} ({where})")
     if isinstance(payload, dict) and isinstance(payload.get("errors"), list) and payload["errors"]:
         first = payload["errors"][0]
         message = first.get("message") if isinstance(first, dict) else first
         raise AuthFailedError(
-            f"the token request failed: {_one_line(_redact(str(message), secret_values))} ({where})"
+            f"the token request failed: {safe_text(message, secret_values)} ({where})"
         )
     if response.ok:
         raise AuthFailedError(
@@ -725,10 +737,13 @@ def exchange_code(
 
 
 def _optional_str(value: object) -> str | None:
-    """Return ``value`` as a non-empty string, or None."""
+    """Return ``value`` as a non-empty printable string, or None.
+
+    The user's name and email are printed: server text, so without control characters.
+    """
     if value is None:
         return None
-    text = str(value).strip()
+    text = printable(str(value))
     return text or None
 
 
@@ -966,6 +981,11 @@ def _resolve_settings(args: argparse.Namespace) -> _Settings:
     if not os.access(env_file.parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to the directory of --env-file {str(env_file)!r}")
     try:
+        # Checked again when writing; here so the user does not authorize in vain.
+        check_owner(env_file)
+    except NotOwnerError as exc:
+        raise UsageError(f"{exc} (--env-file)") from exc
+    try:
         file_values = read_env_file(env_file)
     except OSError as exc:
         raise UsageError(
@@ -1080,8 +1100,17 @@ def _obtain_code_headless(settings: _Settings, state: str, challenge: str) -> tu
                 width=78,
             )
         )
-    code = _parse_pasted(_read_pasted_line(), state)
-    return code, settings.redirect_uri
+    attempts = 1
+    while True:
+        try:
+            code = _parse_pasted(_read_pasted_line(), state, settings.redirect_uri)
+        except NotPastedCodeError as exc:
+            if attempts >= MAX_PASTE_ATTEMPTS:
+                raise AuthFailedError(f"{exc}; re-run {PROG} --headless") from None
+            attempts += 1
+            _say(f"{PROG}: {exc}. Paste it again and press Enter:")
+            continue
+        return code, settings.redirect_uri
 
 
 def _obtain_code_listening(

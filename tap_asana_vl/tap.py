@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ from tap_asana_vl.client import (
     parse_timestamp,
 )
 from tap_asana_vl.rate_limit import RateLimiter
+from tap_asana_vl.redaction import redact
 from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
 
@@ -321,6 +323,24 @@ class TapAsanaVl(Tap):
                     "Config validation failed", errors=errors, schema=self.config_jsonschema
                 )
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema check, without the values of secret settings.
+
+        The SDK quotes the offending value (``['csec-…'] is not of type 'string'``),
+        which for a secret of the wrong JSON type prints the secret.
+        """
+        secret = [
+            name
+            for name, prop in self.config_jsonschema["properties"].items()
+            if prop.get("secret")
+        ]
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            errors = hide_secret_values(exc.errors, self.config, secret)
+            raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
+        return hide_secret_values(errors, self.config, secret)
+
     @cached_property
     def authenticator(self) -> AsanaAuthenticator:
         """The one authenticator every stream uses (one OAuth token per run)."""
@@ -389,6 +409,42 @@ class TapAsanaVl(Tap):
     def discover_streams(self) -> list[Stream]:
         """Instantiate the streams (no API call: discovery must work offline)."""
         return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+
+# How the SDK ends a JSON-schema error: `` in config['setting']…``.
+_ERROR_PATH = re.compile(r" in config\['(?P<setting>[^']+)'\][^ ]*$")
+
+
+def hide_secret_values(
+    errors: Iterable[str], config: Mapping[str, t.Any], secret_settings: Iterable[str]
+) -> list[str]:
+    """Rewrite schema errors about secret settings so they do not quote the value."""
+    secret_settings = set(secret_settings)
+    values = [text for name in secret_settings for text in _strings_in(config.get(name))]
+    result = []
+    for error in errors:
+        match = _ERROR_PATH.search(error)
+        if match and match["setting"] in secret_settings:
+            what = "must be a string" if "is not of type" in error else "is not valid"
+            error = (
+                f"{match['setting']} {what} (its value is not shown: the setting is secret) "
+                f"in config['{match['setting']}']"
+            )
+        # Belt and braces: any other message that quotes a secret (e.g. the whole config).
+        result.append(redact(error, values))
+    return result
+
+
+def _strings_in(value: t.Any) -> list[str]:
+    """A value as text, and every string nested in it (a secret of the wrong type)."""
+    if value is None:
+        return []
+    found = [str(value)]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        found += [text for item in value for text in _strings_in(item)]
+    return found
 
 
 def config_errors(config: Mapping[str, t.Any]) -> list[str]:

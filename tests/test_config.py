@@ -65,6 +65,20 @@ CASES = [
         id="token-with-space",
     ),
     pytest.param(
+        {"access_token": [SECRET]},
+        "access_token must be a string (its value is not shown: the setting is secret)",
+        id="secret-of-wrong-type",
+    ),
+    pytest.param(
+        {
+            "client_id": "id",
+            "client_secret": {"value": "cs-secret-value"},
+            "refresh_token": ["rt-secret-value"],
+        },
+        "client_secret must be a string (its value is not shown",
+        id="oauth-secrets-of-wrong-type",
+    ),
+    pytest.param(
         {"access_token": SECRET, "workspace_gids": "123"},
         "'123' is not of type 'array'",
         id="gids-not-a-list",

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import io
+import json
 import os
 import shlex
 import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -33,7 +37,7 @@ import dotenv
 import pytest
 import requests
 
-from tap_asana_vl import oauth_cli
+from tap_asana_vl import dotenv_file, oauth_cli
 from tap_asana_vl.dotenv_file import (
     format_value,
     parse_env_text,
@@ -56,7 +60,7 @@ from tap_asana_vl.oauth_cli import (
     parse_callback,
     refused_scopes,
 )
-from tests.conftest import token_grant
+from tests.conftest import secret_encodings, token_grant
 from tests.fake_asana import FakeAsana
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -596,6 +600,82 @@ def test_exchange_code_non_json_error():
         )
 
 
+def test_exchange_code_redacts_every_form_of_the_secrets_a_server_echoes(fake):
+    secret = "cs/+=:secret~value"
+    code, verifier = "1/2:code+value", "v/" + "v" * 41
+    fake.register_client(CLIENT_ID, secret, redirect_uris=None)
+    form = urllib.parse.urlencode(
+        {"client_secret": secret, "code": code, "code_verifier": verifier}
+    )
+    basic = base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
+    fake.inject(
+        r"^/-/oauth_token",
+        400,
+        body={
+            "error": f"weird_error {json.dumps(code)}",
+            "error_description": f"\x1b]0;title\x07got {form} with {basic}",
+        },
+    )
+    with pytest.raises(AuthFailedError, match="weird_error") as caught:
+        exchange_code(
+            fake.token_url,
+            client_id=CLIENT_ID,
+            client_secret=secret,
+            redirect_uri="http://localhost:8080/callback",
+            code=code,
+            code_verifier=verifier,
+        )
+    message = str(caught.value)
+    assert "[redacted]" in message
+    assert "\x1b" not in message
+    assert "\x07" not in message
+    for value in (secret, code, verifier):
+        for encoded in secret_encodings(value):
+            assert encoded not in message
+
+
+def test_error_description_cannot_reach_the_terminal_raw(fake, tmp_path, capsys, monkeypatch):
+    description = "\x1b[2J\x1b]0;pwned\x07denied\r\nINFO fake log line\u202e"
+    callback = "http://localhost:8080/callback?" + urllib.parse.urlencode(
+        {"error": "access_denied\x1b[31m", "error_description": description}
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(callback + "\n"))
+    rc = main(cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET))
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "denied INFO fake log line" in err
+    assert not any(ch in err for ch in "\x1b\x07\r\u202e")
+
+
+@pytest.mark.parametrize("status", [302, 307, 308])
+def test_exchange_code_does_not_follow_redirects(fake, catcher, status):
+    fake.inject(r"^/-/oauth_token", status, headers={"Location": catcher.url})
+    with pytest.raises(AuthFailedError, match="redirect") as caught:
+        exchange_code(
+            fake.token_url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uri="http://localhost:8080/callback",
+            code="fake-code-0123",
+            code_verifier="v" * 43,
+        )
+    assert "--token-url" in str(caught.value)
+    assert catcher.bodies == []
+
+
+def test_the_authorized_users_name_reaches_the_terminal_printable(fake, tmp_path, capsys):
+    fake.dataset.users[fake.dataset.me_gid]["name"] = "\x1b]0;pwned\x07Ada\x1b[2J Lovelace"
+    fake.invalidate_cache()
+    rc = main(
+        cli_args(fake, tmp_path / ".env", "--client-secret", CLIENT_SECRET), open_url=Browser()
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "Authorized as Ada Lovelace" in err
+    assert "\x1b" not in err
+    assert "\x07" not in err
+
+
 # ------------------------------------------------------------ building blocks
 
 
@@ -750,7 +830,10 @@ def test_update_env_file_creates_private_file(tmp_path):
     assert result.created
     assert mode_of(tmp_path / "new.env") == 0o600
     assert (tmp_path / "new.env").read_text() == "K=v\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env"]  # no temp files left
+    # No temp files left; the (empty, private) lock file stays for the next writer.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env", "new.env.lock"]
+    assert (tmp_path / "new.env.lock").read_bytes() == b""
+    assert mode_of(tmp_path / "new.env.lock") == 0o600
 
 
 def test_update_env_file_tightens_mode_and_follows_symlink(tmp_path):
@@ -898,3 +981,115 @@ def test_full_access_writes_default_scope(fake, tmp_path, capsys):
     args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--full-access")
     assert main(args, open_url=Browser()) == 0, capsys.readouterr().err
     assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == "default"
+
+
+def test_concurrent_writers_lose_no_update(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("KEEP=1\n")
+    real = dotenv_file.update_env_text
+
+    def slow_update(text, values):
+        time.sleep(0.3)  # both writers read before either writes, unless locked
+        return real(text, values)
+
+    monkeypatch.setattr(dotenv_file, "update_env_text", slow_update)
+    writers = [
+        threading.Thread(target=update_env_file, args=(env_file, {key: "v"}))
+        for key in ("FIRST", "SECOND")
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert read_env_file(env_file) == {"KEEP": "1", "FIRST": "v", "SECOND": "v"}
+    assert mode_of(env_file) == 0o600
+
+
+def test_a_held_lock_times_out_clearly(tmp_path):
+    env_file = tmp_path / ".env"
+    with open(tmp_path / ".env.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(TimeoutError, match="another program"):
+            update_env_file(env_file, {"K": "v"}, lock_timeout=0.2)
+    assert not env_file.exists()
+
+
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    (tmp_path / ".env.lock").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        update_env_file(tmp_path / ".env", {"K": "v"})
+    assert not victim.exists()
+
+
+def test_secrets_are_not_written_into_another_users_file(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTHER=1\n")
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 1)
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
+    assert env_file.read_text() == "OTHER=1\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a file as another user")
+def test_root_refuses_a_users_env_file_before_authorizing(fake, tmp_path, capsys):
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTHER=1\n")
+    os.chown(env_file, 65534, 65534)
+    link = tmp_path / "link.env"
+    link.symlink_to(env_file)
+    rc = main(cli_args(fake, link, "--client-secret", CLIENT_SECRET), open_url=Browser())
+    assert rc == 2
+    assert "belongs to another user" in capsys.readouterr().err
+    assert fake.authorize_requests == []
+    with pytest.raises(PermissionError):
+        update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
+    assert env_file.read_text() == "OTHER=1\n"
+    assert env_file.stat().st_uid == 65534
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "http://localhost:8080/callb",  # cut off before the query
+        "localhost:8080/callback",
+        "https://app.asana.com/-/oauth_authorize",
+        "the code is 1/2:3",
+        "\x1b[A",
+    ],
+)
+def test_headless_never_sends_a_malformed_paste(fake, tmp_path, capsys, monkeypatch, pasted):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{pasted}\n" * 3))
+    args = cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET)
+    args = args[: args.index("--redirect-uri")] + args[args.index("--redirect-uri") + 2 :]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "not a URL or code" in err
+    assert err.count("Paste it again") == 2
+    assert fake.token_requests == []
+    assert not (tmp_path / ".env").exists()
+
+
+def test_headless_asks_again_after_a_malformed_paste(fake, tmp_path, capsys, monkeypatch):
+    class PasteTwice(io.StringIO):
+        """The user pastes a cut-off URL first, then the whole one."""
+
+        pastes = 0
+
+        def readline(self, *args):
+            self.pastes += 1
+            if self.pastes == 1:
+                return "http://localhost:8080/callb\n"
+            err = capsys.readouterr().err
+            assert "not a URL or code" in err
+            url = next(line.strip() for line in err.splitlines() if "/-/oauth_authorize?" in line)
+            return requests.get(url, allow_redirects=False, timeout=10).headers["Location"] + "\n"
+
+    monkeypatch.setattr(sys, "stdin", PasteTwice())
+    args = cli_args(fake, tmp_path / ".env", "--headless", "--client-secret", CLIENT_SECRET)
+    args = args[: args.index("--redirect-uri")] + args[args.index("--redirect-uri") + 2 :]
+    assert main(args) == 0
+    assert len(fake.token_requests) == 1
+    assert refresh_works(fake, read_env_file(tmp_path / ".env")[ENV_REFRESH_TOKEN])
