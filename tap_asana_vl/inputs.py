@@ -1,19 +1,23 @@
-"""Checks of what the tap is given (config files, environment).
+"""Checks of what the tap is given (config files, environment, state).
 
 Run before anything is written to stdout or sent to Asana. Each problem is an
 ``InputError`` whose message is the one line to print: what is wrong and where (file,
-environment variable), so it can be fixed without a traceback.
+environment variable, stream, partition, key), so it can be fixed without a traceback.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import typing as t
 from contextlib import contextmanager
 
+from tap_asana_vl.client import parse_timestamp
+
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    import logging
+    from collections.abc import Collection, Iterable, Iterator, Mapping
 
 
 class InputError(Exception):
@@ -105,6 +109,123 @@ def _types(schema: Mapping[str, t.Any]) -> set[str]:
     return types
 
 
+# --- state ----------------------------------------------------------------------------
+
+# State keys holding a timestamp, at stream, partition or progress-marker level. Every
+# replication key of this tap is a date-time (modified_at or created_at).
+TIMESTAMP_KEYS = ("replication_key_value", "starting_replication_value", "replication_key_signpost")
+# SubtasksStream's own bookmarks: workspace gid -> timestamp.
+TIMESTAMP_MAPS = ("search_bookmarks", "full_walks")
+# Wrappers a Singer state comes in when copied out of an orchestrator: `meltano state
+# get` prints {"singer_state": …}; {"value": …} is the other form reported (issue #11).
+STATE_WRAPPERS = ("value", "singer_state")
+
+TIMESTAMP_EXAMPLE = "e.g. 2024-01-31T00:00:00Z"
+
+
+def checked_state(
+    file: t.IO[str] | None, stream_names: Collection[str], logger: logging.Logger
+) -> t.IO[str] | None:
+    """The ``--state`` file, checked, as a file for the SDK to read.
+
+    A Meltano-wrapped state (``{"value": {"bookmarks": …}}``) is unwrapped with an INFO
+    line: read as is, it has no bookmarks and the run would silently start over.
+    """
+    if file is None:
+        return None
+    where = f"State file {_name(file)}"
+    text = file.read()
+    state = _parse_json(text, where)
+    if isinstance(state, dict) and "bookmarks" not in state and len(state) == 1:
+        ((wrapper, inner),) = state.items()
+        if wrapper in STATE_WRAPPERS and isinstance(inner, dict):
+            logger.info(
+                "%s wraps the Singer state in %r (as Meltano stores it): using the state inside.",
+                where,
+                wrapper,
+            )
+            check_state(inner, where, stream_names, logger)
+            return io.StringIO(json.dumps(inner))
+    check_state(state, where, stream_names, logger)
+    return io.StringIO(text)
+
+
+def check_state(
+    state: t.Any, where: str, stream_names: Collection[str], logger: logging.Logger
+) -> None:
+    """Raise ``InputError`` unless ``state`` is a Singer state this tap can resume from."""
+    if not isinstance(state, dict):
+        raise InputError(
+            f'{where} holds {_kind(state)}, not a Singer state ({{"bookmarks": {{…}}}}, '
+            "or {} to sync everything)."
+        )
+    if not state:
+        return
+    if "bookmarks" not in state:
+        keys = ", ".join(repr(k) for k in state)
+        raise InputError(
+            f'{where} has no "bookmarks" (its keys: {keys}), so it is not a Singer state: '
+            "pass the value of the tap's last STATE message, or {} to sync everything."
+        )
+    bookmarks = state["bookmarks"]
+    if not isinstance(bookmarks, dict):
+        raise InputError(
+            f'{where}: "bookmarks" holds {_kind(bookmarks)}, not an object of streams.'
+        )
+    for stream, bookmark in bookmarks.items():
+        at = f"{where}, stream {stream!r}"
+        if not isinstance(bookmark, dict):
+            raise InputError(f"{at}: the bookmark is {_kind(bookmark)}, not an object.")
+        if stream not in stream_names:
+            logger.warning(
+                "%s: this tap has no such stream; its bookmark is kept as is but not used.",
+                at,
+            )
+            continue
+        _check_bookmark(bookmark, at)
+        partitions = bookmark.get("partitions", [])
+        if not isinstance(partitions, list):
+            raise InputError(f'{at}: "partitions" holds {_kind(partitions)}, not a list.')
+        for index, partition in enumerate(partitions):
+            if not isinstance(partition, dict) or not isinstance(partition.get("context"), dict):
+                raise InputError(
+                    f'{at}, partition #{index + 1}: not an object with a "context" object.'
+                )
+            context = json.dumps(partition["context"], sort_keys=True, default=str)
+            _check_bookmark(partition, f"{at}, partition {context}")
+
+
+def _check_bookmark(bookmark: Mapping[str, t.Any], at: str) -> None:
+    """The timestamps of one stream or partition bookmark parse as the streams read them."""
+    for key in TIMESTAMP_KEYS:
+        _check_timestamp(bookmark.get(key), f"{at}, key {key!r}")
+    markers = bookmark.get("progress_markers")
+    if markers is not None:
+        if not isinstance(markers, dict):
+            raise InputError(f'{at}: "progress_markers" holds {_kind(markers)}, not an object.')
+        for key in TIMESTAMP_KEYS:
+            _check_timestamp(markers.get(key), f"{at}, progress_markers key {key!r}")
+    for name in TIMESTAMP_MAPS:
+        values = bookmark.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise InputError(f"{at}: {name!r} holds {_kind(values)}, not an object.")
+        for workspace, value in values.items():
+            _check_timestamp(value, f"{at}, key {name!r}, workspace {workspace!r}")
+
+
+def _check_timestamp(value: t.Any, at: str) -> None:
+    if value is None:
+        return
+    try:
+        parse_timestamp(value)
+    except (TypeError, ValueError, AttributeError):
+        raise InputError(
+            f"{at}: {value!r} is not an ISO 8601 date-time ({TIMESTAMP_EXAMPLE})."
+        ) from None
+
+
 # --- shared ---------------------------------------------------------------------------
 
 
@@ -131,6 +252,10 @@ def _kind(value: t.Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object"
+
+
+def _name(file: t.IO[str]) -> str:
+    return str(getattr(file, "name", "<input>"))
 
 
 def _reason(exc: BaseException) -> str:

@@ -70,6 +70,7 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
 
 # Settings come from TAP_ASANA_VL_<SETTING> with --config ENV (the SDK's naming).
 ENV_PREFIX = "TAP_ASANA_VL_"
+STREAM_NAMES = frozenset(stream_type.name for stream_type in STREAM_TYPES)
 
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
 
@@ -335,13 +336,13 @@ class TapAsanaVl(Tap):
         state: t.IO[str] | None = None,
         catalog: t.IO[str] | None = None,
     ) -> None:
-        """Sync, failing in one line."""
+        """Sync, with --state checked first, failing in one line."""
         with errors_in_one_line(cls.logger):
             super().invoke(
                 about=about,
                 about_format=about_format,
                 config=config,
-                state=state,
+                state=inputs.checked_state(state, STREAM_NAMES, cls.logger),
                 catalog=catalog,
             )
 

@@ -8,14 +8,21 @@ log level is DEBUG), write nothing to stdout and send nothing to Asana.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tap_asana_vl.cli_errors import one_line
+from tap_asana_vl.inputs import check_state
+from tap_asana_vl.tap import STREAM_NAMES, TapAsanaVl
+from tests.tap_runner import run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
+TASKS_PARTITION = {"context": {"project_gid": "1200000000269941"}}
 
 
 def run_cli(
@@ -148,3 +155,93 @@ def test_an_unforeseen_error_names_its_type_and_where_to_find_more():
     assert one_line(KeyError("gid")) == (
         "KeyError: 'gid' (set TAP_ASANA_VL_LOGLEVEL=DEBUG for the traceback)"
     )
+
+
+# --- state (item 19) -------------------------------------------------------------------
+
+
+STATE_CASES = [
+    pytest.param(
+        {
+            "bookmarks": {
+                "tasks": {
+                    "partitions": [
+                        {
+                            **TASKS_PARTITION,
+                            "replication_key": "modified_at",
+                            "replication_key_value": "yesterday",
+                        }
+                    ]
+                }
+            }
+        },
+        'stream \'tasks\', partition {"project_gid": "1200000000269941"}, key '
+        "'replication_key_value': 'yesterday' is not an ISO 8601 date-time",
+        id="garbage-partition-date",
+    ),
+    pytest.param(
+        {"bookmarks": {"stories": {"replication_key_value": 1700000000}}},
+        "stream 'stories', key 'replication_key_value': 1700000000 is not an ISO 8601",
+        id="number-date",
+    ),
+    pytest.param(
+        {"bookmarks": {"subtasks": {"search_bookmarks": {"123": "soon"}}}},
+        "stream 'subtasks', key 'search_bookmarks', workspace '123': 'soon' is not an ISO",
+        id="garbage-search-bookmark",
+    ),
+    pytest.param(
+        {"bookmarks": "x"}, '"bookmarks" holds a string, not an object', id="bookmarks-str"
+    ),
+    pytest.param({"bookmarks": {"tasks": []}}, "stream 'tasks': the bookmark is a list", id="list"),
+    pytest.param(
+        {"bookmarks": {"tasks": {"partitions": [{"replication_key_value": "2024-01-01"}]}}},
+        'partition #1: not an object with a "context" object',
+        id="partition-without-context",
+    ),
+    pytest.param([], "holds a list, not a Singer state", id="list-state"),
+    pytest.param({"currently_syncing": "tasks"}, 'has no "bookmarks"', id="no-bookmarks"),
+    pytest.param(
+        {"value": {"bookmarks": {"tasks": {"replication_key_value": "later"}}}},
+        "'later' is not an ISO 8601",
+        id="wrapped-and-bad",
+    ),
+]
+
+
+@pytest.mark.parametrize(("state", "message"), STATE_CASES)
+def test_bad_state_fails_before_any_output(fake, pat_config, tmp_path, state, message):
+    proc = run_cli(tmp_path, config=pat_config, state=state)
+    assert_fails_in_one_line(proc, fake, f"State file {tmp_path / 'state.json'}")
+    assert message in proc.stderr
+
+
+def test_malformed_state_json_names_the_file(fake, pat_config, tmp_path):
+    proc = run_cli(tmp_path, config=pat_config, raw={"state": "{'bookmarks': {}}"})
+    assert_fails_in_one_line(proc, fake, f"State file {tmp_path / 'state.json'} is not valid JSON")
+
+
+def test_a_meltano_wrapped_state_is_unwrapped_not_ignored(fake, pat_config, tmp_path):
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    proc = run_cli(tmp_path, config=config, state={"value": first.state})
+    assert proc.returncode == 0, proc.stderr
+    assert "wraps the Singer state in 'value'" in proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    tasks = [m for m in records if m["type"] == "RECORD" and m["stream"] == "tasks"]
+    # Resumed from the bookmarks: only the tasks at each project's bookmark come again.
+    assert len(tasks) < len(fake.dataset.tasks) / 2
+
+
+def test_a_bookmark_of_an_unknown_stream_is_only_a_warning(caplog):
+    logger = logging.getLogger("test")
+    check_state({"bookmarks": {"taskz": {"x": 1}}}, "State file s.json", STREAM_NAMES, logger)
+    assert "State file s.json, stream 'taskz': this tap has no such stream" in caplog.text
+
+
+def test_every_replication_key_is_a_date_time():
+    # The state check reads every replication_key_value as a timestamp.
+    tap = TapAsanaVl(config={}, validate_config=False, setup_mapper=False)
+    for stream in tap.streams.values():
+        if stream.replication_key:
+            prop = stream.schema["properties"][stream.replication_key]
+            assert prop.get("format") == "date-time", stream.name
