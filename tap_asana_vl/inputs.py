@@ -1,4 +1,4 @@
-"""Checks of what the tap is given (config files, environment, state).
+"""Checks of what the tap is given (config files, environment, state, catalog).
 
 Run before anything is written to stdout or sent to Asana. Each problem is an
 ``InputError`` whose message is the one line to print: what is wrong and where (file,
@@ -7,17 +7,22 @@ environment variable, stream, partition, key), so it can be fixed without a trac
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
 import typing as t
 from contextlib import contextmanager
 
+from singer_sdk.singerlib import MetadataMapping
+
 from tap_asana_vl.client import parse_timestamp
 
 if t.TYPE_CHECKING:
     import logging
     from collections.abc import Collection, Iterable, Iterator, Mapping
+
+    from singer_sdk.streams import Stream
 
 
 class InputError(Exception):
@@ -224,6 +229,77 @@ def _check_timestamp(value: t.Any, at: str) -> None:
         raise InputError(
             f"{at}: {value!r} is not an ISO 8601 date-time ({TIMESTAMP_EXAMPLE})."
         ) from None
+
+
+# --- catalog --------------------------------------------------------------------------
+
+
+def checked_catalog(file: t.IO[str] | None, stream_names: Collection[str]) -> t.IO[str] | None:
+    """The ``--catalog`` file, checked, as a file for the SDK to read."""
+    if file is None:
+        return None
+    where = f"Catalog file {_name(file)}"
+    text = file.read()
+    check_catalog(_parse_json(text, where), where, stream_names)
+    return io.StringIO(text)
+
+
+def check_catalog(catalog: t.Any, where: str, stream_names: Collection[str]) -> None:
+    """Raise ``InputError`` unless ``catalog`` is a Singer catalog of this tap's streams.
+
+    An unknown stream that is selected is an error (a typo, or a catalog of another tap
+    would otherwise sync nothing, silently); an unknown one left unselected is harmless.
+    """
+    if not isinstance(catalog, dict):
+        raise InputError(
+            f'{where} holds {_kind(catalog)}, not a Singer catalog ({{"streams": [...]}}): '
+            "generate one with --discover."
+        )
+    if not isinstance(catalog.get("streams"), list):
+        got = _kind(catalog["streams"]) if "streams" in catalog else "missing"
+        raise InputError(
+            f'{where}: "streams" is {got}, not a list of streams: generate a catalog '
+            "with --discover."
+        )
+    for index, entry in enumerate(catalog["streams"]):
+        at = f"{where}, streams[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("tap_stream_id"), str):
+            raise InputError(f'{at}: not an object with a "tap_stream_id" string.')
+        at = f"{where}, stream {entry['tap_stream_id']!r}"
+        metadata = entry.get("metadata", [])
+        if not isinstance(metadata, list) or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("breadcrumb"), list)
+            and isinstance(m.get("metadata"), dict)
+            for m in metadata
+        ):
+            raise InputError(
+                f'{at}: "metadata" must be a list of {{"breadcrumb": [...], "metadata": {{...}}}}.'
+            )
+        if not isinstance(entry.get("schema", {}), dict):
+            raise InputError(f'{at}: "schema" must be a JSON Schema object.')
+        stream = entry["tap_stream_id"]
+        if stream not in stream_names and _selected(metadata):
+            close = difflib.get_close_matches(stream, sorted(stream_names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(
+                f"{where} selects stream {stream!r}, which this tap does not have: {hint}"
+                "run --discover for the list of streams."
+            )
+
+
+def warn_if_nothing_selected(streams: Iterable[Stream], logger: logging.Logger) -> None:
+    """One warning when the catalog selects no stream (the run then syncs nothing)."""
+    if not any(stream.selected for stream in streams):
+        logger.warning(
+            'The catalog selects no stream, so nothing will be synced: set "selected": '
+            "true in a stream's top-level metadata (or `meltano select`)."
+        )
+
+
+def _selected(metadata: list[dict[str, t.Any]]) -> bool:
+    """Whether a catalog entry's metadata selects the stream, decided as the SDK does."""
+    return MetadataMapping.from_iterable(metadata).resolve_selection().get((), True)
 
 
 # --- shared ---------------------------------------------------------------------------

@@ -336,14 +336,14 @@ class TapAsanaVl(Tap):
         state: t.IO[str] | None = None,
         catalog: t.IO[str] | None = None,
     ) -> None:
-        """Sync, with --state checked first, failing in one line."""
+        """Sync, with --state and --catalog checked first, failing in one line."""
         with errors_in_one_line(cls.logger):
             super().invoke(
                 about=about,
                 about_format=about_format,
                 config=config,
                 state=inputs.checked_state(state, STREAM_NAMES, cls.logger),
-                catalog=catalog,
+                catalog=inputs.checked_catalog(catalog, STREAM_NAMES),
             )
 
     @cached_property
@@ -375,6 +375,8 @@ class TapAsanaVl(Tap):
 
     def sync_all(self) -> None:
         """Sync, after turning off what the OAuth scopes cannot read (before any request)."""
+        if self.input_catalog is not None:
+            inputs.warn_if_nothing_selected(self.streams.values(), self.logger)
         asana_streams = [s for s in self.streams.values() if isinstance(s, streams.AsanaStream)]
         granted = granted_scopes(self.config)
         if granted is not None:

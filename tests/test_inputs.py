@@ -19,7 +19,7 @@ import pytest
 from tap_asana_vl.cli_errors import one_line
 from tap_asana_vl.inputs import check_state
 from tap_asana_vl.tap import STREAM_NAMES, TapAsanaVl
-from tests.tap_runner import run_tap
+from tests.tap_runner import catalog_selecting, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 TASKS_PARTITION = {"context": {"project_gid": "1200000000269941"}}
@@ -245,3 +245,73 @@ def test_every_replication_key_is_a_date_time():
         if stream.replication_key:
             prop = stream.schema["properties"][stream.replication_key]
             assert prop.get("format") == "date-time", stream.name
+
+
+# --- catalog (item 20) -----------------------------------------------------------------
+
+
+def _catalog(config: dict[str, Any], selected: set[str], extra: dict[str, bool]) -> dict:
+    """The tap's catalog with ``selected`` streams, plus unknown streams ``extra``."""
+    catalog = catalog_selecting(config, selected)
+    template = catalog["streams"][0]
+    for name, is_selected in extra.items():
+        entry = json.loads(json.dumps(template))
+        entry["tap_stream_id"] = entry["stream"] = name
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = is_selected
+        catalog["streams"].append(entry)
+    return catalog
+
+
+def test_a_catalog_selecting_an_unknown_stream_fails(fake, pat_config, tmp_path):
+    catalog = _catalog(pat_config, set(), {"taskz": True})
+    proc = run_cli(tmp_path, config=pat_config, catalog=catalog)
+    assert_fails_in_one_line(
+        proc, fake, "selects stream 'taskz', which this tap does not have: did you mean 'tasks'?"
+    )
+
+
+def test_an_unknown_stream_left_unselected_is_harmless(fake, pat_config, tmp_path):
+    catalog = _catalog({**pat_config, **FAST}, {"workspaces"}, {"taskz": False})
+    proc = run_cli(tmp_path, config={**pat_config, **FAST}, catalog=catalog)
+    assert proc.returncode == 0, proc.stderr
+    assert '"stream":"workspaces"' in proc.stdout.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        pytest.param({"streams": "x"}, '"streams" is a string, not a list', id="streams-str"),
+        pytest.param({}, '"streams" is missing', id="no-streams"),
+        pytest.param([], "holds a list, not a Singer catalog", id="list"),
+        pytest.param(
+            {"streams": [{"stream": "tasks"}]},
+            'streams[0]: not an object with a "tap_stream_id"',
+            id="no-id",
+        ),
+        pytest.param(
+            {"streams": [{"tap_stream_id": "tasks", "metadata": {"selected": True}}]},
+            "stream 'tasks': \"metadata\" must be a list",
+            id="metadata-not-list",
+        ),
+    ],
+)
+def test_a_malformed_catalog_fails_clearly(fake, pat_config, tmp_path, catalog, message):
+    proc = run_cli(tmp_path, config=pat_config, catalog=catalog)
+    assert_fails_in_one_line(proc, fake, f"Catalog file {tmp_path / 'catalog.json'}")
+    assert message in proc.stderr
+
+
+def test_malformed_catalog_json_names_the_file(fake, pat_config, tmp_path):
+    proc = run_cli(tmp_path, config=pat_config, raw={"catalog": '{"streams": ['})
+    assert_fails_in_one_line(
+        proc, fake, f"Catalog file {tmp_path / 'catalog.json'} is not valid JSON"
+    )
+
+
+def test_a_catalog_selecting_nothing_warns(fake, pat_config, tmp_path):
+    proc = run_cli(tmp_path, config=pat_config, catalog=catalog_selecting(pat_config, set()))
+    assert proc.returncode == 0, proc.stderr
+    assert "The catalog selects no stream, so nothing will be synced" in proc.stderr
+    assert fake.requests == []
