@@ -22,8 +22,9 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
-from tap_asana_vl import streams
+from tap_asana_vl import inputs, streams
 from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator, is_loopback_host
+from tap_asana_vl.cli_errors import errors_in_one_line
 from tap_asana_vl.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_RETRIES,
@@ -39,6 +40,7 @@ from tap_asana_vl.scopes import apply_grant, granted_scopes
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    import click
     from singer_sdk.streams import Stream
 
     from tap_asana_vl.auth import AsanaAuthenticator
@@ -78,6 +80,10 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
     streams.SubtasksStream,
     streams.SubtaskStoriesStream,
 )
+
+# Settings come from TAP_ASANA_VL_<SETTING> with --config ENV (the SDK's naming).
+ENV_PREFIX = "TAP_ASANA_VL_"
+STREAM_NAMES = frozenset(stream_type.name for stream_type in STREAM_TYPES)
 
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
 
@@ -311,7 +317,9 @@ class TapAsanaVl(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Validate settings that JSON Schema cannot express, before any request."""
-        super().__init__(*args, **kwargs)
+        env = kwargs.get("parse_env_config", False)
+        with inputs.env_settings_named(self.config_jsonschema, ENV_PREFIX, enabled=env):
+            super().__init__(*args, **kwargs)
         if threading.current_thread() is threading.main_thread():
             # Replaces the SDK's handlers, which exit 0 and leave worker threads retrying.
             signal.signal(signal.SIGINT, self._stop_on_signal)
@@ -340,6 +348,48 @@ class TapAsanaVl(Tap):
             errors = hide_secret_values(exc.errors, self.config, secret)
             raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
         return hide_secret_values(errors, self.config, secret)
+
+    # Command line: inputs are checked before any output, and every failure ends in one
+    # ERROR line (see cli_errors). The SDK's callbacks run the same way, only wrapped.
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Check the --config files (naming the bad one), then let the SDK read them."""
+        with errors_in_one_line(cls.logger):
+            inputs.check_config_files(value)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
+    def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
+        """--discover, failing in one line."""
+        with errors_in_one_line(cls.logger):
+            super().cb_discover(ctx, param, value)
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """--test, failing in one line."""
+        with errors_in_one_line(cls.logger):
+            super().cb_test(ctx, param, value)
+
+    @classmethod
+    def invoke(
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        """Sync, with --state and --catalog checked first, failing in one line."""
+        with errors_in_one_line(cls.logger):
+            super().invoke(
+                about=about,
+                about_format=about_format,
+                config=config,
+                state=inputs.checked_state(state, STREAM_NAMES, cls.logger),
+                catalog=inputs.checked_catalog(catalog, STREAM_NAMES),
+            )
 
     @cached_property
     def authenticator(self) -> AsanaAuthenticator:
@@ -376,6 +426,8 @@ class TapAsanaVl(Tap):
 
     def sync_all(self) -> None:
         """Sync, after turning off what the OAuth scopes cannot read (before any request)."""
+        if self.input_catalog is not None:
+            inputs.warn_if_nothing_selected(self.streams.values(), self.logger)
         asana_streams = [s for s in self.streams.values() if isinstance(s, streams.AsanaStream)]
         granted = granted_scopes(self.config)
         if granted is not None:
