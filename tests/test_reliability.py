@@ -15,7 +15,7 @@ import pytest
 import tap_asana_vl.client
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, run_tap
+from tests.tap_runner import SyncResult, catalog_selecting, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 
@@ -463,3 +463,17 @@ def test_a_400_on_a_later_page_of_goals_fails_instead_of_truncating(fake, pat_co
     fake.inject(r"/api/1\.0/goals\?.*offset=", 400, times=None)
     with pytest.raises(Exception, match="400"):
         run_tap({**pat_config, **FAST, "page_size": 1})
+
+
+def test_cycling_tokens_in_the_tap_s_own_listing_loop_fail_too(fake, pat_config):
+    """The free-plan subtask walk pages /projects itself (iter_data), not via the SDK."""
+    fake.premium_workspaces = set()
+    workspace = next(iter(fake.dataset.workspaces))
+    listing = rf"/api/1\.0/projects\?(?=.*workspace={workspace})"
+    fake.inject(listing + r"(?!.*offset=)", 200, body=_page([], "token-a"), times=None)
+    fake.inject(listing + r".*offset=token-a", 200, body=_page([], "token-b"), times=None)
+    fake.inject(listing + r".*offset=token-b", 200, body=_page([], "token-a"), times=None)
+    config = {**pat_config, **FAST, "workspace_gids": [workspace]}
+
+    with pytest.raises(Exception, match="pages cycle"):
+        run_tap(config, catalog=catalog_selecting(config, {"subtasks"}))
