@@ -7,9 +7,12 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
@@ -122,3 +125,17 @@ def catalog_selecting(config: dict[str, Any], selected: set[str]) -> dict[str, A
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] in selected
     return catalog
+
+
+def run_cli(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tap_asana_vl --config <file>`` as a user would, no stdin."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )

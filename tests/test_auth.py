@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -16,7 +15,7 @@ from singer_sdk.exceptions import FatalAPIError
 import tap_asana_vl.client
 from tap_asana_vl.auth import AsanaAuthError
 from tests.conftest import secret_encodings
-from tests.tap_runner import run_tap
+from tests.tap_runner import run_cli, run_tap
 
 TOKEN_PATH = r"^/-/oauth_token"
 
@@ -93,16 +92,7 @@ def test_rotated_refresh_token_is_used_for_the_rest_of_the_run(fake, oauth_confi
 
 
 def _run_cli(config: dict, tmp_path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_cli(tmp_path, config)
 
 
 def test_revoked_refresh_token_exits_nonzero_with_reauthorize_hint(fake, oauth_config, tmp_path):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import run_tap
+from tests.tap_runner import run_cli, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 
@@ -111,17 +108,8 @@ def test_a_fatal_error_in_one_prefetch_stops_the_run_promptly(tmp_path):
             fake.inject(rf"/api/1\.0/tasks/{gid}/stories", 503, times=None)
         # …and one fails fatally. The run must fail now, not after every backoff.
         fake.inject(rf"/api/1\.0/tasks/{tasks[3]}/stories", 400, times=None)
-        config = tmp_path / "config.json"
-        config.write_text(json.dumps({"access_token": fake.pat, "api_url": fake.api_url, **FAST}))
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tap_asana_vl", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        proc = run_cli(tmp_path, {"access_token": fake.pat, "api_url": fake.api_url, **FAST})
         elapsed = time.monotonic() - started
     assert proc.returncode != 0
     assert f"/tasks/{tasks[3]}/stories" in proc.stderr

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tap_asana_vl.tap import STREAM_TYPES
+from tests.tap_runner import run_cli
 
 SECRET = "fake-pat-0123456789abcdef"
 
@@ -88,16 +89,7 @@ CASES = [
 
 @pytest.mark.parametrize(("config", "message"), CASES)
 def test_bad_config_fails_before_any_request(fake, tmp_path, config, message):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"api_url": fake.api_url, **config}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    proc = run_cli(tmp_path, {"api_url": fake.api_url, **config})
     assert proc.returncode == 1
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

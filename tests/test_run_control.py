@@ -15,7 +15,7 @@ import pytest
 import tap_asana_vl.client
 from tap_asana_vl.run_control import FIRST_SUCCESS_WITHIN_SECONDS, OutageError, RunControl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import run_tap
+from tests.tap_runner import run_cli, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 
@@ -57,20 +57,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run_cli(
-    tmp_path, config: dict, timeout: int = 120
-) -> tuple[subprocess.CompletedProcess, float]:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
+def _run_cli(tmp_path, config: dict) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    proc = run_cli(tmp_path, config)
     return proc, time.monotonic() - started
 
 
