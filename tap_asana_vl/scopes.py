@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import typing as t
 
+from singer_sdk.exceptions import ConfigValidationError
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -117,6 +119,15 @@ def apply_grant(streams: Iterable[AsanaStream], granted: frozenset[str]) -> None
     for stream in reversed(streams):
         if stream.scope_off is None and not stream.selected and not _live_below(stream):
             stream.scope_off = "no selected stream below it can be read with the OAuth scopes"
+    selected = [stream for stream in streams if stream.selected]
+    if selected and all(stream.scope_off for stream in selected):
+        # A run that reads nothing must not look like a successful sync.
+        msg = (
+            "The granted OAuth scopes (setting oauth_scopes) can read none of the selected "
+            f"streams (e.g. '{selected[0].name}': {selected[0].scope_off}). Fix: run "
+            "`tap-asana-vl-auth` again (default scopes) or with --full-access."
+        )
+        raise ConfigValidationError(msg, errors=[msg])
 
 
 def _live_below(stream: AsanaStream) -> bool:

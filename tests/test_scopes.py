@@ -178,6 +178,12 @@ def test_known_scopes_without_projects_turn_off_what_hangs_below(fake):
     assert result.records["users"]
 
 
+def test_a_grant_that_reads_nothing_fails_instead_of_a_green_empty_run(fake):
+    with pytest.raises(Exception, match="can read none of the selected streams"):
+        run_tap(scoped_config(fake, ["tasks:read"]))  # no workspaces:read: nothing below
+    assert fake.requests == []
+
+
 def test_full_access_scope_reads_everything(fake):
     result = run_tap(scoped_config(fake, ["default"]))
     for stream in FULL_ONLY:
