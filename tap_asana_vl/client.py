@@ -502,6 +502,7 @@ class AsanaStream(RESTStream[str]):
                 self._pause(self.rate_limiter.reserve())
                 with self.stats.lock:
                     self.stats.requests += 1
+                self.asana_tap.progress.count_request()
                 try:
                     response = func(prepared, context)
                 except RateLimitedError as exc:
@@ -694,10 +695,17 @@ class AsanaStream(RESTStream[str]):
         state stay exactly as in a sequential run; only the waiting overlaps.
         """
         self._after_emit: list[Callable[[], None]] = []
+        progress = self.asana_tap.progress
+        if self.context_label is None or self.context_label[0] == "workspace":
+            # What the heartbeat names during a long listing; per-project and per-task
+            # streams run under the project line (see ProjectsStream.get_records).
+            progress.doing(f"'{self.name}' for {self._context_description(context)}")
         try:
             for batch in _batched(self._records_to_emit(context), self.page_size):
                 self._prefetch_children(batch, context)
                 self.stats.records += len(batch)
+                if self.selected:
+                    progress.count_records(self.name, len(batch))
                 yield from batch
             # Every record is written now (the SDK resumed us after the last one), so
             # state that covers them may move forward.

@@ -89,6 +89,9 @@ class ProjectsStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     child_context_key = "project_gid"
+    # The progress lines name each project.
+    required_fields = frozenset({"workspace", "name"})
+    _to_sync = 0
 
     def extra_params(self, context: Mapping[str, t.Any]) -> dict[str, t.Any]:  # noqa: ARG002
         """Leave out `archived` to get both; `false` to skip archived projects."""
@@ -97,6 +100,40 @@ class ProjectsStream(AsanaStream):
     def accept(self, record: dict[str, t.Any]) -> bool:
         """Apply the ``project_gids`` filter (children of dropped projects are skipped)."""
         return project_wanted(self.config, record["gid"])
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The whole listing first (one request per 100 projects), to count the projects.
+
+        The count makes the progress lines (``project 37/412 …``) possible. A listing
+        cut off part-way still hands over what it read before the error goes on.
+        """
+        projects: list[dict[str, t.Any]] = []
+        try:
+            projects.extend(super().source_records(context))
+        except SkippedObjectError:
+            self._count_projects(projects, context)
+            yield from projects
+            raise
+        self._count_projects(projects, context)
+        yield from projects
+
+    def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
+        self._to_sync = sum(project_wanted(self.config, p["gid"]) for p in projects)
+        if self.has_selected_descendents and context:
+            workspace = str(context.get("workspace_gid"))
+            self.asana_tap.progress.workspace_listed(workspace, self._to_sync)
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """One progress line per project, once its tasks and their children are written."""
+        if not self.has_selected_descendents:
+            yield from super().get_records(context)
+            return
+        progress = self.asana_tap.progress
+        for position, record in enumerate(super().get_records(context), start=1):
+            progress.project_started(position, self._to_sync, record.get("name") or record["gid"])
+            yield record
+            # The SDK asks for the next record only after this one's children are written.
+            progress.project_done()
 
 
 def project_listing_params(config: Mapping[str, t.Any]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
-from tap_asana_vl import inputs, streams
+from tap_asana_vl import inputs, quiet_logs, streams
 from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator, is_loopback_host
 from tap_asana_vl.cli_errors import errors_in_one_line
 from tap_asana_vl.client import (
@@ -32,6 +32,7 @@ from tap_asana_vl.client import (
     DEFAULT_REQUEST_TIMEOUT,
     parse_timestamp,
 )
+from tap_asana_vl.progress import RunProgress
 from tap_asana_vl.rate_limit import RateLimiter
 from tap_asana_vl.redaction import redact
 from tap_asana_vl.run_control import RunControl
@@ -308,6 +309,17 @@ class TapAsanaVl(Tap):
             description="Asana's OAuth token endpoint; change only for proxies or tests.",
         ),
         th.Property(
+            "log_metrics",
+            th.BooleanType,
+            default=False,
+            title="Log metrics",
+            description=(
+                "Write the SDK's METRIC lines (one per request, per stream sync) at INFO. "
+                "Off by default: the log shows one progress line per project instead. "
+                "LOGLEVEL=DEBUG shows them too."
+            ),
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             title="User agent",
@@ -318,8 +330,11 @@ class TapAsanaVl(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Validate settings that JSON Schema cannot express, before any request."""
         env = kwargs.get("parse_env_config", False)
+        # Before the SDK builds the streams, which logs a line per stream.
+        quiet_logs.quiet_tap_logger(self.logger)
         with inputs.env_settings_named(self.config_jsonschema, ENV_PREFIX, enabled=env):
             super().__init__(*args, **kwargs)
+        quiet_logs.set_metric_lines(enabled=bool(self.config.get("log_metrics")))
         if threading.current_thread() is threading.main_thread():
             # Replaces the SDK's handlers, which exit 0 and leave worker threads retrying.
             signal.signal(signal.SIGINT, self._stop_on_signal)
@@ -409,6 +424,11 @@ class TapAsanaVl(Tap):
         return RunControl(float(seconds))
 
     @cached_property
+    def progress(self) -> RunProgress:
+        """Run-wide counts and the progress lines (one per project, a heartbeat)."""
+        return RunProgress(self.logger)
+
+    @cached_property
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool that fetches per-parent children (stories) ahead of time."""
         workers = self.config.get("max_concurrent_requests") or DEFAULT_MAX_CONCURRENT_REQUESTS
@@ -436,8 +456,10 @@ class TapAsanaVl(Tap):
             # Scopes unknown: let each stream's first request find out alone.
             for stream in asana_streams:
                 stream.probe_first_request = True
+        self.progress.start_heartbeat()
         try:
             super().sync_all()
+            self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.
             self.stop_work()
@@ -445,6 +467,7 @@ class TapAsanaVl(Tap):
     def stop_work(self) -> None:
         """Stop every request in progress or queued (the run ended, failed or was stopped)."""
         self.run_control.stopping.set()
+        self.progress.stop()
         if "executor" in self.__dict__:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -460,7 +483,10 @@ class TapAsanaVl(Tap):
 
     def discover_streams(self) -> list[Stream]:
         """Instantiate the streams (no API call: discovery must work offline)."""
-        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+        discovered = [stream_type(tap=self) for stream_type in STREAM_TYPES]
+        for stream in discovered:
+            quiet_logs.quiet_stream_logger(stream.logger)
+        return discovered
 
 
 # How the SDK ends a JSON-schema error: `` in config['setting']…``.
