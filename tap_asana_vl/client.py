@@ -10,27 +10,27 @@ handling and retries, de-duplication and the end-of-run summary. Streams in
 from __future__ import annotations
 
 import datetime
-import email.utils
-import json
 import logging
-import random
 import threading
-import time
 import typing as t
-from decimal import Decimal
 from functools import cached_property
-from urllib.parse import parse_qs, urlparse
 
 import requests
 from singer_sdk import RESTStream, SchemaDirectory, StreamSchema, metrics
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_asana_vl import __version__, schemas
-from tap_asana_vl.auth import AsanaAuthError, token_of
-from tap_asana_vl.scopes import fix_hint, mentions_scope
-from tap_asana_vl.transport import new_session
+from tap_asana_vl.errors import (
+    ExpiredOffsetError,
+    PaginationLoopError,
+    RefusedError,
+    ScopeMissingError,
+    SkippedObjectError,
+)
+from tap_asana_vl.scopes import fix_hint
+from tap_asana_vl.transport import RequestStats, error_message, response_body
 
 T = t.TypeVar("T")
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -47,9 +47,8 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_asana_vl.auth import AsanaAuthenticator
-    from tap_asana_vl.rate_limit import RateLimiter
-    from tap_asana_vl.run_control import RunControl
     from tap_asana_vl.tap import TapAsanaVl
+    from tap_asana_vl.transport import Transport
 
 DEFAULT_API_URL = "https://app.asana.com/api/1.0"
 DEFAULT_PAGE_SIZE = 100  # Asana's maximum
@@ -59,71 +58,8 @@ DEFAULT_MAX_RETRIES = 8
 # Statuses where the object (a project we may not read, a premium-only feature, a task
 # deleted since it was listed) is unavailable but the rest of the sync is fine.
 SKIPPABLE_STATUSES = {402: "premium feature", 403: "no access", 404: "not found"}
-
-
-class SkippedObjectError(Exception):
-    """One object (a workspace, project, task …) cannot be read; skip it, keep syncing."""
-
-    def __init__(self, status: int, message: str) -> None:
-        """Remember the status so the summary can group skips."""
-        super().__init__(message)
-        self.status = status
-
-
-class ScopeMissingError(SkippedObjectError):
-    """Asana refused a request for the token's OAuth scopes: the stream is off for the run."""
-
-
-class RateLimitedError(Exception):
-    """Asana answered 429; retried after ``retry_after`` seconds (not counted as a try)."""
-
-    def __init__(self, retry_after: float) -> None:
-        """Keep the server-given wait."""
-        super().__init__(f"rate limited, retry after {retry_after:g}s")
-        self.retry_after = retry_after
-
-
-class TokenRejectedError(Exception):
-    """A 401 that one forced OAuth token refresh may cure (the message: if it does not)."""
-
-
-class ExpiredOffsetError(Exception):
-    """Asana no longer accepts the pagination token of a listing in progress."""
-
-
-# Transient failures worth retrying with backoff.
-RETRIABLE_ERRORS = (
-    RetriableAPIError,
-    ConnectionResetError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
-MAX_BACKOFF_SECONDS = 60.0
-# 429s are retried as long as Asana asks, but one request refused this many times in a
-# row, or kept waiting this long in total, means something else holds the quota.
-MAX_CONSECUTIVE_429 = 60
-MAX_RATE_LIMITED_SECONDS = 900.0
-# A Retry-After longer than this is capped (a misbehaving proxy could say "a day").
-MAX_RETRY_AFTER_SECONDS = 900.0
-# Query parameters that shape pages rather than say what is listed.
-LISTING_PARAMS = frozenset({"limit", "offset", "opt_fields"})
 # Times a listing is started over after its pagination token expired.
 MAX_LISTING_RESTARTS = 3
-
-
-def backoff_seconds(failures: int) -> float:
-    """Wait before retry number ``failures``: 1, 2, 4 … 60 s, with jitter (50-100 %)."""
-    base = min(MAX_BACKOFF_SECONDS, 2.0 ** (failures - 1))
-    return base * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not crypto)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for logs: our own messages, or the exception type (URLs left out)."""
-    if isinstance(exc, RetriableAPIError):
-        return str(exc)
-    return type(exc).__name__
 
 
 def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -192,10 +128,6 @@ def _has_type(schema: Mapping[str, t.Any], name: str) -> bool:
     return name == declared or (isinstance(declared, list) and name in declared)
 
 
-class PaginationLoopError(FatalAPIError):
-    """Asana handed back a pagination token it had already given for this listing."""
-
-
 def _offset_of(body: Mapping[str, t.Any]) -> str | None:
     next_page = body.get("next_page")
     if isinstance(next_page, dict) and next_page.get("offset"):
@@ -237,32 +169,19 @@ class AsanaPaginator(BaseAPIPaginator[str]):
 
     def get_next(self, response: requests.Response) -> str | None:
         """Return the opaque offset token of the next page, if any."""
-        return next_offset(_body(response), self._seen)
+        return next_offset(response_body(response), self._seen)
 
     def continue_if_empty(self, response: requests.Response) -> bool:
         """Keep paging past an empty page that still has a ``next_page``."""
-        return _offset_of(_body(response)) is not None
+        return _offset_of(response_body(response)) is not None
 
 
-def _body(response: requests.Response) -> dict[str, t.Any]:
-    """The response's JSON body, parsed once (see ``AsanaStream.validate_response``)."""
-    cached = getattr(response, "asana_body", None)
-    if cached is None:
-        cached = response.json(parse_float=Decimal)
-        response.asana_body = cached  # type: ignore[attr-defined]
-    return t.cast("dict[str, t.Any]", cached)
-
-
-class StreamStats:
+class StreamStats(RequestStats):
     """What one stream did during a run, for the end-of-run summary."""
 
     def __init__(self) -> None:
         """All counters start at zero."""
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.retries = 0
-        self.rate_limited = 0
-        self.token_refreshes_after_401 = 0
+        super().__init__()
         self.skipped: list[str] = []
         self.records = 0
         self.duplicates_dropped = 0
@@ -325,7 +244,6 @@ class AsanaStream(RESTStream[str]):
         self._prefetched: dict[
             tuple[tuple[str, t.Any], ...], tuple[Future[list[dict]], threading.Event]
         ] = {}
-        self._thread_local = threading.local()
         self._after_emit: list[Callable[[], None]] = []
         self.current_record: dict[str, t.Any] | None = None
         self._unavailable_in: set[str] = set()
@@ -365,14 +283,9 @@ class AsanaStream(RESTStream[str]):
         return self.asana_tap.authenticator
 
     @property
-    def run_control(self) -> RunControl:
-        """The run-wide circuit breaker and stop flag."""
-        return self.asana_tap.run_control
-
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        """The pacer shared by every request of the run."""
-        return self.asana_tap.rate_limiter
+    def transport(self) -> Transport:
+        """The run's one transport (session, pacing, retries, breaker)."""
+        return self.asana_tap.transport
 
     @property
     def timeout(self) -> int:
@@ -469,17 +382,16 @@ class AsanaStream(RESTStream[str]):
         return self.requests_session.prepare_request(request)
 
     def request_decorator(self, func: Callable[..., requests.Response]) -> Callable[..., t.Any]:
-        """Send with pacing and Asana's retry rules (replaces the SDK's backoff).
+        """Send through the run's transport (pacing, Asana's retry rules; see transport).
 
-        - 429: wait ``Retry-After`` and slow the shared pacer; never counts as a try.
-        - 401 with OAuth: the authenticator allows one forced refresh; a second 401 for
-          the same request is fatal.
-        - 5xx, timeouts, resets, broken bodies: exponential backoff with jitter, at most
-          ``max_retries`` times, then a fatal error naming the path and the status.
-
-        Waits are interruptible, so prefetches abandoned by a failing run stop at once
-        instead of holding the process open.
+        With OAuth scopes unknown, a stream's first request goes out alone: if Asana
+        refuses it for the scopes, no other request of this stream is sent.
         """
+
+        def attempt(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
+            return self.transport.send(
+                func, prepared, context, label=self.path, stats=self.stats, logger=self.logger
+            )
 
         def send(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
             self._raise_if_scope_off()
@@ -493,180 +405,49 @@ class AsanaStream(RESTStream[str]):
                 self._raise_if_scope_off()
             return attempt(prepared, context)
 
-        def attempt(prepared: requests.PreparedRequest, context: Context | None) -> t.Any:
-            failures = 0
-            token_rejected = False
-            rate_limited = 0
-            rate_limited_seconds = 0.0
-            while True:
-                self._pause(self.rate_limiter.reserve())
-                with self.stats.lock:
-                    self.stats.requests += 1
-                self.asana_tap.progress.count_request()
-                try:
-                    response = func(prepared, context)
-                except RateLimitedError as exc:
-                    self.run_control.succeeded()
-                    rate_limited += 1
-                    rate_limited_seconds += exc.retry_after
-                    if (
-                        rate_limited > MAX_CONSECUTIVE_429
-                        or rate_limited_seconds > MAX_RATE_LIMITED_SECONDS
-                    ):
-                        msg = (
-                            f"Asana (or a proxy) answered 429 to {self.path} "
-                            f"{rate_limited} times in a row, asking to wait "
-                            f"{rate_limited_seconds:.0f}s in all; giving up. Another client "
-                            "may be using up this token's quota: lower "
-                            "max_requests_per_minute or use a separate token."
-                        )
-                        raise FatalAPIError(msg) from None
-                    with self.stats.lock:
-                        self.stats.rate_limited += 1
-                    self.logger.warning(
-                        "Asana rate limit reached on %s; waiting %.1fs as it asks "
-                        "(Retry-After) and slowing down",
-                        self.path,
-                        exc.retry_after,
-                    )
-                    self.rate_limiter.rate_limited(exc.retry_after)
-                except TokenRejectedError as exc:
-                    if token_rejected:
-                        # Two 401s in a row for this request, even if other requests
-                        # succeed with the refreshed token: never loop on refreshes.
-                        raise AsanaAuthError(str(exc)) from None
-                    token_rejected = True
-                    with self.stats.lock:
-                        self.stats.token_refreshes_after_401 += 1
-                    self.logger.warning("Asana answered 401; refreshing the OAuth token once")
-                except RETRIABLE_ERRORS as exc:
-                    failures += 1
-                    reason = _describe(exc)
-                    # No answer, or a 5xx: the run-wide breaker may stop everything.
-                    self.run_control.failed(reason)
-                    if failures > self.max_retries:
-                        msg = f"Giving up on {self.path} after {failures} attempts: {reason}"
-                        raise FatalAPIError(msg) from None
-                    wait = backoff_seconds(failures)
-                    with self.stats.lock:
-                        self.stats.retries += 1
-                    self.logger.warning(
-                        "Retrying %s in %.1fs (attempt %d failed: %s)",
-                        self.path,
-                        wait,
-                        failures,
-                        reason,
-                    )
-                    # Never sleep past the moment the breaker would trip.
-                    self._pause(min(wait, self.run_control.seconds_left() + 0.01))
-                except Exception:
-                    self.run_control.succeeded()  # Asana answered (4xx): it is up
-                    raise
-                else:
-                    self.run_control.succeeded()
-                    return response
-
         return send
 
     def _raise_if_scope_off(self) -> None:
         if self.scope_off is not None:
             raise ScopeMissingError(403, self.scope_off)
 
-    @property
-    def max_retries(self) -> int:
-        """Retries of one request after transient failures (``max_retries`` setting)."""
-        return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES))
-
-    def _pause(self, seconds: float) -> None:
-        """Sleep, waking early (and stopping) if the run stops or this prefetch is dropped."""
-        cancelled: threading.Event | None = getattr(self._thread_local, "cancelled", None)
-        self.run_control.pause(seconds, cancelled)
-
     # --- Responses -----------------------------------------------------------------------
 
     def validate_response(self, response: requests.Response) -> None:
-        """Sort Asana's answers into done / retry / skip / fail."""
-        status = response.status_code
-        if status == 429:
-            raise RateLimitedError(_retry_after_seconds(response))
-        if status in {401, 403} and mentions_scope(_asana_error_text(response)):
-            # Not an expired or revoked token: a refresh cannot help, and no other
-            # request of this stream would fare better.
-            self.scope_off = f"{status}: {_asana_error_text(response)}"
-            error = ScopeMissingError(status, self.response_error_message(response))
-            # Warned here, not where the error is caught: the stream's other contexts
-            # (and the one whose prefetch failed) now end before reaching _skip.
-            self._skip_for_scopes(error)
-            raise error
-        if status == 401:
-            if self.authenticator.reject(token_of(response.request)):
-                raise TokenRejectedError(self._unauthorized_message(response))
-            raise AsanaAuthError(self._unauthorized_message(response))
-        if status < 400:
-            # The token works: a later 401 may force a refresh again.
-            self.authenticator.accept(token_of(response.request))
-        if status >= 500 or status in {408, 425}:
-            raise RetriableAPIError(self.response_error_message(response), response)
-        if status in SKIPPABLE_STATUSES:
-            raise SkippedObjectError(status, self.response_error_message(response))
-        if status == 400:
-            self._raise_for_bad_request(response)
-            # Only a first page says "not offered here": a 400 on a later page of a
-            # listing that started fine is something else, and must not truncate it.
-            first_page = "offset=" not in (urlparse(response.request.url or "").query or "")
-            if 400 in self.unavailable_statuses and first_page:
-                raise SkippedObjectError(status, self.response_error_message(response))
-        if status >= 400:
-            raise FatalAPIError(self.response_error_message(response))
-        try:
-            body = _body(response)
-        except ValueError:
-            # A proxy's HTML page or a body cut off mid-transfer: try again.
-            msg = f"Asana returned a body that is not valid JSON for {_path(response)}"
-            raise RetriableAPIError(msg, response) from None
-        if not isinstance(body, dict) or not isinstance(body.get("data"), (list, dict)):
-            msg = f"Asana returned no `data` for {_path(response)}"
-            raise RetriableAPIError(msg, response)
+        """Sort Asana's answer (see ``Transport.check``), then apply this stream's skip policy.
 
-    def _raise_for_bad_request(self, response: requests.Response) -> None:
-        """Turn the 400s a sync can meet into actionable errors."""
-        text = _asana_error_text(response)
-        lowered = text.lower()
-        sent_offset = "offset=" in (urlparse(response.request.url or "").query or "")
-        if sent_offset and ("offset" in lowered or "pagination token" in lowered):
-            raise ExpiredOffsetError(text)
-        if "too large" in lowered or "upper limit" in lowered or "truncat" in lowered:
-            # Never continue with a silently shortened listing.
-            query = parse_qs(urlparse(response.request.url or "").query)
-            filters = {k: v[0] for k, v in query.items() if k not in LISTING_PARAMS}
-            what = f"{_path(response)} {filters}" if filters else _path(response)
-            msg = (
-                f"Asana refused to list {self.name} for {what} in full ({text}). The "
-                "listing is too large for Asana; narrow it with workspace_gids / "
-                "project_gids (or ask Asana support) — nothing was skipped silently."
-            )
-            raise FatalAPIError(msg)
+        A refusal (400/402/403/404) this stream tolerates skips the object; any other is
+        fatal. A refusal for the token's OAuth scopes turns the whole stream off.
+        """
+        try:
+            self.transport.check(response, listing=self.name)
+        except ScopeMissingError as exc:
+            # No other request of this stream would fare better. Warned here, not where
+            # the error is caught: the stream's other contexts (and the one whose
+            # prefetch failed) now end before reaching _skip.
+            self.scope_off = exc.reason
+            self._skip_for_scopes(exc)
+            raise
+        except RefusedError as exc:
+            if self.tolerates(exc):
+                raise SkippedObjectError(exc.status, str(exc)) from None
+            raise
+
+    def tolerates(self, exc: RefusedError) -> bool:
+        """Whether a refusal skips the object (the skip policy; fatal otherwise).
+
+        402/403/404: a premium feature, an object we may not read, one deleted since it
+        was listed. A 400 only where the stream declares it means "not offered in this
+        workspace", and only on a first page: a 400 on a later page of a listing that
+        started fine is something else, and must not truncate it.
+        """
+        if exc.status == 400:
+            return 400 in self.unavailable_statuses and exc.first_page
+        return exc.status in SKIPPABLE_STATUSES or exc.status in self.unavailable_statuses
 
     def response_error_message(self, response: requests.Response) -> str:
         """Status, path and Asana's own error text, never headers or tokens."""
-        return (
-            f"{response.status_code} {response.reason} for {_path(response)}: "
-            f"{_asana_error_text(response)}"
-        )
-
-    def _unauthorized_message(self, response: requests.Response) -> str:
-        detail = _asana_error_text(response)
-        if getattr(self.authenticator, "is_oauth", False):
-            return (
-                f"Asana rejected the OAuth access token twice ({detail}). The app may have "
-                "been removed from the workspace or the grant revoked: run "
-                "`tap-asana-vl-auth` to authorize again."
-            )
-        return (
-            f"Asana rejected the personal access token ({detail}): it is invalid or "
-            "revoked. Create a new one in Asana (My Settings > Apps > Developer apps) and "
-            "set TAP_ASANA_VL_ACCESS_TOKEN."
-        )
+        return error_message(response)
 
     def post_process(
         self,
@@ -681,7 +462,7 @@ class AsanaStream(RESTStream[str]):
 
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
         """Records are the ``data`` list of the (already parsed) body."""
-        return t.cast("list[dict[str, t.Any]]", _body(response)["data"])
+        return t.cast("list[dict[str, t.Any]]", response_body(response)["data"])
 
     # --- Records -------------------------------------------------------------------------
 
@@ -865,11 +646,8 @@ class AsanaStream(RESTStream[str]):
         cancelled = threading.Event()
 
         def fetch() -> list[dict[str, t.Any]]:
-            self._thread_local.cancelled = cancelled
-            try:
+            with self.transport.run_control.cancellable(cancelled):
                 return list(self.list_records(dict(context)))
-            finally:
-                self._thread_local.cancelled = None
 
         future = self.asana_tap.executor.submit(fetch)
         self._prefetched[_context_key(context)] = (future, cancelled)
@@ -949,7 +727,7 @@ class AsanaStream(RESTStream[str]):
             self.validate_response(response)
             return response
 
-        return _body(self.request_decorator(send_once)(prepared, None))
+        return response_body(self.request_decorator(send_once)(prepared, None))
 
     def iter_data(self, path: str, params: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """Every record of a paginated listing other than the stream's own."""
@@ -1010,12 +788,8 @@ class AsanaStream(RESTStream[str]):
 
     @property
     def requests_session(self) -> requests.Session:
-        """One HTTP session per thread (a Session is not safe to share across threads)."""
-        session = getattr(self._thread_local, "session", None)
-        if session is None:
-            session = new_session(self.url_base)
-            self._thread_local.session = session
-        return session
+        """The run's one HTTP session (its connection pool has room for every thread)."""
+        return self.transport.session
 
     def get_child_context(
         self,
@@ -1077,37 +851,3 @@ class AsanaStream(RESTStream[str]):
             len(stats.skipped),
             (": " + "; ".join(stats.skipped)) if stats.skipped else "",
         )
-
-
-def _path(response: requests.Response) -> str:
-    """The request path without the query string (which may be long, never secret)."""
-    return urlparse(response.url).path or "?"
-
-
-def _asana_error_text(response: requests.Response) -> str:
-    """Asana's ``errors[].message`` texts, or a short note when the body has none."""
-    try:
-        body = json.loads(response.text)
-    except ValueError:
-        return "no JSON error body"
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if isinstance(errors, list):
-        messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
-        if any(messages):
-            return "; ".join(m for m in messages if m)
-    return "no error message"
-
-
-def _retry_after_seconds(response: requests.Response, default: float = 30.0) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)

@@ -16,8 +16,12 @@ from __future__ import annotations
 import threading
 import time
 import typing as t
+from contextlib import contextmanager
 
 from singer_sdk.exceptions import FatalAPIError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Before any request has succeeded, give up after this long: a wrong URL or a dead
 #: network must not hold a run for minutes.
@@ -46,6 +50,19 @@ class RunControl:
         self._started = clock()
         self._last_success: float | None = None
         self._tripped: str | None = None
+        self._thread = threading.local()
+
+    @contextmanager
+    def cancellable(self, cancelled: threading.Event) -> Iterator[None]:
+        """Within the block, this thread's waits also end when ``cancelled`` is set.
+
+        For work done ahead of time (a prefetch) that its consumer may drop.
+        """
+        self._thread.cancelled = cancelled
+        try:
+            yield
+        finally:
+            self._thread.cancelled = None
 
     def succeeded(self) -> None:
         """A request got an answer from Asana (any non-5xx status)."""
@@ -86,13 +103,15 @@ class RunControl:
         return self._last_success + self.max_outage_seconds - self._clock()
 
     def pause(self, seconds: float, cancelled: threading.Event | None = None) -> None:
-        """Sleep ``seconds``, waking at once when the run (or this prefetch) stops.
+        """Sleep ``seconds``, waking at once when the run (or this thread's prefetch) stops.
 
         Raises:
             OutageError: the breaker tripped while this thread waited.
             StoppedError: the run is stopping, or ``cancelled`` was set.
 
         """
+        if cancelled is None:
+            cancelled = getattr(self._thread, "cancelled", None)
         deadline = self._clock() + max(0.0, seconds)
         while True:
             self.raise_if_stopping(cancelled)

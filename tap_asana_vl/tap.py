@@ -37,6 +37,7 @@ from tap_asana_vl.rate_limit import RateLimiter
 from tap_asana_vl.redaction import redact
 from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
+from tap_asana_vl.transport import Transport
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -330,6 +331,11 @@ class TapAsanaVl(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Validate settings that JSON Schema cannot express, before any request."""
         env = kwargs.get("parse_env_config", False)
+        config = kwargs.get("config")
+        if isinstance(config, dict) and None in config.values():
+            # A setting given as null means its default: the SDK fills defaults from
+            # config_jsonschema only for absent keys, so every setting is then present.
+            kwargs["config"] = {k: v for k, v in config.items() if v is not None}
         # Before the SDK builds the streams, which logs a line per stream.
         quiet_logs.quiet_tap_logger(self.logger)
         with inputs.env_settings_named(self.config_jsonschema, ENV_PREFIX, enabled=env):
@@ -412,16 +418,24 @@ class TapAsanaVl(Tap):
         return build_authenticator(self.config)
 
     @cached_property
-    def rate_limiter(self) -> RateLimiter:
-        """The one request pacer every stream uses."""
-        rpm = self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE
-        return RateLimiter(float(rpm))
-
-    @cached_property
     def run_control(self) -> RunControl:
         """The run-wide circuit breaker and stop flag."""
-        seconds = self.config.get("max_outage_seconds") or DEFAULT_MAX_OUTAGE_SECONDS
-        return RunControl(float(seconds))
+        return RunControl(float(self.config["max_outage_seconds"]))
+
+    @cached_property
+    def transport(self) -> Transport:
+        """The one transport every stream sends through: session, pacer, retries."""
+        return Transport(
+            url_base=self.config["api_url"],
+            authenticator=self.authenticator,
+            rate_limiter=RateLimiter(float(self.config["max_requests_per_minute"])),
+            run_control=self.run_control,
+            max_retries=int(self.config["max_retries"]),
+            timeout=int(self.config["request_timeout"]),
+            # A connection for each worker thread and for the main thread.
+            pool_size=int(self.config["max_concurrent_requests"]) + 1,
+            on_request=self.progress.count_request,
+        )
 
     @cached_property
     def progress(self) -> RunProgress:
@@ -431,8 +445,8 @@ class TapAsanaVl(Tap):
     @cached_property
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool that fetches per-parent children (stories) ahead of time."""
-        workers = self.config.get("max_concurrent_requests") or DEFAULT_MAX_CONCURRENT_REQUESTS
-        return ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="asana")
+        workers = int(self.config["max_concurrent_requests"])
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
 
     def check_gids_exist(self, setting: str, wanted: Iterable[str], found: set[str]) -> None:
         """Fail clearly when a configured gid filter names something Asana doesn't show."""

@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
-import tap_asana_vl.client
+import tap_asana_vl.transport
 from tap_asana_vl.auth import AsanaAuthError
 from tests.conftest import secret_encodings
 from tests.tap_runner import run_cli, run_tap
@@ -153,7 +153,7 @@ def test_a_redirecting_token_endpoint_gets_no_secret(fake, oauth_config, catcher
 @pytest.fixture
 def quick_backoff(monkeypatch):
     """Real backoff waits seconds per retry; the policy, not the wait, is under test."""
-    monkeypatch.setattr(tap_asana_vl.client, "backoff_seconds", lambda failures: 0.01)
+    monkeypatch.setattr(tap_asana_vl.transport, "backoff_seconds", lambda failures: 0.01)
 
 
 def _after_first_refresh(fake, action) -> threading.Thread:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import tap_asana_vl.client
+import tap_asana_vl.transport
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import SyncResult, catalog_selecting, run_tap
@@ -23,7 +23,7 @@ FAST = {"max_requests_per_minute": 100_000}
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     """Real backoff waits seconds per retry; the policy, not the wait, is under test."""
-    monkeypatch.setattr(tap_asana_vl.client, "backoff_seconds", lambda failures: 0.01)
+    monkeypatch.setattr(tap_asana_vl.transport, "backoff_seconds", lambda failures: 0.01)
 
 
 def _by_key(result: SyncResult) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
@@ -421,8 +421,8 @@ def test_a_top_level_listing_answering_404_fails_the_run(fake, pat_config):
 def test_a_huge_retry_after_is_capped_in_total_then_fails_clearly(fake, pat_config, monkeypatch):
     """Retry-After: 99999 again and again must not hold a run for hours."""
     # The policy, scaled down: each wait capped at 0.2 s, at most 0.5 s in all.
-    monkeypatch.setattr(tap_asana_vl.client, "MAX_RETRY_AFTER_SECONDS", 0.2)
-    monkeypatch.setattr(tap_asana_vl.client, "MAX_RATE_LIMITED_SECONDS", 0.5)
+    monkeypatch.setattr(tap_asana_vl.transport, "MAX_RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(tap_asana_vl.transport, "MAX_RATE_LIMITED_SECONDS", 0.5)
     fake.inject(r"/api/1\.0/workspaces", 429, times=None, headers={"Retry-After": "99999"})
     started = time.monotonic()
     with pytest.raises(Exception, match=r"answered 429 to /workspaces 3 times in a row"):

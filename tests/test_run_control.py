@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import tap_asana_vl.client
+import tap_asana_vl.transport
 from tap_asana_vl.run_control import FIRST_SUCCESS_WITHIN_SECONDS, OutageError, RunControl
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import run_cli, run_tap
@@ -73,7 +73,7 @@ def test_an_api_url_nothing_answers_fails_within_a_minute(tmp_path):
 
 def test_asana_going_down_mid_run_stops_everything_after_max_outage(monkeypatch):
     """Every concurrent request retrying on its own would go on for many minutes."""
-    monkeypatch.setattr(tap_asana_vl.client, "backoff_seconds", lambda failures: 0.2)
+    monkeypatch.setattr(tap_asana_vl.transport, "backoff_seconds", lambda failures: 0.2)
     with FakeAsana(build_dataset(seed=5, tasks_per_project=25)) as fake:
         fake.inject(r"/api/1\.0/tasks/\d+/stories", 503, times=None)
         config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
