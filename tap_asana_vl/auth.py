@@ -18,6 +18,7 @@ from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_asana_vl.redaction import safe_text
+from tap_asana_vl.sdk_adapter import oauth_session
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -193,7 +194,7 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         request_time = datetime.datetime.now(datetime.timezone.utc)
         logger.info("Requesting a new Asana OAuth access token")
         try:
-            response = self._session.post(
+            response = oauth_session(self).post(
                 self.auth_endpoint,
                 data=self.oauth_request_body,
                 timeout=self._timeout,

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from singer_sdk.singerlib import MetadataMapping
 
-from tap_asana_vl.client import parse_timestamp
+from tap_asana_vl.sdk_adapter import PROGRESS_MARKERS
+from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
     import logging
@@ -204,12 +205,12 @@ def _check_bookmark(bookmark: Mapping[str, t.Any], at: str) -> None:
     """The timestamps of one stream or partition bookmark parse as the streams read them."""
     for key in TIMESTAMP_KEYS:
         _check_timestamp(bookmark.get(key), f"{at}, key {key!r}")
-    markers = bookmark.get("progress_markers")
+    markers = bookmark.get(PROGRESS_MARKERS)
     if markers is not None:
         if not isinstance(markers, dict):
-            raise InputError(f'{at}: "progress_markers" holds {_kind(markers)}, not an object.')
+            raise InputError(f'{at}: "{PROGRESS_MARKERS}" holds {_kind(markers)}, not an object.')
         for key in TIMESTAMP_KEYS:
-            _check_timestamp(markers.get(key), f"{at}, progress_markers key {key!r}")
+            _check_timestamp(markers.get(key), f"{at}, {PROGRESS_MARKERS} key {key!r}")
     for name in TIMESTAMP_MAPS:
         values = bookmark.get(name)
         if values is None:

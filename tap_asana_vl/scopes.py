@@ -6,7 +6,7 @@ the extra scopes of some fields (``field_scopes``). With a scoped OAuth token (s
 ``oauth_scopes``, written by ``tap-asana-vl-auth``), streams the grant cannot read are
 turned off before any request, and fields it cannot read are left out of ``opt_fields``
 -- one warning per stream each time. When the scopes are not known, a 401/403 whose
-message speaks of a scope turns the stream off at run time (see ``AsanaStream``).
+message speaks of a scope turns the stream off at run time (see ``AsanaListing.validate_response``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,26 @@ import typing as t
 from singer_sdk.exceptions import ConfigValidationError
 
 if t.TYPE_CHECKING:
+    import logging
     from collections.abc import Iterable, Mapping
 
-    from tap_asana_vl.client import AsanaStream
+
+class ScopedStream(t.Protocol):
+    """What this module reads and sets on a stream (an ``AsanaStream``)."""
+
+    name: str
+    selected: bool
+    child_streams: list[t.Any]
+    logger: logging.Logger
+    field_scopes: dict[str, tuple[str, ...]]
+    #: Why the scopes keep the stream from being read (None: they don't).
+    scope_off: str | None
+    #: Fields the scopes cannot read (left out of its requests).
+    scope_skipped_fields: frozenset[str]
+
+    def requests_field(self, name: str) -> bool:
+        """Whether the stream asks Asana for field ``name``."""
+
 
 #: The scope of full access (what a token gets when no scope was requested).
 FULL_ACCESS = "default"
@@ -47,22 +64,42 @@ def mentions_scope(message: str) -> bool:
     return "scope" in message.lower()
 
 
-def needed_scopes(stream: AsanaStream) -> list[str]:
-    """Every scope needed to read ``stream``: its own and its ancestors'.
+def _hop(stream_type: t.Any) -> list[str]:
+    """Scopes to read ``stream_type`` once its parent's records are in hand."""
+    parent = stream_type.parent_stream_type
+    if stream_type.from_parent_field and parent is not None:
+        return list(parent.field_scopes.get(stream_type.from_parent_field, ()))
+    return [stream_type.required_scope or FULL_ACCESS]
+
+
+def _routes(stream_type: t.Any) -> list[list[str]]:
+    """The scopes of each way the tap reaches ``stream_type``'s records.
 
     Parents are listed to reach a stream, so their scopes count too; ``default`` stands
-    for "full permissions only".
+    for "full permissions only". A stream that also sweeps each workspace is reached
+    straight from the workspaces as well.
     """
-    needed: list[str] = []
-    current: AsanaStream | None = stream
-    while current is not None:
-        parent = current.parent_stream
-        if current.from_parent_field and parent is not None:
-            needed += parent.field_scopes.get(current.from_parent_field, ())
-        else:
-            needed.append(current.required_scope or FULL_ACCESS)
-        current = parent
-    return list(dict.fromkeys(needed))
+    parent = stream_type.parent_stream_type
+    if parent is None:
+        return [_hop(stream_type)]
+    routes = [_hop(stream_type) + route for route in _routes(parent)]
+    if getattr(stream_type, "sweeps_each_workspace", False):
+        root = parent
+        while root.parent_stream_type is not None:
+            root = root.parent_stream_type
+        routes.append(_hop(stream_type) + _routes(root)[0])
+    return [list(dict.fromkeys(route)) for route in routes]
+
+
+def needed_scopes(stream_type: t.Any) -> list[str]:
+    """Every scope needed to read ``stream_type`` through its parents."""
+    return _routes(stream_type)[0]
+
+
+def missing_scopes(stream_type: t.Any, granted: frozenset[str]) -> list[str]:
+    """What ``granted`` lacks to read ``stream_type``: nothing if one way is granted."""
+    lacking = [[s for s in route if s not in granted] for route in _routes(stream_type)]
+    return [] if any(not missing for missing in lacking) else lacking[0]
 
 
 def fix_hint(missing: Iterable[str]) -> str:
@@ -82,11 +119,11 @@ def _describe(missing: list[str]) -> str:
     return ", ".join(missing)
 
 
-def apply_grant(streams: Iterable[AsanaStream], granted: frozenset[str]) -> None:
+def apply_grant(streams: Iterable[ScopedStream], granted: frozenset[str]) -> None:
     """Turn off what ``granted`` cannot read, before any request, warning once per stream."""
     streams = list(streams)
     for stream in streams:
-        missing = [s for s in needed_scopes(stream) if s not in granted]
+        missing = missing_scopes(type(stream), granted)
         if missing:
             stream.scope_off = f"the OAuth token lacks {_describe(missing)}"
             if stream.selected:
@@ -130,8 +167,8 @@ def apply_grant(streams: Iterable[AsanaStream], granted: frozenset[str]) -> None
         raise ConfigValidationError(msg, errors=[msg])
 
 
-def _live_below(stream: AsanaStream) -> bool:
+def _live_below(stream: ScopedStream) -> bool:
     return any(
         child.scope_off is None and (child.selected or _live_below(child))
-        for child in t.cast("list[AsanaStream]", stream.child_streams)
+        for child in t.cast("list[ScopedStream]", stream.child_streams)
     )

@@ -22,22 +22,16 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
-from tap_asana_vl import inputs, quiet_logs, streams
+from tap_asana_vl import inputs, sdk_adapter, streams
 from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator, is_loopback_host
 from tap_asana_vl.cli_errors import errors_in_one_line
-from tap_asana_vl.client import (
-    DEFAULT_API_URL,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_REQUEST_TIMEOUT,
-    parse_timestamp,
-)
 from tap_asana_vl.progress import RunProgress
 from tap_asana_vl.rate_limit import RateLimiter
 from tap_asana_vl.redaction import redact
 from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
-from tap_asana_vl.transport import Transport
+from tap_asana_vl.timestamps import parse_timestamp
+from tap_asana_vl.transport import ASANA_API_URL, Transport
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -47,18 +41,21 @@ if t.TYPE_CHECKING:
 
     from tap_asana_vl.auth import AsanaAuthenticator
 
+DEFAULT_PAGE_SIZE = 100  # Asana's maximum
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 1500  # Asana's quota on paid plans
 # Asana allows 50 concurrent reads per token; stay well below so other clients of the
 # same token (and our own sequential listing requests) keep headroom.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 DEFAULT_MAX_OUTAGE_SECONDS = 120
+DEFAULT_MAX_RETRIES = 8
+DEFAULT_REQUEST_TIMEOUT = 300
 # After the run ends, requests still in flight get this long before the process exits
 # anyway (a stuck read could otherwise hold it for request_timeout).
 EXIT_GRACE_SECONDS = 3.0
 MAX_CONCURRENT_REQUESTS = 25
 
-# Order matters for children of one parent: they sync in this order. Subtasks come
-# after projects so that a workspace's changed tasks are known when its subtasks sync.
+# The catalog's order (children of one parent also sync in it; no stream depends on it:
+# what a stream needs of another comes in the context its parent passes it).
 STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
     streams.WorkspacesStream,
     streams.UsersStream,
@@ -125,7 +122,7 @@ class RepeatedSchemaSkippingWriter(MsgSpecWriter):
             sys.stdout.flush()
 
 
-class TapAsanaVl(Tap):
+class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
     """Singer tap for Asana."""
 
     name = "tap-asana-vl"
@@ -298,7 +295,7 @@ class TapAsanaVl(Tap):
         th.Property(
             "api_url",
             th.StringType,
-            default=DEFAULT_API_URL,
+            default=ASANA_API_URL,
             title="API URL",
             description="Asana API root; change only for proxies or tests.",
         ),
@@ -337,10 +334,10 @@ class TapAsanaVl(Tap):
             # config_jsonschema only for absent keys, so every setting is then present.
             kwargs["config"] = {k: v for k, v in config.items() if v is not None}
         # Before the SDK builds the streams, which logs a line per stream.
-        quiet_logs.quiet_tap_logger(self.logger)
+        sdk_adapter.quiet_tap_logger(self.logger)
         with inputs.env_settings_named(self.config_jsonschema, ENV_PREFIX, enabled=env):
             super().__init__(*args, **kwargs)
-        quiet_logs.set_metric_lines(enabled=bool(self.config.get("log_metrics")))
+        sdk_adapter.set_metric_lines(enabled=bool(self.config.get("log_metrics")))
         if threading.current_thread() is threading.main_thread():
             # Replaces the SDK's handlers, which exit 0 and leave worker threads retrying.
             signal.signal(signal.SIGINT, self._stop_on_signal)
@@ -352,8 +349,8 @@ class TapAsanaVl(Tap):
                     "Config validation failed", errors=errors, schema=self.config_jsonschema
                 )
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's JSON-schema check, without the values of secret settings.
+    def rewrite_schema_errors(self, errors: list[str]) -> list[str]:
+        """The SDK's JSON-schema errors, without the values of secret settings.
 
         The SDK quotes the offending value (``['csec-…'] is not of type 'string'``),
         which for a secret of the wrong JSON type prints the secret.
@@ -363,11 +360,6 @@ class TapAsanaVl(Tap):
             for name, prop in self.config_jsonschema["properties"].items()
             if prop.get("secret")
         ]
-        try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            errors = hide_secret_values(exc.errors, self.config, secret)
-            raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
         return hide_secret_values(errors, self.config, secret)
 
     # Command line: inputs are checked before any output, and every failure ends in one
@@ -448,16 +440,6 @@ class TapAsanaVl(Tap):
         workers = int(self.config["max_concurrent_requests"])
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
 
-    def check_gids_exist(self, setting: str, wanted: Iterable[str], found: set[str]) -> None:
-        """Fail clearly when a configured gid filter names something Asana doesn't show."""
-        missing = sorted(set(wanted) - found)
-        if missing:
-            msg = (
-                f"Setting {setting} names {', '.join(missing)}, which this token cannot "
-                f"see in Asana. Check the gid(s) and that the token's user has access."
-            )
-            raise ConfigValidationError(msg, errors=[msg])
-
     def sync_all(self) -> None:
         """Sync, after turning off what the OAuth scopes cannot read (before any request)."""
         if self.input_catalog is not None:
@@ -499,7 +481,7 @@ class TapAsanaVl(Tap):
         """Instantiate the streams (no API call: discovery must work offline)."""
         discovered = [stream_type(tap=self) for stream_type in STREAM_TYPES]
         for stream in discovered:
-            quiet_logs.quiet_stream_logger(stream.logger)
+            sdk_adapter.quiet_stream_logger(stream.logger)
         return discovered
 
 

@@ -3,9 +3,7 @@
 One ``Transport`` serves every stream and thread of a run:
 
 - **one session** whose connection pool holds a connection per worker thread, and whose
-  timeout bounds a whole response, not each socket read (``requests`` applies its
-  timeout per read: a body that trickles in a byte at a time never timed out — seen: 48 s
-  with a 3 s timeout);
+  timeout bounds a whole response (see ``session``);
 - **pacing** by the shared ``RateLimiter`` and the **circuit breaker** of ``RunControl``;
 - **retries**: 429 after ``Retry-After`` (never counted as a try), one forced OAuth
   refresh after a 401, exponential backoff with jitter for 5xx, timeouts, resets and
@@ -28,8 +26,6 @@ from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_asana_vl.auth import AsanaAuthError, token_of
@@ -41,6 +37,7 @@ from tap_asana_vl.errors import (
     TokenRejectedError,
 )
 from tap_asana_vl.scopes import mentions_scope
+from tap_asana_vl.session import new_session
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +46,8 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.run_control import RunControl
 
-CHUNK_BYTES = 64 * 1024
+#: Asana's API root (the ``api_url`` setting's default).
+ASANA_API_URL = "https://app.asana.com/api/1.0"
 
 # Transient failures worth retrying with backoff.
 RETRIABLE_ERRORS = (
@@ -333,92 +331,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, RetriableAPIError):
         return str(exc)
     return type(exc).__name__
-
-
-# --- The session ------------------------------------------------------------------------
-
-
-class WholeResponseTimeoutAdapter(HTTPAdapter):
-    """An adapter whose (read) timeout is a deadline for the complete response.
-
-    It reads the body itself, a chunk at a time, each read bounded by the time left, and
-    fails with a ``ReadTimeout`` (retried like any timeout) once it runs out.
-    """
-
-    def send(  # type: ignore[override]
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: t.Any = None,
-        **kwargs: t.Any,
-    ) -> requests.Response:
-        """Send, then read the body within what is left of the timeout."""
-        seconds = timeout[1] if isinstance(timeout, tuple) else timeout
-        if stream or seconds is None:
-            return super().send(request, stream=stream, timeout=timeout, **kwargs)
-        deadline = time.monotonic() + float(seconds)
-        response = super().send(request, stream=True, timeout=timeout, **kwargs)
-        chunks: list[bytes] = []
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    msg = f"the response took longer than {float(seconds):g}s in all"
-                    raise requests.exceptions.ReadTimeout(msg, request=request)
-                _limit_next_read(response, left)
-                chunk = _read_chunk(response, request)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except BaseException:
-            response.close()
-            raise
-        # What requests itself does when it reads a body (it has no public setter).
-        response._content = b"".join(chunks)
-        response._content_consumed = True
-        response.raw.release_conn()  # read to the end: the connection is reusable
-        return response
-
-
-def _read_chunk(response: requests.Response, request: requests.PreparedRequest) -> bytes:
-    """One socket read of the body, with urllib3's errors turned into requests' own.
-
-    (As ``requests`` does when it reads a body, so callers retry them as usual.)
-    """
-    try:
-        return bytes(response.raw.read1(CHUNK_BYTES, decode_content=True))
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise requests.exceptions.ReadTimeout(exc, request=request) from None
-    except urllib3.exceptions.ProtocolError as exc:
-        raise requests.exceptions.ChunkedEncodingError(exc, request=request) from None
-    except urllib3.exceptions.DecodeError as exc:
-        raise requests.exceptions.ContentDecodingError(exc, request=request) from None
-    except urllib3.exceptions.SSLError as exc:
-        raise requests.exceptions.SSLError(exc, request=request) from None
-
-
-def _limit_next_read(response: requests.Response, seconds: float) -> None:
-    """Let the next socket read wait at most ``seconds`` (when the socket is reachable)."""
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        sock.settimeout(max(0.001, seconds))
-
-
-def new_session(url_base: str, pool_size: int = 10) -> requests.Session:
-    """A session for ``url_base``: whole-response timeouts and frozen proxy settings.
-
-    Its connection pool keeps ``pool_size`` connections (one per thread that sends).
-    """
-    session = requests.Session()
-    adapter = WholeResponseTimeoutAdapter(pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    # requests re-reads proxy and CA-bundle variables from the environment on every
-    # request (a scan of os.environ: a third of its CPU per request). Resolve them once
-    # for Asana's host, honouring NO_PROXY, and freeze them.
-    settings = session.merge_environment_settings(url_base, {}, None, None, None)
-    session.proxies.update(settings["proxies"])
-    session.verify = settings["verify"]
-    session.trust_env = False
-    return session

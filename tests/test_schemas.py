@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tap_asana_vl.client import opt_fields_for
+from tap_asana_vl.streams.paging import opt_fields_for
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

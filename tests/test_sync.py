@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tap_asana_vl.client import opt_fields_for
+from tap_asana_vl.streams.paging import opt_fields_for
 from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import as_served, catalog_selecting, run_tap

@@ -1,0 +1,203 @@
+"""Every use of the Singer SDK's internals, in one place: the file to check on an upgrade.
+
+The tap relies on a few things the SDK does not promise (underscored attributes, the
+layout of its state, the wording of its log lines). Each is reached only through a
+function here, and ``tests/test_sdk_adapter.py`` checks each against the installed SDK,
+so an upgrade that changes one fails there, naming it, rather than somewhere in a sync.
+
+- **State**: a stream's own keys next to its bookmarks, the bookmark of a partition, the
+  SDK's ``progress_markers`` (a bookmark not yet final), advancing it for a record that
+  is not emitted.
+- **Quieter per-parent streams**: the per-request METRIC switch and the stream logger's
+  level of a stream synced once per parent record (per task), and the logger of the
+  meters (counters, timers) the SDK creates for it.
+- **Log lines** the SDK writes at INFO once per stream or per context, demoted to DEBUG,
+  and the METRIC logger's level.
+- **Config validation**: the SDK's JSON-schema check quotes offending values; the tap
+  rewrites those messages (see ``SchemaErrorsRewritten``).
+- **OAuth**: the HTTP session of the SDK's ``OAuthAuthenticator``.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from singer_sdk import metrics
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers._state import PROGRESS_MARKERS
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import requests
+    from singer_sdk import Stream
+    from singer_sdk.authenticators import OAuthAuthenticator
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.streams import RESTStream
+
+__all__ = [
+    "PROGRESS_MARKERS",
+    "SchemaErrorsRewritten",
+    "advance_bookmark",
+    "bookmark_value",
+    "drop_progress",
+    "oauth_session",
+    "own_state",
+    "quiet_per_parent_stream",
+    "quiet_stream_logger",
+    "quiet_tap_logger",
+    "set_metric_lines",
+    "silenced",
+]
+
+M = t.TypeVar("M", bound=metrics.Meter)
+
+# --- State ------------------------------------------------------------------------------
+
+
+def own_state(stream: Stream) -> dict[str, t.Any]:
+    """The stream's state entry, where it may keep keys of its own next to bookmarks."""
+    return stream.stream_state
+
+
+def bookmark_value(stream: Stream, context: Context | None) -> t.Any:
+    """The final bookmark (``replication_key_value``) of ``context``'s partition, if any."""
+    return stream.get_context_state(context).get("replication_key_value")
+
+
+def drop_progress(stream: Stream, context: Context | None) -> None:
+    """Forget the partition's bookmark progress of this sync (it must not become final)."""
+    stream.get_context_state(context).pop(PROGRESS_MARKERS, None)
+
+
+def advance_bookmark(stream: Stream, record: Mapping[str, t.Any], context: Context | None) -> None:
+    """Move the partition's progress past ``record`` as if it had been emitted."""
+    if stream.replication_key:
+        stream.state_manager.increment_state(
+            dict(record), context=context, replication_key=stream.replication_key
+        )
+
+
+# --- Per-parent streams -----------------------------------------------------------------
+
+# Metrics logger for meters whose per-parent lines are replaced by the run summary.
+_SILENT_METRICS = logging.getLogger("tap_asana_vl.per_parent_metrics")
+_SILENT_METRICS.disabled = True
+
+
+def quiet_per_parent_stream(stream: RESTStream[t.Any]) -> None:
+    """No per-request METRIC line, and INFO lines only from the tap, for ``stream``.
+
+    For streams synced once per parent record (per task): the SDK's per-sync lines would
+    be six per task, and worker threads queueing on the log handler's lock halved
+    throughput. The end-of-run summary reports such a stream's totals instead.
+    """
+    stream._LOG_REQUEST_METRICS = False  # private: see the module docstring
+    if stream.logger.getEffectiveLevel() == logging.INFO:
+        stream.logger.setLevel(logging.WARNING)
+
+
+def silenced(meter: M) -> M:
+    """``meter`` (a counter or timer the SDK made for a stream), logging nowhere."""
+    meter.logger = _SILENT_METRICS
+    return meter
+
+
+# --- The SDK's log lines ----------------------------------------------------------------
+
+#: Formats the SDK logs on the tap's own logger, once per stream or stream pair.
+TAP_CHATTER = frozenset(
+    {
+        "Added '%s' as child stream to '%s'",
+        "Skipping deselected stream '%s'.",
+        "Parsing env var for settings config...",
+        "Skipping parse of env var settings...",
+    }
+)
+#: Formats the SDK logs on a stream's logger, once per context (per project, per task).
+STREAM_CHATTER = frozenset(
+    {
+        "Beginning sync of '%s' in %s mode",
+        "Beginning sync of '%s' in %s mode with context keys: %s",
+        "Starting incremental sync of '%s' with bookmark value: %s",
+    }
+)
+#: The SDK's state helpers warn, once per partition, that an unsorted stream's progress
+#: "is not resumable if interrupted". For this tap that is misleading: bookmarks are
+#: per project and only move when a project is complete, so a run resumes project by
+#: project (tests/test_reliability.py kills runs to prove it).
+STATE_LOGGER = "singer_sdk"
+STATE_CHATTER = frozenset(
+    {"Stream is assumed to be unsorted, progress is not resumable if interrupted"}
+)
+
+
+class DemoteToDebug(logging.Filter):
+    """Turn the listed messages of one logger into DEBUG records."""
+
+    def __init__(self, formats: frozenset[str]) -> None:
+        """Demote records whose unformatted message is one of ``formats``."""
+        super().__init__()
+        self.formats = formats
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote a listed message; keep it only if its logger shows DEBUG."""
+        if record.levelno > logging.DEBUG and record.msg in self.formats:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _demote(logger: logging.Logger, formats: frozenset[str]) -> None:
+    """Attach a ``DemoteToDebug`` filter to ``logger`` once."""
+    if not any(isinstance(f, DemoteToDebug) and f.formats == formats for f in logger.filters):
+        logger.addFilter(DemoteToDebug(formats))
+
+
+def quiet_tap_logger(tap_logger: logging.Logger) -> None:
+    """Before the SDK builds the streams: its setup lines go to DEBUG."""
+    _demote(tap_logger, TAP_CHATTER)
+    _demote(logging.getLogger(STATE_LOGGER), STATE_CHATTER)
+
+
+def quiet_stream_logger(stream_logger: logging.Logger) -> None:
+    """Per-context "Beginning sync …" lines of a stream go to DEBUG."""
+    _demote(stream_logger, STREAM_CHATTER)
+
+
+def set_metric_lines(*, enabled: bool) -> None:
+    """METRIC lines at INFO only when asked for (``log_metrics``) or at DEBUG."""
+    logger = metrics.get_metrics_logger()
+    if enabled:
+        if logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    elif not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
+
+
+# --- Config validation and OAuth --------------------------------------------------------
+
+
+class SchemaErrorsRewritten:
+    """Tap mixin: the SDK's config schema errors pass through ``rewrite_schema_errors``.
+
+    (The SDK validates in its private ``_validate_config``, called from its constructor.)
+    """
+
+    def rewrite_schema_errors(self, errors: list[str]) -> list[str]:
+        """Override: return the messages to show instead of ``errors``."""
+        return errors
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)  # type: ignore[misc]
+        except ConfigValidationError as exc:
+            rewritten = self.rewrite_schema_errors(list(exc.errors))
+            raise ConfigValidationError(str(exc), errors=rewritten, schema=exc.schema) from None
+        return self.rewrite_schema_errors(list(errors))
+
+
+def oauth_session(authenticator: OAuthAuthenticator) -> requests.Session:
+    """The session the SDK's OAuth authenticator made for token requests."""
+    return authenticator._session  # private: see the module docstring

@@ -1,0 +1,341 @@
+"""The base stream: which records a stream emits, and what its children get of them.
+
+- **Records**: unchanged ones (Asana's ``modified_since`` is inclusive) and repeats
+  (multi-homed tasks, users of several workspaces) are dropped, config filters apply
+  (``accept``), unreadable objects are skipped and named in the summary.
+- **Children** get what they need of a record in the context its stream passes them
+  (``get_child_context``; tap-github style), never by reading another stream; a child
+  decides from that context alone whether it has anything to fetch (``wanted``), and
+  children that cost a request per parent are fetched ahead of time (``prefetch.py``).
+- **Hooks** around each record's children (``before_children``, ``after_children``)
+  and after a context's last record (``after_emit``), for progress lines and for state
+  a stream keeps itself.
+- **Summary**: one line per stream at the end of the run.
+
+How records are read from Asana is in ``listing.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from functools import cached_property
+
+from singer_sdk.exceptions import FatalAPIError
+
+from tap_asana_vl import sdk_adapter
+from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.streams.listing import AsanaListing
+from tap_asana_vl.streams.prefetch import Prefetches, prefetch_children
+from tap_asana_vl.timestamps import parse_timestamp
+from tap_asana_vl.transport import ASANA_API_URL
+
+if t.TYPE_CHECKING:
+    import datetime
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
+    from singer_sdk import Tap, metrics
+    from singer_sdk.helpers.types import Context
+
+T = t.TypeVar("T")
+M = t.TypeVar("M", bound="metrics.Meter")
+
+#: Why each tolerated refusal skips an object, as the summary says it.
+SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
+
+
+class AsanaStream(AsanaListing):
+    """Base class of every Asana stream."""
+
+    #: Context key under which this stream hands each record's gid to its children.
+    child_context_key: t.ClassVar[str | None] = None
+    #: Emit each gid at most once per run (objects reachable from several parents).
+    deduplicate: t.ClassVar[bool] = False
+    #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
+    #: the SDK asking for it parent by parent. For per-parent children such as stories.
+    prefetch: t.ClassVar[bool] = False
+    #: Synced once per parent record (per task, per project): log totals, not each sync.
+    per_parent: t.ClassVar[bool] = False
+    #: Also synced once per workspace, with the context ``{"workspace_gid": …}``, after
+    #: that workspace's other streams: for changes no parent record reveals (subtasks
+    #: edited under unchanged tasks). The workspaces stream runs these sweeps.
+    sweeps_each_workspace: t.ClassVar[bool] = False
+
+    def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up per-run bookkeeping."""
+        super().__init__(tap, *args, **kwargs)
+        self._emitted: set[str] = set()
+        self._after_emit: list[Callable[[], None]] = []
+        self._unavailable_in: set[str] = set()
+        if self.per_parent or self.prefetch:
+            sdk_adapter.quiet_per_parent_stream(self)
+
+    # --- Records -------------------------------------------------------------------------
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Yield the records to emit, a batch at a time.
+
+        Before a batch is handed to the SDK (which syncs each record's children inline,
+        one after the other), the requests of prefetching children (e.g. each task's
+        stories) are started for the whole batch on the shared thread pool. The SDK
+        still writes every message from this thread, in its usual order, so output and
+        state stay exactly as in a sequential run; only the waiting overlaps.
+        """
+        self._after_emit = []
+        progress = self.services.progress
+        if self.context_label is None or self.context_label[0] == "workspace":
+            # What the heartbeat names during a long listing; per-project and per-task
+            # streams run under the project line (see ProjectsStream).
+            progress.doing(f"'{self.name}' for {self._context_description(context)}")
+        try:
+            for batch in _batched(self._records_to_emit(context), self.page_size):
+                if self.child_streams:
+                    contexts = [self.get_child_context(record, context) for record in batch]
+                    prefetch_children(
+                        [c for c in self.child_streams if isinstance(c, AsanaStream)],
+                        [c for c in contexts if c is not None],
+                    )
+                self.stats.records += len(batch)
+                if self.selected:
+                    progress.count_records(self.name, len(batch))
+                for record in batch:
+                    self.before_children(record, context)
+                    yield record
+                    # The SDK asks for the next record only once this one's children
+                    # are synced and the record is written.
+                    self.after_children(record, context)
+            # Every record is written now, so state that covers them may move forward.
+            for callback in self._after_emit:
+                callback()
+        except BaseException:
+            # Failing or stopped early: children prefetched for this batch are moot.
+            for child in self.child_streams:
+                if isinstance(child, AsanaStream) and child.prefetch:
+                    child.prefetches.discard()
+            raise
+
+    def before_children(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Hook: ``record`` is about to be handed to the SDK, which syncs its children."""
+
+    def after_children(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Hook: ``record``'s children are synced and the record is written."""
+
+    def after_emit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every record of the current context is written.
+
+        For state a stream keeps itself (e.g. a search high-water mark): updating it
+        earlier could let a STATE message pass records not yet written.
+        """
+        self._after_emit.append(callback)
+
+    def _records_to_emit(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """Records from Asana minus unreadable objects, repeats and already-synced ones."""
+        if self.scope_off is not None or (
+            self.parent_stream_type is not None and not self.wanted(context or {})
+        ):
+            if self.prefetch:
+                self.prefetches.drop(self.prefetch_key(context))
+            return
+        # Asana's `modified_since` is inclusive, so the record(s) that set the previous
+        # bookmark come back every run. They were delivered then; dropping them keeps a
+        # no-change re-sync from re-requesting their children.
+        bound = self._previous_bookmark(context)
+        key = self.replication_key
+        try:
+            for record in self.source_records(context):
+                value = record.get(key) if bound is not None and key else None
+                if value and parse_timestamp(value) <= bound:
+                    self.stats.unchanged_dropped += 1
+                    continue
+                if not self.accept(record) or self._is_repeat(record, context):
+                    continue
+                yield record
+        except SkippedObjectError as exc:
+            if self.parent_stream_type is None:
+                # Only a child of a known parent may be skipped; a top-level listing
+                # that answers 403/404 means a wrong api_url or token: nothing to sync.
+                msg = (
+                    f"The top-level listing of {self.name} failed ({exc}): check "
+                    f"api_url ({self.url_base}; Asana's is {ASANA_API_URL}) and "
+                    "that the token may read workspaces."
+                )
+                raise FatalAPIError(msg) from None
+            self._skip(context, exc)
+            if self.replication_key:
+                # Cut off part-way: what was read must not become the bookmark, or the
+                # unread pages' older changes would be skipped for good. That includes
+                # repeats, which mark progress without being emitted. Records of the
+                # last batch are still to be written (and will mark progress again), so
+                # the progress is dropped once they are out.
+                self.after_emit(lambda: sdk_adapter.drop_progress(self, context))
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Where records come from: the prefetched or listed pages for ``context``.
+
+        Override for streams whose records are derived or gathered differently.
+        """
+        prefetched = self.prefetches.take(self.prefetch_key(context)) if self.prefetch else None
+        return self.fetch(context or {}) if prefetched is None else prefetched
+
+    def fetch(self, context: Context) -> Iterable[dict[str, t.Any]]:
+        """The records of ``context`` from Asana (what a prefetch runs ahead of time)."""
+        return self.list_records(context)
+
+    def prefetch_key(self, context: Context | None) -> str | None:
+        """The parent a context is for (the gid named by ``context_label``)."""
+        if self.context_label is None or not context:
+            return None
+        value = context.get(self.context_label[1])
+        return None if value is None else str(value)
+
+    @cached_property
+    def prefetches(self) -> Prefetches:
+        """Listings of this stream started ahead of time (see prefetch.py)."""
+        return Prefetches(self.services.executor, self.transport.run_control)
+
+    def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002
+        """Whether to emit a record (override for config filters such as project_gids).
+
+        Filtering here, before emission, also spares the record's children requests.
+        """
+        return True
+
+    def _is_repeat(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """True for a record already emitted in this run (multi-homed task, shared user)."""
+        if not self.deduplicate:
+            return False
+        gid = str(record.get("gid"))
+        if gid not in self._emitted:
+            self._emitted.add(gid)
+            return False
+        self.stats.duplicates_dropped += 1
+        if self.replication_key and self.replication_method == "INCREMENTAL":
+            # Delivered under another parent; this partition's bookmark must still pass
+            # it, or every later run would list it here again and re-request its children.
+            sdk_adapter.advance_bookmark(self, record, context)
+        return True
+
+    def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
+        if not (self.modified_since_param and self.replication_key):
+            return None
+        value = sdk_adapter.bookmark_value(self, context)
+        return parse_timestamp(value) if isinstance(value, str) else None
+
+    # --- Children ------------------------------------------------------------------------
+
+    def get_child_context(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,  # noqa: ARG002
+    ) -> dict[str, t.Any] | None:
+        """What children get of ``record``: its gid (override to pass more of it)."""
+        if self.child_context_key is None:
+            return None
+        return {self.child_context_key: record["gid"]}
+
+    def generate_child_contexts(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """No child contexts for leaf streams (the SDK would warn once per record)."""
+        if self.child_streams:
+            yield from super().generate_child_contexts(record, context)
+
+    def wanted(self, context: Mapping[str, t.Any]) -> bool:
+        """Whether this child stream has anything to fetch for the parent of ``context``.
+
+        Saves a request per parent where the answer is known from what the parent
+        passed (no subtasks, not an organization, a paid feature this workspace lacks,
+        scopes that do not allow it). Override to add reasons.
+        """
+        if self.scope_off is not None:
+            return False
+        return context.get("workspace_gid") not in self._unavailable_in
+
+    # --- Skips and the summary -----------------------------------------------------------
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if isinstance(exc, ScopeMissingError):
+            return  # the stream is off; warned once when Asana refused it
+        workspace = (context or {}).get("workspace_gid")
+        if exc.status in self.unavailable_statuses and workspace is not None:
+            if workspace in self._unavailable_in:
+                return
+            # Once per workspace: the feature is off there, so stop asking.
+            self._unavailable_in.add(workspace)
+            what = f"workspace {workspace}"
+            reason = "premium feature" if exc.status == 402 else "not offered there"
+            with self.stats.lock:
+                self.stats.skipped.append(f"{self.name}: {what} ({reason})")
+            because = (
+                "Asana says it needs a paid plan"
+                if exc.status == 402
+                else "Asana does not offer it in this kind of workspace"
+            )
+            self.logger.warning(
+                "Skipping stream '%s' for %s: %s (%s)", self.name, what, because, exc
+            )
+            return
+        what = self._context_description(context)
+        entry = f"{self.name}: {what} ({SKIP_REASONS.get(exc.status, str(exc.status))})"
+        with self.stats.lock:
+            self.stats.skipped.append(entry)
+        level = logging.DEBUG if exc.status == 404 else logging.WARNING
+        self.logger.log(level, "Skipping %s for stream '%s': %s", what, self.name, exc)
+
+    def get_http_request_counter(self) -> metrics.Counter:
+        """The SDK's request counter (silent for per-parent streams, see __init__)."""
+        return self._quiet(super().get_http_request_counter())
+
+    def get_record_counter(self) -> metrics.Counter:  # type: ignore[override]
+        """The SDK's record counter (silent for per-parent streams, see __init__)."""
+        return self._quiet(super().get_record_counter())
+
+    def get_sync_timer(self) -> metrics.Timer:
+        """The SDK's sync timer (silent for per-parent streams, see __init__)."""
+        return self._quiet(super().get_sync_timer())
+
+    def _quiet(self, meter: M) -> M:
+        if self.per_parent or self.prefetch:
+            return sdk_adapter.silenced(meter)
+        return meter
+
+    def log_sync_costs(self) -> None:
+        """End-of-run summary line per stream (the SDK calls this for every stream)."""
+        super().log_sync_costs()
+        stats = self.stats
+        if not stats.requests and not stats.skipped:
+            return
+        self.services.logger.info(
+            "Summary for '%s': %d records, %d requests, %d retries, %d rate-limited (429), "
+            "%d duplicates dropped, %d unchanged dropped, %d skipped%s",
+            self.name,
+            stats.records,
+            stats.requests,
+            stats.retries,
+            stats.rate_limited,
+            stats.duplicates_dropped,
+            stats.unchanged_dropped,
+            len(stats.skipped),
+            (": " + "; ".join(stats.skipped)) if stats.skipped else "",
+        )
+
+
+def workspace_of(record: Mapping[str, t.Any]) -> str:
+    """The workspace gid of a record (a workspace is its own)."""
+    workspace = record.get("workspace")
+    if isinstance(workspace, dict) and workspace.get("gid"):
+        return str(workspace["gid"])
+    return str(record.get("gid"))
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

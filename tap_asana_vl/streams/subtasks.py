@@ -1,0 +1,333 @@
+"""Subtasks at any depth, and their stories.
+
+Asana does not bump a task's ``modified_at`` when one of its subtasks changes, so
+changed subtasks come from two places:
+
+1. **Under each task emitted in this run** (this stream is a child of ``tasks``): the
+   task passes whether it has subtasks, and its subtree is read, a page of tasks'
+   subtrees at a time, concurrently.
+2. **A sweep of each workspace**, after that workspace's tasks, for subtasks edited
+   under unchanged tasks: Asana's task search (paid plans; ``is_subtask=true`` and
+   ``modified_at.after`` = the workspace's search bookmark, 100 per request), or where
+   search answers 402 (free plans) a walk of every task's subtree every
+   ``subtasks_full_walk_days`` days (0: every run). Trees already read in this run are
+   not read again.
+
+Both depend only on what the stream is given (a task context, a workspace context), so
+subtasks are complete whatever else is selected.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_asana_vl import sdk_adapter
+from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.streams.base import AsanaStream, workspace_of
+from tap_asana_vl.streams.project_level import TASK_FIELD_SCOPES, TasksStream
+from tap_asana_vl.streams.task_level import STORY_FIELD_SCOPES
+from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
+from tap_asana_vl.timestamps import (
+    format_timestamp,
+    minutes_before,
+    now,
+    older_than,
+    parse_timestamp,
+    shift_ms,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from singer_sdk.helpers.types import Context
+
+# How far behind edits Asana's search index may be (its docs: 10-60 s, more during
+# incidents).
+SEARCH_INDEX_LAG_MINUTES = 10
+
+
+class SubtasksStream(AsanaStream):
+    """Subtasks at any depth, with the full task schema (``parent`` says whose)."""
+
+    name = "subtasks"
+    path = "/tasks/{task_gid}/subtasks"
+    required_scope = "tasks:read"
+    field_scopes = TASK_FIELD_SCOPES
+    parent_stream_type = TasksStream
+    sweeps_each_workspace = True
+    # No SDK replication key: the SDK's bookmark (the newest record written) would also
+    # count subtasks found by tree walks, which could pass changes that search has not
+    # seen yet. The search's own high-water mark is kept per workspace instead.
+    context_label = ("task", "task_gid")
+    child_context_key = "task_gid"
+    deduplicate = True
+    prefetch = True
+    # The walk follows num_subtasks; search pages by modified_at, then created_at.
+    required_fields = frozenset({"workspace", "num_subtasks", "modified_at", "created_at"})
+    search_page = 100  # Asana's search returns at most 100 results, with no offset
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """No tree read yet."""
+        super().__init__(*args, **kwargs)
+        # Tasks whose subtree was read (or refused) in this run, from any thread.
+        self._trees_read: set[str] = set()
+        self._walked_workspaces: set[str] = set()
+
+    def wanted(self, context: Mapping[str, t.Any]) -> bool:
+        """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
+        if not self.config["include_subtasks"]:
+            return False
+        if "task_gid" in context and not context.get("num_subtasks"):
+            return False
+        return super().wanted(context)
+
+    def get_child_context(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,  # noqa: ARG002
+    ) -> dict[str, t.Any]:
+        """A subtask's stories need its gid (and its workspace, like any task's child)."""
+        return {"task_gid": record["gid"], "workspace_gid": workspace_of(record)}
+
+    def fetch(self, context: Context) -> list[dict[str, t.Any]]:
+        """Every subtask below the task of ``context``, depth first."""
+        return self._subtree(str(context["task_gid"]), root=True)
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """A task's subtree, or for a workspace context, that workspace's sweep."""
+        context = context or {}
+        if "task_gid" in context:
+            return super().source_records(context)
+        return self._sweep(str(context["workspace_gid"]))
+
+    # --- Trees ---------------------------------------------------------------------------
+
+    def _subtree(self, task_gid: str, *, root: bool = False) -> list[dict[str, t.Any]]:
+        """The subtasks below ``task_gid``; one unreadable subtree below it is skipped."""
+        self._trees_read.add(task_gid)
+        try:
+            records = list(self.list_records({"task_gid": task_gid}))
+        except SkippedObjectError as exc:
+            if root:
+                raise  # the caller skips the whole context
+            # One task deleted or hidden since it was listed: skip its subtree only.
+            self._skip({"task_gid": task_gid}, exc)
+            return []
+        for record in list(records):
+            if record.get("num_subtasks"):
+                records.extend(self._subtree(record["gid"]))
+        return records
+
+    def _subtrees(self, parents: list[str]) -> Iterator[dict[str, t.Any]]:
+        """Every subtask below ``parents``, fetched concurrently, depth first per tree.
+
+        A page of parents at a time, so memory holds one batch of trees, not all.
+        """
+        for start in range(0, len(parents), self.page_size):
+            batch = parents[start : start + self.page_size]
+            for tree in self.services.executor.map(self._subtree_or_skip, batch):
+                yield from tree
+
+    def _subtree_or_skip(self, task_gid: str) -> list[dict[str, t.Any]]:
+        try:
+            return self._subtree(task_gid, root=True)
+        except SkippedObjectError as exc:
+            self._skip({"task_gid": task_gid}, exc)
+            return []
+
+    # --- The workspace sweep -------------------------------------------------------------
+
+    def _sweep(self, workspace: str) -> Iterator[dict[str, t.Any]]:
+        """Changed subtasks of one workspace that no changed task revealed."""
+        self.services.progress.doing(f"'subtasks' for workspace {workspace}")
+        bookmarks = sdk_adapter.own_state(self).setdefault("search_bookmarks", {})
+        search = _SearchProgress(bookmarks.get(workspace))
+        parents: list[str] = []
+        try:
+            yield from self._search_changed(workspace, search)
+        except SearchTiesError as exc:
+            self.logger.warning(
+                "Asana's search cannot page past %s in workspace %s (more than %d "
+                "subtasks created and modified in the same millisecond?): walking every "
+                "task's subtasks there instead",
+                exc,
+                workspace,
+                self.search_page,
+            )
+            parents = self._all_tasks_with_subtasks(workspace)
+            self._walked_workspaces.add(workspace)
+        except SearchUnavailableError as exc:
+            self.services.logger.info(
+                "Task search unavailable in workspace %s (%s): using subtask walks",
+                workspace,
+                exc,
+            )
+            if self._full_walk_due(workspace):
+                self.services.logger.info(
+                    "Walking every task's subtasks in workspace %s", workspace
+                )
+                parents = self._all_tasks_with_subtasks(workspace)
+                self._walked_workspaces.add(workspace)
+        yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+        walked = workspace in self._walked_workspaces
+        started = now()
+
+        def advance_state() -> None:
+            # Asana's search index lags edits by seconds to minutes, so never let the
+            # mark pass "now - lag": a late-indexed change is found next run (repeats
+            # are harmless, targets upsert).
+            if search.high_water:
+                ceiling = format_timestamp(minutes_before(started, SEARCH_INDEX_LAG_MINUTES))
+                bookmarks[workspace] = min(search.high_water, ceiling)
+            if walked:
+                # Per workspace, and only now that this walk's records are out: a run
+                # killed during another workspace's walk redoes that one next time.
+                walks = sdk_adapter.own_state(self).setdefault("full_walks", {})
+                walks[workspace] = format_timestamp(started)
+
+        self.after_emit(advance_state)
+
+    def _search_changed(
+        self, workspace: str, search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        """Subtasks modified since the bookmark, via search, as they arrive.
+
+        Raises ``SearchUnavailableError`` before yielding anything where search is a
+        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+
+        Search has no offset: pages move ``modified_at.after`` up to the last result
+        (minus 1 ms, so the ties at that instant come back and are skipped as seen). A
+        full page of one single instant (a bulk edit) cannot move that way; the instant
+        is then read on its own, paged by ``created_at`` (see ``_search_instant``).
+        """
+        after = search.high_water or self.config.get("start_date")
+        if after:
+            after = format_timestamp(parse_timestamp(str(after)))
+        seen: set[str] = set()
+        while True:
+            try:
+                page = self._search_page(workspace, {"modified_at.after": after})
+            except ScopeMissingError:
+                raise  # the stream is off, not just search
+            except SkippedObjectError as exc:
+                if seen:
+                    raise
+                raise SearchUnavailableError(str(exc.status)) from None
+            new = list(self._unseen(page, seen, search))
+            yield from new
+            if len(page) < self.search_page:
+                return
+            if not new:
+                # The bound did not move the search forward (Asana treating it as
+                # inclusive?): never loop on the same page; walk instead.
+                raise SearchTiesError(after or "start")
+            first, last = page[0]["modified_at"], page[-1]["modified_at"]
+            if first == last:
+                yield from self._search_instant(workspace, last, seen, search)
+                after = last  # exclusive: everything at that instant is read now
+            else:
+                after = shift_ms(last, -1)
+
+    def _search_instant(
+        self, workspace: str, instant: str, seen: set[str], search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        """Every subtask modified at exactly ``instant``, paged by ``created_at``."""
+        window = {
+            "modified_at.after": shift_ms(instant, -1),
+            "modified_at.before": shift_ms(instant, 1),
+        }
+        created_after: str | None = None
+        while True:
+            params = {**window, "sort_by": "created_at", "created_at.after": created_after}
+            page = self._search_page(workspace, params)
+            new = list(self._unseen(page, seen, search))
+            yield from new
+            if len(page) < self.search_page:
+                return
+            first, last = page[0]["created_at"], page[-1]["created_at"]
+            if first == last or not new:
+                # A full page created and modified in the same millisecond: search
+                # cannot tell them apart. Never skip them: walk this workspace instead.
+                raise SearchTiesError(instant)
+            created_after = shift_ms(last, -1)
+
+    def _search_page(self, workspace: str, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
+        params = {
+            "limit": self.search_page,
+            "is_subtask": "true",
+            "sort_by": "modified_at",
+            "sort_ascending": "true",
+            "opt_fields": self.opt_fields,
+            **bounds,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        return list(self.list_endpoint(f"/workspaces/{workspace}/tasks/search", params))
+
+    @staticmethod
+    def _unseen(
+        page: list[dict[str, t.Any]], seen: set[str], search: _SearchProgress
+    ) -> Iterator[dict[str, t.Any]]:
+        for record in page:
+            if record["gid"] not in seen:
+                seen.add(record["gid"])
+                search.saw(record.get("modified_at"))
+                yield record
+
+    def _full_walk_due(self, workspace: str) -> bool:
+        if workspace in self._walked_workspaces:
+            return True
+        last = sdk_adapter.own_state(self).get("full_walks", {}).get(workspace)
+        return not last or older_than(last, float(self.config["subtasks_full_walk_days"]))
+
+    def _all_tasks_with_subtasks(self, workspace: str) -> list[str]:
+        """Tasks with subtasks in the workspace's projects.
+
+        The projects are listed here: this stream must not depend on the projects
+        stream having run (it may be deselected).
+        """
+        listing = {"limit": self.page_size, "opt_fields": "gid"}
+        projects = self.list_endpoint(
+            "/projects", {**listing, "workspace": workspace, **project_listing_params(self.config)}
+        )
+        gids: dict[str, None] = {}
+        for project in (p["gid"] for p in projects if project_wanted(self.config, p["gid"])):
+            params = {**listing, "project": project, "opt_fields": "num_subtasks"}
+            try:
+                for task in self.list_endpoint("/tasks", params):
+                    if task.get("num_subtasks"):
+                        gids[task["gid"]] = None
+            except SkippedObjectError as exc:
+                self._skip({"task_gid": f"(tasks of project {project})"}, exc)
+        return list(gids)
+
+
+class SearchUnavailableError(Exception):
+    """Asana's task search is not available in this workspace (a paid feature)."""
+
+
+class SearchTiesError(Exception):
+    """Search cannot move past an instant (more ties than a page holds); the argument."""
+
+
+class _SearchProgress:
+    """The newest ``modified_at`` a search returned (its safe high-water mark)."""
+
+    def __init__(self, high_water: str | None) -> None:
+        self.high_water = high_water
+
+    def saw(self, modified_at: str | None) -> None:
+        if modified_at and (self.high_water is None or modified_at > self.high_water):
+            self.high_water = modified_at
+
+
+class SubtaskStoriesStream(AsanaStream):
+    """Stories of each subtask emitted in this run (the ``stories`` schema)."""
+
+    name = "subtask_stories"
+    path = "/tasks/{task_gid}/stories"
+    required_scope = "stories:read"
+    field_scopes = STORY_FIELD_SCOPES
+    parent_stream_type = SubtasksStream
+    replication_key = "created_at"
+    context_label = ("subtask", "task_gid")
+    prefetch = True
