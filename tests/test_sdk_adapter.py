@@ -1,0 +1,179 @@
+"""What tap_asana_vl.sdk_adapter assumes of the installed Singer SDK, one test each.
+
+After an SDK upgrade, a failure here names the internal that changed; the adapter is the
+only module to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+from singer_sdk import metrics
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_asana_vl import sdk_adapter
+from tap_asana_vl.auth import AsanaOAuthAuthenticator
+from tap_asana_vl.tap import TapAsanaVl
+from tests.tap_runner import catalog_selecting, run_tap
+
+OFFLINE = {"access_token": "fake-pat-offline", "api_url": "http://127.0.0.1:9/api/1.0"}
+PROJECT = {"project_gid": "1200000000000001"}
+
+
+def _tap(state: dict | None = None, **config: object) -> TapAsanaVl:
+    return TapAsanaVl(config={**OFFLINE, **config}, state=state, parse_env_config=False)
+
+
+class _Recorder(logging.Filter):
+    """Records what a logger is asked to log, before any other filter changes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(logging.makeLogRecord(record.__dict__))
+        return True
+
+
+@contextmanager
+def _recording(*names: str) -> Iterator[_Recorder]:
+    recorder = _Recorder()
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.filters.insert(0, recorder)
+    try:
+        yield recorder
+    finally:
+        for logger in loggers:
+            logger.removeFilter(recorder)
+
+
+# --- State ------------------------------------------------------------------------------
+
+
+def test_own_state_is_the_stream_entry_of_the_tap_state():
+    tap = _tap()
+    sdk_adapter.own_state(tap.streams["subtasks"])["search_bookmarks"] = {"1": "x"}
+    assert tap.state["bookmarks"]["subtasks"]["search_bookmarks"] == {"1": "x"}
+
+
+def test_bookmark_value_reads_a_partition_bookmark():
+    state = {
+        "bookmarks": {
+            "tasks": {
+                "partitions": [
+                    {
+                        "context": PROJECT,
+                        "replication_key": "modified_at",
+                        "replication_key_value": "2024-05-01T10:00:00.000Z",
+                    }
+                ]
+            }
+        }
+    }
+    tap = _tap(state)
+    assert sdk_adapter.bookmark_value(tap.streams["tasks"], PROJECT) == "2024-05-01T10:00:00.000Z"
+    assert sdk_adapter.bookmark_value(tap.streams["tasks"], {"project_gid": "2"}) is None
+
+
+def test_advance_bookmark_writes_the_sdk_progress_markers_and_drop_progress_removes_them():
+    tap = _tap()
+    tasks = tap.streams["tasks"]
+    sdk_adapter.advance_bookmark(
+        tasks, {"gid": "7", "modified_at": "2024-05-01T10:00:00Z"}, PROJECT
+    )
+    (partition,) = tap.state["bookmarks"]["tasks"]["partitions"]
+    assert partition["context"] == PROJECT
+    markers = partition[sdk_adapter.PROGRESS_MARKERS]
+    assert markers["replication_key_value"] == "2024-05-01T10:00:00Z"
+    # What the SDK makes final at the end of a partition: a bookmark (checked as such).
+    sdk_adapter.drop_progress(tasks, PROJECT)
+    assert sdk_adapter.PROGRESS_MARKERS not in partition
+
+
+# --- Per-parent streams -----------------------------------------------------------------
+
+
+def _stream_of(record: logging.LogRecord) -> str:
+    """The stream a METRIC line is about (the SDK logs ``"METRIC: %s"``, a Point)."""
+    (point,) = record.args  # type: ignore[misc]
+    return str(point.tags["stream"])
+
+
+def _response(stream_path: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response.url = f"{OFFLINE['api_url']}{stream_path}"
+    return response
+
+
+def test_a_per_parent_stream_writes_no_request_metric_and_logs_warnings_only():
+    tap = _tap(log_metrics=True)
+    stories, users = tap.streams["stories"], tap.streams["users"]
+    assert stories.logger.level == logging.WARNING
+    with _recording(metrics.get_metrics_logger().name) as recorder:
+        for stream in (stories, users):
+            stream._write_request_duration_log(  # the SDK's own per-request METRIC
+                endpoint=stream.path,
+                response=_response(stream.path),
+                context=None,
+                extra_tags=None,
+            )
+    assert [_stream_of(record) for record in recorder.records] == ["users"]
+
+
+def test_a_silenced_meter_logs_nothing():
+    metrics_logger = metrics.get_metrics_logger()
+    level = metrics_logger.level
+    metrics_logger.setLevel(logging.INFO)
+    with _recording(metrics_logger.name, sdk_adapter._SILENT_METRICS.name) as recorder:
+        with metrics.record_counter("loud") as counter:
+            counter.increment()
+        with sdk_adapter.silenced(metrics.record_counter("quiet")) as counter:
+            counter.increment()
+    metrics_logger.setLevel(level)
+    logged = [r for r in recorder.records if r.name == metrics_logger.name]
+    assert [_stream_of(record) for record in logged] == ["loud"]
+
+
+# --- The SDK's log lines ----------------------------------------------------------------
+
+
+def test_the_sdk_still_writes_every_line_the_adapter_demotes(fake, pat_config):
+    config = {**pat_config, "project_gids": [next(iter(fake.dataset.projects))]}
+    names = ["tap-asana-vl", "singer_sdk"] + [
+        f"tap-asana-vl.{stream}" for stream in ("workspaces", "projects", "tasks")
+    ]
+    with _recording(*names) as recorder:
+        TapAsanaVl(config=config, parse_env_config=True)
+        run_tap(config, catalog=catalog_selecting(config, {"projects", "tasks"}))
+    seen = {record.msg for record in recorder.records}
+    chatter = sdk_adapter.TAP_CHATTER | sdk_adapter.STREAM_CHATTER | sdk_adapter.STATE_CHATTER
+    assert chatter <= seen, sorted(chatter - seen)
+
+
+# --- Config validation and OAuth --------------------------------------------------------
+
+
+def test_schema_errors_pass_through_the_tap_s_rewrite():
+    class Rewriting(TapAsanaVl):
+        def rewrite_schema_errors(self, errors: list[str]) -> list[str]:
+            return [f"rewritten: {len(errors)}"]
+
+    with pytest.raises(ConfigValidationError) as info:
+        Rewriting(config={**OFFLINE, "page_size": 0}, parse_env_config=False)
+    assert info.value.errors == ["rewritten: 1"]
+
+
+def test_the_oauth_session_is_the_one_the_sdk_made_for_token_requests():
+    authenticator = AsanaOAuthAuthenticator(
+        client_id="id", client_secret="secret", refresh_token="refresh"
+    )
+    session = sdk_adapter.oauth_session(authenticator)
+    assert isinstance(session, requests.Session)
+    assert sdk_adapter.oauth_session(authenticator) is session
