@@ -6,7 +6,6 @@ single OAuth access token is minted and refreshed for the whole sync.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import logging
 import threading
@@ -19,6 +18,7 @@ from singer_sdk.exceptions import RetriableAPIError
 
 from tap_asana_vl.redaction import safe_text
 from tap_asana_vl.sdk_adapter import oauth_session
+from tap_asana_vl.timestamps import now
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -148,7 +148,7 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
         if not self.expires_in:
             return True
         margin = min(EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
-        age = datetime.datetime.now(datetime.timezone.utc) - self.last_refreshed
+        age = now() - self.last_refreshed
         return age.total_seconds() < self.expires_in - margin
 
     def authenticate_request(
@@ -191,7 +191,7 @@ class AsanaOAuthAuthenticator(OAuthAuthenticator):
 
     def update_access_token(self) -> None:
         """Exchange the refresh token for a new access token."""
-        request_time = datetime.datetime.now(datetime.timezone.utc)
+        request_time = now()
         logger.info("Requesting a new Asana OAuth access token")
         try:
             response = oauth_session(self).post(

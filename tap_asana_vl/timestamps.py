@@ -1,40 +1,65 @@
-"""Timestamps as Asana and Singer state write them: ISO 8601, UTC, milliseconds, ``Z``."""
+"""Timestamps as Asana and Singer state write them: ISO 8601, UTC, milliseconds, ``Z``.
+
+Parsing, formatting and arithmetic go through pendulum, so no format string or ``Z``
+juggling is written by hand. (``Retry-After`` HTTP dates are the one exception: RFC
+9110's IMF-fixdate is read by the standard library's ``email.utils``, which implements
+exactly that format; see ``transport.retry_after_seconds``.)
+"""
 
 from __future__ import annotations
 
-import datetime
+import typing as t
+
+import pendulum
+
+if t.TYPE_CHECKING:
+    import datetime
+
+#: Asana's own format: ``2024-01-31T09:15:00.123Z``.
+ASANA_FORMAT = "YYYY-MM-DD[T]HH:mm:ss.SSS[Z]"
 
 
-def parse_timestamp(value: str) -> datetime.datetime:
-    """Parse an Asana (or SDK state) ISO-8601 timestamp into an aware datetime."""
-    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed
+def parse_timestamp(value: str) -> pendulum.DateTime:
+    """Parse an ISO 8601 date or date-time (Asana's, SDK state's, a setting's).
+
+    A date is midnight UTC; a date-time without an offset is UTC.
+
+    Raises:
+        ValueError: ``value`` is not an ISO 8601 date or date-time.
+        TypeError: ``value`` is not a string.
+
+    """
+    parsed = pendulum.parse(value, exact=True)
+    if isinstance(parsed, pendulum.DateTime):
+        return parsed
+    if isinstance(parsed, pendulum.Date):
+        return pendulum.datetime(parsed.year, parsed.month, parsed.day, tz="UTC")
+    msg = f"{value!r} is a time or a duration, not a date-time"
+    raise ValueError(msg)
 
 
 def format_timestamp(value: datetime.datetime) -> str:
-    """Format a datetime the way Asana writes them: UTC, milliseconds, ``Z``."""
-    utc = value.astimezone(datetime.timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """Format a date-time the way Asana writes them: UTC, milliseconds, ``Z``."""
+    return pendulum.instance(value).in_timezone("UTC").format(ASANA_FORMAT)
 
 
-def now() -> datetime.datetime:
+def now() -> pendulum.DateTime:
     """The current time, in UTC."""
-    return datetime.datetime.now(datetime.timezone.utc)
+    return pendulum.now("UTC")
 
 
 def shift_ms(timestamp: str, milliseconds: int) -> str:
     """``timestamp`` moved by ``milliseconds`` (negative: earlier), formatted as Asana does."""
-    moved = parse_timestamp(timestamp) + datetime.timedelta(milliseconds=milliseconds)
-    return format_timestamp(moved)
+    return format_timestamp(
+        parse_timestamp(timestamp) + pendulum.duration(milliseconds=milliseconds)
+    )
 
 
 def older_than(timestamp: str, days: float) -> bool:
     """Whether ``timestamp`` lies at least ``days`` days in the past."""
-    return now() - parse_timestamp(timestamp) >= datetime.timedelta(days=days)
+    return now() - parse_timestamp(timestamp) >= pendulum.duration(days=days)
 
 
-def minutes_before(moment: datetime.datetime, minutes: float) -> datetime.datetime:
+def minutes_before(moment: datetime.datetime, minutes: float) -> pendulum.DateTime:
     """``moment`` minus ``minutes`` minutes."""
-    return moment - datetime.timedelta(minutes=minutes)
+    return pendulum.instance(moment) - pendulum.duration(minutes=minutes)
