@@ -306,7 +306,7 @@ AsanaAuthenticator = AsanaPersonalTokenAuthenticator | AsanaOAuthAuthenticator
 
 
 def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:
-    """Pick the authenticator for a validated config (see ``TapAsanaVl``)."""
+    """Pick the authenticator for a validated config, defaults filled (see ``TapAsanaVl``)."""
     # Secrets pasted from files often end with a newline; it would break the header.
     if config.get("access_token"):
         return AsanaPersonalTokenAuthenticator(token=str(config["access_token"]).strip())
@@ -314,8 +314,8 @@ def build_authenticator(config: Mapping[str, t.Any]) -> AsanaAuthenticator:
         client_id=str(config["client_id"]).strip(),
         client_secret=str(config["client_secret"]).strip(),
         refresh_token=str(config["refresh_token"]).strip(),
-        auth_endpoint=config.get("oauth_token_url") or DEFAULT_OAUTH_TOKEN_URL,
-        timeout=float(config.get("request_timeout") or 60),
+        auth_endpoint=config["oauth_token_url"],
+        timeout=float(config["request_timeout"]),
     )
 
 

@@ -337,7 +337,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         sdk_adapter.quiet_tap_logger(self.logger)
         with inputs.env_settings_named(self.config_jsonschema, ENV_PREFIX, enabled=env):
             super().__init__(*args, **kwargs)
-        sdk_adapter.set_metric_lines(enabled=bool(self.config.get("log_metrics")))
+        sdk_adapter.set_metric_lines(enabled=bool(self.config["log_metrics"]))
         if threading.current_thread() is threading.main_thread():
             # Replaces the SDK's handlers, which exit 0 and leave worker threads retrying.
             signal.signal(signal.SIGINT, self._stop_on_signal)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tap_asana_vl.tap import STREAM_TYPES
-from tests.tap_runner import run_cli
+from tests.tap_runner import run_cli, run_tap
 
 SECRET = "fake-pat-0123456789abcdef"
 
@@ -122,3 +122,16 @@ def test_discovery_needs_no_credentials_and_no_network(tmp_path):
     assert streams["projects"]["replication_key"] == "modified_at"
     assert streams["stories"]["replication_key"] == "created_at"
     assert "replication_key" not in streams["users"]
+
+
+def test_a_null_setting_means_its_default(fake, pat_config):
+    """Settings with a default are read as given, or as their config_jsonschema default."""
+    nulls = {
+        "include_attachments": None,  # was read as false
+        "include_archived_projects": None,  # was read as "leave archived projects out"
+        "page_size": None,
+        "request_timeout": None,
+    }
+    result = run_tap({**pat_config, "max_requests_per_minute": 100_000, **nulls})
+    assert {r["gid"] for r in result.records["attachments"]} == set(fake.dataset.attachments)
+    assert {r["gid"] for r in result.records["projects"]} == set(fake.dataset.projects)
