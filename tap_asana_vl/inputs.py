@@ -64,8 +64,9 @@ def env_settings_named(
     """Name the setting when the SDK cannot parse one from an environment variable.
 
     The SDK converts ``TAP_ASANA_VL_PAGE_SIZE=abc`` with ``int()`` and lets the bare
-    ValueError out. It also loads a ``.env`` file into the environment on the way, so the
-    variables are checked after it failed, when they hold what the SDK saw.
+    ValueError out, and reads a boolean it does not recognise as false. It also loads a
+    ``.env`` file into the environment on the way, so the variables are checked after
+    it ran, when they hold what the SDK saw.
     """
     try:
         yield
@@ -74,6 +75,9 @@ def env_settings_named(
         if problem:
             raise InputError(problem) from exc
         raise
+    problem = _env_boolean_problem(config_jsonschema, prefix, os.environ) if enabled else None
+    if problem:
+        raise InputError(problem)
 
 
 def _env_problem(
@@ -103,6 +107,29 @@ def _env_problem(
                 json.loads(value)
             except ValueError:
                 return f"Environment variable {variable} (setting {key}) is not JSON: {shown}."
+    return None
+
+
+# The SDK's spellings of true (singer_sdk.configuration._dict_config.TRUTHY) and their
+# opposites; anything else it reads as false without a word.
+ENV_TRUE = frozenset({"true", "1", "yes", "on"})
+ENV_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _env_boolean_problem(
+    config_jsonschema: Mapping[str, t.Any], prefix: str, environ: Mapping[str, str]
+) -> str | None:
+    """The first boolean environment variable that is neither true nor false."""
+    for key, schema in config_jsonschema.get("properties", {}).items():
+        variable = prefix + key.upper().replace("-", "_")
+        if variable not in environ or _types(schema) - {"null"} != {"boolean"}:
+            continue
+        value = environ[variable]
+        if value.lower() not in ENV_TRUE | ENV_FALSE:
+            return (
+                f"Environment variable {variable} (setting {key}) is not a boolean: "
+                f"{value!r} (use true or false)."
+            )
     return None
 
 
