@@ -135,6 +135,24 @@ def test_an_environment_boolean_that_is_neither_true_nor_false_is_named(fake, tm
     )
 
 
+@pytest.mark.parametrize("value", ["1200000000000001", '"1200000000000001"', "[12, 34]"])
+def test_an_environment_list_that_is_not_a_list_of_strings_is_named(fake, tmp_path, value):
+    # The SDK reads a lone gid as JSON, i.e. as a number, refused as "not of type
+    # 'array'" with no word of the environment variable or of the form wanted.
+    env = {
+        "TAP_ASANA_VL_ACCESS_TOKEN": fake.pat,
+        "TAP_ASANA_VL_API_URL": fake.api_url,
+        "TAP_ASANA_VL_PROJECT_GIDS": value,
+    }
+    proc = run_cli(tmp_path, env=env)
+    assert_fails_in_one_line(
+        proc,
+        fake,
+        "Environment variable TAP_ASANA_VL_PROJECT_GIDS (setting project_gids) is not a "
+        f"""JSON list of strings: {value!r} (e.g. '["123", "456"]')""",
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
