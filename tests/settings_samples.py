@@ -12,11 +12,7 @@ import copy
 import json
 from typing import Any
 
-from tap_asana_vl.tap import TapAsanaVl
-
-# The authentication modes exclude each other: settings of the OAuth mode are checked in
-# a config of their own.
-OAUTH_ONLY = ("client_id", "client_secret", "refresh_token")
+from tap_asana_vl.tap import OAUTH_SETTINGS, TapAsanaVl
 
 # Values the generic rules below would get wrong: objects have no generic valid value,
 # and flattened keys cut to 1 character collide.
@@ -38,14 +34,6 @@ def all_settings() -> dict[str, dict[str, Any]]:
     schema = copy.deepcopy(TapAsanaVl.config_jsonschema)
     TapAsanaVl.append_builtin_config(schema)
     return schema["properties"]
-
-
-def own_settings() -> dict[str, dict[str, Any]]:
-    """The tap's own settings (``TapAsanaVl.config_jsonschema``), by name."""
-    schema = copy.deepcopy(TapAsanaVl.config_jsonschema)
-    builtin: dict[str, Any] = {"properties": {}}
-    TapAsanaVl.append_builtin_config(builtin)
-    return {k: v for k, v in schema["properties"].items() if k not in builtin["properties"]}
 
 
 def json_types(schema: dict[str, Any]) -> set[str]:
@@ -91,9 +79,21 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+def samples() -> dict[str, Any]:
+    """A sample value for every setting, by name."""
+    return {name: sample_value(name, schema) for name, schema in all_settings().items()}
+
+
+def split_by_auth_mode(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config as two the tap accepts: without the OAuth settings, and without the PAT.
+
+    The authentication modes exclude each other, so no one config can hold every setting.
+    """
+    pat = {k: v for k, v in config.items() if k not in OAUTH_SETTINGS}
+    oauth = {k: v for k, v in config.items() if k != "access_token"}
+    return [pat, oauth]
+
+
 def sample_configs() -> list[dict[str, Any]]:
     """Two configs, together giving every setting a sample value: PAT mode and OAuth mode."""
-    samples = {name: sample_value(name, schema) for name, schema in all_settings().items()}
-    pat = {k: v for k, v in samples.items() if k not in OAUTH_ONLY}
-    oauth = {k: v for k, v in samples.items() if k != "access_token"}
-    return [pat, oauth]
+    return split_by_auth_mode(samples())
