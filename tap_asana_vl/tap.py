@@ -224,7 +224,9 @@ class TapAsanaVl(Tap):
         ),
         th.Property(
             "subtasks_full_walk_days",
-            th.NumberType(minimum=0),
+            # An integer, not a number: the SDK reads a number setting from the
+            # environment (--config ENV) as a string, which then fails validation.
+            th.IntegerType(minimum=0),
             default=7,
             title="Subtasks full walk (days)",
             description=(
