@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # (the variables are for the scripts sourcing it)
 # Shared by scripts/run.sh, scripts/postgres.sh and scripts/meltano (sourced, not run):
 # where the project and its embedded PostgreSQL server live, and how to reach uv.
 
@@ -42,9 +43,10 @@ external_postgres_configured() {
   if [ -n "${TARGET_POSTGRES_HOST:-}" ] || [ -n "${TARGET_POSTGRES_SQLALCHEMY_URL:-}" ]; then
     return 0
   fi
-  # .env lines as Meltano's dotenv reads them: `[export] NAME=value`, value maybe quoted.
+  # .env lines as Meltano's dotenv reads them: `[export] NAME=value`, value maybe quoted,
+  # `NAME=  # comment` being empty.
   [ -f "$PROJECT_DIR/.env" ] && grep -qE \
-    '^[[:space:]]*(export[[:space:]]+)?TARGET_POSTGRES_(HOST|SQLALCHEMY_URL)[[:space:]]*=[[:space:]]*["'\'']?[^"'\''[:space:]]' \
+    '^[[:space:]]*(export[[:space:]]+)?TARGET_POSTGRES_(HOST|SQLALCHEMY_URL)[[:space:]]*=[[:space:]]*["'\'']?[^"'\''[:space:]#]' \
     "$PROJECT_DIR/.env"
 }
 

@@ -24,7 +24,7 @@ if [ $((8#$env_mode & 8#077)) -ne 0 ]; then
     echo ".env was open to other users (mode $env_mode); it holds secrets, so it is now private (chmod 600)."
   else
     die ".env is open to other users (mode $env_mode) and is not yours (owner:" \
-      "$(ls -ld .env | awk '{print $3}')): ask its owner to run \`chmod 600 .env\` (or" \
+      "$(stat -c %U .env 2>/dev/null || stat -f %Su .env)): ask its owner to run \`chmod 600 .env\` (or" \
       "make a .env of your own), then re-run."
   fi
 fi
