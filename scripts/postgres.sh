@@ -212,9 +212,9 @@ status() {
   find_bindir || die "PostgreSQL binaries not found."
   if is_running; then
     echo "The embedded PostgreSQL server is running on $PG_HOST:$(embedded_postgres_port)."
-    echo "  psql:  $(psql_command)"
-    echo "  URL:   $(embedded_postgres_url)  (tables in schema asana)"
-    echo "  stop:  bash scripts/postgres.sh stop"
+    echo "  psql:    $(psql_command)"
+    echo "  URL:     $(embedded_postgres_url)  (tables in schema asana)"
+    echo "  server:  bash scripts/postgres.sh stop   (or start, status)"
     return 0
   fi
   echo "The embedded PostgreSQL server is not running: bash scripts/postgres.sh start"

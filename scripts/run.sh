@@ -52,7 +52,9 @@ fi
 
 # --- 3. PostgreSQL
 embedded=()
-if ! external_postgres_configured; then
+if external_postgres_configured; then
+  echo "Loading into your PostgreSQL server (TARGET_POSTGRES_* settings)."
+else
   bash scripts/postgres.sh start
   export_embedded_postgres_env
   embedded=(--embedded)
@@ -73,5 +75,4 @@ if [ ${#embedded[@]} -gt 0 ]; then
   echo
   echo "Loaded into the embedded PostgreSQL server (kept running; data in .postgres/)."
   bash scripts/postgres.sh status | tail -n +2
-  echo "  also:  bash scripts/postgres.sh status | start"
 fi

@@ -33,7 +33,7 @@ from tests.test_e2e_meltano import KEYS, _expected_counts, _unavailable, _uv
 
 REPO = Path(__file__).resolve().parent.parent
 PSQL_LINE = re.compile(
-    r'^  psql:  \S*psql "(postgresql://asana@127\.0\.0\.1:(\d+)/warehouse)"$', re.M
+    r'^  psql: +\S*psql "(postgresql://asana@127\.0\.0\.1:(\d+)/warehouse)"$', re.M
 )
 IS_ROOT = os.geteuid() == 0
 
@@ -170,7 +170,7 @@ def test_embedded_server_by_default(project: Path) -> None:
         assert match, first.stdout
         url, port = match.group(1), int(match.group(2))
         assert (project / ".postgres" / "port").read_text().strip() == str(port)
-        assert "  stop:  bash scripts/postgres.sh stop" in first.stdout
+        assert "  server:  bash scripts/postgres.sh stop   (or start, status)" in first.stdout
         assert _counts(url) == expected
         if IS_ROOT:  # PostgreSQL refuses root: the server runs as the `postgres` user
             assert (project / ".postgres" / "data").stat().st_uid == pwd.getpwnam("postgres").pw_uid
@@ -268,7 +268,8 @@ def _load_into_configured_server(project: Path, server: PostgresServer) -> None:
         assert "Meltano plugins up to date" in loaded.stdout
         expected = {s: (n, n) for s, n in _expected_counts(fake.dataset).items()}
         assert _counts(server.dsn) == expected
-        assert "embedded" not in loaded.stdout.lower()
+        assert "Loading into your PostgreSQL server (TARGET_POSTGRES_* settings)." in loaded.stdout
+        assert "Embedded PostgreSQL server running" not in loaded.stdout
         status = _run(project, "bash", "scripts/postgres.sh", "status")
         assert status.returncode == 3, _explain(status)
 
