@@ -172,10 +172,21 @@ start() {
       die "Port $port of the embedded PostgreSQL server is taken by another program: stop" \
         "it, or write another port number into .postgres/port, then re-run."
     fi
+    local log_size=0
+    [ ! -f "$PG_LOG" ] || log_size="$(wc -c <"$PG_LOG")"
     if ! as_server "$BINDIR/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -o "-p $port" \
       start >/dev/null 2>&1; then
-      die "The embedded PostgreSQL server did not start: $(tail -n1 "$PG_LOG" 2>/dev/null)" \
-        "(see .postgres/server.log)."
+      # What this attempt logged, up to its first FATAL, on one line: the cause often
+      # comes just before it ('invalid value for parameter …', 'could not bind …').
+      local reason
+      reason="$(tail -c +$((log_size + 1)) "$PG_LOG" 2>/dev/null \
+        | sed -E 's/^[0-9-]+ [0-9:.]+ [^ ]+ \[[0-9]+\] //' \
+        | awk '/starting PostgreSQL|listening on|^(HINT|DETAIL):/ { next }
+               { fatal = /^(FATAL|PANIC):/; sub(/^[A-Z]+: +/, "")
+                 out = out (out ? "; " : "") $0; if (fatal) exit }
+               END { print out }' || true)"
+      die "The embedded PostgreSQL server did not start: ${reason:-no log} (see" \
+        ".postgres/server.log)."
     fi
   fi
   # The loader's role and database; created again if someone dropped them.
@@ -213,7 +224,7 @@ status() {
   if is_running; then
     echo "The embedded PostgreSQL server is running on $PG_HOST:$(embedded_postgres_port)."
     echo "  psql:    $(psql_command)"
-    echo "  URL:     $(embedded_postgres_url)  (tables in schema asana)"
+    echo "  URL:     $(embedded_postgres_url)  (schema asana by default)"
     echo "  server:  bash scripts/postgres.sh stop   (or start, status)"
     return 0
   fi

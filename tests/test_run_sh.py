@@ -350,3 +350,32 @@ def test_a_shared_env_file_of_another_user_is_refused() -> None:
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o644
     finally:
         shutil.rmtree(checkout, ignore_errors=True)
+
+
+def test_a_server_that_will_not_start_says_why_in_one_line() -> None:
+    try:
+        find_bindir()
+    except PostgresUnavailableError as exc:
+        _unavailable(str(exc))
+    checkout = _traversable_tempdir()
+    try:
+        (checkout / "scripts").mkdir()
+        for name in ("lib.sh", "postgres.sh"):
+            shutil.copy2(REPO / "scripts" / name, checkout / "scripts" / name)
+        started = _run(checkout, "bash", "scripts/postgres.sh", "start")
+        assert started.returncode == 0, _explain(started)
+        assert started.stdout.startswith("Creating the embedded PostgreSQL server in .postgres/")
+        stopped = _run(checkout, "bash", "scripts/postgres.sh", "stop")
+        assert stopped.returncode == 0, _explain(stopped)
+
+        with (checkout / ".postgres" / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("shared_buffers = plenty\n")
+        proc = _run(checkout, "bash", "scripts/postgres.sh", "start")
+        assert proc.returncode == 1
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("The embedded PostgreSQL server did not start: ")
+        assert 'invalid value for parameter "shared_buffers": "plenty"' in proc.stderr
+        assert proc.stderr.rstrip().endswith("(see .postgres/server.log).")
+    finally:
+        _run(checkout, "bash", "scripts/postgres.sh", "stop")
+        shutil.rmtree(checkout, ignore_errors=True)
