@@ -181,7 +181,9 @@ def test_embedded_server_by_default(project: Path) -> None:
         assert "Meltano plugins up to date" in second.stdout
         assert "Installing" not in second.stdout + second.stderr
         assert ".env was open" not in second.stdout
-        assert PSQL_LINE.search(second.stdout).group(1) == url  # type: ignore[union-attr]
+        again = PSQL_LINE.search(second.stdout)
+        assert again, second.stdout
+        assert again.group(1) == url
         assert _counts(url) == expected
 
         # --- The everyday commands get the embedded server's settings, from any
