@@ -14,16 +14,17 @@ else
   UV=(python3 -m uv)
 fi
 
-# 2. PostgreSQL server binaries for the end-to-end test (the test starts its own
-#    throw-away server on a free port; nothing is left running).
+# 2. PostgreSQL server binaries for the end-to-end tests (they start their own
+#    throw-away servers on free ports, and scripts/run.sh's embedded one in a copy of
+#    the checkout; nothing is left running).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "Installing PostgreSQL from Debian packages for the end-to-end test..."
+    echo "Installing PostgreSQL from Debian packages for the end-to-end tests..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends postgresql >/dev/null
   else
-    echo "PostgreSQL is not installed: the end-to-end test will be skipped" \
+    echo "PostgreSQL is not installed: the end-to-end tests will be skipped" \
          "(install the 'postgresql' package to run it)." >&2
   fi
 fi

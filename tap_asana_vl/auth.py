@@ -16,14 +16,13 @@ import requests
 from singer_sdk.authenticators import APIAuthenticatorBase, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
+from tap_asana_vl.asana_urls import OAUTH_TOKEN_URL as DEFAULT_OAUTH_TOKEN_URL
 from tap_asana_vl.redaction import safe_text
 from tap_asana_vl.sdk_adapter import oauth_session
 from tap_asana_vl.timestamps import now
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
-
-DEFAULT_OAUTH_TOKEN_URL = "https://app.asana.com/-/oauth_token"  # noqa: S105 (a URL)
 
 # Asana access tokens live 3600 s. Refreshing this long before expiry keeps a request that
 # is signed just before the deadline (and then waits for the rate limiter or a retry)

@@ -14,6 +14,7 @@ import os
 import typing as t
 from contextlib import contextmanager
 
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import MetadataMapping
 
 from tap_asana_vl.sdk_adapter import PROGRESS_MARKERS
@@ -62,19 +63,30 @@ def check_config_files(paths: Iterable[str]) -> None:
 def env_settings_named(
     config_jsonschema: Mapping[str, t.Any], prefix: str, *, enabled: bool
 ) -> Iterator[None]:
-    """Name the setting when the SDK cannot parse one from an environment variable.
+    """Name the environment variable when the SDK cannot use a setting from it.
 
     The SDK converts ``TAP_ASANA_VL_PAGE_SIZE=abc`` with ``int()`` and lets the bare
-    ValueError out. It also loads a ``.env`` file into the environment on the way, so the
-    variables are checked after it failed, when they hold what the SDK saw.
+    ValueError out; reads ``TAP_ASANA_VL_PROJECT_GIDS=123`` as the number 123, refused
+    without a word about the variable or the form wanted; and reads a boolean it does
+    not recognise as false, silently. It also loads a ``.env`` file into the environment
+    on the way, so the variables are checked after it ran, when they hold what it saw.
     """
     try:
         yield
-    except ValueError as exc:
+    except (ValueError, ConfigValidationError) as exc:
         problem = _env_problem(config_jsonschema, prefix, os.environ) if enabled else None
         if problem:
             raise InputError(problem) from exc
         raise
+    problem = _env_problem(config_jsonschema, prefix, os.environ) if enabled else None
+    if problem:
+        raise InputError(problem)
+
+
+# The SDK's spellings of true (singer_sdk.configuration._dict_config.TRUTHY) and their
+# opposites; it reads anything else as false.
+ENV_TRUE = frozenset({"true", "1", "yes", "on"})
+ENV_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def _env_problem(
@@ -86,24 +98,30 @@ def _env_problem(
         if variable not in environ:
             continue
         value = environ[variable]
+        what = f"Environment variable {variable} (setting {key})"
         shown = "(value hidden)" if schema.get("secret") else repr(value)
         types = _types(schema)
         if "integer" in types:
             try:
                 int(value)
             except ValueError:
-                return (
-                    f"Environment variable {variable} (setting {key}) is not an integer: {shown}."
-                )
-        # Mirrors the SDK: arrays of strings fall back to "a,b,c"; other arrays and
-        # objects must be JSON.
-        elif ("array" in types and "string" not in _types(schema.get("items", {}))) or (
-            "object" in types
-        ):
+                return f"{what} is not an integer: {shown}."
+        elif "boolean" in types:
+            if value.lower() not in ENV_TRUE | ENV_FALSE:
+                return f"{what} is not a boolean: {shown} (use true or false)."
+        elif "array" in types and "string" in _types(schema.get("items", {})):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                continue  # the SDK splits "a,b,c" at the commas
+            if not isinstance(parsed, list) or not all(isinstance(i, str) for i in parsed):
+                return f"""{what} is not a JSON list of strings: {shown} (e.g. '["123", "456"]')."""
+        # Other arrays and objects must be JSON, as the SDK reads them.
+        elif "array" in types or "object" in types:
             try:
                 json.loads(value)
             except ValueError:
-                return f"Environment variable {variable} (setting {key}) is not JSON: {shown}."
+                return f"{what} is not JSON: {shown}."
     return None
 
 

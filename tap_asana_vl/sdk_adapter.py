@@ -121,6 +121,9 @@ STREAM_CHATTER = frozenset(
         "Beginning sync of '%s' in %s mode",
         "Beginning sync of '%s' in %s mode with context keys: %s",
         "Starting incremental sync of '%s' with bookmark value: %s",
+        # Logged at ERROR by every stream the failure unwinds through (stories, tasks,
+        # projects, workspaces); the tap's own one-line error names the cause.
+        "An unhandled error occurred while syncing '%s'",
     }
 )
 #: The SDK's state helpers warn, once per partition, that an unsorted stream's progress

@@ -22,7 +22,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import SchemaMessage, StateMessage
 
-from tap_asana_vl import inputs, sdk_adapter, streams
+from tap_asana_vl import asana_urls, inputs, sdk_adapter, streams
 from tap_asana_vl.auth import DEFAULT_OAUTH_TOKEN_URL, build_authenticator, is_loopback_host
 from tap_asana_vl.cli_errors import errors_in_one_line
 from tap_asana_vl.progress import RunProgress
@@ -31,7 +31,7 @@ from tap_asana_vl.redaction import redact
 from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
 from tap_asana_vl.timestamps import parse_timestamp
-from tap_asana_vl.transport import ASANA_API_URL, Transport
+from tap_asana_vl.transport import Transport
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -222,7 +222,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         ),
         th.Property(
             "subtasks_full_walk_days",
-            th.NumberType(minimum=0),
+            # An integer, not a number: the SDK reads a number setting from the
+            # environment (--config ENV) as a string, which then fails validation.
+            th.IntegerType(minimum=0),
             default=7,
             title="Subtasks full walk (days)",
             description=(
@@ -295,7 +297,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         th.Property(
             "api_url",
             th.StringType,
-            default=ASANA_API_URL,
+            default=asana_urls.API_URL,
             title="API URL",
             description="Asana API root; change only for proxies or tests.",
         ),

@@ -46,8 +46,6 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.run_control import RunControl
 
-#: Asana's API root (the ``api_url`` setting's default).
-ASANA_API_URL = "https://app.asana.com/api/1.0"
 
 # Transient failures worth retrying with backoff.
 RETRIABLE_ERRORS = (

@@ -1,9 +1,10 @@
-"""A throw-away PostgreSQL server for the end-to-end test.
+"""A throw-away PostgreSQL server for the end-to-end tests.
 
 Started from the Debian packages' binaries on a free loopback port, in a temporary
-directory, and stopped afterwards. PostgreSQL refuses to run as root, so when the tests
-run as root (as CI does) the server runs as the ``postgres`` system user that the Debian
-package creates.
+directory, and stopped afterwards. It trusts loopback connections (any password works),
+or with ``password_auth`` requires ``PASSWORD``. PostgreSQL refuses to run as root, so
+when the tests run as root (as CI does) the server runs as the ``postgres`` system user
+that the Debian package creates.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 USER = "asana_e2e"
-PASSWORD = "e2e-password"  # trust auth on loopback; the target insists on a password
+PASSWORD = "e2e-password"  # required only by a server started with password_auth
 DATABASE = "warehouse"
 SERVER_TIMEZONE = "America/New_York"
 
@@ -77,8 +78,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """Start a fresh server with a database and role for the test; stop it after."""
+def running_postgres(*, password_auth: bool = False) -> Iterator[PostgresServer]:
+    """Start a fresh server with a database and role for the test; stop it after.
+
+    With ``password_auth``, TCP connections must give ``PASSWORD`` (scram-sha-256).
+    """
     bindir = find_bindir()
     run_as: str | None = None
     if os.geteuid() == 0:
@@ -98,8 +102,16 @@ def running_postgres() -> Iterator[PostgresServer]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def run(*args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True, text=True, user=run_as)
+        env = {**os.environ, "PGPASSWORD": PASSWORD}
+        subprocess.run(args, check=True, capture_output=True, text=True, user=run_as, env=env)
 
+    auth = ["--auth=trust"]
+    if password_auth:
+        password_file = root / "password"
+        password_file.write_text(PASSWORD + "\n")
+        if run_as:
+            os.chown(password_file, pwd.getpwnam(run_as).pw_uid, -1)
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"]
     port = _free_port()
     try:
         run(
@@ -108,7 +120,7 @@ def running_postgres() -> Iterator[PostgresServer]:
             str(data),
             "-U",
             USER,
-            "--auth=trust",
+            *auth,
             "--encoding=UTF8",
             "--no-sync",
         )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+from singer_sdk.exceptions import ConfigValidationError
 
-from tap_asana_vl.tap import STREAM_TYPES
+from tap_asana_vl.tap import ENV_PREFIX, STREAM_TYPES, TapAsanaVl
+from tests.settings_samples import as_text, sample_configs
 from tests.tap_runner import run_cli, run_tap
 
 SECRET = "fake-pat-0123456789abcdef"
@@ -135,3 +138,25 @@ def test_a_null_setting_means_its_default(fake, pat_config):
     result = run_tap({**pat_config, "max_requests_per_minute": 100_000, **nulls})
     assert {r["gid"] for r in result.records["attachments"]} == set(fake.dataset.attachments)
     assert {r["gid"] for r in result.records["projects"]} == set(fake.dataset.projects)
+
+
+# --- every setting from the environment (--config ENV) ---------------------------------
+
+
+@pytest.mark.parametrize("config", sample_configs(), ids=["pat-mode", "oauth-mode"])
+def test_every_setting_is_typed_when_read_from_the_environment(monkeypatch, config):
+    """TAP_ASANA_VL_<NAME>, as text, reaches the tap as its setting's JSON type."""
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in config.items():
+        monkeypatch.setenv(ENV_PREFIX + name.upper(), as_text(value))
+
+    try:
+        tap = TapAsanaVl(config={}, parse_env_config=True, validate_config=True)
+    except ConfigValidationError as exc:
+        pytest.fail(f"valid settings refused: {exc.errors}")
+
+    for name, value in config.items():
+        got = tap.config.get(name)
+        assert (got, type(got)) == (value, type(value)), name

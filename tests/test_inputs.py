@@ -117,6 +117,59 @@ def test_an_unparsable_environment_setting_is_named(fake, tmp_path):
     assert fake.pat not in proc.stderr
 
 
+@pytest.mark.parametrize("value", ["ture", "flase", "", "2"])
+def test_an_environment_boolean_that_is_neither_true_nor_false_is_named(fake, tmp_path, value):
+    # The SDK reads any text but true/1/yes/on as false: a typo would silently turn
+    # subtasks off.
+    env = {
+        "TAP_ASANA_VL_ACCESS_TOKEN": fake.pat,
+        "TAP_ASANA_VL_API_URL": fake.api_url,
+        "TAP_ASANA_VL_INCLUDE_SUBTASKS": value,
+    }
+    proc = run_cli(tmp_path, env=env)
+    assert_fails_in_one_line(
+        proc,
+        fake,
+        "Environment variable TAP_ASANA_VL_INCLUDE_SUBTASKS (setting include_subtasks) "
+        f"is not a boolean: {value!r} (use true or false)",
+    )
+
+
+@pytest.mark.parametrize("value", ["1200000000000001", '"1200000000000001"', "[12, 34]"])
+def test_an_environment_list_that_is_not_a_list_of_strings_is_named(fake, tmp_path, value):
+    # The SDK reads a lone gid as JSON, i.e. as a number, refused as "not of type
+    # 'array'" with no word of the environment variable or of the form wanted.
+    env = {
+        "TAP_ASANA_VL_ACCESS_TOKEN": fake.pat,
+        "TAP_ASANA_VL_API_URL": fake.api_url,
+        "TAP_ASANA_VL_PROJECT_GIDS": value,
+    }
+    proc = run_cli(tmp_path, env=env)
+    assert_fails_in_one_line(
+        proc,
+        fake,
+        "Environment variable TAP_ASANA_VL_PROJECT_GIDS (setting project_gids) is not a "
+        f"""JSON list of strings: {value!r} (e.g. '["123", "456"]')""",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        *[("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True)],
+        *[("false", False), ("False", False), ("0", False), ("no", False), ("off", False)],
+    ],
+)
+def test_environment_booleans_read_as_the_sdk_reads_them(monkeypatch, value, expected):
+    for name in os.environ:
+        if name.startswith("TAP_ASANA_VL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TAP_ASANA_VL_ACCESS_TOKEN", "fake-pat")
+    monkeypatch.setenv("TAP_ASANA_VL_INCLUDE_SUBTASKS", value)
+    tap = TapAsanaVl(config={}, parse_env_config=True)
+    assert tap.config["include_subtasks"] is expected
+
+
 # --- errors during the run (item 18) -------------------------------------------------
 
 

@@ -37,12 +37,13 @@ def workspace() -> Iterator[FakeAsana]:
         yield server
 
 
-def _run(tmp_path: Path, config: dict[str, Any], **env: str) -> tuple[list[str], list[dict]]:
+def _cli(tmp_path: Path, config: dict[str, Any], **env: str) -> subprocess.CompletedProcess[str]:
+    """The tap's CLI with ``config``, no stdin, no TAP_ASANA_VL_* from this environment."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ASANA_VL_")}
     clean.pop("LOGLEVEL", None)
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
         capture_output=True,
         text=True,
@@ -51,6 +52,10 @@ def _run(tmp_path: Path, config: dict[str, Any], **env: str) -> tuple[list[str],
         env={**clean, **env},
         check=False,
     )
+
+
+def _run(tmp_path: Path, config: dict[str, Any], **env: str) -> tuple[list[str], list[dict]]:
+    proc = _cli(tmp_path, config, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     messages = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc.stderr.splitlines(), [m for m in messages if m["type"] == "RECORD"]
@@ -128,3 +133,15 @@ def test_heartbeat_during_a_long_listing(
     assert beats, result.logs
     assert all(re.search(r"[\d,]+ records so far, [\d.]+ req/s", line) for line in beats)
     assert any('project 1/1 "' in line for line in beats)
+
+
+def test_a_failing_run_ends_in_one_error_line(workspace: FakeAsana, tmp_path: Path) -> None:
+    workspace.inject(r"/api/1.0/tasks/\d+/stories", 500, times=None)
+    try:
+        proc = _cli(tmp_path, _config(workspace, max_retries=0))
+    finally:
+        workspace.clear_faults()
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, proc.stderr
+    assert "Giving up on /tasks/{task_gid}/stories after 1 attempts: 500" in errors[0]

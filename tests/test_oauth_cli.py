@@ -1,4 +1,4 @@
-"""Tests for ``tap-asana-vl-auth`` (tap_asana_vl.oauth_cli) against the fake Asana.
+"""Tests for ``tap-asana-vl-auth`` (tap_asana_vl.oauth) against the fake Asana.
 
 How the redirect port is chosen: the tests pass ``--redirect-uri
 http://127.0.0.1:0/callback``.  Port 0 makes the command bind its callback
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -28,8 +27,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -37,29 +34,23 @@ import dotenv
 import pytest
 import requests
 
-from tap_asana_vl import dotenv_file, oauth_cli
-from tap_asana_vl.dotenv_file import (
-    format_value,
-    parse_env_text,
-    read_env_file,
-    update_env_file,
-    update_env_text,
-)
-from tap_asana_vl.oauth_cli import (
+from tap_asana_vl.oauth import exchange
+from tap_asana_vl.oauth.callback import parse_callback, refused_scopes
+from tap_asana_vl.oauth.cli import main
+from tap_asana_vl.oauth.common import (
     DEFAULT_SCOPES,
+    ENV_ACCESS_TOKEN,
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
     ENV_OAUTH_SCOPES,
     ENV_REFRESH_TOKEN,
     SECTIONS_SCOPE,
     AuthFailedError,
-    build_authorize_url,
-    exchange_code,
-    main,
-    make_pkce_pair,
-    parse_callback,
-    refused_scopes,
 )
+from tap_asana_vl.oauth.env_file import format_value, read_env_file, update_env_file
+from tap_asana_vl.oauth.exchange import build_authorize_url, exchange_code, make_pkce_pair
+from tap_asana_vl.oauth.options import build_parser, rerun_advice
+from tap_asana_vl.tap import config_errors
 from tests.conftest import secret_encodings, token_grant
 from tests.fake_asana import FakeAsana
 
@@ -88,7 +79,7 @@ EXISTING_ENV = (
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
-    for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN, "BROWSER"):
+    for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN, ENV_ACCESS_TOKEN, "BROWSER"):
         monkeypatch.delenv(name, raising=False)
     # No interactive prompts: stdin is never a terminal here.
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
@@ -120,7 +111,7 @@ class TokenSpy:
 @pytest.fixture
 def token_spy(monkeypatch):
     spy = TokenSpy(requests.post)
-    monkeypatch.setattr(oauth_cli.requests, "post", spy)
+    monkeypatch.setattr(exchange.requests, "post", spy)
     return spy
 
 
@@ -339,7 +330,7 @@ def test_subprocess_with_browser_env(fake, tmp_path):
         [
             sys.executable,
             "-m",
-            "tap_asana_vl.oauth_cli",
+            "tap_asana_vl.oauth",
             "--authorize-url",
             fake.authorize_url,
             "--token-url",
@@ -738,119 +729,6 @@ def test_parse_callback_accepts_url_path_or_query():
         assert parse_callback(callback, "st") == "1/2:3"
 
 
-# ------------------------------------------------------------ .env updates
-
-
-def test_update_env_text_keeps_everything_else():
-    original = (
-        "\ufeff# comment with TAP_ASANA_VL_REFRESH_TOKEN=not-this\r\n"
-        "export TAP_ASANA_VL_REFRESH_TOKEN=old-token   # inline comment\r\n"
-        "  OTHER = 'a b'  \r\n"
-        "\r\n"
-        'TAP_ASANA_VL_CLIENT_ID="quoted # not a comment"\r\n'
-        "TAP_ASANA_VL_REFRESH_TOKEN='second'\r\n"
-        "LAST=x"
-    )
-    text, updated, appended = update_env_text(
-        original,
-        {ENV_REFRESH_TOKEN: "1/new:token", ENV_CLIENT_ID: "42", ENV_CLIENT_SECRET: "s e$c"},
-    )
-    assert text == (
-        "\ufeff# comment with TAP_ASANA_VL_REFRESH_TOKEN=not-this\r\n"
-        "export TAP_ASANA_VL_REFRESH_TOKEN=1/new:token   # inline comment\r\n"
-        "  OTHER = 'a b'  \r\n"
-        "\r\n"
-        "TAP_ASANA_VL_CLIENT_ID=42\r\n"
-        "TAP_ASANA_VL_REFRESH_TOKEN=1/new:token\r\n"
-        "LAST=x\r\n"
-        "TAP_ASANA_VL_CLIENT_SECRET='s e$c'\r\n"
-    )
-    assert updated == [ENV_REFRESH_TOKEN, ENV_CLIENT_ID]
-    assert appended == [ENV_CLIENT_SECRET]
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "KEY=",
-        "KEY= # only a comment",
-        "KEY",
-        "export KEY='multi\nline'",
-        'KEY="esc \\" quote"',
-    ],
-)
-def test_update_env_text_edge_bindings(line):
-    text, updated, _ = update_env_text(f"A=1\n{line}\nB=2\n", {"KEY": "v v"})
-    assert updated == ["KEY"]
-    assert parse_env_text(text) == {"A": "1", "KEY": "v v", "B": "2"}
-    assert dotenv.dotenv_values(stream=io.StringIO(text)) == {"A": "1", "KEY": "v v", "B": "2"}
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "1/1204:abcDEF012",
-        "",
-        "with space",
-        "hash # x",
-        "dollar $x and $HOME",
-        "it's",
-        "back\\slash",
-    ],
-)
-def test_written_values_read_back_identically(tmp_path, value):
-    env_file = tmp_path / ".env"
-    update_env_file(env_file, {"K": value})
-    text = env_file.read_text()
-    assert dotenv.dotenv_values(env_file) == {"K": value}  # python-dotenv, as the SDK
-    assert read_env_file(env_file) == {"K": value}
-    if value.startswith("1/"):
-        assert text == f"K={value}\n"  # tokens are written unquoted
-
-
-def test_update_env_text_refuses_a_result_that_would_not_read_back():
-    # An unterminated quoted key swallows what follows up to the next quote.
-    with pytest.raises(ValueError, match="would not read back"):
-        update_env_text("'broken\n", {"K": "needs quoting"})
-
-
-def test_format_value_refuses_what_cannot_round_trip():
-    with pytest.raises(ValueError, match="line break"):
-        format_value("a\nb")
-    with pytest.raises(ValueError, match="expand"):
-        format_value("a${HOME}")
-
-
-def test_update_env_file_creates_private_file(tmp_path):
-    old_umask = os.umask(0)
-    try:
-        result = update_env_file(tmp_path / "new.env", {"K": "v"})
-    finally:
-        os.umask(old_umask)
-    assert result.created
-    assert mode_of(tmp_path / "new.env") == 0o600
-    assert (tmp_path / "new.env").read_text() == "K=v\n"
-    # No temp files left; the (empty, private) lock file stays for the next writer.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.env", "new.env.lock"]
-    assert (tmp_path / "new.env.lock").read_bytes() == b""
-    assert mode_of(tmp_path / "new.env.lock") == 0o600
-
-
-def test_update_env_file_tightens_mode_and_follows_symlink(tmp_path):
-    real = tmp_path / "real.env"
-    real.write_bytes(b"# caf\xc3\xa9 \xff raw bytes\nK=old\n")
-    real.chmod(0o644)
-    link = tmp_path / ".env"
-    link.symlink_to(real)
-
-    result = update_env_file(link, {"K": "new"})
-
-    assert result.previous_mode == 0o644
-    assert link.is_symlink()
-    assert real.read_bytes() == b"# caf\xc3\xa9 \xff raw bytes\nK=new\n"
-    assert mode_of(real) == 0o600
-
-
 # ------------------------------------------------------------------ scopes Asana refuses
 
 
@@ -927,25 +805,11 @@ def test_unknown_scope_is_named_and_dropped(fake, tmp_path, capsys):
 
 
 def test_refusal_without_names_suggests_full_access():
-    settings_args = oauth_cli.build_parser().parse_args(["--client-id", "1"])
+    settings_args = build_parser().parse_args(["--client-id", "1"])
     with pytest.raises(AuthFailedError) as raised:
         parse_callback("/callback?error=forbidden_scopes&state=st", "st")
     assert raised.value.refused == []
-    settings = oauth_cli._Settings(
-        client_id="1",
-        client_secret="s",
-        redirect_uri=oauth_cli.DEFAULT_REDIRECT_URI,
-        scopes=list(DEFAULT_SCOPES),
-        env_file=Path(".env"),
-        save_client=False,
-        headless=False,
-        open_browser=True,
-        timeout=300,
-        print_token=False,
-        authorize_url=oauth_cli.DEFAULT_AUTHORIZE_URL,
-        token_url=oauth_cli.DEFAULT_TOKEN_URL,
-    )
-    advice = oauth_cli._rerun_advice(settings_args, settings, [])
+    advice = rerun_advice(settings_args, list(DEFAULT_SCOPES), [])
     assert "did not name the refused scopes" in advice
     assert "tap-asana-vl-auth --client-id 1 --full-access" in advice
 
@@ -981,55 +845,6 @@ def test_full_access_writes_default_scope(fake, tmp_path, capsys):
     args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--full-access")
     assert main(args, open_url=Browser()) == 0, capsys.readouterr().err
     assert read_env_file(env_file)[ENV_OAUTH_SCOPES] == "default"
-
-
-def test_concurrent_writers_lose_no_update(tmp_path, monkeypatch):
-    env_file = tmp_path / ".env"
-    env_file.write_text("KEEP=1\n")
-    real = dotenv_file.update_env_text
-
-    def slow_update(text, values):
-        time.sleep(0.3)  # both writers read before either writes, unless locked
-        return real(text, values)
-
-    monkeypatch.setattr(dotenv_file, "update_env_text", slow_update)
-    writers = [
-        threading.Thread(target=update_env_file, args=(env_file, {key: "v"}))
-        for key in ("FIRST", "SECOND")
-    ]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join()
-    assert read_env_file(env_file) == {"KEEP": "1", "FIRST": "v", "SECOND": "v"}
-    assert mode_of(env_file) == 0o600
-
-
-def test_a_held_lock_times_out_clearly(tmp_path):
-    env_file = tmp_path / ".env"
-    with open(tmp_path / ".env.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(TimeoutError, match="another program"):
-            update_env_file(env_file, {"K": "v"}, lock_timeout=0.2)
-    assert not env_file.exists()
-
-
-def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
-    victim = tmp_path / "victim"
-    (tmp_path / ".env.lock").symlink_to(victim)
-    with pytest.raises(OSError, match="symbolic link"):
-        update_env_file(tmp_path / ".env", {"K": "v"})
-    assert not victim.exists()
-
-
-def test_secrets_are_not_written_into_another_users_file(tmp_path, monkeypatch):
-    env_file = tmp_path / ".env"
-    env_file.write_text("OTHER=1\n")
-    me = os.geteuid()
-    monkeypatch.setattr(os, "geteuid", lambda: me + 1)
-    with pytest.raises(PermissionError, match="belongs to another user"):
-        update_env_file(env_file, {ENV_REFRESH_TOKEN: "secret-value"})
-    assert env_file.read_text() == "OTHER=1\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a file as another user")
@@ -1093,3 +908,98 @@ def test_headless_asks_again_after_a_malformed_paste(fake, tmp_path, capsys, mon
     assert main(args) == 0
     assert len(fake.token_requests) == 1
     assert refresh_works(fake, read_env_file(tmp_path / ".env")[ENV_REFRESH_TOKEN])
+
+
+# ------------------------------------------- a personal access token in the same .env
+
+PAT = "2/1209999000000002/1209999000000003:0123456789abcdef"
+ENV_WITH_PAT = f"# personal token\n{ENV_ACCESS_TOKEN}={PAT}\nTAP_ASANA_VL_START_DATE=2024-01-01\n"
+BOTH_MODES = "keep only one authentication mode"
+
+
+class Terminal(io.StringIO):
+    """stdin as an interactive terminal, with the user's answers already typed."""
+
+    def isatty(self):
+        return True
+
+
+def tap_config_errors(env_file: Path) -> list[str]:
+    """What ``tap-asana-vl --config ENV`` says of the settings this .env gives it."""
+    config = {
+        name.removeprefix("TAP_ASANA_VL_").lower(): value
+        for name, value in dotenv.dotenv_values(env_file).items()
+        if name.startswith("TAP_ASANA_VL_") and value
+    }
+    return config_errors(config)
+
+
+def run_with_pat(fake, tmp_path, *extra):
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_WITH_PAT)
+    args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--save-client", *extra)
+    return env_file, main(args, open_url=Browser())
+
+
+def test_pat_without_a_terminal_is_kept_with_a_one_line_warning(fake, tmp_path, capsys):
+    env_file, rc = run_with_pat(fake, tmp_path)
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if BOTH_MODES in line]
+    assert len(warnings) == 1
+    assert "--comment-out-pat" in warnings[0]
+    assert ENV_ACCESS_TOKEN in warnings[0]
+    assert "[Y/n]" not in err  # nobody to ask
+    assert read_env_file(env_file)[ENV_ACCESS_TOKEN] == PAT
+    assert_no_secrets(out + err, PAT, CLIENT_SECRET)
+    # As the warning says: the tap would refuse this .env.
+    assert any(BOTH_MODES in error for error in tap_config_errors(env_file))
+
+
+def test_comment_out_pat_flag_comments_it_out_in_place(fake, tmp_path, capsys):
+    env_file, rc = run_with_pat(fake, tmp_path, "--comment-out-pat")
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    text = env_file.read_text()
+    assert text.startswith(f"# personal token\n# {ENV_ACCESS_TOKEN}={PAT}\n")
+    assert ENV_ACCESS_TOKEN not in read_env_file(env_file)
+    assert mode_of(env_file) == 0o600
+    assert f"Commented out {ENV_ACCESS_TOKEN} in {env_file}" in err
+    assert BOTH_MODES not in err
+    assert_no_secrets(out + err, PAT, CLIENT_SECRET)
+    assert tap_config_errors(env_file) == []  # OAuth alone: the tap runs
+
+
+@pytest.mark.parametrize(
+    ("answer", "commented"),
+    [("\n", True), ("y\n", True), ("n\n", False), ("", False)],  # "": Ctrl-D, no answer
+)
+def test_on_a_terminal_the_command_asks_before_authorizing(
+    fake, tmp_path, capsys, monkeypatch, answer, commented
+):
+    monkeypatch.setattr(sys, "stdin", Terminal(answer))
+    env_file, rc = run_with_pat(fake, tmp_path)
+
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert err.count("[Y/n]") == 1
+    assert err.index("[Y/n]") < err.index("oauth_authorize?")  # asked before the browser
+    assert (ENV_ACCESS_TOKEN in read_env_file(env_file)) is not commented
+    assert (f"# {ENV_ACCESS_TOKEN}={PAT}\n" in env_file.read_text()) is commented
+    assert ("--comment-out-pat" in err) is not commented  # the warning, after a "no"
+    assert_no_secrets(out + err, PAT, CLIENT_SECRET)
+    errors = tap_config_errors(env_file)
+    assert errors == [] if commented else any(BOTH_MODES in error for error in errors)
+
+
+def test_no_question_without_a_pat(fake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", Terminal(""))
+    env_file = tmp_path / ".env"
+    args = cli_args(fake, env_file, "--client-secret", CLIENT_SECRET, "--save-client")
+    assert main(args, open_url=Browser()) == 0
+    err = capsys.readouterr().err
+    assert "[Y/n]" not in err
+    assert BOTH_MODES not in err
+    assert tap_config_errors(env_file) == []

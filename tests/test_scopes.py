@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tap_asana_vl import oauth_cli, scopes
+from tap_asana_vl import scopes
+from tap_asana_vl.oauth import common as auth_command
 from tap_asana_vl.tap import STREAM_TYPES
 from tests import spec_scopes
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
@@ -80,18 +81,18 @@ def test_field_scopes_match_the_spec(stream_type):
 
 def test_default_scopes_are_listed_and_cover_every_stream():
     listed = spec_scopes.scope_list()
-    assert set(oauth_cli.DEFAULT_SCOPES) <= listed
-    assert all(scope.endswith(":read") for scope in oauth_cli.DEFAULT_SCOPES)
-    assert oauth_cli.SECTIONS_SCOPE == scopes.SECTIONS_SCOPE
+    assert set(auth_command.DEFAULT_SCOPES) <= listed
+    assert all(scope.endswith(":read") for scope in auth_command.DEFAULT_SCOPES)
+    assert auth_command.SECTIONS_SCOPE == scopes.SECTIONS_SCOPE
     assert scopes.SECTIONS_SCOPE not in listed  # hence opt-in
     for stream_type in STREAM_TYPES:
         scope = stream_type.required_scope
         if scope in listed:
-            assert scope in oauth_cli.DEFAULT_SCOPES, stream_type.name
+            assert scope in auth_command.DEFAULT_SCOPES, stream_type.name
         for needed in stream_type.field_scopes.values():
-            assert {s for s in needed if s in listed} <= set(oauth_cli.DEFAULT_SCOPES)
+            assert {s for s in needed if s in listed} <= set(auth_command.DEFAULT_SCOPES)
     full_only = {s.name for s in STREAM_TYPES if not s.required_scope and not s.from_parent_field}
-    assert full_only == FULL_ONLY == set(oauth_cli.FULL_ACCESS_STREAMS)
+    assert full_only == FULL_ONLY == set(auth_command.FULL_ACCESS_STREAMS)
 
 
 # ------------------------------------------------------------------ runs
@@ -125,7 +126,7 @@ def warnings_about(logs: str, stream: str) -> list[str]:
 
 
 def test_known_default_scopes_skip_up_front(fake):
-    config = scoped_config(fake, oauth_cli.DEFAULT_SCOPES)
+    config = scoped_config(fake, auth_command.DEFAULT_SCOPES)
     result = run_tap(config)
 
     # Nothing the grant cannot read was asked for: no 403 at all.
@@ -158,7 +159,7 @@ def test_known_default_scopes_skip_up_front(fake):
 
 
 def test_known_scopes_without_stories(fake):
-    granted = [s for s in oauth_cli.DEFAULT_SCOPES if s != "stories:read"]
+    granted = [s for s in auth_command.DEFAULT_SCOPES if s != "stories:read"]
     result = run_tap(scoped_config(fake, granted))
     assert requests_to(fake, "/stories") == 0
     for stream in ("stories", "subtask_stories"):
@@ -168,7 +169,7 @@ def test_known_scopes_without_stories(fake):
 
 
 def test_known_scopes_without_projects_turn_off_what_hangs_below(fake):
-    granted = [s for s in oauth_cli.DEFAULT_SCOPES if s != "projects:read"]
+    granted = [s for s in auth_command.DEFAULT_SCOPES if s != "projects:read"]
     result = run_tap(scoped_config(fake, granted))
     assert [r.path for r in fake.requests if r.status >= 400] == []
     assert requests_to(fake, "/projects") == 0
@@ -196,7 +197,7 @@ def test_full_access_scope_reads_everything(fake):
 def test_unknown_scopes_one_request_and_one_warning_per_stream(fake, status):
     fake.scope_error_status = status
     # Field-level scopes granted, so only the full-permission endpoints are refused.
-    granted = [*oauth_cli.DEFAULT_SCOPES, "project_sections:read", "time_periods:read"]
+    granted = [*auth_command.DEFAULT_SCOPES, "project_sections:read", "time_periods:read"]
     config = scoped_config(fake, granted, declared=False)
     result = run_tap({**config, "max_concurrent_requests": 8})
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 import requests
 from singer_sdk import metrics
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.auth import AsanaOAuthAuthenticator
@@ -144,17 +144,29 @@ def test_a_silenced_meter_logs_nothing():
 # --- The SDK's log lines ----------------------------------------------------------------
 
 
+UNHANDLED = "An unhandled error occurred while syncing '%s'"
+RECORDED = ["tap-asana-vl", "singer_sdk"] + [
+    f"tap-asana-vl.{stream}" for stream in ("workspaces", "projects", "tasks", "tags")
+]
+
+
 def test_the_sdk_still_writes_every_line_the_adapter_demotes(fake, pat_config):
     config = {**pat_config, "project_gids": [next(iter(fake.dataset.projects))]}
-    names = ["tap-asana-vl", "singer_sdk"] + [
-        f"tap-asana-vl.{stream}" for stream in ("workspaces", "projects", "tasks")
-    ]
-    with _recording(*names) as recorder:
+    with _recording(*RECORDED) as recorder:
         TapAsanaVl(config=config, parse_env_config=True)
         run_tap(config, catalog=catalog_selecting(config, {"projects", "tasks"}))
     seen = {record.msg for record in recorder.records}
     chatter = sdk_adapter.TAP_CHATTER | sdk_adapter.STREAM_CHATTER | sdk_adapter.STATE_CHATTER
-    assert chatter <= seen, sorted(chatter - seen)
+    assert chatter - {UNHANDLED} <= seen, sorted(chatter - {UNHANDLED} - seen)
+
+
+def test_the_sdk_still_writes_its_unhandled_error_line(fake, pat_config):
+    assert UNHANDLED in sdk_adapter.STREAM_CHATTER
+    fake.inject(r"/api/1\.0/workspaces/\d+/tags", 400, times=None)
+    config = {**pat_config, "max_requests_per_minute": 100_000}
+    with _recording(*RECORDED) as recorder, pytest.raises(FatalAPIError):
+        run_tap(config, catalog=catalog_selecting(config, {"tags"}))
+    assert UNHANDLED in {record.msg for record in recorder.records}
 
 
 # --- Config validation and OAuth --------------------------------------------------------

@@ -23,12 +23,11 @@ from functools import cached_property
 
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_asana_vl import sdk_adapter
+from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.listing import AsanaListing
 from tap_asana_vl.streams.prefetch import Prefetches, prefetch_children
 from tap_asana_vl.timestamps import parse_timestamp
-from tap_asana_vl.transport import ASANA_API_URL
 
 if t.TYPE_CHECKING:
     import datetime
@@ -156,7 +155,7 @@ class AsanaStream(AsanaListing):
                 # that answers 403/404 means a wrong api_url or token: nothing to sync.
                 msg = (
                     f"The top-level listing of {self.name} failed ({exc}): check "
-                    f"api_url ({self.url_base}; Asana's is {ASANA_API_URL}) and "
+                    f"api_url ({self.url_base}; Asana's is {asana_urls.API_URL}) and "
                     "that the token may read workspaces."
                 )
                 raise FatalAPIError(msg) from None

@@ -10,7 +10,8 @@ Usage::
 """
 
 from .dataset import Dataset, build_dataset
-from .server import FakeAsana, RecordedRequest, TokenRequest
+from .oauth import TokenRequest
+from .server import FakeAsana, RecordedRequest
 
 __all__ = [
     "Dataset",

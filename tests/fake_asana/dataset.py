@@ -17,113 +17,65 @@ import bisect
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-#: Fields Asana leaves out of the full record unless named in ``opt_fields`` (Asana's
-#: docs: input/output options; the spec marks them "Opt In").
+
+def _names(text: str) -> tuple[str, ...]:
+    """Field names from a space-separated string (keeps the tables below short)."""
+    return tuple(text.split())
+
+
+#: Fields Asana leaves out of a full record unless named in ``opt_fields`` (the spec
+#: marks them "Opt In"), for the resources the fake serves whole (single-object GETs).
 OPT_IN_FIELDS: dict[str, frozenset[str]] = {
-    "workspace": frozenset(),
-    "user": frozenset(),
-    "project": frozenset({"html_notes", "project_brief", "created_from_template"}),
+    "project": frozenset(_names("html_notes project_brief created_from_template")),
     "task": frozenset(
-        {
-            "assigned_by",
-            "created_by",
-            "dependencies",
-            "dependents",
-            "external",
-            "html_notes",
-            "is_rendered_as_separator",
-            "num_subtasks",
-        }
+        _names(
+            "assigned_by created_by dependencies dependents external html_notes "
+            "is_rendered_as_separator num_subtasks"
+        )
     ),
-    "story": frozenset({"html_text"}),
-    "section": frozenset(),
-    "tag": frozenset(),
-    "team": frozenset({"description", "html_description"}),
-    "team_membership": frozenset(),
-    # The spec also marks a project membership's ``parent`` opt-in, but its compact form
-    # carries it, so only ``project`` is treated as opt-in here.
-    "project_membership": frozenset({"project"}),
-    "custom_field": frozenset({"description"}),
-    "custom_field_setting": frozenset(),
-    "attachment": frozenset(),
-    "portfolio": frozenset({"archived"}),
-    "status_update": frozenset({"html_text"}),
-    "goal": frozenset(),
-    "time_tracking_entry": frozenset(),
 }
 
+_NAMED = _names("gid resource_type name")
 #: Compact shapes (the spec's ``*Compact`` components), returned by list endpoints
 #: without ``opt_fields``.
 COMPACT_FIELDS: dict[str, tuple[str, ...]] = {
-    "workspace": ("gid", "resource_type", "name"),
-    "user": ("gid", "resource_type", "name"),
-    "project": ("gid", "resource_type", "name"),
-    "task": ("gid", "resource_type", "name", "resource_subtype"),
-    "story": ("gid", "resource_type", "created_at", "created_by", "resource_subtype", "text"),
-    "section": ("gid", "resource_type", "name"),
-    "tag": ("gid", "resource_type", "name"),
-    "team": ("gid", "resource_type", "name"),
-    "team_membership": (
-        "gid",
-        "resource_type",
-        "user",
-        "team",
-        "is_guest",
-        "is_limited_access",
-        "is_admin",
+    **dict.fromkeys(("workspace", "user", "project", "section", "tag", "team"), _NAMED),
+    "portfolio": _NAMED,
+    "task": _names("gid resource_type name resource_subtype"),
+    "story": _names("gid resource_type created_at created_by resource_subtype text"),
+    "team_membership": _names("gid resource_type user team is_guest is_limited_access is_admin"),
+    "project_membership": _names("gid resource_type parent member access_level"),
+    "custom_field": _names(
+        "gid resource_type name type enum_options enabled representation_type id_prefix "
+        "input_restrictions is_formula_field date_value enum_value multi_enum_values "
+        "number_value text_value display_value"
     ),
-    "project_membership": ("gid", "resource_type", "parent", "member", "access_level"),
-    "custom_field": (
-        "gid",
-        "resource_type",
-        "name",
-        "type",
-        "enum_options",
-        "enabled",
-        "representation_type",
-        "id_prefix",
-        "input_restrictions",
-        "is_formula_field",
-        "date_value",
-        "enum_value",
-        "multi_enum_values",
-        "number_value",
-        "text_value",
-        "display_value",
-    ),
-    "custom_field_setting": ("gid", "resource_type"),
-    "attachment": ("gid", "resource_type", "name", "resource_subtype"),
-    "portfolio": ("gid", "resource_type", "name"),
-    "status_update": ("gid", "resource_type", "title", "resource_subtype"),
-    "goal": ("gid", "resource_type", "name", "owner"),
-    "time_tracking_entry": (
-        "gid",
-        "resource_type",
-        "duration_minutes",
-        "entered_on",
-        "attributable_to",
-        "created_by",
-        "categories",
+    "custom_field_setting": _names("gid resource_type"),
+    "attachment": _names("gid resource_type name resource_subtype"),
+    "status_update": _names("gid resource_type title resource_subtype"),
+    "goal": _names("gid resource_type name owner"),
+    "time_tracking_entry": _names(
+        "gid resource_type duration_minutes entered_on attributable_to created_by categories"
     ),
 }
 
 # Keys of a nested reference (``assignee``, ``parent``, ...): the *Compact component of
 # the referenced resource, without its opt-in fields.
 _REF_KEYS: dict[str, tuple[str, ...]] = {
-    "task": ("gid", "resource_type", "name", "resource_subtype"),
-    "status_update": ("gid", "resource_type", "title", "resource_subtype"),
+    "task": COMPACT_FIELDS["task"],
+    "status_update": COMPACT_FIELDS["status_update"],
 }
-_NAMED_REF = ("gid", "resource_type", "name")
 
 # Everything lands in 2024-2025 so that "now" (used by the mutation helpers) is always
 # later than the generated data: incremental syncs then see mutations as new changes.
 _RANGE_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 _RANGE_END_MS = 1_767_225_599_000  # 2025-12-31T23:59:59Z
 _DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
 _GID_START = 1_200_000_000_000_000  # 16 digits, like modern Asana gids
 
 _FIRST_NAMES = ("Greg", "Ana", "Mei", "Jonas", "Priya", "Fatima", "Lukas", "Noor", "Kofi")
@@ -171,59 +123,44 @@ _VALUE_KEY = {
 }
 # Keys of a custom field *value* on a task (CustomFieldResponse, as Asana fills it for
 # tasks) and on a project or user (CustomFieldCompact); plus the type's value key.
-_TASK_VALUE_KEYS = (
-    "gid",
-    "resource_type",
-    "name",
-    "type",
-    "resource_subtype",
-    "representation_type",
-    "enabled",
-    "description",
-    "precision",
-    "format",
-    "is_formula_field",
-    "is_value_read_only",
-    "id_prefix",
-    "created_by",
-    "enum_options",
+_TASK_VALUE_KEYS = _names(
+    "gid resource_type name type resource_subtype representation_type enabled description "
+    "precision format is_formula_field is_value_read_only id_prefix created_by enum_options"
 )
-_COMPACT_VALUE_KEYS = (
-    "gid",
-    "resource_type",
-    "name",
-    "type",
-    "representation_type",
-    "enabled",
-    "id_prefix",
-    "input_restrictions",
-    "is_formula_field",
-    "enum_options",
+_COMPACT_VALUE_KEYS = _names(
+    "gid resource_type name type representation_type enabled id_prefix input_restrictions "
+    "is_formula_field enum_options"
 )
 
 # System story subtypes used in rotation after a task's first story, so that every
 # subtype-specific story field shows up somewhere even with two stories per task.
-_SYSTEM_STORY_SUBTYPES = (
-    "assigned",
-    "name_changed",
-    "due_date_changed",
-    "section_changed",
-    "followers_added",
-    "added_to_tag",
-    "enum_custom_field_changed",
-    "number_custom_field_changed",
-    "text_custom_field_changed",
-    "date_custom_field_changed",
-    "multi_enum_custom_field_changed",
-    "people_custom_field_changed",
-    "dependency_added",
-    "marked_duplicate",
-    "duplicate_merged",
-    "resource_subtype_changed",
-    "approval_status_changed",
-    "marked_complete",
-    "comment_liked",
+_SYSTEM_STORY_SUBTYPES = _names(
+    "assigned name_changed due_date_changed section_changed followers_added added_to_tag "
+    "enum_custom_field_changed number_custom_field_changed text_custom_field_changed "
+    "date_custom_field_changed multi_enum_custom_field_changed people_custom_field_changed "
+    "dependency_added marked_duplicate duplicate_merged resource_subtype_changed "
+    "approval_status_changed marked_complete comment_liked"
 )
+# Custom field change stories: subtype -> (field, value key, old value, new value, text).
+# A value set for the first time has a null (or empty) old value.
+_CF_CHANGES: dict[str, tuple[str, str, Any, Any, str]] = {
+    "number_custom_field_changed": ("Story points", "number_value", None, 3, "to 3"),
+    "text_custom_field_changed": (
+        "QA notes",
+        "text_value",
+        "",
+        "Check the edge cases on mobile.",
+        "",
+    ),
+    # The spec documents date changes as StoryResponseDates, not as a date_value.
+    "date_custom_field_changed": (
+        "Launch date",
+        "date_value",
+        None,
+        {"start_on": None, "due_at": None, "due_on": "2025-03-01"},
+        "to Mar 1, 2025",
+    ),
+}
 
 
 def iso_ms(ms: int) -> str:
@@ -268,8 +205,7 @@ def ref(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     """The compact reference Asana nests for ``obj`` (None stays None)."""
     if obj is None:
         return None
-    keys = _REF_KEYS.get(obj["resource_type"], _NAMED_REF)
-    return {k: obj[k] for k in keys}
+    return {k: obj[k] for k in _REF_KEYS.get(obj["resource_type"], _NAMED)}
 
 
 def _like(gid: str, user: dict[str, Any]) -> dict[str, Any]:
@@ -295,9 +231,8 @@ class Dataset:
     memberships; they are kept apart from ``tasks`` (which holds the tasks listed in
     projects) and listed per parent in ``subtasks_by_parent``. Their stories are in
     ``subtask_stories``; ``stories_by_task`` lists the stories of tasks and subtasks.
-    ``sections`` also holds the "Recently assigned" sections of users' My Tasks lists,
-    which are minimal internal objects (``{gid, resource_type, name}``); the sections of
-    projects are full objects, listed in ``sections_by_project``.
+    ``sections`` also holds the "Recently assigned" sections of users' My Tasks lists
+    (``assignee_section``), minimal objects; project sections are in ``sections_by_project``.
 
     Index lists (``tasks_by_project``, ``subtasks_by_parent``, ...) are kept sorted by
     gid; ``portfolio_items`` maps a portfolio gid to its projects (full objects).
@@ -311,44 +246,46 @@ class Dataset:
         self.lock = threading.RLock()
         #: Time source (epoch seconds) for "now"; FakeAsana points it at its own clock.
         self.clock: Callable[[], float] = time.time
-        self.workspaces: dict[str, dict[str, Any]] = {}
-        self.users: dict[str, dict[str, Any]] = {}
-        self.projects: dict[str, dict[str, Any]] = {}
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.stories: dict[str, dict[str, Any]] = {}
-        self.subtasks: dict[str, dict[str, Any]] = {}
-        self.subtask_stories: dict[str, dict[str, Any]] = {}
-        self.sections: dict[str, dict[str, Any]] = {}
-        self.tags: dict[str, dict[str, Any]] = {}
-        self.teams: dict[str, dict[str, Any]] = {}
-        self.team_memberships: dict[str, dict[str, Any]] = {}
-        self.project_memberships: dict[str, dict[str, Any]] = {}
-        self.custom_fields: dict[str, dict[str, Any]] = {}
-        self.custom_field_settings: dict[str, dict[str, Any]] = {}
-        self.attachments: dict[str, dict[str, Any]] = {}
-        self.portfolios: dict[str, dict[str, Any]] = {}
-        self.status_updates: dict[str, dict[str, Any]] = {}
-        self.goals: dict[str, dict[str, Any]] = {}
-        self.time_tracking_entries: dict[str, dict[str, Any]] = {}
-        self.projects_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.users_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.tags_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.teams_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.custom_fields_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.portfolios_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.goals_by_workspace: dict[str, list[dict[str, Any]]] = {}
-        self.tasks_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.sections_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.project_memberships_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.custom_field_settings_by_project: dict[str, list[dict[str, Any]]] = {}
-        self.stories_by_task: dict[str, list[dict[str, Any]]] = {}
-        self.subtasks_by_parent: dict[str, list[dict[str, Any]]] = {}
-        self.attachments_by_parent: dict[str, list[dict[str, Any]]] = {}
-        self.time_tracking_entries_by_task: dict[str, list[dict[str, Any]]] = {}
-        self.team_memberships_by_team: dict[str, list[dict[str, Any]]] = {}
-        self.status_updates_by_parent: dict[str, list[dict[str, Any]]] = {}
+        Table = dict[str, dict[str, Any]]  # noqa: N806
+        Index = dict[str, list[dict[str, Any]]]  # noqa: N806
+        self.workspaces: Table = {}
+        self.users: Table = {}
+        self.projects: Table = {}
+        self.tasks: Table = {}
+        self.stories: Table = {}
+        self.subtasks: Table = {}
+        self.subtask_stories: Table = {}
+        self.sections: Table = {}
+        self.tags: Table = {}
+        self.teams: Table = {}
+        self.team_memberships: Table = {}
+        self.project_memberships: Table = {}
+        self.custom_fields: Table = {}
+        self.custom_field_settings: Table = {}
+        self.attachments: Table = {}
+        self.portfolios: Table = {}
+        self.status_updates: Table = {}
+        self.goals: Table = {}
+        self.time_tracking_entries: Table = {}
+        self.projects_by_workspace: Index = {}
+        self.users_by_workspace: Index = {}
+        self.tags_by_workspace: Index = {}
+        self.teams_by_workspace: Index = {}
+        self.custom_fields_by_workspace: Index = {}
+        self.portfolios_by_workspace: Index = {}
+        self.goals_by_workspace: Index = {}
+        self.tasks_by_project: Index = {}
+        self.sections_by_project: Index = {}
+        self.project_memberships_by_project: Index = {}
+        self.custom_field_settings_by_project: Index = {}
+        self.stories_by_task: Index = {}
+        self.subtasks_by_parent: Index = {}
+        self.attachments_by_parent: Index = {}
+        self.time_tracking_entries_by_task: Index = {}
+        self.team_memberships_by_team: Index = {}
+        self.status_updates_by_parent: Index = {}
         #: Portfolio gid -> the projects it holds (full objects, gid order).
-        self.portfolio_items: dict[str, list[dict[str, Any]]] = {}
+        self.portfolio_items: Index = {}
         #: The user behind every PAT and OAuth grant (member of all workspaces).
         self.me_gid = ""
         #: Bumped by every mutation helper (lets the server drop cached renderings).
@@ -483,9 +420,7 @@ class Dataset:
                 "guest_invite_management_access_level": level,
                 "join_request_management_access_level": level,
                 "team_member_removal_access_level": "only_team_admins",
-                "team_content_management_access_level": ("no_restriction", "only_team_admins")[
-                    n - 1
-                ],
+                "team_content_management_access_level": ("no_restriction", level)[n - 1],
                 "endorsed": n == 1,
                 "custom_field_settings": [],
             }
@@ -510,6 +445,7 @@ class Dataset:
         me = self._me()
         for name, kind, representation, precision, description, flavour in _CUSTOM_FIELDS:
             value_key, empty = _VALUE_KEY[kind]
+            estimate = name == "Estimate"
             definition: dict[str, Any] = {
                 "gid": self.gid(),
                 "resource_type": "custom_field",
@@ -521,10 +457,10 @@ class Dataset:
                 "description": description,
                 # Asana sends ``precision: null`` for every field that is not a number.
                 "precision": precision,
-                "format": "custom" if name == "Estimate" else "none",
+                "format": "custom" if estimate else "none",
                 "currency_code": None,
-                "custom_label": "h" if name == "Estimate" else None,
-                "custom_label_position": "suffix" if name == "Estimate" else None,
+                "custom_label": "h" if estimate else None,
+                "custom_label_position": "suffix" if estimate else None,
                 "id_prefix": None,
                 "input_restrictions": [],
                 "is_formula_field": representation == "formula",
@@ -585,7 +521,7 @@ class Dataset:
             value = None if n % 2 else {"date": iso_date(day), "date_time": None}
             display = None if value is None else value["date"]
         elif flavour == "date_time":
-            moment = _RANGE_START_MS + (n % 600) * _DAY_MS + 14 * 3_600_000 + 1_800_000
+            moment = _RANGE_START_MS + (n % 600) * _DAY_MS + 14 * _HOUR_MS + 1_800_000
             value = None if n % 3 == 0 else {"date": iso_date(moment), "date_time": iso_ms(moment)}
             display = None if value is None else value["date_time"]
         else:  # people
@@ -607,10 +543,11 @@ class Dataset:
         """Values of the custom fields a project has enabled, for the ``n``-th object."""
         if project is None:
             return []
-        definitions = [
-            s["custom_field"] for s in self.custom_field_settings_by_project.get(project["gid"], [])
+        settings = self.custom_field_settings_by_project.get(project["gid"], [])
+        return [
+            self._cf_value(s["custom_field"], self._cf_flavour[s["custom_field"]["gid"]], n, keys)
+            for s in settings
         ]
-        return [self._cf_value(d, self._cf_flavour[d["gid"]], n, keys) for d in definitions]
 
     def _new_project(self, index: int, ws: dict[str, Any], position: int, archived: bool) -> None:
         ws_gid = ws["gid"]
@@ -621,8 +558,7 @@ class Dataset:
         created = self._between(_RANGE_START_MS, _RANGE_START_MS + 180 * _DAY_MS)
         modified = self._between(created, _RANGE_END_MS)
         start = created + (index % 30) * _DAY_MS
-        due = start + (30 + index % 300) * _DAY_MS
-        has_dates = index % 2 == 1
+        due = iso_date(start + (30 + index % 300) * _DAY_MS) if index % 2 == 1 else None
         notes = "" if index % 4 == 0 else f"Everything we need for project {index}."
         project: dict[str, Any] = {
             "gid": gid,
@@ -636,15 +572,15 @@ class Dataset:
             "current_status_update": None,  # set by _new_status_updates
             "custom_field_settings": [],
             "default_view": ("list", "board", "calendar", "timeline")[index % 4],
-            "due_date": iso_date(due) if has_dates else None,
-            "due_on": iso_date(due) if has_dates else None,
+            "due_date": due,
+            "due_on": due,
             "html_notes": _body(notes),
             "members": [ref(u) for u in users[:3]],
             "modified_at": iso_ms(modified),
             "notes": notes,
             "public": index % 2 == 0,
             "privacy_setting": ("public_to_workspace", "private_to_team", "private")[index % 3],
-            "start_on": iso_date(start) if has_dates and index % 3 else None,
+            "start_on": iso_date(start) if due and index % 3 else None,
             "default_access_level": ("admin", "editor", "commenter", "viewer")[index % 4],
             "minimum_access_level_for_customization": "editor",
             "minimum_access_level_for_sharing": ("admin", "editor")[index % 2],
@@ -714,9 +650,8 @@ class Dataset:
 
     def _new_custom_field_settings(self, project: dict[str, Any]) -> None:
         listing = self.custom_field_settings_by_project.setdefault(project["gid"], [])
-        for n, definition in enumerate(
-            self.custom_fields_by_workspace[project["workspace"]["gid"]]
-        ):
+        definitions = self.custom_fields_by_workspace[project["workspace"]["gid"]]
+        for n, definition in enumerate(definitions):
             setting = {
                 "gid": self.gid(),
                 "resource_type": "custom_field_setting",
@@ -752,33 +687,26 @@ class Dataset:
         gid = self.gid()
         creator = users[n % len(users)] if users else None
         assignee = None if n % 5 == 0 or not users else users[(n * 7) % len(users)]
-        subtype = ("default_task",) * 6 + ("milestone", "approval")
-        resource_subtype = subtype[n % len(subtype)]
+        subtypes = ("default_task",) * 6 + ("milestone", "approval")
         # Some tasks have no dates; some a due date only; some a due time (due_at, whose
         # date is due_on too); start dates only come with due dates, start times with times.
-        due = created + (2 + n % 60) * _DAY_MS + (n % 24) * 3_600_000
+        due = created + (2 + n % 60) * _DAY_MS + (n % 24) * _HOUR_MS
         start = created + (n % 2) * _DAY_MS
         has_due = n % 4 != 0
         has_due_at = has_due and n % 3 == 0
         has_start = has_due and n % 2 == 1
         # Subtasks carry no tags here: ``GET /tasks?tag=`` lists top-level tasks only.
         tags = self.tags_by_workspace.get(ws_gid, []) if parent is None else []
-        task_tags = [tags[(n + k) % len(tags)] for k in range(n % 3)] if tags else []
         likers = users[: n % 3]
         notes = "" if n % 6 == 0 else f"Notes for task {n}: see the brief."
         people = {u["gid"]: u for u in (creator, assignee) if u}  # without duplicates
-        followers = [] if n % 7 == 0 else list(people.values())
         name = _TASK_NAMES[n % len(_TASK_NAMES)]
-        permalink = (
-            f"https://app.asana.com/1/{ws_gid}/project/{project['gid']}/task/{gid}"
-            if project is not None
-            else f"https://app.asana.com/1/{ws_gid}/task/{gid}"
-        )
+        where = f"project/{project['gid']}/" if project is not None else ""
         task: dict[str, Any] = {
             "gid": gid,
             "resource_type": "task",
             "name": f"{name} ({n})" if parent is None else f"Subtask: {name} ({n})",
-            "resource_subtype": resource_subtype,
+            "resource_subtype": subtypes[n % len(subtypes)],
             "created_by": {"gid": creator["gid"], "resource_type": "user"} if creator else None,
             "assignee_status": ("today", "upcoming", "later", "new", "inbox")[n % 5],
             "assigned_by": ref(creator) if assignee else None,
@@ -811,14 +739,14 @@ class Dataset:
             "custom_fields": self._cf_values(project, n, _TASK_VALUE_KEYS),
             "custom_type": None,
             "custom_type_status_option": None,
-            "followers": [ref(u) for u in followers],
+            "followers": [] if n % 7 == 0 else [ref(u) for u in people.values()],
             "parent": ref(parent),
             "projects": [ref(project)] if project else [],
-            "tags": [ref(t) for t in task_tags],
+            "tags": [ref(tags[(n + k) % len(tags)]) for k in range(n % 3)] if tags else [],
             "workspace": ref(self.workspaces.get(ws_gid)),
-            "permalink_url": permalink,
+            "permalink_url": f"https://app.asana.com/1/{ws_gid}/{where}task/{gid}",
         }
-        if resource_subtype == "approval":
+        if task["resource_subtype"] == "approval":
             # Conditional: only approval tasks have an approval status.
             task["approval_status"] = "approved" if completed else "pending"
         if parent is None:
@@ -917,8 +845,9 @@ class Dataset:
         ws_gid = task["workspace"]["gid"]
         users = self.users_by_workspace.get(ws_gid, [])
         user = users[n % len(users)] if users else None
-        fields = self.custom_fields_by_workspace.get(ws_gid, [])
-        by_name = {f["name"]: f for f in fields}
+        who = user["name"] if user else "someone"
+        fields = {f["name"]: f for f in self.custom_fields_by_workspace.get(ws_gid, [])}
+        change = _CF_CHANGES.get(subtype)
         extra: dict[str, Any] = {}
         if subtype == "added_to_project":
             extra = {"project": ref(project)}
@@ -937,11 +866,7 @@ class Dataset:
             # The old due date was never set here: old_dates' members are null.
             extra = {
                 "old_dates": {"start_on": None, "due_at": None, "due_on": None},
-                "new_dates": {
-                    "start_on": task["start_on"],
-                    "due_at": task["due_at"],
-                    "due_on": task["due_on"],
-                },
+                "new_dates": {k: task[k] for k in ("start_on", "due_at", "due_on")},
             }
             default = f"changed the due date to {task['due_on']}"
         elif subtype == "section_changed" and project is not None:
@@ -950,54 +875,31 @@ class Dataset:
             default = f"moved this task from {old['name']} to {new['name']}"
         elif subtype == "followers_added":
             extra = {"follower": ref(user)}
-            default = f"added {user['name'] if user else 'someone'} as a collaborator"
+            default = f"added {who} as a collaborator"
         elif subtype == "added_to_tag" and self.tags_by_workspace.get(ws_gid):
             tag = self.tags_by_workspace[ws_gid][n % 3]
             extra = {"tag": ref(tag)}
             default = f"added to {tag['name']}"
-        elif subtype == "enum_custom_field_changed" and "Priority" in by_name:
-            field = by_name["Priority"]
-            old, new = field["enum_options"][:2]
-            extra = {
-                "custom_field": self._cf_ref(field),
-                "old_enum_value": old,
-                "new_enum_value": new,
-            }
+        elif subtype == "enum_custom_field_changed" and "Priority" in fields:
+            old, new = fields["Priority"]["enum_options"][:2]
+            extra = {"old_enum_value": old, "new_enum_value": new}
+            extra["custom_field"] = self._cf_ref(fields["Priority"])
             default = f"changed Priority from {old['name']} to {new['name']}"
-        elif subtype == "number_custom_field_changed" and "Story points" in by_name:
-            # A value set for the first time: the old value is null.
+        elif change is not None and change[0] in fields:
+            name, key, old, new, what = change
+            extra = {"custom_field": self._cf_ref(fields[name]), f"old_{key}": old}
+            extra[f"new_{key}"] = new
+            default = f"changed {name} {what}".rstrip()
+        elif subtype == "multi_enum_custom_field_changed" and "Platforms" in fields:
             extra = {
-                "custom_field": self._cf_ref(by_name["Story points"]),
-                "old_number_value": None,
-                "new_number_value": 3,
-            }
-            default = "changed Story points to 3"
-        elif subtype == "text_custom_field_changed" and "QA notes" in by_name:
-            extra = {
-                "custom_field": self._cf_ref(by_name["QA notes"]),
-                "old_text_value": "",
-                "new_text_value": "Check the edge cases on mobile.",
-            }
-            default = "changed QA notes"
-        elif subtype == "date_custom_field_changed" and "Launch date" in by_name:
-            extra = {
-                "custom_field": self._cf_ref(by_name["Launch date"]),
-                # The spec documents these as StoryResponseDates, not as a date_value.
-                "old_date_value": None,
-                "new_date_value": {"start_on": None, "due_at": None, "due_on": "2025-03-01"},
-            }
-            default = "changed Launch date to Mar 1, 2025"
-        elif subtype == "multi_enum_custom_field_changed" and "Platforms" in by_name:
-            field = by_name["Platforms"]
-            extra = {
-                "custom_field": self._cf_ref(field),
+                "custom_field": self._cf_ref(fields["Platforms"]),
                 "old_multi_enum_values": [],
-                "new_multi_enum_values": field["enum_options"][:2],
+                "new_multi_enum_values": fields["Platforms"]["enum_options"][:2],
             }
             default = "changed Platforms to Web, iOS"
-        elif subtype == "people_custom_field_changed" and "Reviewer" in by_name:
+        elif subtype == "people_custom_field_changed" and "Reviewer" in fields:
             extra = {
-                "custom_field": self._cf_ref(by_name["Reviewer"]),
+                "custom_field": self._cf_ref(fields["Reviewer"]),
                 "old_people_value": [],
                 "new_people_value": [ref(user)] if user else [],
             }
@@ -1008,10 +910,8 @@ class Dataset:
             extra = {key: ref(other)}
             default = f"marked this a duplicate of {other['name']}"
         elif subtype == "resource_subtype_changed":
-            extra = {
-                "old_resource_subtype": "default_task",
-                "new_resource_subtype": task["resource_subtype"],
-            }
+            extra = {"old_resource_subtype": "default_task"}
+            extra["new_resource_subtype"] = task["resource_subtype"]
             default = "changed this task's type"
         elif subtype == "approval_status_changed":
             extra = {"old_approval_status": "pending", "new_approval_status": "approved"}
@@ -1021,7 +921,8 @@ class Dataset:
             extra = {"dependency": ref(blocker)}
             default = f"marked this task as dependent on {blocker['name']}"
         elif subtype == "comment_liked" and self.stories_by_task[task["gid"]]:
-            extra = {"story": self._story_ref(self.stories_by_task[task["gid"]][0])}
+            first = self.stories_by_task[task["gid"]][0]
+            extra = {"story": {k: first[k] for k in COMPACT_FIELDS["story"]}}
             default = "liked your comment"
         else:
             default = subtype.replace("_", " ")
@@ -1030,10 +931,6 @@ class Dataset:
     @staticmethod
     def _cf_ref(field: dict[str, Any]) -> dict[str, Any]:
         return {k: field[k] for k in COMPACT_FIELDS["custom_field"] if k in field}
-
-    @staticmethod
-    def _story_ref(story: dict[str, Any]) -> dict[str, Any]:
-        return {k: story[k] for k in COMPACT_FIELDS["story"]}
 
     def _new_stories(
         self,
@@ -1073,6 +970,10 @@ class Dataset:
             n_stories = 1 + self._task_counter % 2 if stories else 0
             self._new_stories(subtask, created, modified, n_stories, first="added_to_task")
 
+    def _during(self, task: dict[str, Any]) -> int:
+        """A moment between the task's creation and its last modification."""
+        return self._between(parse_iso_ms(task["created_at"]), parse_iso_ms(task["modified_at"]))
+
     def _new_attachments(self, task: dict[str, Any], count: int) -> None:
         listing = self.attachments_by_parent.setdefault(task["gid"], [])
         for _ in range(count):
@@ -1086,11 +987,7 @@ class Dataset:
                 "resource_type": "attachment",
                 "name": name,
                 "resource_subtype": host,
-                "created_at": iso_ms(
-                    self._between(
-                        parse_iso_ms(task["created_at"]), parse_iso_ms(task["modified_at"])
-                    )
-                ),
+                "created_at": iso_ms(self._during(task)),
                 # Only files stored in Asana can be downloaded; links to other hosts can't.
                 "download_url": (
                     f"https://s3.amazonaws.com/assets/{gid}/{name}" if on_asana else None
@@ -1109,33 +1006,19 @@ class Dataset:
     def _new_time_tracking_entries(self, task: dict[str, Any], count: int) -> None:
         users = self.users_by_workspace.get(task["workspace"]["gid"], [])
         listing = self.time_tracking_entries_by_task.setdefault(task["gid"], [])
+        project = self.projects.get(task["projects"][0]["gid"]) if task["projects"] else None
         for _ in range(count):
             n = len(self.time_tracking_entries) + 1
-            user = users[n % len(users)] if users else None
-            created = self._between(
-                parse_iso_ms(task["created_at"]), parse_iso_ms(task["modified_at"])
-            )
-            categories = (
-                [
-                    {
-                        "gid": self.gid(),
-                        "resource_type": "time_tracking_category",
-                        "name": "Development",
-                        "color": "blue",
-                    }
-                ]
-                if n % 2
-                else []
-            )
+            created = self._during(task)
+            category = {"resource_type": "time_tracking_category", "name": "Development"}
+            categories = [{"gid": self.gid(), **category, "color": "blue"}] if n % 2 else []
             entry = {
                 "gid": self.gid(),
                 "resource_type": "time_tracking_entry",
                 "duration_minutes": 15 * (1 + n % 16),
                 "entered_on": iso_date(created),
-                "attributable_to": ref(self.projects.get(task["projects"][0]["gid"]))
-                if task["projects"]
-                else None,
-                "created_by": ref(user),
+                "attributable_to": ref(project),
+                "created_by": ref(users[n % len(users)] if users else None),
                 "categories": categories,
                 "task": ref(task),
                 "created_at": iso_ms(created),
@@ -1216,23 +1099,25 @@ class Dataset:
             self.portfolio_items[gid] = sorted(chosen, key=lambda p: p["gid"])
 
     def _new_goals(self, ws: dict[str, Any]) -> None:
-        """A workspace goal owned by ``me`` and a team goal (or an ownerless one)."""
+        """A workspace goal owned by ``me`` with a metric and a time period, and a team
+        goal (or an ownerless one) without them."""
         me = self._me()
         users = self.users_by_workspace[ws["gid"]]
         teams = self.teams_by_workspace[ws["gid"]]
         for n in range(2):
             number = len(self.goals) + 1
             start = self._between(_RANGE_START_MS, _RANGE_END_MS - 120 * _DAY_MS)
+            end = iso_date(start + 90 * _DAY_MS)
             notes = f"Why goal {number} matters." if n == 0 else ""
             team = teams[0] if teams and n == 1 else None
             target = float(10 * (number + 1))
-            goal = {
+            goal: dict[str, Any] = {
                 "gid": self.gid(),
                 "resource_type": "goal",
                 "name": f"Grow web traffic by {10 * number}%",
                 "html_notes": _body(notes),
                 "notes": notes,
-                "due_on": iso_date(start + 90 * _DAY_MS) if n == 0 else None,
+                "due_on": end if n == 0 else None,
                 "start_on": iso_date(start) if n == 0 else None,
                 "is_workspace_level": team is None,
                 "liked": False,
@@ -1241,18 +1126,27 @@ class Dataset:
                 "team": ref(team),
                 "workspace": ref(ws),
                 "followers": [ref(u) for u in users[:2]],
-                "time_period": {
+                "time_period": None,
+                # A goal without a metric (progress not measured) has ``metric: null``.
+                "metric": None,
+                "owner": ref(me) if n == 0 else None,
+                "current_status_update": None,
+                "status": "green" if n == 0 else None,  # no status set yet
+                "privacy_setting": "public_to_workspace",
+                "default_access_level": "editor",
+                "custom_fields": [],
+                "custom_field_settings": [],
+            }
+            if n == 0:
+                goal["time_period"] = {
                     "gid": self.gid(),
                     "resource_type": "time_period",
-                    "end_on": iso_date(start + 90 * _DAY_MS),
+                    "end_on": end,
                     "start_on": iso_date(start),
                     "period": "Q1",
                     "display_name": f"Q1 FY{time.gmtime(start / 1000).tm_year % 100}",
                 }
-                if n == 0
-                else None,
-                # A goal without a metric (progress not measured) has ``metric: null``.
-                "metric": {
+                goal["metric"] = {
                     "gid": self.gid(),
                     "resource_type": "goal_metric",
                     "resource_subtype": "number",
@@ -1266,16 +1160,6 @@ class Dataset:
                     "progress_source": "manual",
                     "is_custom_weight": False,
                 }
-                if n == 0
-                else None,
-                "owner": ref(me) if n == 0 else None,
-                "current_status_update": None,
-                "status": "green" if n == 0 else None,  # no status set yet
-                "privacy_setting": "public_to_workspace",
-                "default_access_level": "editor",
-                "custom_fields": [],
-                "custom_field_settings": [],
-            }
             self.goals[goal["gid"]] = goal
             self.goals_by_workspace[ws["gid"]].append(goal)
 
@@ -1339,10 +1223,11 @@ class Dataset:
                     listing[:] = [t for t in listing if t is not task]
             else:
                 del self.subtasks[gid]
-                parent_gid = task["parent"]["gid"]
-                siblings = self.subtasks_by_parent.get(parent_gid, [])
+                siblings = self.subtasks_by_parent.get(task["parent"]["gid"], [])
                 siblings[:] = [t for t in siblings if t is not task]
-                parent = self.tasks.get(parent_gid) or self.subtasks.get(parent_gid)
+                parent = self.tasks.get(task["parent"]["gid"]) or self.subtasks.get(
+                    task["parent"]["gid"]
+                )
                 if parent is not None:
                     parent["num_subtasks"] = len(siblings)
             for child in list(self.subtasks_by_parent.get(gid, [])):
@@ -1367,9 +1252,8 @@ class Dataset:
             KeyError: if there is no project ``project_gid``.
         """
         with self.lock:
-            project = self.projects[project_gid]
             now = self._now_ms()
-            task = self._new_task(project, now, now, completed=False)
+            task = self._new_task(self.projects[project_gid], now, now, completed=False)
             task.update(overrides)
             self.version += 1
             return task
@@ -1391,37 +1275,6 @@ class Dataset:
             self.version += 1
             return subtask
 
-    def iter_objects(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        """Yield ``(stream, object)`` for every object the API serves, by tap stream name.
-
-        Sections are those of projects; portfolio items are the projects portfolios hold.
-        """
-        tables: dict[str, Iterable[dict[str, Any]]] = {
-            "workspaces": self.workspaces.values(),
-            "users": self.users.values(),
-            "projects": self.projects.values(),
-            "tasks": self.tasks.values(),
-            "stories": self.stories.values(),
-            "subtasks": self.subtasks.values(),
-            "subtask_stories": self.subtask_stories.values(),
-            "sections": [s for listing in self.sections_by_project.values() for s in listing],
-            "tags": self.tags.values(),
-            "teams": self.teams.values(),
-            "team_memberships": self.team_memberships.values(),
-            "project_memberships": self.project_memberships.values(),
-            "custom_fields": self.custom_fields.values(),
-            "project_custom_field_settings": self.custom_field_settings.values(),
-            "attachments": self.attachments.values(),
-            "portfolios": self.portfolios.values(),
-            "portfolio_items": [p for listing in self.portfolio_items.values() for p in listing],
-            "status_updates": self.status_updates.values(),
-            "goals": self.goals.values(),
-            "time_tracking_entries": self.time_tracking_entries.values(),
-        }
-        for stream, objects in tables.items():
-            for obj in objects:
-                yield stream, obj
-
 
 def build_dataset(
     *,
@@ -1440,25 +1293,20 @@ def build_dataset(
     """Generate a deterministic dataset (same arguments -> same data).
 
     * One user (``Dataset.me_gid``) belongs to every workspace; each workspace has
-      ``users_per_workspace - 1`` users of its own.
-    * Per workspace: 3 tags, one custom field definition of every kind, and in
-      organizations (odd-numbered workspaces) 2 teams (the first has every workspace
-      user as a member, the second the first two).
-    * Every ``archived_every``-th project (1-based, per workspace) is archived (0 =
-      none). Projects have 2 sections (every second one a third, empty one), one
-      membership per member, custom field settings for every definition (except every
-      fourth project, which has none), and 0, 1 or 2 status updates.
-    * Every ``multi_home_every``-th task of a project (0 = none) also belongs to the next
-      project of the same workspace (wrapping around), so it is listed in both.
-    * Each task gets ``stories_per_task`` stories: first "added_to_project", then
-      comments alternating with system stories of assorted subtypes.
-    * 2 portfolios per workspace, owned by ``me``, holding 2 and 1 projects; 2 goals per
-      workspace.
-    * every ``attachments_every``-th task (counted over all tasks, 1-based) has 1 or 2
-      attachments, every ``time_entries_every``-th 1 or 2 time tracking entries;
-    * every ``subtasks_every``-th task has 1 or 2 subtasks and every third subtask a
-      subtask of its own (two levels); each subtask has 1 or 2 stories (none when
-      ``stories_per_task`` is 0). 0 turns the respective kind off.
+      ``users_per_workspace - 1`` users of its own, 3 tags, one custom field definition
+      of every kind, 2 portfolios owned by ``me`` (holding 2 and 1 projects), 2 goals,
+      and in organizations (odd-numbered workspaces) 2 teams.
+    * Every ``archived_every``-th project (per workspace) is archived. Projects have 2
+      or 3 sections, one membership per member, custom field settings (except every
+      fourth project) and 0, 1 or 2 status updates.
+    * Every ``multi_home_every``-th task of a project also belongs to the next project of
+      its workspace, so it is listed in both. Each task gets ``stories_per_task`` stories:
+      "added_to_project", then comments alternating with system stories.
+    * Every ``attachments_every``-th task (over all tasks) has 1 or 2 attachments, every
+      ``time_entries_every``-th 1 or 2 time tracking entries, every ``subtasks_every``-th
+      1 or 2 subtasks, and every third subtask a subtask of its own (two levels).
+
+    0 turns the respective kind off.
     """
     ds = Dataset(seed=seed)
     with ds.lock:
