@@ -466,7 +466,7 @@ def test_a_400_on_a_later_page_of_goals_fails_instead_of_truncating(fake, pat_co
 
 
 def test_cycling_tokens_in_the_tap_s_own_listing_loop_fail_too(fake, pat_config):
-    """The free-plan subtask walk pages /projects itself (iter_data), not via the SDK."""
+    """Subtasks selected alone page /projects (their parents' listing, the free-plan walk)."""
     fake.premium_workspaces = set()
     workspace = next(iter(fake.dataset.workspaces))
     listing = rf"/api/1\.0/projects\?(?=.*workspace={workspace})"
