@@ -201,8 +201,8 @@ class AsanaListing(RESTStream[str]):
         """
         skip = set(self.tap_fields) | self.scope_skipped_fields
         if self.selected:
-            skip |= {name for name in self.schema.get("properties", {})
-                     if not self.requests_field(name)}  # fmt: skip
+            properties = self.schema.get("properties", {})
+            skip |= {name for name in properties if not self.requests_field(name)}
         return ",".join(opt_fields_for(self.schema, skip))
 
     def requests_field(self, name: str) -> bool:
