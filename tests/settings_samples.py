@@ -12,7 +12,8 @@ import copy
 import json
 from typing import Any
 
-from tap_asana_vl.tap import OAUTH_SETTINGS, TapAsanaVl
+from tap_asana_vl.settings import OAUTH_SETTINGS
+from tap_asana_vl.tap import TapAsanaVl
 
 # Values the generic rules below would get wrong: objects have no generic valid value,
 # and flattened keys cut to 1 character collide.

@@ -10,7 +10,8 @@ import sys
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_asana_vl.tap import ENV_PREFIX, STREAM_TYPES, TapAsanaVl
+from tap_asana_vl.settings import ENV_PREFIX
+from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
 from tests.settings_samples import as_text, sample_configs
 from tests.tap_runner import run_cli, run_tap
 

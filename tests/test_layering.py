@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "progress": 0,
     "inputs": 0,
     "cli_errors": 0,
+    "settings": 0,
     "schemas": 0,
 }
 TOP = max(LAYERS.values()) + 1

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tap_asana_vl.tap import ENV_PREFIX, OAUTH_SETTINGS, TapAsanaVl
+from tap_asana_vl.settings import ENV_PREFIX, OAUTH_SETTINGS
+from tap_asana_vl.tap import TapAsanaVl
 from tests.settings_samples import all_settings, as_text, json_types, samples, split_by_auth_mode
 from tests.test_e2e_meltano import MELTANO_VERSION, _unavailable, _uv
 

@@ -50,7 +50,7 @@ from tap_asana_vl.oauth.common import (
 from tap_asana_vl.oauth.env_file import format_value, read_env_file, update_env_file
 from tap_asana_vl.oauth.exchange import build_authorize_url, exchange_code, make_pkce_pair
 from tap_asana_vl.oauth.options import build_parser, rerun_advice
-from tap_asana_vl.tap import config_errors
+from tap_asana_vl.settings import config_errors
 from tests.conftest import secret_encodings, token_grant
 from tests.fake_asana import FakeAsana
 
