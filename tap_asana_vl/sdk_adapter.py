@@ -16,6 +16,8 @@ so an upgrade that changes one fails there, naming it, rather than somewhere in 
 - **Config validation**: the SDK's JSON-schema check quotes offending values; the tap
   rewrites those messages (see ``SchemaErrorsRewritten``).
 - **OAuth**: the HTTP session of the SDK's ``OAuthAuthenticator``.
+- **Tombstones**: RECORD messages of a stream written outside its own sync (deletes
+  learnt from Asana's events belong to streams whose parent record no longer exists).
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ __all__ = [
     "drop_progress",
     "oauth_session",
     "own_state",
+    "partition_state",
     "quiet_per_parent_stream",
     "quiet_stream_logger",
     "quiet_tap_logger",
     "set_metric_lines",
     "silenced",
+    "write_records",
 ]
 
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -64,6 +68,14 @@ def own_state(stream: Stream) -> dict[str, t.Any]:
 def bookmark_value(stream: Stream, context: Context | None) -> t.Any:
     """The final bookmark (``replication_key_value``) of ``context``'s partition, if any."""
     return stream.get_context_state(context).get("replication_key_value")
+
+
+def partition_state(stream: Stream, context: Context | None) -> dict[str, t.Any]:
+    """The state entry of ``context``'s partition, for keys of the tap's own.
+
+    The SDK writes it out with the bookmark and leaves unknown keys alone.
+    """
+    return stream.get_context_state(context)
 
 
 def drop_progress(stream: Stream, context: Context | None) -> None:
@@ -204,3 +216,21 @@ class SchemaErrorsRewritten:
 def oauth_session(authenticator: OAuthAuthenticator) -> requests.Session:
     """The session the SDK's OAuth authenticator made for token requests."""
     return authenticator._session  # private: see the module docstring
+
+
+# --- Tombstones -------------------------------------------------------------------------
+
+
+def write_records(stream: Stream, records: list[dict[str, t.Any]]) -> int:
+    """Write ``records`` as RECORD messages of ``stream`` now, outside its own sync.
+
+    Its SCHEMA goes first (the message writer leaves out a repeat), and the records pass
+    through the same selection, stream maps and message writer as synced ones. Nothing
+    is written for a deselected stream. Returns how many records were written.
+    """
+    if not stream.selected or not records:
+        return 0
+    stream._write_schema_message()  # private: see the module docstring
+    for record in records:
+        stream._write_record_message(dict(record))  # private: see the module docstring
+    return len(records)

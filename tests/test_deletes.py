@@ -1,0 +1,146 @@
+"""Deletes and moves reach the output: tombstones from Asana's events, per project.
+
+Against the fake (tests/fake_asana), which reports deletions and moves in ``GET /events``
+as Asana's docs describe, and answers 404 for deleted objects afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fake_asana import FakeAsana
+from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+DELETED_AT = "_sdc_deleted_at"
+
+
+def _deleted(result: SyncResult, stream: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Tombstones of a stream by key."""
+    return {
+        key: record
+        for (name, key), record in result.by_key().items()
+        if name == stream and record.get(DELETED_AT)
+    }
+
+
+def _single_home_tasks(fake: FakeAsana) -> tuple[str, list[dict[str, Any]]]:
+    """A project and its tasks that are in that project only."""
+    for gid, tasks in fake.dataset.tasks_by_project.items():
+        alone = [t for t in tasks if len(t["projects"]) == 1]
+        if len(alone) >= 3:
+            return gid, alone
+    raise AssertionError("no such project")
+
+
+@pytest.fixture
+def config(pat_config: dict[str, Any]) -> dict[str, Any]:
+    return {**pat_config, **FAST, "include_subtasks": False, "include_attachments": False}
+
+
+def test_first_run_gets_a_token_per_project_and_marks_nothing(fake, config):
+    result = run_tap(config)
+    assert not any(r.get(DELETED_AT) for records in result.records.values() for r in records)
+    partitions = result.state["bookmarks"]["tasks"]["partitions"]
+    tokens = {p["context"]["project_gid"]: p.get("events_sync") for p in partitions}
+    assert set(tokens) == set(fake.dataset.projects)
+    assert all(tokens.values())
+    # One events request per project, answered 412 (no token yet): not an error.
+    events = fake.requests_for("/api/1.0/events")
+    assert len(events) == len(fake.dataset.projects)
+    assert {r.status for r in events} == {412}
+
+
+def test_deleted_task_story_section_and_moves_become_tombstones(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    other = next(p for p in fake.dataset.projects if p != project)
+    deleted, moved, commented = tasks[0], tasks[1], tasks[2]
+    story = fake.dataset.stories_by_task[commented["gid"]][0]
+    fake.delete_task(deleted["gid"])
+    fake.delete_story(story["gid"])
+    # Moved without a new modified_at (Asana's docs disagree on whether it bumps it).
+    fake.move_task(moved["gid"], remove_from=project, add_to=other)
+    icebox = [s for s in fake.dataset.sections_by_project[project] if s["name"] == "Icebox"]
+    for section in icebox:
+        fake.delete_section(section["gid"])
+    fake.reset_log()
+
+    second = run_tap(config, state=first.state)
+
+    assert set(_deleted(second, "tasks")) == {(deleted["gid"],)}
+    assert _deleted(second, "tasks")[(deleted["gid"],)]["name"] == deleted["name"]
+    assert set(_deleted(second, "stories")) == {(story["gid"],)}
+    assert set(_deleted(second, "sections")) == {(s["gid"],) for s in icebox}
+    assert set(_deleted(second, "task_projects")) == {
+        (deleted["gid"], project),
+        (moved["gid"], project),
+    }
+    # The moved task is emitted again with its new membership, so its new pair appears.
+    pairs = {k for (name, k), r in second.by_key().items() if name == "task_projects"}
+    assert (moved["gid"], other) in pairs
+    assert not second.by_key()[("task_projects", (moved["gid"], other))].get(DELETED_AT)
+    # A third run with nothing changed marks nothing again.
+    third = run_tap(config, state=second.state)
+    assert not any(r.get(DELETED_AT) for records in third.records.values() for r in records)
+    assert third.records["tasks"] == []
+
+
+def test_a_run_stopped_before_the_project_is_written_reads_the_events_again(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    fake.delete_task(tasks[0]["gid"])
+    # The tombstone's events are read, but the run dies on the project's task listing.
+    fake.inject(rf"/tasks\?.*project={project}", status=500, times=None)
+    with pytest.raises(Exception):  # noqa: B017, PT011
+        run_tap({**config, "max_retries": 0}, state=first.state)
+    fake.clear_faults()
+    again = run_tap(config, state=first.state)
+    assert set(_deleted(again, "tasks")) == {(tasks[0]["gid"],)}
+
+
+def test_an_expired_token_is_not_an_error_and_marks_nothing(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    fake.delete_task(tasks[0]["gid"])
+    fake.advance_clock(25 * 3600)
+    second = run_tap(config, state=first.state)
+    assert "events token for project" in second.logs
+    assert "expired" in second.logs
+    assert _deleted(second, "tasks") == {}
+    partition = next(
+        p
+        for p in second.state["bookmarks"]["tasks"]["partitions"]
+        if p["context"]["project_gid"] == project
+    )
+    assert partition["events_sync"] != next(
+        p["events_sync"]
+        for p in first.state["bookmarks"]["tasks"]["partitions"]
+        if p["context"]["project_gid"] == project
+    )
+    assert partition.get("events_expired_at")
+
+
+def test_a_project_whose_events_are_refused_is_skipped_not_marked(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    fake.delete_task(tasks[0]["gid"])
+    fake.inject(rf"/events\?.*resource={project}", status=403, times=None)
+    second = run_tap(config, state=first.state)
+    assert _deleted(second, "tasks") == {}
+    fake.clear_faults()
+    # The token was kept: the next run still sees the delete.
+    third = run_tap(config, state=second.state)
+    assert set(_deleted(third, "tasks")) == {(tasks[0]["gid"],)}
+
+
+def test_deselected_streams_get_no_tombstones(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    fake.delete_task(tasks[0]["gid"])
+    catalog = catalog_selecting(config, {"task_projects"})
+    second = run_tap(config, state=first.state, catalog=catalog)
+    assert set(second.records) <= {"task_projects"}
+    assert set(_deleted(second, "task_projects")) == {(tasks[0]["gid"], project)}
