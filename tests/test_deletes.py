@@ -144,3 +144,46 @@ def test_deselected_streams_get_no_tombstones(fake, config):
     second = run_tap(config, state=first.state, catalog=catalog)
     assert set(second.records) <= {"task_projects"}
     assert set(_deleted(second, "task_projects")) == {(tasks[0]["gid"], project)}
+
+
+def test_a_narrower_project_filter_marks_nothing_deleted(fake, config):
+    projects = sorted(fake.dataset.projects)
+    first = run_tap({**config, "project_gids": projects[:3]})
+    second = run_tap({**config, "project_gids": projects[:1]}, state=first.state)
+    assert not any(r.get(DELETED_AT) for records in second.records.values() for r in records)
+    # The projects left out keep their tokens for when they are back in the filter.
+    tokens = {
+        p["context"]["project_gid"]: p.get("events_sync")
+        for p in second.state["bookmarks"]["tasks"]["partitions"]
+    }
+    assert set(tokens) == set(projects[:3])
+    assert all(tokens.values())
+
+
+def test_a_listing_cut_off_part_way_marks_nothing_deleted(fake, config):
+    first = run_tap({**config, "page_size": 5})
+    project, tasks = _single_home_tasks(fake)
+    for task in tasks:
+        fake.touch_task(task["gid"])
+    # The second page of the project's listing is refused: the project is skipped.
+    fake.inject(rf"/tasks\?.*project={project}.*offset=", status=403, times=None)
+    second = run_tap({**config, "page_size": 5}, state=first.state)
+    assert "Skipping project" in second.logs
+    assert not any(r.get(DELETED_AT) for records in second.records.values() for r in records)
+
+
+def test_granular_oauth_scopes_skip_the_events_with_one_warning(fake, oauth_config):
+    scopes = "workspaces:read users:read projects:read tasks:read stories:read"
+    config = {
+        **oauth_config,
+        **FAST,
+        "oauth_scopes": scopes,
+        "refresh_token": fake.issue_refresh_token(oauth_config["client_id"], scopes=scopes.split()),
+        "include_subtasks": False,
+        "include_attachments": False,
+    }
+    catalog = catalog_selecting(config, {"workspaces", "projects", "tasks", "stories"})
+    result = run_tap(config, catalog=catalog)
+    assert fake.requests_for("/api/1.0/events") == []
+    assert result.logs.count("Not reading Asana's events in this run") == 1
+    assert result.records["tasks"]
