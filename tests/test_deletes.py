@@ -187,3 +187,29 @@ def test_granular_oauth_scopes_skip_the_events_with_one_warning(fake, oauth_conf
     assert fake.requests_for("/api/1.0/events") == []
     assert result.logs.count("Not reading Asana's events in this run") == 1
     assert result.records["tasks"]
+
+
+def test_events_are_paged_with_has_more_and_a_delete_after_100_events_is_caught(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    for _ in range(101):
+        fake.add_story(tasks[1]["gid"])
+    fake.delete_task(tasks[0]["gid"])
+    fake.reset_log()
+    second = run_tap(config, state=first.state)
+    assert set(_deleted(second, "tasks")) == {(tasks[0]["gid"],)}
+    calls = [r for r in fake.requests_for("/api/1.0/events") if r.query["resource"] == [project]]
+    assert len(calls) == 2
+
+
+def test_a_subtask_named_by_an_event_is_not_emitted_as_a_task(fake, config):
+    first = run_tap(config)
+    project, tasks = _single_home_tasks(fake)
+    subtask = fake.add_subtask(tasks[0]["gid"])
+    # As if Asana let the subtask's events bubble up to the project (its docs say they
+    # may): added to its parent task, then undeleted.
+    with fake.dataset.lock:
+        fake.dataset._emit("added", subtask, {project}, parent=tasks[0])
+        fake.dataset._emit("undeleted", subtask, {project})
+    second = run_tap(config, state=first.state)
+    assert subtask["gid"] not in second.gids("tasks")

@@ -47,6 +47,11 @@ EXPIRED_STATE_KEY = "events_expired_at"
 MAX_EVENT_PAGES = 50
 
 
+#: Parents whose ``added`` / ``removed`` events move a task (a task added to a task is a
+#: subtask: the subtasks stream's business; to a tag: not a change of memberships).
+MOVES_IN = frozenset({"project", "section"})
+
+
 @dataclass
 class ProjectChanges:
     """What a project's events say about deletes and moves, last event winning."""
@@ -81,7 +86,7 @@ class ProjectChanges:
             elif action == "undeleted":
                 self.deleted_tasks.pop(gid, None)
                 self.reread_tasks.add(gid)
-            elif action in {"added", "removed"}:
+            elif action in {"added", "removed"} and parent.get("resource_type") in MOVES_IN:
                 if str(parent.get("gid")) == self.project_gid:
                     if action == "removed":
                         self.removed_tasks[gid] = at
@@ -152,6 +157,7 @@ def reread(stream: AsanaStream, gids: set[str], changes: ProjectChanges) -> Iter
     """The current record of each task in ``gids``; a 404 makes it a deleted task.
 
     A 403 (no longer visible to the token) deletes nothing: the task is left as it is.
+    A subtask (an undeleted one, say) is left to the subtasks stream.
     """
     for gid in sorted(gids):
         try:
@@ -161,7 +167,7 @@ def reread(stream: AsanaStream, gids: set[str], changes: ProjectChanges) -> Iter
                 # Gone since the event: deleted (Asana sends 404 for deleted tasks).
                 changes.deleted_tasks[gid] = ("", None)
             continue
-        yield from records
+        yield from (record for record in records if not record.get("parent"))
 
 
 def tombstones(

@@ -46,7 +46,10 @@ class TasksStream(AsanaStream):
     # the bookmark.)
     state_partitioning_keys = None
     # Children read these even when a user deselects them.
-    required_fields = frozenset({"workspace", "num_subtasks", "memberships", "actual_time_minutes"})
+    # (``parent``: a task re-read after an event must not be a subtask; see deletes.py.)
+    required_fields = frozenset(
+        {"workspace", "num_subtasks", "memberships", "actual_time_minutes", "parent"}
+    )
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the per-run bookkeeping of deletes (see deletes.py)."""
