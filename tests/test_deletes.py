@@ -78,7 +78,11 @@ def test_deleted_task_story_section_and_moves_become_tombstones(fake, config):
         (deleted["gid"], project),
         (moved["gid"], project),
     }
-    # The moved task is emitted again with its new membership, so its new pair appears.
+    # The moved task is emitted again with its new membership, so its new pair appears,
+    # under the project it is in now.
+    assert [r["project_gid"] for r in second.records["tasks"] if r["gid"] == moved["gid"]] == [
+        other
+    ]
     pairs = {k for (name, k), r in second.by_key().items() if name == "task_projects"}
     assert (moved["gid"], other) in pairs
     assert not second.by_key()[("task_projects", (moved["gid"], other))].get(DELETED_AT)

@@ -128,7 +128,12 @@ class TasksStream(AsanaStream):
                 state[deletes.EXPIRED_STATE_KEY] = now
 
         self.after_emit(finish)
-        yield from reread
+        # Emitted under the project it is in now (``project_gid`` says where a task was
+        # listed): a task moved out is emitted by its new project's events, unless it is
+        # in no project any more.
+        yield from (
+            r for r in reread if project in emitted[str(r["gid"])] or not emitted[str(r["gid"])]
+        )
 
     def always_emit(self, record: dict[str, t.Any]) -> bool:
         """Tasks re-read because an event named them (moved without a new modified_at)."""
