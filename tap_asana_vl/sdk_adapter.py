@@ -17,7 +17,9 @@ so an upgrade that changes one fails there, naming it, rather than somewhere in 
   rewrites those messages (see ``SchemaErrorsRewritten``).
 - **OAuth**: the HTTP session of the SDK's ``OAuthAuthenticator``.
 - **Tombstones**: RECORD messages of a stream written outside its own sync (deletes
-  learnt from Asana's events belong to streams whose parent record no longer exists).
+  learnt from Asana's events belong to streams whose parent record no longer exists);
+  the Singer table version of a stream's records, its ACTIVATE_VERSION message and a
+  STATE message written at the end of a run (the reconcile pass).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ __all__ = [
     "quiet_stream_logger",
     "quiet_tap_logger",
     "set_metric_lines",
+    "set_table_version",
     "silenced",
+    "write_activate_version",
     "write_records",
+    "write_state",
 ]
 
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -234,3 +239,24 @@ def write_records(stream: Stream, records: list[dict[str, t.Any]]) -> int:
     for record in records:
         stream._write_record_message(dict(record))  # private: see the module docstring
     return len(records)
+
+
+def set_table_version(stream: Stream, version: int) -> None:
+    """Every RECORD of ``stream`` written from now on carries ``version``.
+
+    The SDK sets it only for FULL_TABLE streams that emit ACTIVATE_VERSION at the start
+    of each sync; the reconcile pass needs it for a whole run instead.
+    """
+    stream._stream_version = version  # private: see the module docstring
+
+
+def write_activate_version(stream: Stream, version: int) -> None:
+    """Write ``stream``'s ACTIVATE_VERSION ``version`` (nothing for a deselected stream)."""
+    if stream.selected:
+        stream._write_activate_version_message(version)  # private: see the module docstring
+
+
+def write_state(stream: Stream) -> None:
+    """Write a STATE message with the tap's whole state now."""
+    stream.state_manager.is_flushed = False
+    stream._write_state_message()  # private: see the module docstring

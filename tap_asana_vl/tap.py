@@ -234,6 +234,20 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             ),
         ),
         th.Property(
+            "reconcile_every_days",
+            # An integer: see subtasks_full_walk_days.
+            th.IntegerType(minimum=0),
+            default=7,
+            title="Reconcile every (days)",
+            description=(
+                "List every project's tasks in full this often (and after a project's "
+                "events token expired) so task_projects rows of tasks deleted or moved "
+                "without an event are marked deleted: 1 request per 100 tasks per project. "
+                "0 reconciles on every run. Needs every project in scope (no "
+                "workspace_gids / project_gids filter)."
+            ),
+        ),
+        th.Property(
             "include_attachments",
             th.BooleanType,
             default=True,
@@ -457,6 +471,10 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         self.progress.start_heartbeat()
         try:
             super().sync_all()
+            # Deletes (issue 14): the reconcile pass ends after every record is written.
+            tasks = self.streams.get("tasks")
+            if isinstance(tasks, streams.TasksStream):
+                tasks.finish_run()
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

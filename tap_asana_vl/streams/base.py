@@ -145,6 +145,7 @@ class AsanaStream(AsanaListing):
                 value = record.get(key) if bound is not None and key else None
                 if value and parse_timestamp(value) <= bound and not self.always_emit(record):
                     self.stats.unchanged_dropped += 1
+                    self.on_unchanged(record, context)
                     continue
                 if not self.accept(record) or self._is_repeat(record, context):
                     continue
@@ -174,6 +175,9 @@ class AsanaStream(AsanaListing):
         For records read again on purpose (a task moved without a new ``modified_at``).
         """
         return False
+
+    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Hook: ``record`` was listed but is not emitted (its bookmark says unchanged)."""
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Where records come from: the prefetched or listed pages for ``context``.

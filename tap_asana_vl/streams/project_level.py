@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime
 import typing as t
+from functools import cached_property
 
 import tap_asana_vl.streams.deletes as deletes
+import tap_asana_vl.streams.reconcile as reconciling
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.workspace_level import ProjectsStream
-from tap_asana_vl.timestamps import format_timestamp
+from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -69,6 +71,9 @@ class TasksStream(AsanaStream):
         latest ``modified_at`` emitted) never passes a change the listing has not seen.
         """
         context = context or {}
+        if self.reconcile.due:
+            project = str(context["project_gid"])
+            self.after_emit(lambda: self.reconcile.projects_done.add(project))
         if self.events_off is None and self._events_granted():
             yield from self._from_events(context)
         yield from super().source_records(context)
@@ -126,6 +131,7 @@ class TasksStream(AsanaStream):
                 state[deletes.SYNC_STATE_KEY] = result.sync
             if result.expired:
                 state[deletes.EXPIRED_STATE_KEY] = now
+                reconciling.request(self)
 
         self.after_emit(finish)
         # Emitted under the project it is in now (``project_gid`` says where a task was
@@ -162,6 +168,36 @@ class TasksStream(AsanaStream):
             if exc.status in self.tolerated_statuses:
                 raise SkippedObjectError(exc.status, str(exc)) from None
             raise
+
+    # --- Reconcile pass (see reconcile.py) -------------------------------------------------
+
+    @cached_property
+    def reconcile(self) -> reconciling.Reconcile:
+        """The reconcile pass of this run (decided before the first project)."""
+        return reconciling.plan(self)
+
+    def get_starting_timestamp(self, context: Context | None) -> datetime.datetime | None:
+        """``modified_since``: none (or ``start_date``) when reconciling, else the bookmark."""
+        if self.reconcile.due:
+            start = self.config.get("start_date")
+            return parse_timestamp(str(start)) if start else None
+        return super().get_starting_timestamp(context)
+
+    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:  # noqa: ARG002
+        """Reconciling: an unchanged task's pairs are written again (nothing else is)."""
+        if self.reconcile.due:
+            reconciling.write_unchanged(self, record)
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if self.reconcile.due:
+            what = self._context_description(context)
+            self.reconcile.problems.append(f"{what} skipped ({exc.status})")
+        super()._skip(context, exc)
+
+    def finish_run(self) -> None:
+        """After every stream synced: the reconcile pass's ACTIVATE_VERSION, if any."""
+        if "reconcile" in self.__dict__:
+            reconciling.finish(self, self.reconcile)
 
     # --- Children --------------------------------------------------------------------------
 
