@@ -281,6 +281,33 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             deleted_task["gid"],
         ) == [(deleted_task["name"], None, True)]
 
+        # --- Reconcile pass: a delete whose event was lost (Asana keeps events 24 h and
+        # delivers them at most once) reaches task_projects through ACTIVATE_VERSION.
+        lost = next(
+            t
+            for t in ds.tasks.values()
+            if len(t["projects"]) == 1 and t["gid"] not in {moved_task["gid"], *changed}
+        )
+        fake.delete_task(lost["gid"])
+        with ds.lock:
+            ds.events.clear()
+        reconcile_env = {**env, "TAP_ASANA_VL_RECONCILE_EVERY_DAYS": "0"}
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=reconcile_env)
+        now_marked = set(
+            _query(
+                postgres,
+                "select task_gid, project_gid from asana.task_projects "
+                "where _sdc_deleted_at is not null",
+            )
+        )
+        assert now_marked == marked["task_projects"] | {(lost["gid"], lost["projects"][0]["gid"])}
+        # A soft delete by ACTIVATE_VERSION keeps the row's other columns.
+        assert _query(
+            postgres,
+            "select project_name is not null from asana.task_projects where task_gid = %s",
+            lost["gid"],
+        ) == [(True,)]
+
         # --- A full refresh reloads everything without duplicating a row.
         _meltano(
             meltano_project, "run", "--full-refresh", "tap-asana-vl", "target-postgres", env=env
