@@ -110,7 +110,7 @@ class TasksStream(AsanaStream):
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "run the tap at least daily to catch every delete.",
+                "the next run reconciles task_projects. Run the tap at least daily.",
                 project,
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
