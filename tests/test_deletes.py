@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from singer_sdk.exceptions import FatalAPIError
 
 from tests.fake_asana import FakeAsana
 from tests.tap_runner import SyncResult, catalog_selecting, run_tap
@@ -98,7 +99,7 @@ def test_a_run_stopped_before_the_project_is_written_reads_the_events_again(fake
     fake.delete_task(tasks[0]["gid"])
     # The tombstone's events are read, but the run dies on the project's task listing.
     fake.inject(rf"/tasks\?.*project={project}", status=500, times=None)
-    with pytest.raises(Exception):  # noqa: B017, PT011
+    with pytest.raises(FatalAPIError, match="Giving up"):
         run_tap({**config, "max_retries": 0}, state=first.state)
     fake.clear_faults()
     again = run_tap(config, state=first.state)
