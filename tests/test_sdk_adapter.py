@@ -134,6 +134,31 @@ def test_write_records_writes_the_schema_then_selected_properties_only():
     assert messages[1]["record"] == {"gid": "5", "_sdc_deleted_at": "x"}
 
 
+def test_table_version_activate_version_and_state_messages():
+    config = {**OFFLINE, "include_subtasks": False}
+    tap = TapAsanaVl(
+        config=config,
+        catalog=catalog_selecting(config, {"task_projects"}),
+        parse_env_config=False,
+    )
+    bridge = tap.streams["task_projects"]
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with redirect_stdout(stdout):
+        sdk_adapter.set_table_version(bridge, 42)
+        sdk_adapter.write_records(bridge, [{"task_gid": "1", "project_gid": "2"}])
+        sdk_adapter.write_activate_version(bridge, 42)
+        sdk_adapter.write_activate_version(tap.streams["tasks"], 42)  # deselected: nothing
+        sdk_adapter.own_state(tap.streams["tasks"])["reconcile"] = {"at": "x"}
+        sdk_adapter.write_state(tap.streams["tasks"])
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+    messages = [json.loads(line) for line in lines]
+    assert [m["type"] for m in messages] == ["SCHEMA", "RECORD", "ACTIVATE_VERSION", "STATE"]
+    assert messages[1]["version"] == 42
+    assert messages[2] == {"type": "ACTIVATE_VERSION", "stream": "task_projects", "version": 42}
+    assert messages[3]["value"]["bookmarks"]["tasks"]["reconcile"] == {"at": "x"}
+
+
 # --- Per-parent streams -----------------------------------------------------------------
 
 
