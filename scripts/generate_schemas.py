@@ -140,6 +140,14 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     "time_tracking_entries": {"task_gid": {"type": ["string", "null"]}},
 }
 
+#: Streams whose deleted objects the tap reports from Asana's events (see
+#: tap_asana_vl/streams/deletes.py): they get the Singer ``_sdc_deleted_at`` column,
+#: null while the object exists, the time Asana deleted it otherwise.
+TOMBSTONED: frozenset[str] = frozenset({"tasks", "stories", "sections"})
+DELETED_AT: dict[str, dict[str, Any]] = {
+    "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"}
+}
+
 #: Primary keys other than ``gid`` (the only properties that are never null).
 EXTRA_KEYS: dict[str, tuple[str, ...]] = {"portfolio_items": ("portfolio_gid",)}
 
@@ -510,7 +518,10 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
         for name in NEVER_SET.get(stream, ()):
             del schema["properties"][name]
         spec_names = set(schema["properties"])
-        extras = EXTRA_PROPERTIES.get(stream, {})
+        extras = {
+            **EXTRA_PROPERTIES.get(stream, {}),
+            **(DELETED_AT if stream in TOMBSTONED else {}),
+        }
         clash = spec_names & extras.keys()
         if clash:
             raise SpecError(f"{stream}: extra properties shadow spec ones: {sorted(clash)}")

@@ -62,3 +62,15 @@ class ExpiredOffsetError(Exception):
 
 class PaginationLoopError(FatalAPIError):
     """Asana handed back a pagination token it had already given for this listing."""
+
+
+class SyncTokenRefusedError(Exception):
+    """Asana answered 412 to ``GET /events``: no sync token yet, or it is too old.
+
+    Not a failure: ``sync`` is the fresh token Asana handed out with the refusal.
+    """
+
+    def __init__(self, message: str, sync: str | None) -> None:
+        """Keep Asana's message and the fresh token."""
+        super().__init__(message)
+        self.sync = sync

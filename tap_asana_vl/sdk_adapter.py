@@ -16,6 +16,10 @@ so an upgrade that changes one fails there, naming it, rather than somewhere in 
 - **Config validation**: the SDK's JSON-schema check quotes offending values; the tap
   rewrites those messages (see ``SchemaErrorsRewritten``).
 - **OAuth**: the HTTP session of the SDK's ``OAuthAuthenticator``.
+- **Tombstones**: RECORD messages of a stream written outside its own sync (deletes
+  learnt from Asana's events belong to streams whose parent record no longer exists);
+  the Singer table version of a stream's records, its ACTIVATE_VERSION message and a
+  STATE message written at the end of a run (the reconcile pass).
 """
 
 from __future__ import annotations
@@ -44,11 +48,16 @@ __all__ = [
     "drop_progress",
     "oauth_session",
     "own_state",
+    "partition_state",
     "quiet_per_parent_stream",
     "quiet_stream_logger",
     "quiet_tap_logger",
     "set_metric_lines",
+    "set_table_version",
     "silenced",
+    "write_activate_version",
+    "write_records",
+    "write_state",
 ]
 
 M = t.TypeVar("M", bound=metrics.Meter)
@@ -64,6 +73,14 @@ def own_state(stream: Stream) -> dict[str, t.Any]:
 def bookmark_value(stream: Stream, context: Context | None) -> t.Any:
     """The final bookmark (``replication_key_value``) of ``context``'s partition, if any."""
     return stream.get_context_state(context).get("replication_key_value")
+
+
+def partition_state(stream: Stream, context: Context | None) -> dict[str, t.Any]:
+    """The state entry of ``context``'s partition, for keys of the tap's own.
+
+    The SDK writes it out with the bookmark and leaves unknown keys alone.
+    """
+    return stream.get_context_state(context)
 
 
 def drop_progress(stream: Stream, context: Context | None) -> None:
@@ -204,3 +221,42 @@ class SchemaErrorsRewritten:
 def oauth_session(authenticator: OAuthAuthenticator) -> requests.Session:
     """The session the SDK's OAuth authenticator made for token requests."""
     return authenticator._session  # private: see the module docstring
+
+
+# --- Tombstones -------------------------------------------------------------------------
+
+
+def write_records(stream: Stream, records: list[dict[str, t.Any]]) -> int:
+    """Write ``records`` as RECORD messages of ``stream`` now, outside its own sync.
+
+    Its SCHEMA goes first (the message writer leaves out a repeat), and the records pass
+    through the same selection, stream maps and message writer as synced ones. Nothing
+    is written for a deselected stream. Returns how many records were written.
+    """
+    if not stream.selected or not records:
+        return 0
+    stream._write_schema_message()  # private: see the module docstring
+    for record in records:
+        stream._write_record_message(dict(record))  # private: see the module docstring
+    return len(records)
+
+
+def set_table_version(stream: Stream, version: int) -> None:
+    """Every RECORD of ``stream`` written from now on carries ``version``.
+
+    The SDK sets it only for FULL_TABLE streams that emit ACTIVATE_VERSION at the start
+    of each sync; the reconcile pass needs it for a whole run instead.
+    """
+    stream._stream_version = version  # private: see the module docstring
+
+
+def write_activate_version(stream: Stream, version: int) -> None:
+    """Write ``stream``'s ACTIVATE_VERSION ``version`` (nothing for a deselected stream)."""
+    if stream.selected:
+        stream._write_activate_version_message(version)  # private: see the module docstring
+
+
+def write_state(stream: Stream) -> None:
+    """Write a STATE message with the tap's whole state now."""
+    stream.state_manager.is_flushed = False
+    stream._write_state_message()  # private: see the module docstring

@@ -129,6 +129,20 @@ SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "reconcile_every_days",
+        # An integer: see subtasks_full_walk_days.
+        th.IntegerType(minimum=0),
+        default=7,
+        title="Reconcile every (days)",
+        description=(
+            "List every project's tasks in full this often (and after a project's "
+            "events token expired) so task_projects rows of tasks deleted or moved "
+            "without an event are marked deleted: 1 request per 100 tasks per project. "
+            "0 reconciles on every run. Needs every project in scope (no "
+            "workspace_gids / project_gids filter)."
+        ),
+    ),
+    th.Property(
         "include_attachments",
         th.BooleanType,
         default=True,

@@ -258,6 +258,10 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         self.progress.start_heartbeat()
         try:
             super().sync_all()
+            # Deletes (issue 14): the reconcile pass ends after every record is written.
+            tasks = self.streams.get("tasks")
+            if isinstance(tasks, streams.TasksStream):
+                tasks.finish_run()
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

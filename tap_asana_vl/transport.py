@@ -34,6 +34,7 @@ from tap_asana_vl.errors import (
     RateLimitedError,
     RefusedError,
     ScopeMissingError,
+    SyncTokenRefusedError,
     TokenRejectedError,
 )
 from tap_asana_vl.scopes import mentions_scope
@@ -218,6 +219,14 @@ class Transport:
             raise RetriableAPIError(error_message(response), response)
         if status == 400:
             _raise_for_bad_request(response, listing)
+        if status == 412:
+            # GET /events: the sync token is missing or expired; the body holds a new one.
+            try:
+                body = response_body(response)
+            except ValueError:
+                body = {}
+            sync = body.get("sync") if isinstance(body, dict) else None
+            raise SyncTokenRefusedError(error_message(response), str(sync) if sync else None)
         if status in REFUSED_STATUSES:
             first_page = "offset=" not in (urlparse(response.request.url or "").query or "")
             raise RefusedError(status, error_message(response), first_page=first_page)

@@ -235,6 +235,79 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         }
         assert story_paths == {f"/api/1.0/tasks/{gid}/stories" for gid in set(changed) | below}
 
+        # --- Deletes and moves (Asana's events): tombstones, and nothing else marked.
+        deleted_task, moved_task, commented, project, other = _delete_and_move_targets(ds)
+        deleted_story = ds.stories_by_task[commented["gid"]][0]
+        empty_sections = [s for s in ds.sections_by_project[project] if s["name"] == "Icebox"]
+        fake.delete_task(deleted_task["gid"])
+        fake.delete_story(deleted_story["gid"])
+        for section in empty_sections:
+            fake.delete_section(section["gid"])
+        # Moved without a new modified_at: only the events tell.
+        fake.move_task(moved_task["gid"], remove_from=project, add_to=other)
+
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=env)
+
+        marked = {
+            table: set(
+                _query(
+                    postgres,
+                    f"select {', '.join(KEYS[table])} from asana.{table} "
+                    "where _sdc_deleted_at is not null",
+                )
+            )
+            for table in ("tasks", "stories", "sections", "task_projects")
+        }
+        assert marked == {
+            "tasks": {(deleted_task["gid"],)},
+            "stories": {(deleted_story["gid"],)},
+            "sections": {(s["gid"],) for s in empty_sections},
+            "task_projects": {(deleted_task["gid"], project), (moved_task["gid"], project)},
+        }
+        # The moved task's new pair is there, live.
+        assert _query(
+            postgres,
+            "select _sdc_deleted_at from asana.task_projects "
+            "where task_gid = %s and project_gid = %s",
+            moved_task["gid"],
+            other,
+        ) == [(None,)]
+        # What target-postgres 0.8.1 does with an upserted tombstone: it updates every
+        # column of the schema, so the row keeps its key, the name the event carried
+        # and the deletion time; the other columns become null (see the README).
+        assert _query(
+            postgres,
+            "select name, notes, _sdc_deleted_at is not null from asana.tasks where gid = %s",
+            deleted_task["gid"],
+        ) == [(deleted_task["name"], None, True)]
+
+        # --- Reconcile pass: a delete whose event was lost (Asana keeps events 24 h and
+        # delivers them at most once) reaches task_projects through ACTIVATE_VERSION.
+        lost = next(
+            t
+            for t in ds.tasks.values()
+            if len(t["projects"]) == 1 and t["gid"] not in {moved_task["gid"], *changed}
+        )
+        fake.delete_task(lost["gid"])
+        with ds.lock:
+            ds.events.clear()
+        reconcile_env = {**env, "TAP_ASANA_VL_RECONCILE_EVERY_DAYS": "0"}
+        _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=reconcile_env)
+        now_marked = set(
+            _query(
+                postgres,
+                "select task_gid, project_gid from asana.task_projects "
+                "where _sdc_deleted_at is not null",
+            )
+        )
+        assert now_marked == marked["task_projects"] | {(lost["gid"], lost["projects"][0]["gid"])}
+        # A soft delete by ACTIVATE_VERSION keeps the row's other columns.
+        assert _query(
+            postgres,
+            "select project_name is not null from asana.task_projects where task_gid = %s",
+            lost["gid"],
+        ) == [(True,)]
+
         # --- A full refresh reloads everything without duplicating a row.
         _meltano(
             meltano_project, "run", "--full-refresh", "tap-asana-vl", "target-postgres", env=env
@@ -244,3 +317,14 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
         story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
         assert {p.split("/")[4] for p in story_paths} == set(ds.tasks) | set(ds.subtasks)
+
+
+def _delete_and_move_targets(ds: Any) -> tuple[dict, dict, dict, str, str]:
+    """A task to delete, one to move, one whose story to delete (all in one project
+    only, none touched by the earlier steps), that project and another one."""
+    for project, tasks in ds.tasks_by_project.items():
+        alone = [t for t in tasks[2:] if len(t["projects"]) == 1 and ds.stories_by_task[t["gid"]]]
+        if len(alone) >= 3:
+            other = next(p for p in ds.projects if p != project)
+            return alone[0], alone[1], alone[2], project, other
+    raise AssertionError("the dataset has no project with three single-homed tasks")

@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "streams.listing": 2,
     "streams.prefetch": 2,
     "streams.paging": 2,
+    "streams.deletes": 2,
+    "streams.reconcile": 2,
     # The HTTP transport and its parts.
     "transport": 1,
     "session": 1,

@@ -6,9 +6,11 @@ only module to fix.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 
 import pytest
 import requests
@@ -94,6 +96,67 @@ def test_advance_bookmark_writes_the_sdk_progress_markers_and_drop_progress_remo
     # What the SDK makes final at the end of a partition: a bookmark (checked as such).
     sdk_adapter.drop_progress(tasks, PROJECT)
     assert sdk_adapter.PROGRESS_MARKERS not in partition
+
+
+def test_partition_state_keeps_the_tap_s_own_keys_next_to_the_bookmark():
+    tap = _tap()
+    sdk_adapter.partition_state(tap.streams["tasks"], PROJECT)["events_sync"] = "tok"
+    (partition,) = tap.state["bookmarks"]["tasks"]["partitions"]
+    assert partition == {"context": PROJECT, "events_sync": "tok"}
+
+
+# --- Tombstones -------------------------------------------------------------------------
+
+
+def test_write_records_writes_the_schema_then_selected_properties_only():
+    config = {**OFFLINE, "include_subtasks": False}
+    catalog = catalog_selecting(config, {"stories", "sections"})
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] == "sections":
+            for item in entry["metadata"]:
+                if item["breadcrumb"] == ["properties", "name"]:
+                    item["metadata"]["selected"] = False
+    tap = TapAsanaVl(config=config, catalog=catalog, parse_env_config=False)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with redirect_stdout(stdout):
+        written = sdk_adapter.write_records(
+            tap.streams["sections"], [{"gid": "5", "name": "Gone", "_sdc_deleted_at": "x"}]
+        )
+        skipped = sdk_adapter.write_records(tap.streams["tasks"], [{"gid": "6"}])
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+    messages = [json.loads(line) for line in lines]
+    assert (written, skipped) == (1, 0)
+    assert [(m["type"], m["stream"]) for m in messages] == [
+        ("SCHEMA", "sections"),
+        ("RECORD", "sections"),
+    ]
+    assert messages[1]["record"] == {"gid": "5", "_sdc_deleted_at": "x"}
+
+
+def test_table_version_activate_version_and_state_messages():
+    config = {**OFFLINE, "include_subtasks": False}
+    tap = TapAsanaVl(
+        config=config,
+        catalog=catalog_selecting(config, {"task_projects"}),
+        parse_env_config=False,
+    )
+    bridge = tap.streams["task_projects"]
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with redirect_stdout(stdout):
+        sdk_adapter.set_table_version(bridge, 42)
+        sdk_adapter.write_records(bridge, [{"task_gid": "1", "project_gid": "2"}])
+        sdk_adapter.write_activate_version(bridge, 42)
+        sdk_adapter.write_activate_version(tap.streams["tasks"], 42)  # deselected: nothing
+        sdk_adapter.own_state(tap.streams["tasks"])["reconcile"] = {"at": "x"}
+        sdk_adapter.write_state(tap.streams["tasks"])
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+    messages = [json.loads(line) for line in lines]
+    assert [m["type"] for m in messages] == ["SCHEMA", "RECORD", "ACTIVATE_VERSION", "STATE"]
+    assert messages[1]["version"] == 42
+    assert messages[2] == {"type": "ACTIVATE_VERSION", "stream": "task_projects", "version": 42}
+    assert messages[3]["value"]["bookmarks"]["tasks"]["reconcile"] == {"at": "x"}
 
 
 # --- Per-parent streams -----------------------------------------------------------------

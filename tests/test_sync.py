@@ -66,6 +66,11 @@ def test_requests_are_the_minimum_and_ask_for_every_field(fake, pat_config):
     config = {**pat_config, **FAST}
     run_tap(config, catalog=catalog_selecting(config, set(STREAMS)))
     api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
+    # Plus one events request per project (deletes; the first is a 412 with a token).
+    events = [r for r in api if r.path == "/api/1.0/events"]
+    assert sorted(_first(r.query, "resource") for r in events) == sorted(ds.projects)
+    assert {r.status for r in events} == {412}
+    api = [r for r in api if r not in events]
 
     # One list call per workspace/project/task: nothing requested twice.
     keys = Counter((r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items()))) for r in api)
@@ -84,7 +89,7 @@ def test_requests_are_the_minimum_and_ask_for_every_field(fake, pat_config):
         stream = expected.get(request.path, "stories")
         assert _first(request.query, "limit") == "100"
         sent = set((_first(request.query, "opt_fields") or "").split(","))
-        wanted = set(opt_fields_for(_schema(stream), skip={"project_gid"}))
+        wanted = set(opt_fields_for(_schema(stream), skip={"project_gid", "_sdc_deleted_at"}))
         assert sent == wanted, stream
         assert request.token == fake.pat
         assert request.headers.get("User-Agent", "").startswith("tap-asana-vl/")

@@ -143,8 +143,9 @@ class AsanaStream(AsanaListing):
         try:
             for record in self.source_records(context):
                 value = record.get(key) if bound is not None and key else None
-                if value and parse_timestamp(value) <= bound:
+                if value and parse_timestamp(value) <= bound and not self.always_emit(record):
                     self.stats.unchanged_dropped += 1
+                    self.on_unchanged(record, context)
                     continue
                 if not self.accept(record) or self._is_repeat(record, context):
                     continue
@@ -167,6 +168,16 @@ class AsanaStream(AsanaListing):
                 # last batch are still to be written (and will mark progress again), so
                 # the progress is dropped once they are out.
                 self.after_emit(lambda: sdk_adapter.drop_progress(self, context))
+
+    def always_emit(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002
+        """Whether to emit ``record`` even if its bookmark says it is unchanged.
+
+        For records read again on purpose (a task moved without a new ``modified_at``).
+        """
+        return False
+
+    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Hook: ``record`` was listed but is not emitted (its bookmark says unchanged)."""
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Where records come from: the prefetched or listed pages for ``context``.

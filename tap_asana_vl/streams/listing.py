@@ -53,6 +53,8 @@ if t.TYPE_CHECKING:
 MAX_LISTING_RESTARTS = 3
 # Context key under which ``list_endpoint`` hands another endpoint to the request loop.
 ENDPOINT = "__endpoint__"
+#: The Singer column that marks a deleted object (set by the tap, never asked of Asana).
+DELETED_AT = "_sdc_deleted_at"
 
 
 class RunServices(t.Protocol):
@@ -71,6 +73,10 @@ class RunServices(t.Protocol):
     @property
     def progress(self) -> RunProgress:
         """The run's progress lines."""
+
+    @property
+    def streams(self) -> Mapping[str, t.Any]:
+        """Every stream of the run by name (tombstones are written to other streams)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,7 @@ class AsanaListing(RESTStream[str]):
         every field; a selected one drops deselected properties except those the tap
         itself relies on (the SDK still leaves them out of the output).
         """
-        skip = set(self.tap_fields) | self.scope_skipped_fields
+        skip = set(self.tap_fields) | self.scope_skipped_fields | {DELETED_AT}
         if self.selected:
             properties = self.schema.get("properties", {})
             skip |= {name for name in properties if not self.requests_field(name)}

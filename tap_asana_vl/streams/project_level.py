@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import typing as t
+from functools import cached_property
 
+import tap_asana_vl.streams.deletes as deletes
+import tap_asana_vl.streams.reconcile as reconciling
+from tap_asana_vl import scopes, sdk_adapter
+from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.workspace_level import ProjectsStream
+from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import requests
     from singer_sdk.helpers.types import Context
 
 # Scopes some fields need beyond the stream's own (Asana's spec, GET /tasks/{task_gid});
@@ -38,7 +48,158 @@ class TasksStream(AsanaStream):
     # the bookmark.)
     state_partitioning_keys = None
     # Children read these even when a user deselects them.
-    required_fields = frozenset({"workspace", "num_subtasks", "memberships", "actual_time_minutes"})
+    # (``parent``: a task re-read after an event must not be a subtask; see deletes.py.)
+    required_fields = frozenset(
+        {"workspace", "num_subtasks", "memberships", "actual_time_minutes", "parent"}
+    )
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up the per-run bookkeeping of deletes (see deletes.py)."""
+        super().__init__(*args, **kwargs)
+        #: Tasks re-read because of an event: emitted even if their bookmark says unchanged.
+        self._reread: set[str] = set()
+        #: Why events are not read in this run (None: they are).
+        self.events_off: str | None = None
+        self._events_warned = False
+
+    # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The project's events first (deletes, moves), then its changed tasks.
+
+        Tasks an event names are re-read before the listing, so the bookmark (the
+        latest ``modified_at`` emitted) never passes a change the listing has not seen.
+        """
+        context = context or {}
+        if self.reconcile.due:
+            project = str(context["project_gid"])
+            self.after_emit(lambda: self.reconcile.projects_done.add(project))
+        if self.events_off is None and self._events_granted():
+            yield from self._from_events(context)
+        yield from super().source_records(context)
+
+    def _events_granted(self) -> bool:
+        granted = scopes.granted_scopes(self.config)
+        if granted is None:
+            return True
+        self._events_unavailable(
+            "the Events API needs a token with full permissions (oauth_scopes is granular)"
+        )
+        return False
+
+    def _events_unavailable(self, reason: str) -> None:
+        self.events_off = reason
+        if not self._events_warned:
+            self._events_warned = True
+            self.logger.warning(
+                "Not reading Asana's events in this run: %s. Deleted tasks, stories and "
+                "sections and moved tasks are not marked deleted (see the README, Deletes).",
+                reason,
+            )
+
+    def _from_events(self, context: Context) -> Iterable[dict[str, t.Any]]:
+        project = str(context["project_gid"])
+        state = deletes.project_events_state(self, context)
+        try:
+            result = deletes.read_events(self, project, state.get(deletes.SYNC_STATE_KEY))
+        except ScopeMissingError as exc:
+            self._events_unavailable(str(exc))
+            return
+        changes = result.changes
+        if result.expired:
+            self.logger.warning(
+                "Asana's events token for project %s expired (not read for 24 h or more): "
+                "tasks, stories or sections deleted in that gap are not marked deleted; "
+                "the next run reconciles task_projects. Run the tap at least daily.",
+                project,
+            )
+        previous_bookmark = sdk_adapter.bookmark_value(self, context)
+        reread = list(deletes.reread(self, set(changes.reread_tasks), changes))
+        self._reread = {str(record["gid"]) for record in reread}
+        emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
+
+        def finish() -> None:
+            # Every record of the project is written: tombstones next, then the token,
+            # so a run stopped before this point reads the same events again.
+            now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
+            deletes.write_tombstones(self, changes, emitted, now=now)
+            if reread and previous_bookmark:
+                # A re-read task may be older than the bookmark; the SDK would make it
+                # the new one and the next run would list the project again.
+                sdk_adapter.advance_bookmark(self, {"modified_at": previous_bookmark}, context)
+            if result.sync:
+                state[deletes.SYNC_STATE_KEY] = result.sync
+            if result.expired:
+                state[deletes.EXPIRED_STATE_KEY] = now
+                reconciling.request(self)
+
+        self.after_emit(finish)
+        # Emitted under the project it is in now (``project_gid`` says where a task was
+        # listed): a task moved out is emitted by its new project's events, unless it is
+        # in no project any more.
+        yield from (
+            r for r in reread if project in emitted[str(r["gid"])] or not emitted[str(r["gid"])]
+        )
+
+    def always_emit(self, record: dict[str, t.Any]) -> bool:
+        """Tasks re-read because an event named them (moved without a new modified_at)."""
+        return str(record.get("gid")) in self._reread
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
+        """An events answer is one pseudo-record (events, token, has_more)."""
+        if deletes.is_events_response(response):
+            return [deletes.events_page(response)]
+        return super().parse_response(response)
+
+    def validate_response(self, response: requests.Response) -> None:
+        """As any request, but a refused events request never turns the tasks stream off.
+
+        403/404/402 on the events of a project skip that project's events only (nothing
+        is marked deleted); a scope refusal stops reading events for the run.
+        """
+        if not deletes.is_events_response(response):
+            super().validate_response(response)
+            return
+        try:
+            self.transport.check(response, listing="events")
+        except ScopeMissingError:
+            raise
+        except RefusedError as exc:
+            if exc.status in self.tolerated_statuses:
+                raise SkippedObjectError(exc.status, str(exc)) from None
+            raise
+
+    # --- Reconcile pass (see reconcile.py) -------------------------------------------------
+
+    @cached_property
+    def reconcile(self) -> reconciling.Reconcile:
+        """The reconcile pass of this run (decided before the first project)."""
+        return reconciling.plan(self)
+
+    def get_starting_timestamp(self, context: Context | None) -> datetime.datetime | None:
+        """``modified_since``: none (or ``start_date``) when reconciling, else the bookmark."""
+        if self.reconcile.due:
+            start = self.config.get("start_date")
+            return parse_timestamp(str(start)) if start else None
+        return super().get_starting_timestamp(context)
+
+    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:  # noqa: ARG002
+        """Reconciling: an unchanged task's pairs are written again (nothing else is)."""
+        if self.reconcile.due:
+            reconciling.write_unchanged(self, record)
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if self.reconcile.due:
+            what = self._context_description(context)
+            self.reconcile.problems.append(f"{what} skipped ({exc.status})")
+        super()._skip(context, exc)
+
+    def finish_run(self) -> None:
+        """After every stream synced: the reconcile pass's ACTIVATE_VERSION, if any."""
+        if "reconcile" in self.__dict__:
+            reconciling.finish(self, self.reconcile)
+
+    # --- Children --------------------------------------------------------------------------
 
     def get_child_context(
         self,

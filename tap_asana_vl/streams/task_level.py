@@ -9,6 +9,7 @@ import typing as t
 
 from tap_asana_vl.streams.base import AsanaStream
 from tap_asana_vl.streams.project_level import TasksStream
+from tap_asana_vl.streams.reconcile import task_project_rows
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -51,17 +52,7 @@ class TaskProjectsStream(AsanaStream):
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Rows from the task's ``memberships``, which the task passes its children."""
         context = context or {}
-        for membership in context.get("memberships") or []:
-            project = membership.get("project") or {}
-            section = membership.get("section") or {}
-            if project.get("gid"):
-                yield {
-                    "task_gid": context["task_gid"],
-                    "project_gid": project["gid"],
-                    "project_name": project.get("name"),
-                    "section_gid": section.get("gid"),
-                    "section_name": section.get("name"),
-                }
+        yield from task_project_rows(context["task_gid"], context.get("memberships"))
 
 
 class AttachmentsStream(AsanaStream):

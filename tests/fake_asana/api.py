@@ -64,6 +64,15 @@ _SEARCH_BOUNDS = (
 # Query parameters that shape pages rather than say which records a list holds; the
 # others are the pagination fingerprint, so a token only works for its own query.
 _PAGE_PARAMS = frozenset({"limit", "offset", "opt_fields"})
+# GET /events (Asana's docs: events): at most this many events per answer (then
+# ``has_more``); a sync token older than this is refused with a 412 and a fresh token.
+EVENTS_PER_CALL = 100
+SYNC_TOKEN_TTL = 24 * 3600.0
+SYNC_TOO_OLD = (
+    "Sync token invalid or too old. If you are attempting to keep resources in sync, "
+    "you must fetch the full dataset for this query now and use the new sync token for "
+    "the next sync."
+)
 # Every record has these; ``opt_fields`` may always name them.
 _ALWAYS_RETURNABLE = frozenset({"gid", "resource_type"})
 
@@ -141,6 +150,7 @@ ROUTES: tuple[Route, ...] = (
         premium=PORTFOLIOS_PREMIUM,
     ),
     Route("/goals", "goal", handler="_goals", params=_params("workspace")),
+    Route("/events", "event", handler="_events", params=_params("resource sync"), kind="events"),
 )
 
 
@@ -347,6 +357,9 @@ class ApiServer:
         self.premium_workspaces: set[str] = set(self.dataset.workspaces)
         #: Status for a request the token's scopes do not allow (Asana's is undocumented).
         self.scope_error_status = 403
+        #: Seconds a sync token of ``GET /events`` stays valid (Asana: 24 h, sooner
+        #: under load; tests shorten it or move the clock).
+        self.sync_token_ttl = SYNC_TOKEN_TTL
         self._secret = os.urandom(32)
         self._fragments: dict[tuple[Any, ...], bytes] = {}
         self._cache_version = -1
@@ -396,6 +409,8 @@ class ApiServer:
                 self._premium(_workspace_of(obj), route.premium)
             if route.kind == "single":
                 return self._envelope([obj], route, opt_fields, single=True)
+            if route.kind == "events":
+                return self._events(query, fields)
             if route.index:
                 records = getattr(self.dataset, route.index).get(obj["gid"], [])
             else:
@@ -547,6 +562,60 @@ class ApiServer:
         ]
         records.sort(key=lambda t: (t[sort_by], t["gid"]), reverse=not ascending)
         return records[:limit]
+
+    # ----- events
+    def _events(self, query: dict[str, list[str]], fields: OptFields | None) -> bytes:
+        """``GET /events``: what happened to ``resource`` since the ``sync`` token.
+
+        No token, or one that is unreadable, for another resource or older than
+        ``sync_token_ttl``: 412 with a fresh token (events from now on). Otherwise the
+        next events (at most 100, ``has_more`` if there are more) and the token to
+        send next; re-sending a token gives the same answer.
+        """
+        resource = _required(query, "resource")
+        _check_gid("resource", resource)
+        if not any(resource in self._tables[kind] for kind in ("project", "task", "goal")):
+            raise ApiError(404, f"resource: Unknown object: {resource}")
+        events = self.dataset.events
+        after = self._decode_sync(_first(query, "sync"), resource)
+        if after is None:
+            latest = events[-1][0] if events else 0
+            raise ApiError(412, SYNC_TOO_OLD, extra={"sync": self._encode_sync(resource, latest)})
+        mine = [e for e in events if e[0] > after and resource in e[2]]
+        page = mine[:EVENTS_PER_CALL]
+        last = page[-1][0] if page else after
+        data = [project(e[3], fields, self._resolve) if fields else e[3] for e in page]
+        return dumps(
+            {
+                "data": data,
+                "sync": self._encode_sync(resource, last),
+                "has_more": len(mine) > EVENTS_PER_CALL,
+            }
+        )
+
+    def _encode_sync(self, resource: str, after_seq: int) -> str:
+        payload = json.dumps(
+            {"r": resource, "s": after_seq, "iat": round(self.now(), 3)}, separators=(",", ":")
+        ).encode("utf-8")
+        signature = hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
+        return _b64(payload) + "." + _b64(signature)
+
+    def _decode_sync(self, token: str | None, resource: str) -> int | None:
+        """The last event sequence number a token has seen; None if it is not valid."""
+        if not token:
+            return None
+        try:
+            payload_part, signature_part = token.split(".")
+            payload = _unb64(payload_part)
+            expected = hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
+            if not hmac.compare_digest(expected, _unb64(signature_part)):
+                return None
+            data = json.loads(payload)
+            if data["r"] != resource or self.now() - data["iat"] > self.sync_token_ttl:
+                return None
+            return int(data["s"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     # ----- pagination
     def _fingerprint(self, parts: list[str], query: dict[str, list[str]]) -> str:

@@ -290,6 +290,11 @@ class Dataset:
         self.me_gid = ""
         #: Bumped by every mutation helper (lets the server drop cached renderings).
         self.version = 0
+        #: What ``GET /events`` serves: every event a mutation helper caused, oldest
+        #: first, as ``(sequence number, created_at ms, subscribable gids, event)``.
+        #: Asana's docs: a project's events are those of the project and of the tasks
+        #: in it (their stories included); a task's are its own and its stories'.
+        self.events: list[tuple[int, int, frozenset[str], dict[str, Any]]] = []
         self.rng = random.Random(seed)
         self._next_gid = _GID_START
         self._task_counter = 0
@@ -1163,6 +1168,35 @@ class Dataset:
             self.goals[goal["gid"]] = goal
             self.goals_by_workspace[ws["gid"]].append(goal)
 
+    # ------------------------------------------------------------------ events
+    def _emit(
+        self,
+        action: str,
+        resource: dict[str, Any],
+        subscribers: set[str],
+        parent: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an event (Asana's ``EventResponse``) for ``GET /events`` to serve."""
+        now = self._now_ms()
+        named = {k: resource[k] for k in ("gid", "resource_type", "name") if k in resource}
+        event = {
+            "user": ref(self.users.get(self.me_gid)),
+            "resource": named,
+            "type": resource["resource_type"],  # deprecated, still sent (the spec)
+            "action": action,
+            "parent": (
+                {k: parent[k] for k in ("gid", "resource_type", "name") if k in parent}
+                if parent is not None
+                else None
+            ),
+            "created_at": iso_ms(now),
+        }
+        self.events.append((len(self.events) + 1, now, frozenset(subscribers), event))
+
+    def _task_subscribers(self, task: dict[str, Any]) -> set[str]:
+        """Who hears about ``task``: itself and the projects it is in (not a subtask's)."""
+        return {task["gid"], *(p["gid"] for p in task.get("projects") or [])}
+
     # ------------------------------------------------------------------ mutations
     def touch_task(self, gid: str, at: datetime | str | None = None) -> dict[str, Any]:
         """Set a task's (or subtask's) ``modified_at`` to now (UTC, ms) or to ``at``.
@@ -1202,6 +1236,7 @@ class Dataset:
             author = self.users.get(author_gid or self.me_gid)
             story = self._new_story(task, self._now_ms(), "comment_added", author=author, text=text)
             task["modified_at"] = story["created_at"]
+            self._emit("added", story, self._task_subscribers(task), parent=task)
             self.version += 1
             return story
 
@@ -1216,6 +1251,7 @@ class Dataset:
         """
         with self.lock:
             task = self.get_task(gid)
+            self._emit("deleted", task, self._task_subscribers(task))
             if gid in self.tasks:
                 del self.tasks[gid]
                 for membership in task["projects"]:
@@ -1253,8 +1289,91 @@ class Dataset:
         """
         with self.lock:
             now = self._now_ms()
-            task = self._new_task(self.projects[project_gid], now, now, completed=False)
+            project = self.projects[project_gid]
+            task = self._new_task(project, now, now, completed=False)
             task.update(overrides)
+            self._emit("added", task, self._task_subscribers(task), parent=project)
+            self.version += 1
+            return task
+
+    def delete_story(self, gid: str) -> dict[str, Any]:
+        """Delete a story (a comment); its task's ``modified_at`` stays. Returns the story.
+
+        Raises:
+            KeyError: if there is no story ``gid``.
+        """
+        with self.lock:
+            story = self.stories.pop(gid, None) or self.subtask_stories.pop(gid)
+            task = self.get_task(story["target"]["gid"])
+            listing = self.stories_by_task.get(task["gid"], [])
+            listing[:] = [s for s in listing if s is not story]
+            self._emit("deleted", story, self._task_subscribers(task))
+            self.version += 1
+            return story
+
+    def delete_section(self, gid: str) -> dict[str, Any]:
+        """Delete an empty section of a project (Asana refuses to delete one with tasks).
+
+        Raises:
+            KeyError: if there is no project section ``gid``.
+            ValueError: if tasks are still in it.
+        """
+        with self.lock:
+            section = self.sections[gid]
+            project_gid = section["project"]["gid"]
+            if any(
+                (m.get("section") or {}).get("gid") == gid
+                for task in self.tasks_by_project[project_gid]
+                for m in task["memberships"]
+            ):
+                raise ValueError(f"section {gid} is not empty")
+            del self.sections[gid]
+            listing = self.sections_by_project[project_gid]
+            listing[:] = [s for s in listing if s is not section]
+            self._emit("deleted", section, {project_gid})
+            self.version += 1
+            return section
+
+    def move_task(
+        self,
+        gid: str,
+        *,
+        remove_from: str | None = None,
+        add_to: str | None = None,
+        bump_modified_at: bool = False,
+    ) -> dict[str, Any]:
+        """Remove a task from a project and/or add it to another (first section there).
+
+        Asana's docs disagree on whether this changes the task's ``modified_at``;
+        ``bump_modified_at`` chooses. Events: ``removed`` / ``added`` with the project as
+        ``parent``, heard by the task and by that project.
+
+        Raises:
+            KeyError: if there is no task ``gid`` or project.
+            ValueError: if the task is not in ``remove_from`` or already in ``add_to``.
+        """
+        with self.lock:
+            task = self.tasks[gid]
+            in_projects = [p["gid"] for p in task["projects"]]
+            if remove_from is not None:
+                if remove_from not in in_projects:
+                    raise ValueError(f"task {gid} is not in project {remove_from}")
+                project = self.projects[remove_from]
+                task["projects"] = [p for p in task["projects"] if p["gid"] != remove_from]
+                task["memberships"] = [
+                    m for m in task["memberships"] if m["project"]["gid"] != remove_from
+                ]
+                listing = self.tasks_by_project[remove_from]
+                listing[:] = [t for t in listing if t is not task]
+                self._emit("removed", task, {gid, remove_from}, parent=project)
+            if add_to is not None:
+                if add_to in in_projects and add_to != remove_from:
+                    raise ValueError(f"task {gid} is already in project {add_to}")
+                project = self.projects[add_to]
+                self._add_to_project(task, project)
+                self._emit("added", task, {gid, add_to}, parent=project)
+            if bump_modified_at:
+                task["modified_at"] = iso_ms(self._now_ms())
             self.version += 1
             return task
 

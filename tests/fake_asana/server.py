@@ -354,6 +354,18 @@ class FakeAsana(ApiServer, OAuthServer):
         """:meth:`Dataset.add_subtask` (the parent's ``modified_at`` stays; thread-safe)."""
         return self.dataset.add_subtask(parent_gid, **overrides)
 
+    def delete_story(self, gid: str) -> dict[str, Any]:
+        """:meth:`Dataset.delete_story` (thread-safe)."""
+        return self.dataset.delete_story(gid)
+
+    def delete_section(self, gid: str) -> dict[str, Any]:
+        """:meth:`Dataset.delete_section` (an empty section only; thread-safe)."""
+        return self.dataset.delete_section(gid)
+
+    def move_task(self, gid: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`Dataset.move_task` (remove from / add to a project; thread-safe)."""
+        return self.dataset.move_task(gid, **kwargs)
+
     # ------------------------------------------------------------------ request entry
     def _handle(self, handler: _Handler) -> None:
         received = self.now()

@@ -33,18 +33,25 @@ class Response:
 class ApiError(Exception):
     """An Asana error answer: status, ``errors[0].message`` and extra headers."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        """Keep what the answer is made of."""
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Keep what the answer is made of (``extra``: more top-level body keys)."""
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}
 
     def response(self) -> Response:
         """The answer Asana sends for this error."""
-        return Response(
-            self.status, dumps(error_body(self.status, self.message)), JSON_TYPE, self.headers
-        )
+        body = {**error_body(self.status, self.message), **self.extra}
+        return Response(self.status, dumps(body), JSON_TYPE, self.headers)
 
 
 def dumps(payload: Any) -> bytes:
