@@ -26,13 +26,24 @@ def _refresh_calls(fake) -> list:
     return [t for t in fake.token_requests if t.grant_type == "refresh_token"]
 
 
+def _failed(api: list) -> list:
+    """API requests that did not succeed, except the first events call of a project,
+    which Asana answers 412 with the project's first sync token (by design)."""
+    return [
+        r
+        for r in api
+        if r.status != 200
+        and not (r.path == "/api/1.0/events" and r.status == 412 and "sync" not in r.query)
+    ]
+
+
 def test_one_oauth_token_serves_every_stream(fake, oauth_config):
     result = run_tap({**oauth_config, **FAST})
     assert len(result.gids("tasks")) == len(fake.dataset.tasks)
     assert len(_refresh_calls(fake)) == 1
     api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
     assert len({r.token for r in api}) == 1
-    assert all(r.status == 200 for r in api)
+    assert _failed(api) == []
 
 
 @pytest.mark.parametrize(("workers", "latency"), [(1, 0.04), (10, 0.1)])
@@ -45,7 +56,7 @@ def test_short_lived_tokens_are_refreshed_before_they_expire(fake, oauth_config,
 
     assert sorted(result.gids("stories")) == sorted(fake.dataset.stories)
     api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
-    assert all(r.status == 200 for r in api), "a request went out with an expired token"
+    assert _failed(api) == [], "a request went out with an expired token"
     refreshes = len(_refresh_calls(fake))
     assert refreshes >= 2
     # Refreshed a quarter of the TTL early, i.e. every 0.75 s, by one thread for all:
