@@ -78,6 +78,14 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
     streams.GoalsStream,
     streams.SubtasksStream,
     streams.SubtaskStoriesStream,
+    # Derived tables (issue #16): made of records fetched above, no request of their own
+    # (project_custom_field_values: one narrow projects listing).
+    streams.TaskCustomFieldValuesStream,
+    streams.ProjectCustomFieldValuesStream,
+    streams.TaskTagsStream,
+    streams.TaskFollowersStream,
+    streams.TaskDependenciesStream,
+    streams.TaskHistoryStream,
 )
 
 # Settings come from TAP_ASANA_VL_<SETTING> with --config ENV (the SDK's naming).
@@ -127,6 +135,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
 
     name = "tap-asana-vl"
     message_writer_class = RepeatedSchemaSkippingWriter
+    # Set once derived streams are also children of their further parents (``streams``).
+    _extra_parents_added = False
 
     # The SDK's defaults minus BATCH (a preview feature we do not test, unused by
     # target-postgres) and ACTIVATE_VERSION (see AsanaStream.emit_activate_version_messages).
@@ -485,6 +495,24 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         for stream in discovered:
             sdk_adapter.quiet_stream_logger(stream.logger)
         return discovered
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        """The streams, with derived ones also under their further parents.
+
+        The SDK gives a stream one parent; a derived table of tasks is fed by subtasks
+        too (``DerivedStream.also_child_of``), so it is added to their children here,
+        once, after the SDK has built its tree.
+        """
+        loaded = super().streams
+        if not self._extra_parents_added:
+            self._extra_parents_added = True
+            for child in loaded.values():
+                for parent_type in getattr(child, "also_child_of", ()):
+                    for parent in loaded.values():
+                        if type(parent) is parent_type:
+                            sdk_adapter.add_child_stream(parent, child)
+        return loaded
 
 
 # How the SDK ends a JSON-schema error: `` in config['setting']…``.

@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "streams.project_level": 3,
     "streams.task_level": 3,
     "streams.subtasks": 3,
+    "streams.derived": 3,
+    "streams.history": 3,
     # The base stream: listing, records, prefetch, paging.
     "streams.base": 2,
     "streams.listing": 2,

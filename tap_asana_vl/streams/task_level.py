@@ -18,6 +18,49 @@ if t.TYPE_CHECKING:
 # Scopes some story fields need beyond stories:read (Asana's spec, GET /stories/{gid}).
 STORY_FIELD_SCOPES: dict[str, tuple[str, ...]] = {"previews": ("attachments:read",)}
 
+# Story fields task_history (streams/history.py) is made of: requested even when
+# deselected from ``stories``, passed to its children with the story.
+HISTORY_FIELDS = frozenset(
+    {
+        "created_at",
+        "created_by",
+        "resource_subtype",
+        "type",
+        "text",
+        "assignee",
+        "follower",
+        "project",
+        "tag",
+        "task",
+        "dependency",
+        "duplicate_of",
+        "duplicated_from",
+        "custom_field",
+        "old_name",
+        "new_name",
+        "old_dates",
+        "new_dates",
+        "old_section",
+        "new_section",
+        "old_enum_value",
+        "new_enum_value",
+        "old_multi_enum_values",
+        "new_multi_enum_values",
+        "old_number_value",
+        "new_number_value",
+        "old_text_value",
+        "new_text_value",
+        "old_date_value",
+        "new_date_value",
+        "old_people_value",
+        "new_people_value",
+        "old_resource_subtype",
+        "new_resource_subtype",
+        "old_approval_status",
+        "new_approval_status",
+    }
+)
+
 
 class StoriesStream(AsanaStream):
     """Comments and activity of each task emitted in this run.
@@ -36,6 +79,18 @@ class StoriesStream(AsanaStream):
     replication_key = "created_at"
     context_label = ("task", "task_gid")
     prefetch = True
+    required_fields = HISTORY_FIELDS
+
+    def get_child_context(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> dict[str, t.Any]:
+        """The story itself (task_history is made of it) and its task's gid."""
+        return story_child_context(record, context)
+
+
+def story_child_context(record: dict[str, t.Any], context: Context | None) -> dict[str, t.Any]:
+    """What a story passes its children: its task's gid and the story."""
+    return {"task_gid": (context or {}).get("task_gid"), "story": record}
 
 
 class TaskProjectsStream(AsanaStream):

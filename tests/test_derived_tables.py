@@ -1,0 +1,235 @@
+"""Derived tables (issue #16): custom field values, bridges, task history.
+
+Checked against the fake's ground truth (its dataset, never the tap's code), and for
+their cost: the requests the fake counts with and without them selected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+TASK_DERIVED = {
+    "task_custom_field_values",
+    "task_tags",
+    "task_followers",
+    "task_dependencies",
+}
+SOURCES = {"projects", "tasks", "subtasks", "stories", "subtask_stories"}
+
+
+@pytest.fixture(scope="module")
+def synced() -> Any:
+    """One full sync of a small fake (read only here)."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        yield fake, run_tap(config)
+
+
+def _all_tasks(fake: FakeAsana) -> dict[str, dict[str, Any]]:
+    return {**fake.dataset.tasks, **fake.dataset.subtasks}
+
+
+# --- custom field values ----------------------------------------------------------------
+
+
+def test_one_typed_row_per_task_and_subtask_custom_field(synced):
+    fake, result = synced
+    tasks = _all_tasks(fake)
+    expected = {(gid, cf["gid"]) for gid, task in tasks.items() for cf in task["custom_fields"]}
+    records = result.records["task_custom_field_values"]
+    rows = {(r["task_gid"], r["custom_field_gid"]): r for r in records}
+    assert len(rows) == len(records)
+    assert set(rows) == expected
+
+    seen_types = set()
+    for (task_gid, field_gid), row in rows.items():
+        value = next(cf for cf in tasks[task_gid]["custom_fields"] if cf["gid"] == field_gid)
+        kind = value["resource_subtype"]
+        seen_types.add(kind)
+        assert row["custom_field_name"] == value["name"]
+        assert row["type"] == kind
+        assert row["display_value"] == value["display_value"]
+        assert row["modified_at"] == tasks[task_gid]["modified_at"]
+        if kind == "enum":
+            enum = value["enum_value"]
+            assert row["enum_option_gid"] == (enum and enum["gid"])
+            assert row["enum_option_name"] == (enum and enum["name"])
+        elif kind == "multi_enum":
+            assert row["multi_enum_option_gids"] == [o["gid"] for o in value["multi_enum_values"]]
+            assert row["multi_enum_option_names"] == [o["name"] for o in value["multi_enum_values"]]
+        elif kind == "number":
+            assert row["number_value"] == value["number_value"]
+        elif kind == "text":
+            assert row["text_value"] == value["text_value"]
+        elif kind == "date":
+            date_value = value["date_value"] or {}
+            assert row["date_value"] == date_value.get("date")
+            assert row["date_time_value"] == date_value.get("date_time")
+        elif kind == "people":
+            assert row["people_gids"] == [u["gid"] for u in value["people_value"]]
+        # An empty value is a value that is gone: marked deleted, as of the task's change.
+        empty = value["display_value"] in (None, "")
+        assert row["_sdc_deleted_at"] == (tasks[task_gid]["modified_at"] if empty else None)
+    assert seen_types >= {"enum", "multi_enum", "number", "text", "date", "people"}
+
+
+def test_project_custom_field_values(synced):
+    fake, result = synced
+    expected = {
+        (gid, cf["gid"]): cf
+        for gid, project in fake.dataset.projects.items()
+        for cf in project["custom_fields"]
+    }
+    rows = {
+        (r["project_gid"], r["custom_field_gid"]): r
+        for r in result.records["project_custom_field_values"]
+    }
+    assert expected
+    assert set(rows) == set(expected)
+    for key, row in rows.items():
+        value = expected[key]
+        assert row["type"] == value["type"]
+        assert row["display_value"] == value["display_value"]
+        assert row["enum_option_name"] == ((value.get("enum_value") or {}).get("name"))
+        assert row["modified_at"] == fake.dataset.projects[key[0]]["modified_at"]
+
+
+# --- bridges ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "field", "column"),
+    [
+        ("task_tags", "tags", "tag_gid"),
+        ("task_followers", "followers", "user_gid"),
+        ("task_dependencies", "dependencies", "depends_on_gid"),
+    ],
+)
+def test_bridges_have_one_row_per_pair(synced, stream, field, column):
+    fake, result = synced
+    expected = Counter(
+        (gid, item["gid"]) for gid, task in _all_tasks(fake).items() for item in task[field]
+    )
+    assert expected, f"the dataset has no {field}: the test would prove nothing"
+    got = Counter((r["task_gid"], r[column]) for r in result.records[stream])
+    assert got == Counter(set(expected))
+    if stream == "task_followers":
+        # Subtasks feed the derived tables too (the fake's subtasks have followers, but
+        # no custom fields: they are in no project).
+        assert {task for task, _ in got} & set(fake.dataset.subtasks)
+    for row in result.records[stream]:
+        assert row["task_modified_at"] == _all_tasks(fake)[row["task_gid"]]["modified_at"]
+        assert row["_sdc_deleted_at"] is None
+
+
+def test_tag_names_come_with_the_tag(synced):
+    fake, result = synced
+    names = {gid: tag["name"] for gid, tag in fake.dataset.tags.items()}
+    assert all(r["tag_name"] == names[r["tag_gid"]] for r in result.records["task_tags"])
+
+
+# --- task history -----------------------------------------------------------------------
+
+
+def test_one_history_row_per_change_story(synced):
+    fake, result = synced
+    stories = {**fake.dataset.stories, **fake.dataset.subtask_stories}
+    changes = {
+        gid
+        for gid, s in stories.items()
+        if s["type"] == "system" and s["resource_subtype"] != "comment_liked"
+    }
+    rows = {r["story_gid"]: r for r in result.records["task_history"]}
+    assert len(result.records["task_history"]) == len(rows)
+    assert set(rows) == changes
+    for gid, row in rows.items():
+        story = stories[gid]
+        assert row["task_gid"] == story["target"]["gid"]
+        assert row["created_at"] == story["created_at"]
+        assert row["created_by_gid"] == (story["created_by"] or {}).get("gid")
+        assert row["resource_subtype"] == story["resource_subtype"]
+
+
+def _rows_of(result: SyncResult, fake: FakeAsana, subtype: str) -> list[tuple[dict, dict]]:
+    """History rows of ``subtype`` with their stories (those carrying the subtype's fields;
+    the fake's subtasks are in no project, so e.g. their section changes carry none)."""
+    stories = {**fake.dataset.stories, **fake.dataset.subtask_stories}
+    pairs = [
+        (r, stories[r["story_gid"]])
+        for r in result.records["task_history"]
+        if r["resource_subtype"] == subtype
+        and stories[r["story_gid"]]["target"]["gid"] in fake.dataset.tasks
+    ]
+    assert pairs, f"the dataset has no {subtype} story"
+    return pairs
+
+
+def test_history_types_the_values_stories_carry(synced):
+    fake, result = synced
+    for row, story in _rows_of(result, fake, "section_changed"):
+        assert row["field"] == "section"
+        assert (row["old_gid"], row["new_gid"]) == (
+            story["old_section"]["gid"],
+            story["new_section"]["gid"],
+        )
+        assert (row["old_value"], row["new_value"]) == (
+            story["old_section"]["name"],
+            story["new_section"]["name"],
+        )
+        assert row["project_gid"] == story["project"]["gid"]
+    for row, story in _rows_of(result, fake, "enum_custom_field_changed"):
+        assert row["field"] == story["custom_field"]["name"]
+        assert row["custom_field_gid"] == story["custom_field"]["gid"]
+        assert row["new_gid"] == story["new_enum_value"]["gid"]
+        assert row["new_value"] == story["new_enum_value"]["name"]
+    for row, story in _rows_of(result, fake, "number_custom_field_changed"):
+        assert row["old_number_value"] == story["old_number_value"]
+        assert row["new_number_value"] == story["new_number_value"]
+    for row, story in _rows_of(result, fake, "date_custom_field_changed"):
+        assert row["new_date_value"] == story["new_date_value"]["due_on"]
+    for row, story in _rows_of(result, fake, "assigned"):
+        assert (row["field"], row["new_gid"]) == ("assignee", story["assignee"]["gid"])
+    for row, _ in _rows_of(result, fake, "marked_complete"):
+        assert (row["field"], row["old_value"], row["new_value"]) == ("completed", "false", "true")
+    for row, story in _rows_of(result, fake, "name_changed"):
+        assert (row["old_value"], row["new_value"]) == (story["old_name"], story["new_name"])
+    for row, story in _rows_of(result, fake, "added_to_project"):
+        assert (row["field"], row["new_gid"]) == ("project", story["project"]["gid"])
+
+
+# --- cost -------------------------------------------------------------------------------
+
+
+def _requests(selection: set[str]) -> Counter[str]:
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        run_tap(config, catalog=catalog_selecting(config, selection))
+        return Counter(r.path for r in fake.requests)
+
+
+def test_task_derived_tables_cost_no_request():
+    without = _requests(SOURCES)
+    with_them = _requests(SOURCES | TASK_DERIVED | {"task_history"})
+    assert with_them == without
+
+
+def test_project_custom_field_values_cost_one_listing_per_workspace():
+    without = _requests(SOURCES)
+    with_it = _requests(SOURCES | {"project_custom_field_values"})
+    extra = with_it - without
+    assert sum(extra.values()) == 2  # two workspaces, fewer than 100 projects each
+    assert set(extra) == {"/api/1.0/projects"}
+
+
+def test_a_derived_table_alone_reads_only_its_sources():
+    """task_tags alone reads tasks and subtasks (not emitted), and nothing else."""
+    alone = _requests({"task_tags"})
+    assert alone == _requests({"tasks", "subtasks"})
+    assert not [path for path in alone if path.endswith("/stories")]
