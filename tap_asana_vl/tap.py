@@ -512,6 +512,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
                     for parent in loaded.values():
                         if type(parent) is parent_type:
                             sdk_adapter.add_child_stream(parent, child)
+                # Tombstones from stories only where those are read anyway (selected).
+                for parent_type in getattr(child, "tombstones_from", ()):
+                    for parent in loaded.values():
+                        if type(parent) is parent_type and parent.selected:
+                            sdk_adapter.add_child_stream(parent, child)
         return loaded
 
 

@@ -233,3 +233,91 @@ def test_a_derived_table_alone_reads_only_its_sources():
     alone = _requests({"task_tags"})
     assert alone == _requests({"tasks", "subtasks"})
     assert not [path for path in alone if path.endswith("/stories")]
+
+
+# --- removals ---------------------------------------------------------------------------
+
+
+def _current(result: SyncResult, stream: str, keys: tuple[str, ...]) -> dict[tuple, dict]:
+    """What an upserting target holds after ``result``: the last row per key."""
+    return {tuple(r[k] for k in keys): r for r in result.records[stream]}
+
+
+def test_removed_tag_and_dependency_are_marked_deleted_from_the_tasks_stories():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        ds = fake.dataset
+        tagged = next(t for t in ds.tasks.values() if t["tags"])
+        tag = tagged["tags"][0]["gid"]
+        blocked = next(t for t in ds.tasks.values() if t["dependencies"])
+        blocker = blocked["dependencies"][0]["gid"]
+        follower_task = next(t for t in ds.tasks.values() if len(t["followers"]) > 1)
+        follower = follower_task["followers"][0]["gid"]
+        tag_story = fake.dataset.remove_from_task(tagged["gid"], "tags", tag)
+        dependency_story = fake.dataset.remove_from_task(blocked["gid"], "dependencies", blocker)
+        fake.dataset.remove_from_task(follower_task["gid"], "followers", follower)
+
+        second = run_tap(config, state=first.state)
+
+    # A warehouse upserting both runs keeps no stale pair as current.
+    tags = _current(first, "task_tags", ("task_gid", "tag_gid"))
+    tags.update(_current(second, "task_tags", ("task_gid", "tag_gid")))
+    assert tags[(tagged["gid"], tag)]["_sdc_deleted_at"] == tag_story["created_at"]
+    deps = _current(first, "task_dependencies", ("task_gid", "depends_on_gid"))
+    deps.update(_current(second, "task_dependencies", ("task_gid", "depends_on_gid")))
+    assert deps[(blocked["gid"], blocker)]["_sdc_deleted_at"] == dependency_story["created_at"]
+    # The pairs the task still has are re-emitted as current, with its new modified_at.
+    kept = [r for r in second.records["task_tags"] if r["task_gid"] == tagged["gid"]]
+    assert {r["tag_gid"] for r in kept if r["_sdc_deleted_at"] is None} == {
+        t["gid"] for t in tagged["tags"]
+    }
+    assert {r["task_modified_at"] for r in kept} == {tagged["modified_at"]}
+    # Asana writes no story when a follower is removed: the pair keeps its old
+    # task_modified_at, older than the task's, which is how a warehouse sees it is gone.
+    followers = _current(first, "task_followers", ("task_gid", "user_gid"))
+    followers.update(_current(second, "task_followers", ("task_gid", "user_gid")))
+    stale = followers[(follower_task["gid"], follower)]
+    assert stale["_sdc_deleted_at"] is None
+    assert stale["task_modified_at"] < follower_task["modified_at"]
+    current = [
+        r
+        for (task, _), r in followers.items()
+        if task == follower_task["gid"] and r["task_modified_at"] == follower_task["modified_at"]
+    ]
+    assert {r["user_gid"] for r in current} == {u["gid"] for u in follower_task["followers"]}
+
+
+def test_a_cleared_custom_field_value_is_marked_deleted_and_in_the_history():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        task = next(
+            t
+            for t in fake.dataset.tasks.values()
+            if any(cf["type"] == "enum" and cf["enum_value"] for cf in t["custom_fields"])
+        )
+        field = next(cf for cf in task["custom_fields"] if cf["type"] == "enum")
+        old_option = field["enum_value"]
+        story = fake.dataset.clear_custom_field(task["gid"], field["gid"])
+
+        second = run_tap(config, state=first.state)
+
+    before = _current(first, "task_custom_field_values", ("task_gid", "custom_field_gid"))
+    assert before[(task["gid"], field["gid"])]["enum_option_gid"] == old_option["gid"]
+    after = _current(second, "task_custom_field_values", ("task_gid", "custom_field_gid"))
+    row = after[(task["gid"], field["gid"])]
+    assert row["enum_option_gid"] is None
+    assert row["_sdc_deleted_at"] == task["modified_at"]
+    (history,) = [r for r in second.records["task_history"] if r["story_gid"] == story["gid"]]
+    assert (history["field"], history["old_gid"], history["new_gid"]) == (
+        field["name"],
+        old_option["gid"],
+        None,
+    )
+
+
+def test_tombstones_cost_nothing_without_stories_selected():
+    """Without stories selected, bridges never make the tap read stories."""
+    requests = _requests({"task_tags", "task_dependencies", "task_custom_field_values"})
+    assert not [path for path in requests if path.endswith("/stories")]

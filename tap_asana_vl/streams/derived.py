@@ -10,11 +10,18 @@ changed task is re-emitted, so the newest rows of a task are its current ones.
 Each stream is a child of ``tasks`` and is also synced under ``subtasks``
 (``also_child_of``), so subtasks get their rows too, whichever way they were found.
 
-Removals: see the README ("Derived tables"). In short: a custom field whose value was
-cleared is re-emitted with ``_sdc_deleted_at`` set (the task itself says it has no
-value); a pair that disappeared from a task (a tag removed, a field removed from the
-project) is left as it was, with an older ``task_modified_at`` than the task's current
-``modified_at``, which is how a warehouse tells it apart without any per-task state.
+Removals, without per-task state and without a request (details in the README,
+"Derived tables"):
+
+- a custom field the task lists with no value is emitted with ``_sdc_deleted_at`` (the
+  task record itself says the value is gone);
+- where ``stories`` / ``subtask_stories`` are selected (so read anyway), a story that
+  removed something the task no longer has (``removed_from_tag``,
+  ``dependency_removed``, a custom field change of a field the task no longer lists)
+  re-emits that pair with ``_sdc_deleted_at`` = the story's time;
+- anything else that disappeared keeps its older ``task_modified_at`` (``modified_at``
+  for custom field values), older than the task's current ``modified_at``: that is how
+  a warehouse tells a stale pair from a current one.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import typing as t
 
 from tap_asana_vl.streams.base import AsanaStream
 from tap_asana_vl.streams.project_level import TasksStream
-from tap_asana_vl.streams.subtasks import SubtasksStream
+from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
+from tap_asana_vl.streams.task_level import StoriesStream
 from tap_asana_vl.streams.workspace_level import (
     WorkspacesStream,
     project_listing_params,
@@ -53,12 +61,57 @@ class DerivedStream(AsanaStream):
 
 
 class TaskDerivedStream(DerivedStream):
-    """Rows of each task and subtask emitted in this run (from ``task_child_context``)."""
+    """Rows of each task and subtask emitted in this run, and tombstones from its stories.
+
+    Under a task (or subtask), the rows of its current values. Under one of its stories
+    (only where ``stories`` / ``subtask_stories`` are selected, so read anyway:
+    ``tombstones_from``), a story that removed a value the task no longer has yields
+    that pair again with ``_sdc_deleted_at`` = the story's time.
+    """
 
     path = "/tasks/{task_gid}"  # never requested: rows come from the task record
     required_scope = "tasks:read"
     parent_stream_type = TasksStream
     also_child_of = (SubtasksStream,)
+    #: Parents whose records (stories) reveal removals; wired only when they are
+    #: selected, so a tombstone never costs a request.
+    tombstones_from: t.ClassVar[tuple[type[AsanaStream], ...]] = (
+        StoriesStream,
+        SubtaskStoriesStream,
+    )
+
+    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Current rows under a task; tombstones under one of its stories."""
+        story = context.get("story")
+        if story is None:
+            yield from self.current_rows(context)
+            return
+        removed = self.removed_by(story)
+        if removed is None:
+            return
+        gid, row = removed
+        if gid not in {_gid(item) for item in context.get(self.task_field) or []}:
+            yield {
+                "task_gid": context["task_gid"],
+                **row,
+                self.time_column: context.get("modified_at"),
+                "_sdc_deleted_at": story.get("created_at"),
+            }
+
+    #: The task field the rows come from, and the column holding the task's modified_at.
+    task_field: t.ClassVar[str] = ""
+    time_column: t.ClassVar[str] = "task_modified_at"
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Override: the rows of the task's current values."""
+        raise NotImplementedError
+
+    def removed_by(
+        self,
+        story: Mapping[str, t.Any],  # noqa: ARG002
+    ) -> tuple[str, dict[str, t.Any]] | None:
+        """Override: (gid, key columns) of what ``story`` removed, if it removed one."""
+        return None
 
 
 # --- Custom field values ----------------------------------------------------------------
@@ -122,14 +175,26 @@ class TaskCustomFieldValuesStream(TaskDerivedStream):
 
     name = "task_custom_field_values"
     primary_keys = ("task_gid", "custom_field_gid")
+    task_field = "custom_fields"
+    time_column = "modified_at"
 
-    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """A row per custom field the task lists (set or not)."""
         modified = context.get("modified_at")
         for value in context.get("custom_fields") or []:
             if isinstance(value, dict) and value.get("gid"):
                 row = custom_field_value_row(value, modified)
                 yield {"task_gid": context["task_gid"], **row, "modified_at": modified}
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """A change story of a field the task no longer lists (removed from its project)."""
+        field = story.get("custom_field")
+        if not str(story.get("resource_subtype") or "").endswith("_custom_field_changed"):
+            return None
+        gid = _gid(field)
+        if gid is None:
+            return None
+        return gid, {"custom_field_gid": gid, "custom_field_name": field.get("name")}
 
 
 # --- Bridges ----------------------------------------------------------------------------
@@ -140,8 +205,16 @@ class TaskTagsStream(TaskDerivedStream):
 
     name = "task_tags"
     primary_keys = ("task_gid", "tag_gid")
+    task_field = "tags"
 
-    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``removed_from_tag`` names the tag."""
+        tag = story.get("tag")
+        if story.get("resource_subtype") != "removed_from_tag" or _gid(tag) is None:
+            return None
+        return str(_gid(tag)), {"tag_gid": _gid(tag), "tag_name": tag.get("name")}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """From the task's ``tags``."""
         for tag in context.get("tags") or []:
             if _gid(tag):
@@ -159,8 +232,16 @@ class TaskFollowersStream(TaskDerivedStream):
 
     name = "task_followers"
     primary_keys = ("task_gid", "user_gid")
+    task_field = "followers"
 
-    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``followers_removed`` (if Asana writes one) names the follower."""
+        user = story.get("follower")
+        if story.get("resource_subtype") != "followers_removed" or _gid(user) is None:
+            return None
+        return str(_gid(user)), {"user_gid": _gid(user), "user_name": user.get("name")}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """From the task's ``followers``."""
         for user in context.get("followers") or []:
             if _gid(user):
@@ -183,8 +264,16 @@ class TaskDependenciesStream(TaskDerivedStream):
 
     name = "task_dependencies"
     primary_keys = ("task_gid", "depends_on_gid")
+    task_field = "dependencies"
 
-    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``dependency_removed`` names the task it no longer depends on."""
+        blocker = story.get("dependency")
+        if story.get("resource_subtype") != "dependency_removed" or _gid(blocker) is None:
+            return None
+        return str(_gid(blocker)), {"depends_on_gid": _gid(blocker)}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """From the task's ``dependencies``."""
         for blocker in context.get("dependencies") or []:
             if _gid(blocker):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_asana_vl.streams.base import AsanaStream
-from tap_asana_vl.streams.project_level import TasksStream
+from tap_asana_vl.streams.project_level import DERIVED_FIELDS, TasksStream
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -89,8 +89,17 @@ class StoriesStream(AsanaStream):
 
 
 def story_child_context(record: dict[str, t.Any], context: Context | None) -> dict[str, t.Any]:
-    """What a story passes its children: its task's gid and the story."""
-    return {"task_gid": (context or {}).get("task_gid"), "story": record}
+    """What a story passes its children: the story, its task's gid and derived fields.
+
+    With the task's current tags, dependencies and custom fields next to it, a story
+    that removed one tells the derived tables whether that removal still holds.
+    """
+    context = context or {}
+    return {
+        "task_gid": context.get("task_gid"),
+        "story": record,
+        **{name: context.get(name) for name in DERIVED_FIELDS},
+    }
 
 
 class TaskProjectsStream(AsanaStream):
