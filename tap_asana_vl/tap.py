@@ -32,6 +32,7 @@ from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.scopes import apply_grant, granted_scopes
 from tap_asana_vl.timestamps import parse_timestamp
 from tap_asana_vl.transport import Transport
+from tap_asana_vl.user_refs import UserReferences
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -447,6 +448,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return RunProgress(self.logger)
 
     @cached_property
+    def user_references(self) -> UserReferences:
+        """Users the emitted records reference (``users`` completes itself from them)."""
+        return UserReferences()
+
+    @cached_property
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool that fetches per-parent children (stories) ahead of time."""
         workers = int(self.config["max_concurrent_requests"])
@@ -464,6 +470,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             # Scopes unknown: let each stream's first request find out alone.
             for stream in asana_streams:
                 stream.probe_first_request = True
+        users = self.streams.get("users")
+        # Collected only for a users table to complete (see user_refs.py).
+        self.user_references.enabled = bool(users is not None and users.selected)
         self.progress.start_heartbeat()
         try:
             super().sync_all()

@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "timestamps": 0,
     "redaction": 0,
     "progress": 0,
+    "user_refs": 0,
     "inputs": 0,
     "cli_errors": 0,
     "schemas": 0,

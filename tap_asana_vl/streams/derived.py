@@ -178,6 +178,10 @@ class TaskCustomFieldValuesStream(TaskDerivedStream):
     task_field = "custom_fields"
     time_column = "modified_at"
 
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
+        """People field values name users by gid."""
+        return record.get("people_gids") or ()
+
     def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """A row per custom field the task lists (set or not)."""
         modified = context.get("modified_at")
@@ -233,6 +237,10 @@ class TaskFollowersStream(TaskDerivedStream):
     name = "task_followers"
     primary_keys = ("task_gid", "user_gid")
     task_field = "followers"
+
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
+        """The follower."""
+        return (record["user_gid"],)
 
     def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
         """``followers_removed`` (if Asana writes one) names the follower."""

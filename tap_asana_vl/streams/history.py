@@ -22,7 +22,7 @@ from tap_asana_vl.streams.subtasks import SubtaskStoriesStream
 from tap_asana_vl.streams.task_level import StoriesStream
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 #: Stories that are not changes of the task (reactions to comments).
 NOT_CHANGES = frozenset({"comment_liked", "liked", "comment_hearted", "hearted"})
@@ -212,6 +212,13 @@ class TaskHistoryStream(DerivedStream):
     parent_stream_type = StoriesStream
     also_child_of = (SubtaskStoriesStream,)
     primary_keys = ("story_gid",)
+
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
+        """Who made the change, and the users an assignee or follower change names."""
+        gids = [record.get("created_by_gid")]
+        if record.get("field") in ("assignee", "follower"):
+            gids += [record.get("old_gid"), record.get("new_gid")]
+        return [gid for gid in gids if gid]
 
     def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """The story's change, if it is one (comments and likes are not)."""

@@ -1347,6 +1347,36 @@ class Dataset:
             self.version += 1
             return story
 
+    # --- Users tasks name but no listing returns (issue #16: complete users) -----------
+
+    def add_departed_user(self, task_gid: str, *, still_readable: bool = True) -> dict[str, Any]:
+        """A user who left the task's workspace but still follows and is assigned the task.
+
+        ``GET /users?workspace=`` no longer lists them. ``still_readable``: Asana still
+        answers ``GET /users/{gid}`` for them; otherwise that is a 404 (the account is
+        gone) and only the task's compact references name them. The task's
+        ``modified_at`` moves (its assignee changed). Returns the user.
+        """
+        with self.lock:
+            task = self.get_task(task_gid)
+            gid = self.gid()
+            user = {
+                "gid": gid,
+                "resource_type": "user",
+                "name": f"Former colleague {gid[-4:]}",
+                "email": f"former.{gid}@example.com",
+                "photo": None,
+                "workspaces": [],
+                "custom_fields": [],
+            }
+            if still_readable:
+                self.users[gid] = user
+            task["assignee"] = ref(user)
+            task["followers"] = [*task["followers"], ref(user)]
+            task["modified_at"] = iso_ms(self._now_ms())
+            self.version += 1
+            return user
+
 
 def build_dataset(
     *,
