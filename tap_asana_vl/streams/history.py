@@ -19,13 +19,10 @@ import typing as t
 
 from tap_asana_vl.streams.derived import DerivedStream
 from tap_asana_vl.streams.subtasks import SubtaskStoriesStream
-from tap_asana_vl.streams.task_level import StoriesStream
+from tap_asana_vl.streams.task_level import StoriesStream, is_change
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
-
-#: Stories that are not changes of the task (reactions to comments).
-NOT_CHANGES = frozenset({"comment_liked", "liked", "comment_hearted", "hearted"})
 
 #: Subtypes that add (``+``) or remove (``-``) one related object, named by a story field:
 #: subtype -> (history field, story field holding the object, direction).
@@ -224,9 +221,7 @@ class TaskHistoryStream(DerivedStream):
         """The story's change, if it is one (comments and likes are not)."""
         story = context.get("story") or {}
         subtype = story.get("resource_subtype")
-        if story.get("type") == "comment" or subtype == "comment_added" or not story.get("gid"):
-            return
-        if subtype in NOT_CHANGES:
+        if not story.get("gid") or not is_change(story):
             return
         yield {
             "story_gid": str(story["gid"]),

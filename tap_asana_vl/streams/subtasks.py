@@ -33,6 +33,7 @@ from tap_asana_vl.streams.project_level import (
 from tap_asana_vl.streams.task_level import (
     HISTORY_FIELDS,
     STORY_FIELD_SCOPES,
+    is_change,
     story_child_context,
 )
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
@@ -357,3 +358,10 @@ class SubtaskStoriesStream(AsanaStream):
     ) -> dict[str, t.Any]:
         """The story itself (task_history is made of it) and its subtask's gid."""
         return story_child_context(record, context)
+
+    def generate_child_contexts(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """None for a comment: every child of a story is made of changes (see is_change)."""
+        if is_change(record):
+            yield from super().generate_child_contexts(record, context)

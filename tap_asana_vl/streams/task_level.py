@@ -87,6 +87,29 @@ class StoriesStream(AsanaStream):
         """The story itself (task_history is made of it) and its task's gid."""
         return story_child_context(record, context)
 
+    def generate_child_contexts(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """None for a comment: every child of a story is made of changes (see is_change)."""
+        if is_change(record):
+            yield from super().generate_child_contexts(record, context)
+
+
+def is_change(story: Mapping[str, t.Any]) -> bool:
+    """Whether a story records a change of its task (not a comment, not a like).
+
+    Only such stories feed the story's children (task_history, the derived tables'
+    tombstones); skipping the others spares a child sync per comment.
+    """
+    subtype = story.get("resource_subtype")
+    if story.get("type") == "comment" or subtype == "comment_added":
+        return False
+    return subtype not in NOT_CHANGES
+
+
+#: Stories that are not changes of the task (reactions to comments).
+NOT_CHANGES = frozenset({"comment_liked", "liked", "comment_hearted", "hearted"})
+
 
 def story_child_context(record: dict[str, t.Any], context: Context | None) -> dict[str, t.Any]:
     """What a story passes its children: the story, its task's gid and derived fields.
