@@ -321,3 +321,38 @@ def test_tombstones_cost_nothing_without_stories_selected():
     """Without stories selected, bridges never make the tap read stories."""
     requests = _requests({"task_tags", "task_dependencies", "task_custom_field_values"})
     assert not [path for path in requests if path.endswith("/stories")]
+
+
+def test_history_dates_are_typed(synced):
+    fake, result = synced
+    for row, story in _rows_of(result, fake, "due_date_changed"):
+        assert row["field"] == "due_on"
+        assert row["new_date_value"] == story["new_dates"]["due_on"]
+        assert row["new_date_time_value"] == story["new_dates"]["due_at"]
+        assert row["old_date_value"] == story["old_dates"]["due_on"]
+
+
+def test_a_changed_task_and_a_subtask_found_by_search_re_emit_all_their_rows():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        task = next(t for t in fake.dataset.tasks.values() if len(t["custom_fields"]) > 2)
+        subtask = next(
+            s
+            for s in fake.dataset.subtasks.values()
+            if s["followers"] and s["parent"]["gid"] in fake.dataset.tasks
+        )
+        fake.touch_task(task["gid"])
+        fake.touch_task(subtask["gid"])  # its parent is unchanged: found by search
+
+        second = run_tap(config, state=first.state)
+
+    values = [r for r in second.records["task_custom_field_values"] if r["task_gid"] == task["gid"]]
+    assert {r["custom_field_gid"] for r in values} == {cf["gid"] for cf in task["custom_fields"]}
+    assert {r["modified_at"] for r in values} == {task["modified_at"]}
+    followers = [r for r in second.records["task_followers"] if r["task_gid"] == subtask["gid"]]
+    assert {r["user_gid"] for r in followers} == {u["gid"] for u in subtask["followers"]}
+    assert {r["task_modified_at"] for r in followers} == {subtask["modified_at"]}
+    # Unchanged tasks are not re-emitted.
+    changed = {task["gid"], subtask["gid"]}
+    assert {r["task_gid"] for r in second.records["task_followers"]} <= changed
