@@ -282,6 +282,20 @@ def _check_analyst_queries(postgres: PostgresServer, ds: Any) -> None:
     """Each README query, run on the loaded warehouse, answers what the fake holds."""
     queries = readme_queries()
     assert len(queries) == 5
+    # Typed columns, and cleared values marked deleted as the tap sent them.
+    values = _column_types(postgres, "task_custom_field_values")
+    assert values["number_value"] in {"numeric", "double precision"}
+    assert values["date_value"] == "date"
+    assert values["date_time_value"] == "timestamp without time zone"
+    assert _udt(postgres, "task_custom_field_values", "people_gids") in {"_text", "_varchar"}
+    cleared = sum(
+        cf["display_value"] in (None, "")
+        for t in [*ds.tasks.values(), *ds.subtasks.values()]
+        for cf in t["custom_fields"]
+    )
+    assert cleared, "the fake has no empty custom field value: the check would prove nothing"
+    sql = "select count(*) from asana.task_custom_field_values where _sdc_deleted_at is not null"
+    assert _query(postgres, sql) == [(cleared,)]
     users = {gid: user["name"] for gid, user in ds.users.items()}
 
     # 1. Open tasks per project and section, with the assignee's name.
