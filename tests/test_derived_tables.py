@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import SyncResult, catalog_selecting, run_tap
 
@@ -356,3 +357,23 @@ def test_a_changed_task_and_a_subtask_found_by_search_re_emit_all_their_rows():
     # Unchanged tasks are not re-emitted.
     changed = {task["gid"], subtask["gid"]}
     assert {r["task_gid"] for r in second.records["task_followers"]} <= changed
+
+
+def test_derived_tables_hang_under_tasks_subtasks_and_selected_stories():
+    """Fed by tasks and subtasks; by stories only when those are selected (read anyway)."""
+
+    def children(catalog: dict | None) -> dict[str, set[str]]:
+        tap = TapAsanaVl(config={"access_token": "x"}, catalog=catalog, parse_env_config=False)
+        return {name: {c.name for c in s.child_streams} for name, s in tap.streams.items()}
+
+    everything = children(None)
+    for parent in ("tasks", "subtasks"):
+        assert everything[parent] >= TASK_DERIVED, parent
+    for parent in ("stories", "subtask_stories"):
+        assert everything[parent] >= TASK_DERIVED, parent
+        assert "task_history" in everything[parent]
+    config = {"access_token": "x"}
+    without_stories = children(catalog_selecting(config, {"tasks", "subtasks", "task_tags"}))
+    assert "task_tags" not in without_stories["stories"]
+    assert "task_tags" not in without_stories["subtask_stories"]
+    assert "task_tags" in without_stories["subtasks"]
