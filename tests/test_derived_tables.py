@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tap_asana_vl.streams.history import change_of
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import SyncResult, catalog_selecting, run_tap
@@ -377,3 +378,40 @@ def test_derived_tables_hang_under_tasks_subtasks_and_selected_stories():
     assert "task_tags" not in without_stories["stories"]
     assert "task_tags" not in without_stories["subtask_stories"]
     assert "task_tags" in without_stories["subtasks"]
+
+
+@pytest.mark.parametrize(
+    ("story", "expected"),
+    [
+        (
+            {"resource_subtype": "unassigned", "assignee": {"gid": "7", "name": "Ana"}},
+            {"field": "assignee", "old_gid": "7", "old_value": "Ana"},
+        ),
+        (
+            {"resource_subtype": "removed_from_project", "project": {"gid": "9", "name": "Web"}},
+            {"field": "project", "old_gid": "9", "old_value": "Web", "project_gid": "9"},
+        ),
+        (
+            {"resource_subtype": "marked_incomplete"},
+            {"field": "completed", "old_value": "true", "new_value": "false"},
+        ),
+        (
+            {
+                "resource_subtype": "multi_enum_custom_field_changed",
+                "custom_field": {"gid": "5", "name": "Platforms"},
+                "old_multi_enum_values": [],
+                "new_multi_enum_values": [{"gid": "1", "name": "Web"}, {"gid": "2", "name": "iOS"}],
+            },
+            {"field": "Platforms", "custom_field_gid": "5", "new_value": "Web, iOS"},
+        ),
+        (
+            # A kind of change the tap does not know: kept, with its text.
+            {"resource_subtype": "teleported", "text": "moved to Mars"},
+            {"field": "teleported", "new_value": "moved to Mars"},
+        ),
+    ],
+    ids=lambda value: value.get("resource_subtype", "") if "resource_subtype" in value else "",
+)
+def test_change_of_reads_each_kind_of_story(story, expected):
+    change = change_of(story)
+    assert {k: change.get(k) for k in expected} == expected

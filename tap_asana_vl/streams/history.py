@@ -32,6 +32,7 @@ MEMBERSHIP_CHANGES: dict[str, tuple[str, str, str]] = {
     "added_to_tag": ("tag", "tag", "+"),
     "removed_from_tag": ("tag", "tag", "-"),
     "followers_added": ("follower", "follower", "+"),
+    "collaborator_added": ("follower", "follower", "+"),
     "follower_added": ("follower", "follower", "+"),
     "followers_removed": ("follower", "follower", "-"),
     "dependency_added": ("dependency", "dependency", "+"),
