@@ -546,6 +546,132 @@ def generate(spec: Mapping[str, Any]) -> dict[str, StreamResult]:
     for target, _ in OVERRIDES:
         if target not in STREAMS and target not in STREAMS.values():
             raise SpecError(f"override for unknown stream or component {target!r}")
+    results.update(derived_results())
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# Derived tables (issue #16): rows the tap builds from fields of records it already
+# fetched (a task's custom_fields, tags, followers, dependencies; a story's old_/new_
+# fields), so they cost no request. Not Asana objects, so not from the spec: the columns
+# are declared here, and generated like the others (keys never null, all else nullable).
+# --------------------------------------------------------------------------------------
+
+#: Column kinds of derived tables -> JSON schema (before ``null`` is added).
+DERIVED_KINDS: dict[str, dict[str, Any]] = {
+    "string": {"type": ["string"]},
+    "number": {"type": ["number"]},
+    "boolean": {"type": ["boolean"]},
+    "date": {"type": ["string"], "format": "date"},
+    "date-time": {"type": ["string"], "format": "date-time"},
+    "strings": {"type": ["array"], "items": {"type": ["string"]}},
+}
+#: Soft-delete marker (the Singer convention targets such as target-postgres load as is):
+#: set on a row the tap knows no longer holds (see the README, "Derived tables").
+DERIVED_DELETED_AT = {"_sdc_deleted_at": "date-time"}
+_CUSTOM_FIELD_VALUE_COLUMNS = {
+    "custom_field_gid": "string",
+    "custom_field_name": "string",
+    "type": "string",
+    "text_value": "string",
+    "number_value": "number",
+    "enum_option_gid": "string",
+    "enum_option_name": "string",
+    "multi_enum_option_gids": "strings",
+    "multi_enum_option_names": "strings",
+    "date_value": "date",
+    "date_time_value": "date-time",
+    "people_gids": "strings",
+    "display_value": "string",
+    **DERIVED_DELETED_AT,
+}
+#: Derived stream -> (primary key, {column: kind}).
+DERIVED_STREAMS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "task_custom_field_values": (
+        ("task_gid", "custom_field_gid"),
+        {"task_gid": "string", **_CUSTOM_FIELD_VALUE_COLUMNS, "modified_at": "date-time"},
+    ),
+    "project_custom_field_values": (
+        ("project_gid", "custom_field_gid"),
+        {"project_gid": "string", **_CUSTOM_FIELD_VALUE_COLUMNS, "modified_at": "date-time"},
+    ),
+    "task_tags": (
+        ("task_gid", "tag_gid"),
+        {
+            "task_gid": "string",
+            "tag_gid": "string",
+            "tag_name": "string",
+            "task_modified_at": "date-time",
+            **DERIVED_DELETED_AT,
+        },
+    ),
+    "task_followers": (
+        ("task_gid", "user_gid"),
+        {
+            "task_gid": "string",
+            "user_gid": "string",
+            "user_name": "string",
+            "task_modified_at": "date-time",
+            **DERIVED_DELETED_AT,
+        },
+    ),
+    "task_dependencies": (
+        ("task_gid", "depends_on_gid"),
+        {
+            "task_gid": "string",
+            "depends_on_gid": "string",
+            "task_modified_at": "date-time",
+            **DERIVED_DELETED_AT,
+        },
+    ),
+    "task_history": (
+        ("story_gid",),
+        {
+            "story_gid": "string",
+            "task_gid": "string",
+            "created_at": "date-time",
+            "created_by_gid": "string",
+            "resource_subtype": "string",
+            "field": "string",
+            "custom_field_gid": "string",
+            "project_gid": "string",
+            "old_value": "string",
+            "new_value": "string",
+            "old_gid": "string",
+            "new_gid": "string",
+            "old_number_value": "number",
+            "new_number_value": "number",
+            "old_date_value": "date",
+            "new_date_value": "date",
+            "old_date_time_value": "date-time",
+            "new_date_time_value": "date-time",
+        },
+    ),
+}
+
+
+def derived_schema(keys: tuple[str, ...], columns: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON schema of a derived table: keys are non-null strings, all else nullable."""
+    properties: dict[str, Any] = {}
+    for name in sorted(columns):
+        schema = copy.deepcopy(DERIVED_KINDS[columns[name]])
+        if name not in keys:
+            schema["type"].append("null")
+            if "items" in schema:
+                schema["items"]["type"].append("null")
+        properties[name] = schema
+    return {"type": "object", "properties": properties}
+
+
+def derived_results() -> dict[str, StreamResult]:
+    """The derived tables' schemas, as results (no ``opt_fields``: never requested)."""
+    results = {}
+    for stream, (keys, columns) in DERIVED_STREAMS.items():
+        missing = set(keys) - columns.keys()
+        if missing:
+            raise SpecError(f"{stream}: key columns {sorted(missing)} are not declared")
+        schema = derived_schema(keys, columns)
+        results[stream] = StreamResult(schema, len(schema["properties"]), [], set())
     return results
 
 

@@ -43,6 +43,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "PROGRESS_MARKERS",
     "SchemaErrorsRewritten",
+    "add_child_stream",
     "advance_bookmark",
     "bookmark_value",
     "drop_progress",
@@ -94,6 +95,16 @@ def advance_bookmark(stream: Stream, record: Mapping[str, t.Any], context: Conte
         stream.state_manager.increment_state(
             dict(record), context=context, replication_key=stream.replication_key
         )
+
+
+def add_child_stream(parent: Stream, child: Stream) -> None:
+    """Make ``child`` also a child of ``parent`` (the SDK links each stream to one parent).
+
+    The SDK syncs ``parent.child_streams`` after each of its records, with the context
+    the parent makes, and counts them in ``has_selected_descendents``.
+    """
+    if child not in parent.child_streams:
+        parent.child_streams.append(child)
 
 
 # --- Per-parent streams -----------------------------------------------------------------

@@ -33,6 +33,7 @@ from tap_asana_vl.settings import (
     hide_secret_values,
 )
 from tap_asana_vl.transport import Transport
+from tap_asana_vl.user_refs import UserReferences
 
 if t.TYPE_CHECKING:
     import click
@@ -68,6 +69,14 @@ STREAM_TYPES: tuple[type[streams.AsanaStream], ...] = (
     streams.GoalsStream,
     streams.SubtasksStream,
     streams.SubtaskStoriesStream,
+    # Derived tables (issue #16): made of records fetched above, no request of their own
+    # (project_custom_field_values: one narrow projects listing).
+    streams.TaskCustomFieldValuesStream,
+    streams.ProjectCustomFieldValuesStream,
+    streams.TaskTagsStream,
+    streams.TaskFollowersStream,
+    streams.TaskDependenciesStream,
+    streams.TaskHistoryStream,
 )
 
 STREAM_NAMES = frozenset(stream_type.name for stream_type in STREAM_TYPES)
@@ -113,6 +122,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
 
     name = "tap-asana-vl"
     message_writer_class = RepeatedSchemaSkippingWriter
+    # Set once derived streams are also children of their further parents (``streams``).
+    _extra_parents_added = False
 
     # The SDK's defaults minus BATCH (a preview feature we do not test, unused by
     # target-postgres) and ACTIVATE_VERSION (see AsanaStream.emit_activate_version_messages).
@@ -238,6 +249,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return RunProgress(self.logger)
 
     @cached_property
+    def user_references(self) -> UserReferences:
+        """Users the emitted records reference (``users`` completes itself from them)."""
+        return UserReferences()
+
+    @cached_property
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool that fetches per-parent children (stories) ahead of time."""
         workers = int(self.config["max_concurrent_requests"])
@@ -255,6 +271,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             # Scopes unknown: let each stream's first request find out alone.
             for stream in asana_streams:
                 stream.probe_first_request = True
+        users = self.streams.get("users")
+        # Collected only for a users table to complete (see user_refs.py).
+        self.user_references.enabled = bool(users is not None and users.selected)
         self.progress.start_heartbeat()
         try:
             super().sync_all()
@@ -290,6 +309,29 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         for stream in discovered:
             sdk_adapter.quiet_stream_logger(stream.logger)
         return discovered
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        """The streams, with derived ones also under their further parents.
+
+        The SDK gives a stream one parent; a derived table of tasks is fed by subtasks
+        too (``DerivedStream.also_child_of``), so it is added to their children here,
+        once, after the SDK has built its tree.
+        """
+        loaded = super().streams
+        if not self._extra_parents_added:
+            self._extra_parents_added = True
+            for child in loaded.values():
+                for parent_type in getattr(child, "also_child_of", ()):
+                    for parent in loaded.values():
+                        if type(parent) is parent_type:
+                            sdk_adapter.add_child_stream(parent, child)
+                # Tombstones from stories only where those are read anyway (selected).
+                for parent_type in getattr(child, "tombstones_from", ()):
+                    for parent in loaded.values():
+                        if type(parent) is parent_type and parent.selected:
+                            sdk_adapter.add_child_stream(parent, child)
+        return loaded
 
 
 def main() -> None:

@@ -115,10 +115,17 @@ def test_discovery_needs_no_credentials_and_no_network(tmp_path):
     catalog = json.loads(proc.stdout)
     streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
     assert set(streams) == {stream_type.name for stream_type in STREAM_TYPES}
-    assert len(streams) == 21
+    assert len(streams) == 27
     bridges = {
         "task_projects": ["task_gid", "project_gid"],
         "portfolio_items": ["portfolio_gid", "gid"],
+        # Derived tables (issue #16).
+        "task_custom_field_values": ["task_gid", "custom_field_gid"],
+        "project_custom_field_values": ["project_gid", "custom_field_gid"],
+        "task_tags": ["task_gid", "tag_gid"],
+        "task_followers": ["task_gid", "user_gid"],
+        "task_dependencies": ["task_gid", "depends_on_gid"],
+        "task_history": ["story_gid"],
     }
     for name, stream in streams.items():
         assert stream["key_properties"] == bridges.get(name, ["gid"]), name

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 
 from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
+from tests.fake_asana.dataset import parse_iso_ms
 from tests.postgres_server import PostgresServer, PostgresUnavailableError, running_postgres
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,6 +137,7 @@ def _expected_counts(ds: Any) -> dict[str, int]:
     counts["project_custom_field_settings"] = len(ds.custom_field_settings)
     counts["portfolio_items"] = sum(len(p) for p in ds.portfolio_items.values())
     counts["task_projects"] = sum(len(t["memberships"]) for t in ds.tasks.values())
+    counts.update(_expected_derived_counts(ds))
     assert set(counts) == set(KEYS)
     return counts
 
@@ -194,6 +199,7 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         # target-postgres 0.8.1 creates `timestamp` (no time zone) columns; they must
         # hold UTC whatever the server's time zone (meltano.yml sets PGTZ=UTC).
         assert modified_at == some_task["modified_at"]
+        _check_analyst_queries(postgres, ds)
 
         # --- The same full sync through target-jsonl, which validates every record too.
         output = meltano_project / "jsonl-output"
@@ -328,3 +334,136 @@ def _delete_and_move_targets(ds: Any) -> tuple[dict, dict, dict, str, str]:
             other = next(p for p in ds.projects if p != project)
             return alone[0], alone[1], alone[2], project, other
     raise AssertionError("the dataset has no project with three single-homed tasks")
+
+
+# --- Derived tables and the README's "Query it" queries (issue #16) ---------------------
+
+
+def _expected_derived_counts(ds: Any) -> dict[str, int]:
+    """Rows of the derived tables the fake's data makes (tasks and subtasks)."""
+    tasks = [*ds.tasks.values(), *ds.subtasks.values()]
+    stories = [*ds.stories.values(), *ds.subtask_stories.values()]
+    return {
+        "task_custom_field_values": sum(len(t["custom_fields"]) for t in tasks),
+        "project_custom_field_values": sum(len(p["custom_fields"]) for p in ds.projects.values()),
+        "task_tags": sum(len(t["tags"]) for t in tasks),
+        "task_followers": sum(len(t["followers"]) for t in tasks),
+        "task_dependencies": sum(len(t["dependencies"]) for t in tasks),
+        "task_history": sum(
+            s["type"] == "system" and s["resource_subtype"] != "comment_liked" for s in stories
+        ),
+    }
+
+
+def readme_queries() -> list[str]:
+    """The SQL blocks of the README's "Query it" section, as written there."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Query it\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, flags=re.DOTALL)
+
+
+def _check_analyst_queries(postgres: PostgresServer, ds: Any) -> None:
+    """Each README query, run on the loaded warehouse, answers what the fake holds."""
+    queries = readme_queries()
+    assert len(queries) == 5
+    # Typed columns, and cleared values marked deleted as the tap sent them.
+    values = _column_types(postgres, "task_custom_field_values")
+    assert values["number_value"] in {"numeric", "double precision"}
+    assert values["date_value"] == "date"
+    assert values["date_time_value"] == "timestamp without time zone"
+    assert _udt(postgres, "task_custom_field_values", "people_gids") in {"_text", "_varchar"}
+    cleared = sum(
+        cf["display_value"] in (None, "")
+        for t in [*ds.tasks.values(), *ds.subtasks.values()]
+        for cf in t["custom_fields"]
+    )
+    assert cleared, "the fake has no empty custom field value: the check would prove nothing"
+    sql = "select count(*) from asana.task_custom_field_values where _sdc_deleted_at is not null"
+    assert _query(postgres, sql) == [(cleared,)]
+    users = {gid: user["name"] for gid, user in ds.users.items()}
+
+    # 1. Open tasks per project and section, with the assignee's name.
+    expected_open = sorted(
+        (
+            ds.projects[m["project"]["gid"]]["name"],
+            m["section"]["name"],
+            t["name"],
+            users.get((t["assignee"] or {}).get("gid")),
+        )
+        for t in ds.tasks.values()
+        if not t["completed"]
+        for m in t["memberships"]
+    )
+    rows = _query(postgres, queries[0])
+    assert rows
+    assert sorted(rows, key=repr) == sorted(expected_open, key=repr)
+
+    # 2. Tasks by custom field value (enum, number range, date).
+    def value(task: dict[str, Any], name: str) -> dict[str, Any]:
+        return next((cf for cf in task["custom_fields"] if cf["name"] == name), {})
+
+    matching = set()
+    for gid, task in ds.tasks.items():
+        priority = (value(task, "Priority").get("enum_value") or {}).get("name")
+        estimate = value(task, "Estimate").get("number_value")
+        launch = (value(task, "Launch date").get("date_value") or {}).get("date")
+        if (
+            priority == "High"
+            or (estimate is not None and 10 <= estimate <= 20)
+            or (launch is not None and "2024-01-01" <= launch <= "2024-06-30")
+        ):
+            matching.add(gid)
+    rows = _query(postgres, queries[1])
+    assert {row[0] for row in rows} == matching
+    assert any(row[2] == "High" for row in rows)
+    assert any(row[3] is not None and 10 <= row[3] <= 20 for row in rows)
+    assert any(row[4] is not None for row in rows)
+
+    # 3. Tasks per tag.
+    per_tag = Counter(
+        (tag["gid"], tag["name"])
+        for t in [*ds.tasks.values(), *ds.subtasks.values()]
+        for tag in t["tags"]
+    )
+    rows = _query(postgres, queries[2])
+    assert {(gid, name): n for gid, name, n in rows} == per_tag
+
+    # 4. Median time from creation to completion per project.
+    durations: dict[str, list[float]] = {}
+    for t in ds.tasks.values():
+        if t["completed"]:
+            seconds = (_ms(t["completed_at"]) - _ms(t["created_at"])) / 1000
+            for m in t["memberships"]:
+                durations.setdefault(ds.projects[m["project"]["gid"]]["name"], []).append(seconds)
+    rows = _query(postgres, queries[3])
+    assert {project for project, _, _ in rows} == set(durations)
+    for project, median_days, count in rows:
+        assert count == len(durations[project])
+        assert abs(median_days - statistics.median(durations[project]) / 86400) < 1e-6
+
+    # 5. Time spent per section, from task_history's section changes.
+    hours: Counter[str] = Counter()
+    moves_out: Counter[str] = Counter()
+    moves = sorted(
+        (s for s in ds.stories.values() if s["resource_subtype"] == "section_changed"),
+        key=lambda s: s["created_at"],
+    )
+    last: dict[tuple[str, str], str] = {}
+    for story in moves:
+        if "old_section" not in story:
+            continue
+        task = ds.tasks[story["target"]["gid"]]
+        key = (task["gid"], story["project"]["gid"])
+        entered = last.get(key, task["created_at"])
+        hours[story["old_section"]["name"]] += (_ms(story["created_at"]) - _ms(entered)) / 3.6e6
+        moves_out[story["old_section"]["name"]] += 1
+        last[key] = story["created_at"]
+    assert moves_out, "the fake's data has no section change: the query would prove nothing"
+    rows = _query(postgres, queries[4])
+    assert {section: n for section, _, n in rows} == dict(moves_out)
+    for section, spent, _ in rows:
+        assert abs(float(spent) - hours[section]) < 1e-6
+
+
+def _ms(stamp: str) -> int:
+    return parse_iso_ms(stamp)

@@ -448,7 +448,7 @@ BAD_SINCE = "modified_since: " + BAD_DATE
         ("GET /goals", {}, 400, "workspace: Missing input"),
         ("GET " + SEARCH, {"is_subtask": "maybe"}, 400, "is_subtask: Not a boolean: maybe"),
         ("GET " + SEARCH, {"modified_at.after": "x"}, 400, "modified_at.after: " + BAD_DATE),
-        ("GET /users/me", {}, 404, NO_ROUTE),
+        ("GET /users/me/teams", {}, 404, NO_ROUTE),
         ("POST /tasks", {}, 404, NO_ROUTE),
         ("DELETE /workspaces", {}, 404, NO_ROUTE),
     ],
@@ -803,3 +803,16 @@ def test_cli_serves_until_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
         assert proc.stderr.read() == ""
+
+
+def test_a_user_is_read_by_gid_or_as_me(fake: FakeAsana) -> None:
+    """``GET /users/{user_gid}`` (the tap reads users no listing returns): ``me`` too."""
+    headers = {"Authorization": f"Bearer {fake.pat}"}
+    user = next(iter(fake.dataset.users.values()))
+    answer = requests.get(f"{fake.api_url}/users/{user['gid']}", headers=headers, timeout=10)
+    assert answer.status_code == 200
+    assert answer.json()["data"]["email"] == user["email"]
+    me = requests.get(f"{fake.api_url}/users/me", headers=headers, timeout=10).json()["data"]
+    assert me["gid"] == fake.dataset.me_gid
+    missing = requests.get(f"{fake.api_url}/users/1999999999999999", headers=headers, timeout=10)
+    assert missing.status_code == 404

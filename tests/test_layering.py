@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "streams.project_level": 3,
     "streams.task_level": 3,
     "streams.subtasks": 3,
+    "streams.derived": 3,
+    "streams.history": 3,
     # The base stream: listing, records, prefetch, paging.
     "streams.base": 2,
     "streams.listing": 2,
@@ -50,6 +52,7 @@ LAYERS: dict[str, int] = {
     "timestamps": 0,
     "redaction": 0,
     "progress": 0,
+    "user_refs": 0,
     "inputs": 0,
     "cli_errors": 0,
     "settings": 0,

@@ -8,13 +8,24 @@
 - ``task_level``: once per task emitted in the run (stories, project memberships,
   attachments, time tracking entries);
 - ``subtasks``: subtasks below changed tasks and from a sweep of each workspace, and
-  their stories.
+  their stories;
+- ``derived`` and ``history``: tables made of records already fetched (custom field
+  values, tags, followers, dependencies, change history), at no request.
 
 They all derive from ``base.AsanaStream`` (records, children; reading from Asana is
 ``listing.AsanaListing``).
 """
 
 from tap_asana_vl.streams.base import AsanaStream
+from tap_asana_vl.streams.derived import (
+    DerivedStream,
+    ProjectCustomFieldValuesStream,
+    TaskCustomFieldValuesStream,
+    TaskDependenciesStream,
+    TaskFollowersStream,
+    TaskTagsStream,
+)
+from tap_asana_vl.streams.history import TaskHistoryStream
 from tap_asana_vl.streams.project_level import (
     ProjectCustomFieldSettingsStream,
     ProjectMembershipsStream,
@@ -46,10 +57,12 @@ __all__ = [
     "AsanaStream",
     "AttachmentsStream",
     "CustomFieldsStream",
+    "DerivedStream",
     "GoalsStream",
     "PortfolioItemsStream",
     "PortfoliosStream",
     "ProjectCustomFieldSettingsStream",
+    "ProjectCustomFieldValuesStream",
     "ProjectMembershipsStream",
     "ProjectsStream",
     "SectionsStream",
@@ -58,7 +71,12 @@ __all__ = [
     "SubtaskStoriesStream",
     "SubtasksStream",
     "TagsStream",
+    "TaskCustomFieldValuesStream",
+    "TaskDependenciesStream",
+    "TaskFollowersStream",
+    "TaskHistoryStream",
     "TaskProjectsStream",
+    "TaskTagsStream",
     "TasksStream",
     "TeamMembershipsStream",
     "TeamsStream",

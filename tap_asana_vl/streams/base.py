@@ -59,6 +59,8 @@ class AsanaStream(AsanaListing):
     #: that workspace's other streams: for changes no parent record reveals (subtasks
     #: edited under unchanged tasks). The workspaces stream runs these sweeps.
     sweeps_each_workspace: t.ClassVar[bool] = False
+    #: Sweep after the other sweeps (for a table completed from what they emitted).
+    sweeps_last: t.ClassVar[bool] = False
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -97,6 +99,7 @@ class AsanaStream(AsanaListing):
                 self.stats.records += len(batch)
                 if self.selected:
                     progress.count_records(self.name, len(batch))
+                    self._note_user_references(batch)
                 for record in batch:
                     self.before_children(record, context)
                     yield record
@@ -112,6 +115,18 @@ class AsanaStream(AsanaListing):
                 if isinstance(child, AsanaStream) and child.prefetch:
                     child.prefetches.discard()
             raise
+
+    def _note_user_references(self, batch: list[dict[str, t.Any]]) -> None:
+        """Tell the run which users the records about to be emitted reference."""
+        references = self.services.user_references
+        if references.enabled:
+            for record in batch:
+                references.note_record(record)
+                references.note_gids(self.user_gids(record))
+
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:  # noqa: ARG002
+        """Users a record names by gid only, outside compact references (override)."""
+        return ()
 
     def before_children(self, record: dict[str, t.Any], context: Context | None) -> None:
         """Hook: ``record`` is about to be handed to the SDK, which syncs its children."""

@@ -48,6 +48,7 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.progress import RunProgress
     from tap_asana_vl.transport import Transport
+    from tap_asana_vl.user_refs import UserReferences
 
 # Times a listing is started over after its pagination token expired.
 MAX_LISTING_RESTARTS = 3
@@ -77,6 +78,10 @@ class RunServices(t.Protocol):
     @property
     def streams(self) -> Mapping[str, t.Any]:
         """Every stream of the run by name (tombstones are written to other streams)."""
+
+    @property
+    def user_references(self) -> UserReferences:
+        """Users referenced by the run's emitted records (see user_refs.py)."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ TASK_FIELD_SCOPES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields of a task (or subtask) its derived tables are made of (streams/derived.py):
+# passed to its children, so those tables cost no request.
+DERIVED_FIELDS = ("modified_at", "custom_fields", "tags", "followers", "dependencies")
+
+
+def derived_fields(record: dict[str, t.Any]) -> dict[str, t.Any]:
+    """What a task passes its derived tables (``DERIVED_FIELDS`` of its record)."""
+    return {name: record.get(name) for name in DERIVED_FIELDS}
+
+
 class TasksStream(AsanaStream):
     """Tasks per project changed since the project's bookmark; multi-homed tasks once."""
 
@@ -50,7 +60,14 @@ class TasksStream(AsanaStream):
     # Children read these even when a user deselects them.
     # (``parent``: a task re-read after an event must not be a subtask; see deletes.py.)
     required_fields = frozenset(
-        {"workspace", "num_subtasks", "memberships", "actual_time_minutes", "parent"}
+        {
+            "workspace",
+            "num_subtasks",
+            "memberships",
+            "actual_time_minutes",
+            "parent",
+            *DERIVED_FIELDS,
+        }
     )
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -210,7 +227,7 @@ class TasksStream(AsanaStream):
 
         Its gid and workspace; whether it has subtasks and tracked time (its children
         skip the request where it has none); its ``memberships`` (the rows of
-        task_projects).
+        task_projects); what the derived tables are made of (``derived_fields``).
         """
         return {
             "task_gid": record["gid"],
@@ -218,6 +235,7 @@ class TasksStream(AsanaStream):
             "num_subtasks": record.get("num_subtasks"),
             "actual_time_minutes": record.get("actual_time_minutes"),
             "memberships": record.get("memberships"),
+            **derived_fields(record),
         }
 
 

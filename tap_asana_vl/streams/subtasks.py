@@ -24,8 +24,18 @@ import typing as t
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
-from tap_asana_vl.streams.project_level import TASK_FIELD_SCOPES, TasksStream
-from tap_asana_vl.streams.task_level import STORY_FIELD_SCOPES
+from tap_asana_vl.streams.project_level import (
+    DERIVED_FIELDS,
+    TASK_FIELD_SCOPES,
+    TasksStream,
+    derived_fields,
+)
+from tap_asana_vl.streams.task_level import (
+    HISTORY_FIELDS,
+    STORY_FIELD_SCOPES,
+    is_change,
+    story_child_context,
+)
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
 from tap_asana_vl.timestamps import (
     format_timestamp,
@@ -63,7 +73,10 @@ class SubtasksStream(AsanaStream):
     deduplicate = True
     prefetch = True
     # The walk follows num_subtasks; search pages by modified_at, then created_at.
-    required_fields = frozenset({"workspace", "num_subtasks", "modified_at", "created_at"})
+    # Derived tables (streams/derived.py) are made of DERIVED_FIELDS.
+    required_fields = frozenset(
+        {"workspace", "num_subtasks", "modified_at", "created_at", *DERIVED_FIELDS}
+    )
     search_page = 100  # Asana's search returns at most 100 results, with no offset
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -86,8 +99,15 @@ class SubtasksStream(AsanaStream):
         record: dict[str, t.Any],
         context: Context | None,  # noqa: ARG002
     ) -> dict[str, t.Any]:
-        """A subtask's stories need its gid (and its workspace, like any task's child)."""
-        return {"task_gid": record["gid"], "workspace_gid": workspace_of(record)}
+        """A subtask's stories need its gid (and its workspace, like any task's child).
+
+        Its derived tables (streams/derived.py) get their fields, as under a task.
+        """
+        return {
+            "task_gid": record["gid"],
+            "workspace_gid": workspace_of(record),
+            **derived_fields(record),
+        }
 
     def fetch(self, context: Context) -> list[dict[str, t.Any]]:
         """Every subtask below the task of ``context``, depth first."""
@@ -331,3 +351,17 @@ class SubtaskStoriesStream(AsanaStream):
     replication_key = "created_at"
     context_label = ("subtask", "task_gid")
     prefetch = True
+    required_fields = HISTORY_FIELDS
+
+    def get_child_context(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> dict[str, t.Any]:
+        """The story itself (task_history is made of it) and its subtask's gid."""
+        return story_child_context(record, context)
+
+    def generate_child_contexts(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """None for a comment: every child of a story is made of changes (see is_change)."""
+        if is_change(record):
+            yield from super().generate_child_contexts(record, context)

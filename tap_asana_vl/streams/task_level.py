@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_asana_vl.streams.base import AsanaStream
-from tap_asana_vl.streams.project_level import TasksStream
+from tap_asana_vl.streams.project_level import DERIVED_FIELDS, TasksStream
 from tap_asana_vl.streams.reconcile import task_project_rows
 
 if t.TYPE_CHECKING:
@@ -18,6 +18,49 @@ if t.TYPE_CHECKING:
 
 # Scopes some story fields need beyond stories:read (Asana's spec, GET /stories/{gid}).
 STORY_FIELD_SCOPES: dict[str, tuple[str, ...]] = {"previews": ("attachments:read",)}
+
+# Story fields task_history (streams/history.py) is made of: requested even when
+# deselected from ``stories``, passed to its children with the story.
+HISTORY_FIELDS = frozenset(
+    {
+        "created_at",
+        "created_by",
+        "resource_subtype",
+        "type",
+        "text",
+        "assignee",
+        "follower",
+        "project",
+        "tag",
+        "task",
+        "dependency",
+        "duplicate_of",
+        "duplicated_from",
+        "custom_field",
+        "old_name",
+        "new_name",
+        "old_dates",
+        "new_dates",
+        "old_section",
+        "new_section",
+        "old_enum_value",
+        "new_enum_value",
+        "old_multi_enum_values",
+        "new_multi_enum_values",
+        "old_number_value",
+        "new_number_value",
+        "old_text_value",
+        "new_text_value",
+        "old_date_value",
+        "new_date_value",
+        "old_people_value",
+        "new_people_value",
+        "old_resource_subtype",
+        "new_resource_subtype",
+        "old_approval_status",
+        "new_approval_status",
+    }
+)
 
 
 class StoriesStream(AsanaStream):
@@ -37,6 +80,50 @@ class StoriesStream(AsanaStream):
     replication_key = "created_at"
     context_label = ("task", "task_gid")
     prefetch = True
+    required_fields = HISTORY_FIELDS
+
+    def get_child_context(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> dict[str, t.Any]:
+        """The story itself (task_history is made of it) and its task's gid."""
+        return story_child_context(record, context)
+
+    def generate_child_contexts(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> Iterable[dict[str, t.Any] | None]:
+        """None for a comment: every child of a story is made of changes (see is_change)."""
+        if is_change(record):
+            yield from super().generate_child_contexts(record, context)
+
+
+def is_change(story: Mapping[str, t.Any]) -> bool:
+    """Whether a story records a change of its task (not a comment, not a like).
+
+    Only such stories feed the story's children (task_history, the derived tables'
+    tombstones); skipping the others spares a child sync per comment.
+    """
+    subtype = story.get("resource_subtype")
+    if story.get("type") == "comment" or subtype == "comment_added":
+        return False
+    return subtype not in NOT_CHANGES
+
+
+#: Stories that are not changes of the task (reactions to comments).
+NOT_CHANGES = frozenset({"comment_liked", "liked", "comment_hearted", "hearted"})
+
+
+def story_child_context(record: dict[str, t.Any], context: Context | None) -> dict[str, t.Any]:
+    """What a story passes its children: the story, its task's gid and derived fields.
+
+    With the task's current tags, dependencies and custom fields next to it, a story
+    that removed one tells the derived tables whether that removal still holds.
+    """
+    context = context or {}
+    return {
+        "task_gid": context.get("task_gid"),
+        "story": record,
+        **{name: context.get(name) for name in DERIVED_FIELDS},
+    }
 
 
 class TaskProjectsStream(AsanaStream):

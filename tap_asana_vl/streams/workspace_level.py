@@ -18,6 +18,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 
+#: Context key marking a workspace's sweep (``AsanaStream.sweeps_each_workspace``).
+SWEEP = "sweep"
+
+
 class WorkspacesStream(AsanaStream):
     """Workspaces and organizations the token can see (``workspace_gids`` narrows them).
 
@@ -64,14 +68,19 @@ class WorkspacesStream(AsanaStream):
         record: dict[str, t.Any],
         context: Context | None,  # noqa: ARG002
     ) -> None:
-        """The workspace's streams are synced: now its sweeps (see ``sweeps_each_workspace``)."""
-        for stream in self.descendent_streams:
-            if (
-                isinstance(stream, AsanaStream)
-                and stream.sweeps_each_workspace
-                and (stream.selected or stream.has_selected_descendents)
-            ):
-                stream.sync(context={"workspace_gid": record["gid"]})
+        """The workspace's streams are synced: now its sweeps (see ``sweeps_each_workspace``).
+
+        Sweeps that complete a table from what the others emitted (users) go last.
+        """
+        sweeps = [
+            stream
+            for stream in self.descendent_streams
+            if isinstance(stream, AsanaStream)
+            and stream.sweeps_each_workspace
+            and (stream.selected or stream.has_selected_descendents)
+        ]
+        for stream in sorted(sweeps, key=lambda s: s.sweeps_last):
+            stream.sync(context={"workspace_gid": record["gid"], SWEEP: True})
 
 
 def check_gids_exist(setting: str, wanted: Iterable[str], found: set[str]) -> None:
@@ -86,7 +95,14 @@ def check_gids_exist(setting: str, wanted: Iterable[str], found: set[str]) -> No
 
 
 class UsersStream(AsanaStream):
-    """Users of each workspace; someone in several workspaces is emitted once."""
+    """Users of each workspace; someone in several workspaces is emitted once.
+
+    After each workspace's other streams (a sweep, ``sweeps_last``), the users their
+    records referenced but no listing returned (people who left, some guests, users of
+    other workspaces; see user_refs.py) are read one by one (``GET /users/{gid}``, once
+    per run each); one Asana no longer shows is emitted as the reference carried it
+    (gid and name).
+    """
 
     name = "users"
     path = "/users"
@@ -95,6 +111,26 @@ class UsersStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     deduplicate = True
+    sweeps_each_workspace = True
+    sweeps_last = True
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The workspace's listing; in its sweep, the referenced users not emitted yet."""
+        if not (context or {}).get(SWEEP):
+            yield from super().source_records(context)
+            return
+        for reference in self.services.user_references.seen():
+            if reference["gid"] in self._emitted:
+                continue
+            try:
+                found = list(
+                    self.list_endpoint(
+                        f"/users/{reference['gid']}", {"opt_fields": self.opt_fields}
+                    )
+                )
+            except SkippedObjectError:
+                found = []
+            yield from found or [reference]
 
 
 class ProjectsStream(AsanaStream):

@@ -104,6 +104,7 @@ def _params(names: str) -> frozenset[str]:
 ROUTES: tuple[Route, ...] = (
     Route("/workspaces", "workspace", handler="_workspaces"),
     Route("/users", "user", handler="_users", params=_params("workspace")),
+    Route("/users/{user_gid}", "user", kind="single"),
     Route("/projects", "project", handler="_projects", params=_params("workspace archived")),
     Route("/projects/{project_gid}", "project", kind="single"),
     Route("/projects/{project_gid}/sections", "section", "sections_by_project"),
@@ -404,7 +405,11 @@ class ApiServer:
             if denied is not None:
                 raise ApiError(self.scope_error_status, denied)
         with self.dataset.lock:
-            obj = self._get(*path_object) if path_object is not None else None
+            obj = None
+            if path_object is not None and path_object[0] == "user":
+                obj = self._user(path_object[1], user_gid)  # "me" is the token's user
+            elif path_object is not None:
+                obj = self._get(*path_object)
             if route.premium is not None and obj is not None:
                 self._premium(_workspace_of(obj), route.premium)
             if route.kind == "single":

@@ -1394,6 +1394,108 @@ class Dataset:
             self.version += 1
             return subtask
 
+    # --- Edits that leave a trace in a task's stories (issue #16: task_history) --------
+
+    def remove_from_task(self, task_gid: str, field: str, gid: str) -> dict[str, Any] | None:
+        """Take ``gid`` out of a task's ``tags``, ``dependencies`` or ``followers``.
+
+        As in Asana, the task's ``modified_at`` moves, and removing a tag or a dependency
+        adds a system story naming it (``removed_from_tag`` with ``tag``,
+        ``dependency_removed`` with ``dependency``; the spec documents those fields, not
+        the subtype names). Removing a follower adds no story. Returns the story, if any.
+
+        Raises:
+            KeyError: if there is no such task, or ``gid`` is not in its ``field``.
+        """
+        with self.lock:
+            task = self.get_task(task_gid)
+            kept = [item for item in task[field] if item["gid"] != gid]
+            if len(kept) == len(task[field]):
+                raise KeyError(f"{gid} is not in {field} of task {task_gid}")
+            task[field] = kept
+            if field == "dependencies":
+                blocker = self.get_task(gid)
+                blocker["dependents"] = [d for d in blocker["dependents"] if d["gid"] != task_gid]
+            now = self._now_ms()
+            story = None
+            kinds = {
+                "tags": ("removed_from_tag", "tag"),
+                "dependencies": ("dependency_removed", "dependency"),
+            }
+            if field in kinds:
+                subtype, key = kinds[field]
+                other = self.tags[gid] if field == "tags" else self.get_task(gid)
+                story = self._new_story(
+                    task,
+                    now,
+                    subtype,
+                    author=self.users.get(self.me_gid),
+                    text=f"removed {other['name']}",
+                )
+                story[key] = ref(other)
+            task["modified_at"] = iso_ms(now)
+            self.version += 1
+            return story
+
+    def clear_custom_field(self, task_gid: str, field_gid: str) -> dict[str, Any]:
+        """Empty a task's value of a custom field; returns the change story Asana adds.
+
+        The field stays in the task's ``custom_fields`` with a null (or empty) value, as
+        Asana lists every field of the task's projects; the story
+        (``<type>_custom_field_changed``) carries the old and the new (empty) value.
+        """
+        with self.lock:
+            task = self.get_task(task_gid)
+            value = next(cf for cf in task["custom_fields"] if cf["gid"] == field_gid)
+            key, empty = _VALUE_KEY[value["type"]]
+            old = value.get(key)
+            value[key] = list(empty) if isinstance(empty, list) else empty
+            value["display_value"] = None
+            now = self._now_ms()
+            story = self._new_story(
+                task,
+                now,
+                f"{value['type']}_custom_field_changed",
+                author=self.users.get(self.me_gid),
+                text=f"cleared {value['name']}",
+            )
+            story["custom_field"] = self._cf_ref(self.custom_fields[field_gid])
+            story[f"old_{key}"] = old
+            story[f"new_{key}"] = value[key]
+            task["modified_at"] = iso_ms(now)
+            self.version += 1
+            return story
+
+    # --- Users tasks name but no listing returns (issue #16: complete users) -----------
+
+    def add_departed_user(self, task_gid: str, *, still_readable: bool = True) -> dict[str, Any]:
+        """A user who left the task's workspace but still follows and is assigned the task.
+
+        ``GET /users?workspace=`` no longer lists them. ``still_readable``: Asana still
+        answers ``GET /users/{gid}`` for them; otherwise that is a 404 (the account is
+        gone) and only the task's compact references name them. The task's
+        ``modified_at`` moves (its assignee changed). Returns the user.
+        """
+        with self.lock:
+            task = self.get_task(task_gid)
+            gid = self.gid()
+            user = {
+                "gid": gid,
+                "resource_type": "user",
+                "name": f"Former colleague {gid[-4:]}",
+                "email": f"former.{gid}@example.com",
+                "photo": None,
+                "workspaces": [],
+                "custom_fields": [],
+            }
+            if still_readable:
+                self.users[gid] = user
+            task["assignee"] = ref(user)
+            task["followers"] = [*task["followers"], ref(user)]
+            task["modified_at"] = iso_ms(self._now_ms())
+            self.version += 1
+            return user
+
 
 def build_dataset(
     *,

@@ -1,0 +1,344 @@
+"""Derived tables (issue #16): rows built from records the tap already fetched.
+
+A task's ``custom_fields``, ``tags``, ``followers`` and ``dependencies`` become one row
+per (task, value): typed custom field values and bridge tables an analyst can join
+without ``unnest``. They cost no request: the task (or subtask) passes those fields in
+the context it gives its children (``task_child_context``), and these streams turn the
+context into rows. Every row carries the task's ``modified_at``, and every row of a
+changed task is re-emitted, so the newest rows of a task are its current ones.
+
+Each stream is a child of ``tasks`` and is also synced under ``subtasks``
+(``also_child_of``), so subtasks get their rows too, whichever way they were found.
+
+Removals, without per-task state and without a request (details in the README,
+"Derived tables"):
+
+- a custom field the task lists with no value is emitted with ``_sdc_deleted_at`` (the
+  task record itself says the value is gone);
+- where ``stories`` / ``subtask_stories`` are selected (so read anyway), a story that
+  removed something the task no longer has (``removed_from_tag``,
+  ``dependency_removed``, a custom field change of a field the task no longer lists)
+  re-emits that pair with ``_sdc_deleted_at`` = the story's time;
+- anything else that disappeared keeps its older ``task_modified_at`` (``modified_at``
+  for custom field values), older than the task's current ``modified_at``: that is how
+  a warehouse tells a stale pair from a current one.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_asana_vl.streams.base import AsanaStream
+from tap_asana_vl.streams.project_level import TasksStream
+from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
+from tap_asana_vl.streams.task_level import StoriesStream
+from tap_asana_vl.streams.workspace_level import (
+    WorkspacesStream,
+    project_listing_params,
+    project_wanted,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from singer_sdk.helpers.types import Context
+
+
+class DerivedStream(AsanaStream):
+    """Rows made from the context the parent passes; never a request of its own."""
+
+    per_parent = True
+    #: Further parents whose records feed this stream too (tasks *and* subtasks).
+    also_child_of: t.ClassVar[tuple[type[AsanaStream], ...]] = ()
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The rows of the parent record the context describes."""
+        return self.rows(context or {})
+
+    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Override: the rows for one parent record."""
+        raise NotImplementedError
+
+
+class TaskDerivedStream(DerivedStream):
+    """Rows of each task and subtask emitted in this run, and tombstones from its stories.
+
+    Under a task (or subtask), the rows of its current values. Under one of its stories
+    (only where ``stories`` / ``subtask_stories`` are selected, so read anyway:
+    ``tombstones_from``), a story that removed a value the task no longer has yields
+    that pair again with ``_sdc_deleted_at`` = the story's time.
+    """
+
+    path = "/tasks/{task_gid}"  # never requested: rows come from the task record
+    required_scope = "tasks:read"
+    parent_stream_type = TasksStream
+    also_child_of = (SubtasksStream,)
+    #: Parents whose records (stories) reveal removals; wired only when they are
+    #: selected, so a tombstone never costs a request.
+    tombstones_from: t.ClassVar[tuple[type[AsanaStream], ...]] = (
+        StoriesStream,
+        SubtaskStoriesStream,
+    )
+
+    def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Current rows under a task; tombstones under one of its stories."""
+        story = context.get("story")
+        if story is None:
+            yield from self.current_rows(context)
+            return
+        removed = self.removed_by(story)
+        if removed is None:
+            return
+        gid, row = removed
+        if gid not in {_gid(item) for item in context.get(self.task_field) or []}:
+            yield {
+                "task_gid": context["task_gid"],
+                **row,
+                self.time_column: context.get("modified_at"),
+                "_sdc_deleted_at": story.get("created_at"),
+            }
+
+    #: The task field the rows come from, and the column holding the task's modified_at.
+    task_field: t.ClassVar[str] = ""
+    time_column: t.ClassVar[str] = "task_modified_at"
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Override: the rows of the task's current values."""
+        raise NotImplementedError
+
+    def removed_by(
+        self,
+        story: Mapping[str, t.Any],  # noqa: ARG002
+    ) -> tuple[str, dict[str, t.Any]] | None:
+        """Override: (gid, key columns) of what ``story`` removed, if it removed one."""
+        return None
+
+
+# --- Custom field values ----------------------------------------------------------------
+
+
+def _gid(obj: t.Any) -> str | None:
+    return str(obj["gid"]) if isinstance(obj, dict) and obj.get("gid") else None
+
+
+def _names_and_gids(items: t.Any) -> tuple[list[str], list[str | None]]:
+    items = [i for i in items or [] if isinstance(i, dict) and i.get("gid")]
+    return [str(i["gid"]) for i in items], [i.get("name") for i in items]
+
+
+def custom_field_value_row(value: Mapping[str, t.Any], deleted_at: str | None) -> dict[str, t.Any]:
+    """Typed columns of one custom field value (Asana's CustomFieldResponse on an object).
+
+    A field without a value gets ``_sdc_deleted_at`` = ``deleted_at``: Asana lists every
+    field of an object's projects, set or not, so an empty one is a value that is gone
+    (or never was), known from the record alone.
+    """
+    enum = value.get("enum_value")
+    multi_gids, multi_names = _names_and_gids(value.get("multi_enum_values"))
+    people_gids, _ = _names_and_gids(value.get("people_value"))
+    date_value = value.get("date_value") or {}
+    row: dict[str, t.Any] = {
+        "custom_field_gid": str(value["gid"]),
+        "custom_field_name": value.get("name"),
+        # Projects' compact values document `type` only; tasks' also resource_subtype.
+        "type": value.get("resource_subtype") or value.get("type"),
+        "text_value": value.get("text_value"),
+        "number_value": value.get("number_value"),
+        "enum_option_gid": _gid(enum),
+        "enum_option_name": enum.get("name") if isinstance(enum, dict) else None,
+        "multi_enum_option_gids": multi_gids,
+        "multi_enum_option_names": multi_names,
+        "date_value": date_value.get("date"),
+        "date_time_value": date_value.get("date_time"),
+        "people_gids": people_gids,
+        "display_value": value.get("display_value"),
+    }
+    empty = not any(
+        row[k] not in (None, "", [])
+        for k in (
+            "text_value",
+            "number_value",
+            "enum_option_gid",
+            "multi_enum_option_gids",
+            "date_value",
+            "date_time_value",
+            "people_gids",
+            "display_value",
+        )
+    )
+    row["_sdc_deleted_at"] = deleted_at if empty else None
+    return row
+
+
+class TaskCustomFieldValuesStream(TaskDerivedStream):
+    """One row per (task, custom field) with typed value columns."""
+
+    name = "task_custom_field_values"
+    primary_keys = ("task_gid", "custom_field_gid")
+    task_field = "custom_fields"
+    time_column = "modified_at"
+
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
+        """People field values name users by gid."""
+        return record.get("people_gids") or ()
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """A row per custom field the task lists (set or not)."""
+        modified = context.get("modified_at")
+        for value in context.get("custom_fields") or []:
+            if isinstance(value, dict) and value.get("gid"):
+                row = custom_field_value_row(value, modified)
+                yield {"task_gid": context["task_gid"], **row, "modified_at": modified}
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """A change story of a field the task no longer lists (removed from its project)."""
+        field = story.get("custom_field")
+        if not str(story.get("resource_subtype") or "").endswith("_custom_field_changed"):
+            return None
+        gid = _gid(field)
+        if gid is None:
+            return None
+        return gid, {"custom_field_gid": gid, "custom_field_name": field.get("name")}
+
+
+# --- Bridges ----------------------------------------------------------------------------
+
+
+class TaskTagsStream(TaskDerivedStream):
+    """Bridge: one row per (task, tag)."""
+
+    name = "task_tags"
+    primary_keys = ("task_gid", "tag_gid")
+    task_field = "tags"
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``removed_from_tag`` names the tag."""
+        tag = story.get("tag")
+        if story.get("resource_subtype") != "removed_from_tag" or _gid(tag) is None:
+            return None
+        return str(_gid(tag)), {"tag_gid": _gid(tag), "tag_name": tag.get("name")}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """From the task's ``tags``."""
+        for tag in context.get("tags") or []:
+            if _gid(tag):
+                yield {
+                    "task_gid": context["task_gid"],
+                    "tag_gid": _gid(tag),
+                    "tag_name": tag.get("name"),
+                    "task_modified_at": context.get("modified_at"),
+                    "_sdc_deleted_at": None,
+                }
+
+
+class TaskFollowersStream(TaskDerivedStream):
+    """Bridge: one row per (task, follower)."""
+
+    name = "task_followers"
+    primary_keys = ("task_gid", "user_gid")
+    task_field = "followers"
+
+    def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
+        """The follower."""
+        return (record["user_gid"],)
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``followers_removed`` (if Asana writes one) names the follower."""
+        user = story.get("follower")
+        if story.get("resource_subtype") != "followers_removed" or _gid(user) is None:
+            return None
+        return str(_gid(user)), {"user_gid": _gid(user), "user_name": user.get("name")}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """From the task's ``followers``."""
+        for user in context.get("followers") or []:
+            if _gid(user):
+                yield {
+                    "task_gid": context["task_gid"],
+                    "user_gid": _gid(user),
+                    "user_name": user.get("name"),
+                    "task_modified_at": context.get("modified_at"),
+                    "_sdc_deleted_at": None,
+                }
+
+
+class TaskDependenciesStream(TaskDerivedStream):
+    """Bridge: one row per (task, task it depends on), from the task's ``dependencies``.
+
+    ``GET /tasks`` (and ``/subtasks``, search) document ``dependencies`` in their
+    ``opt_fields`` (opt-in, compact ``{gid, resource_type}``), so no
+    ``/tasks/{gid}/dependencies`` request is needed.
+    """
+
+    name = "task_dependencies"
+    primary_keys = ("task_gid", "depends_on_gid")
+    task_field = "dependencies"
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """``dependency_removed`` names the task it no longer depends on."""
+        blocker = story.get("dependency")
+        if story.get("resource_subtype") != "dependency_removed" or _gid(blocker) is None:
+            return None
+        return str(_gid(blocker)), {"depends_on_gid": _gid(blocker)}
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """From the task's ``dependencies``."""
+        for blocker in context.get("dependencies") or []:
+            if _gid(blocker):
+                yield {
+                    "task_gid": context["task_gid"],
+                    "depends_on_gid": _gid(blocker),
+                    "task_modified_at": context.get("modified_at"),
+                    "_sdc_deleted_at": None,
+                }
+
+
+# --- Projects ---------------------------------------------------------------------------
+
+
+class ProjectCustomFieldValuesStream(AsanaStream):
+    """One row per (project, custom field) with typed value columns.
+
+    Not derived from the ``projects`` stream's records: a project passes its children
+    exactly ``{"project_gid": …}`` (the key of the tasks' bookmarks), so this stream
+    lists each workspace's projects itself, asking only for ``custom_fields`` and
+    ``modified_at``: one request per 100 projects per workspace, none when deselected.
+    """
+
+    name = "project_custom_field_values"
+    path = "/projects"
+    required_scope = "projects:read"
+    parent_stream_type = WorkspacesStream
+    context_label = ("workspace", "workspace_gid")
+    primary_keys = ("project_gid", "custom_field_gid")
+    #: What the narrow listing asks for (GET /projects documents each).
+    listing_fields = (
+        "modified_at",
+        "custom_fields.name",
+        "custom_fields.type",
+        "custom_fields.text_value",
+        "custom_fields.number_value",
+        "custom_fields.enum_value.name",
+        "custom_fields.multi_enum_values.name",
+        "custom_fields.date_value.date",
+        "custom_fields.date_value.date_time",
+        "custom_fields.display_value",
+    )
+
+    def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Rows of every wanted project of the workspace."""
+        workspace = str((context or {})["workspace_gid"])
+        params = {
+            "workspace": workspace,
+            "limit": self.page_size,
+            "opt_fields": ",".join(self.listing_fields),
+            **project_listing_params(self.config),
+        }
+        for project in self.list_endpoint("/projects", params):
+            if not project_wanted(self.config, project["gid"]):
+                continue
+            modified = project.get("modified_at")
+            for value in project.get("custom_fields") or []:
+                if isinstance(value, dict) and value.get("gid"):
+                    row = custom_field_value_row(value, modified)
+                    yield {"project_gid": project["gid"], **row, "modified_at": modified}

@@ -1,0 +1,417 @@
+"""Derived tables (issue #16): custom field values, bridges, task history.
+
+Checked against the fake's ground truth (its dataset, never the tap's code), and for
+their cost: the requests the fake counts with and without them selected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tap_asana_vl.streams.history import change_of
+from tap_asana_vl.tap import TapAsanaVl
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+
+FAST = {"max_requests_per_minute": 100_000}
+TASK_DERIVED = {
+    "task_custom_field_values",
+    "task_tags",
+    "task_followers",
+    "task_dependencies",
+}
+SOURCES = {"projects", "tasks", "subtasks", "stories", "subtask_stories"}
+
+
+@pytest.fixture(scope="module")
+def synced() -> Any:
+    """One full sync of a small fake (read only here)."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        yield fake, run_tap(config)
+
+
+def _all_tasks(fake: FakeAsana) -> dict[str, dict[str, Any]]:
+    return {**fake.dataset.tasks, **fake.dataset.subtasks}
+
+
+# --- custom field values ----------------------------------------------------------------
+
+
+def test_one_typed_row_per_task_and_subtask_custom_field(synced):
+    fake, result = synced
+    tasks = _all_tasks(fake)
+    expected = {(gid, cf["gid"]) for gid, task in tasks.items() for cf in task["custom_fields"]}
+    records = result.records["task_custom_field_values"]
+    rows = {(r["task_gid"], r["custom_field_gid"]): r for r in records}
+    assert len(rows) == len(records)
+    assert set(rows) == expected
+
+    seen_types = set()
+    for (task_gid, field_gid), row in rows.items():
+        value = next(cf for cf in tasks[task_gid]["custom_fields"] if cf["gid"] == field_gid)
+        kind = value["resource_subtype"]
+        seen_types.add(kind)
+        assert row["custom_field_name"] == value["name"]
+        assert row["type"] == kind
+        assert row["display_value"] == value["display_value"]
+        assert row["modified_at"] == tasks[task_gid]["modified_at"]
+        if kind == "enum":
+            enum = value["enum_value"]
+            assert row["enum_option_gid"] == (enum and enum["gid"])
+            assert row["enum_option_name"] == (enum and enum["name"])
+        elif kind == "multi_enum":
+            assert row["multi_enum_option_gids"] == [o["gid"] for o in value["multi_enum_values"]]
+            assert row["multi_enum_option_names"] == [o["name"] for o in value["multi_enum_values"]]
+        elif kind == "number":
+            assert row["number_value"] == value["number_value"]
+        elif kind == "text":
+            assert row["text_value"] == value["text_value"]
+        elif kind == "date":
+            date_value = value["date_value"] or {}
+            assert row["date_value"] == date_value.get("date")
+            assert row["date_time_value"] == date_value.get("date_time")
+        elif kind == "people":
+            assert row["people_gids"] == [u["gid"] for u in value["people_value"]]
+        # An empty value is a value that is gone: marked deleted, as of the task's change.
+        empty = value["display_value"] in (None, "")
+        assert row["_sdc_deleted_at"] == (tasks[task_gid]["modified_at"] if empty else None)
+    assert seen_types >= {"enum", "multi_enum", "number", "text", "date", "people"}
+
+
+def test_project_custom_field_values(synced):
+    fake, result = synced
+    expected = {
+        (gid, cf["gid"]): cf
+        for gid, project in fake.dataset.projects.items()
+        for cf in project["custom_fields"]
+    }
+    rows = {
+        (r["project_gid"], r["custom_field_gid"]): r
+        for r in result.records["project_custom_field_values"]
+    }
+    assert expected
+    assert set(rows) == set(expected)
+    for key, row in rows.items():
+        value = expected[key]
+        assert row["type"] == value["type"]
+        assert row["display_value"] == value["display_value"]
+        assert row["enum_option_name"] == ((value.get("enum_value") or {}).get("name"))
+        assert row["modified_at"] == fake.dataset.projects[key[0]]["modified_at"]
+
+
+# --- bridges ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "field", "column"),
+    [
+        ("task_tags", "tags", "tag_gid"),
+        ("task_followers", "followers", "user_gid"),
+        ("task_dependencies", "dependencies", "depends_on_gid"),
+    ],
+)
+def test_bridges_have_one_row_per_pair(synced, stream, field, column):
+    fake, result = synced
+    expected = Counter(
+        (gid, item["gid"]) for gid, task in _all_tasks(fake).items() for item in task[field]
+    )
+    assert expected, f"the dataset has no {field}: the test would prove nothing"
+    got = Counter((r["task_gid"], r[column]) for r in result.records[stream])
+    assert got == Counter(set(expected))
+    if stream == "task_followers":
+        # Subtasks feed the derived tables too (the fake's subtasks have followers, but
+        # no custom fields: they are in no project).
+        assert {task for task, _ in got} & set(fake.dataset.subtasks)
+    for row in result.records[stream]:
+        assert row["task_modified_at"] == _all_tasks(fake)[row["task_gid"]]["modified_at"]
+        assert row["_sdc_deleted_at"] is None
+
+
+def test_tag_names_come_with_the_tag(synced):
+    fake, result = synced
+    names = {gid: tag["name"] for gid, tag in fake.dataset.tags.items()}
+    assert all(r["tag_name"] == names[r["tag_gid"]] for r in result.records["task_tags"])
+
+
+# --- task history -----------------------------------------------------------------------
+
+
+def test_one_history_row_per_change_story(synced):
+    fake, result = synced
+    stories = {**fake.dataset.stories, **fake.dataset.subtask_stories}
+    changes = {
+        gid
+        for gid, s in stories.items()
+        if s["type"] == "system" and s["resource_subtype"] != "comment_liked"
+    }
+    rows = {r["story_gid"]: r for r in result.records["task_history"]}
+    assert len(result.records["task_history"]) == len(rows)
+    assert set(rows) == changes
+    for gid, row in rows.items():
+        story = stories[gid]
+        assert row["task_gid"] == story["target"]["gid"]
+        assert row["created_at"] == story["created_at"]
+        assert row["created_by_gid"] == (story["created_by"] or {}).get("gid")
+        assert row["resource_subtype"] == story["resource_subtype"]
+
+
+def _rows_of(result: SyncResult, fake: FakeAsana, subtype: str) -> list[tuple[dict, dict]]:
+    """History rows of ``subtype`` with their stories (those carrying the subtype's fields;
+    the fake's subtasks are in no project, so e.g. their section changes carry none)."""
+    stories = {**fake.dataset.stories, **fake.dataset.subtask_stories}
+    pairs = [
+        (r, stories[r["story_gid"]])
+        for r in result.records["task_history"]
+        if r["resource_subtype"] == subtype
+        and stories[r["story_gid"]]["target"]["gid"] in fake.dataset.tasks
+    ]
+    assert pairs, f"the dataset has no {subtype} story"
+    return pairs
+
+
+def test_history_types_the_values_stories_carry(synced):
+    fake, result = synced
+    for row, story in _rows_of(result, fake, "section_changed"):
+        assert row["field"] == "section"
+        assert (row["old_gid"], row["new_gid"]) == (
+            story["old_section"]["gid"],
+            story["new_section"]["gid"],
+        )
+        assert (row["old_value"], row["new_value"]) == (
+            story["old_section"]["name"],
+            story["new_section"]["name"],
+        )
+        assert row["project_gid"] == story["project"]["gid"]
+    for row, story in _rows_of(result, fake, "enum_custom_field_changed"):
+        assert row["field"] == story["custom_field"]["name"]
+        assert row["custom_field_gid"] == story["custom_field"]["gid"]
+        assert row["new_gid"] == story["new_enum_value"]["gid"]
+        assert row["new_value"] == story["new_enum_value"]["name"]
+    for row, story in _rows_of(result, fake, "number_custom_field_changed"):
+        assert row["old_number_value"] == story["old_number_value"]
+        assert row["new_number_value"] == story["new_number_value"]
+    for row, story in _rows_of(result, fake, "date_custom_field_changed"):
+        assert row["new_date_value"] == story["new_date_value"]["due_on"]
+    for row, story in _rows_of(result, fake, "assigned"):
+        assert (row["field"], row["new_gid"]) == ("assignee", story["assignee"]["gid"])
+    for row, _ in _rows_of(result, fake, "marked_complete"):
+        assert (row["field"], row["old_value"], row["new_value"]) == ("completed", "false", "true")
+    for row, story in _rows_of(result, fake, "name_changed"):
+        assert (row["old_value"], row["new_value"]) == (story["old_name"], story["new_name"])
+    for row, story in _rows_of(result, fake, "added_to_project"):
+        assert (row["field"], row["new_gid"]) == ("project", story["project"]["gid"])
+
+
+# --- cost -------------------------------------------------------------------------------
+
+
+def _requests(selection: set[str]) -> Counter[str]:
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        run_tap(config, catalog=catalog_selecting(config, selection))
+        return Counter(r.path for r in fake.requests)
+
+
+def test_task_derived_tables_cost_no_request():
+    without = _requests(SOURCES)
+    with_them = _requests(SOURCES | TASK_DERIVED | {"task_history"})
+    assert with_them == without
+
+
+def test_project_custom_field_values_cost_one_listing_per_workspace():
+    without = _requests(SOURCES)
+    with_it = _requests(SOURCES | {"project_custom_field_values"})
+    extra = with_it - without
+    assert sum(extra.values()) == 2  # two workspaces, fewer than 100 projects each
+    assert set(extra) == {"/api/1.0/projects"}
+
+
+def test_a_derived_table_alone_reads_only_its_sources():
+    """task_tags alone reads tasks and subtasks (not emitted), and nothing else."""
+    alone = _requests({"task_tags"})
+    assert alone == _requests({"tasks", "subtasks"})
+    assert not [path for path in alone if path.endswith("/stories")]
+
+
+# --- removals ---------------------------------------------------------------------------
+
+
+def _current(result: SyncResult, stream: str, keys: tuple[str, ...]) -> dict[tuple, dict]:
+    """What an upserting target holds after ``result``: the last row per key."""
+    return {tuple(r[k] for k in keys): r for r in result.records[stream]}
+
+
+def test_removed_tag_and_dependency_are_marked_deleted_from_the_tasks_stories():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        ds = fake.dataset
+        tagged = next(t for t in ds.tasks.values() if t["tags"])
+        tag = tagged["tags"][0]["gid"]
+        blocked = next(t for t in ds.tasks.values() if t["dependencies"])
+        blocker = blocked["dependencies"][0]["gid"]
+        follower_task = next(t for t in ds.tasks.values() if len(t["followers"]) > 1)
+        follower = follower_task["followers"][0]["gid"]
+        tag_story = fake.dataset.remove_from_task(tagged["gid"], "tags", tag)
+        dependency_story = fake.dataset.remove_from_task(blocked["gid"], "dependencies", blocker)
+        fake.dataset.remove_from_task(follower_task["gid"], "followers", follower)
+
+        second = run_tap(config, state=first.state)
+
+    # A warehouse upserting both runs keeps no stale pair as current.
+    tags = _current(first, "task_tags", ("task_gid", "tag_gid"))
+    tags.update(_current(second, "task_tags", ("task_gid", "tag_gid")))
+    assert tags[(tagged["gid"], tag)]["_sdc_deleted_at"] == tag_story["created_at"]
+    deps = _current(first, "task_dependencies", ("task_gid", "depends_on_gid"))
+    deps.update(_current(second, "task_dependencies", ("task_gid", "depends_on_gid")))
+    assert deps[(blocked["gid"], blocker)]["_sdc_deleted_at"] == dependency_story["created_at"]
+    # The pairs the task still has are re-emitted as current, with its new modified_at.
+    kept = [r for r in second.records["task_tags"] if r["task_gid"] == tagged["gid"]]
+    assert {r["tag_gid"] for r in kept if r["_sdc_deleted_at"] is None} == {
+        t["gid"] for t in tagged["tags"]
+    }
+    assert {r["task_modified_at"] for r in kept} == {tagged["modified_at"]}
+    # Asana writes no story when a follower is removed: the pair keeps its old
+    # task_modified_at, older than the task's, which is how a warehouse sees it is gone.
+    followers = _current(first, "task_followers", ("task_gid", "user_gid"))
+    followers.update(_current(second, "task_followers", ("task_gid", "user_gid")))
+    stale = followers[(follower_task["gid"], follower)]
+    assert stale["_sdc_deleted_at"] is None
+    assert stale["task_modified_at"] < follower_task["modified_at"]
+    current = [
+        r
+        for (task, _), r in followers.items()
+        if task == follower_task["gid"] and r["task_modified_at"] == follower_task["modified_at"]
+    ]
+    assert {r["user_gid"] for r in current} == {u["gid"] for u in follower_task["followers"]}
+
+
+def test_a_cleared_custom_field_value_is_marked_deleted_and_in_the_history():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        task = next(
+            t
+            for t in fake.dataset.tasks.values()
+            if any(cf["type"] == "enum" and cf["enum_value"] for cf in t["custom_fields"])
+        )
+        field = next(cf for cf in task["custom_fields"] if cf["type"] == "enum")
+        old_option = field["enum_value"]
+        story = fake.dataset.clear_custom_field(task["gid"], field["gid"])
+
+        second = run_tap(config, state=first.state)
+
+    before = _current(first, "task_custom_field_values", ("task_gid", "custom_field_gid"))
+    assert before[(task["gid"], field["gid"])]["enum_option_gid"] == old_option["gid"]
+    after = _current(second, "task_custom_field_values", ("task_gid", "custom_field_gid"))
+    row = after[(task["gid"], field["gid"])]
+    assert row["enum_option_gid"] is None
+    assert row["_sdc_deleted_at"] == task["modified_at"]
+    (history,) = [r for r in second.records["task_history"] if r["story_gid"] == story["gid"]]
+    assert (history["field"], history["old_gid"], history["new_gid"]) == (
+        field["name"],
+        old_option["gid"],
+        None,
+    )
+
+
+def test_tombstones_cost_nothing_without_stories_selected():
+    """Without stories selected, bridges never make the tap read stories."""
+    requests = _requests({"task_tags", "task_dependencies", "task_custom_field_values"})
+    assert not [path for path in requests if path.endswith("/stories")]
+
+
+def test_history_dates_are_typed(synced):
+    fake, result = synced
+    for row, story in _rows_of(result, fake, "due_date_changed"):
+        assert row["field"] == "due_on"
+        assert row["new_date_value"] == story["new_dates"]["due_on"]
+        assert row["new_date_time_value"] == story["new_dates"]["due_at"]
+        assert row["old_date_value"] == story["old_dates"]["due_on"]
+
+
+def test_a_changed_task_and_a_subtask_found_by_search_re_emit_all_their_rows():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        task = next(t for t in fake.dataset.tasks.values() if len(t["custom_fields"]) > 2)
+        subtask = next(
+            s
+            for s in fake.dataset.subtasks.values()
+            if s["followers"] and s["parent"]["gid"] in fake.dataset.tasks
+        )
+        fake.touch_task(task["gid"])
+        fake.touch_task(subtask["gid"])  # its parent is unchanged: found by search
+
+        second = run_tap(config, state=first.state)
+
+    values = [r for r in second.records["task_custom_field_values"] if r["task_gid"] == task["gid"]]
+    assert {r["custom_field_gid"] for r in values} == {cf["gid"] for cf in task["custom_fields"]}
+    assert {r["modified_at"] for r in values} == {task["modified_at"]}
+    followers = [r for r in second.records["task_followers"] if r["task_gid"] == subtask["gid"]]
+    assert {r["user_gid"] for r in followers} == {u["gid"] for u in subtask["followers"]}
+    assert {r["task_modified_at"] for r in followers} == {subtask["modified_at"]}
+    # Unchanged tasks are not re-emitted.
+    changed = {task["gid"], subtask["gid"]}
+    assert {r["task_gid"] for r in second.records["task_followers"]} <= changed
+
+
+def test_derived_tables_hang_under_tasks_subtasks_and_selected_stories():
+    """Fed by tasks and subtasks; by stories only when those are selected (read anyway)."""
+
+    def children(catalog: dict | None) -> dict[str, set[str]]:
+        tap = TapAsanaVl(config={"access_token": "x"}, catalog=catalog, parse_env_config=False)
+        return {name: {c.name for c in s.child_streams} for name, s in tap.streams.items()}
+
+    everything = children(None)
+    for parent in ("tasks", "subtasks"):
+        assert everything[parent] >= TASK_DERIVED, parent
+    for parent in ("stories", "subtask_stories"):
+        assert everything[parent] >= TASK_DERIVED, parent
+        assert "task_history" in everything[parent]
+    config = {"access_token": "x"}
+    without_stories = children(catalog_selecting(config, {"tasks", "subtasks", "task_tags"}))
+    assert "task_tags" not in without_stories["stories"]
+    assert "task_tags" not in without_stories["subtask_stories"]
+    assert "task_tags" in without_stories["subtasks"]
+
+
+@pytest.mark.parametrize(
+    ("story", "expected"),
+    [
+        (
+            {"resource_subtype": "unassigned", "assignee": {"gid": "7", "name": "Ana"}},
+            {"field": "assignee", "old_gid": "7", "old_value": "Ana"},
+        ),
+        (
+            {"resource_subtype": "removed_from_project", "project": {"gid": "9", "name": "Web"}},
+            {"field": "project", "old_gid": "9", "old_value": "Web", "project_gid": "9"},
+        ),
+        (
+            {"resource_subtype": "marked_incomplete"},
+            {"field": "completed", "old_value": "true", "new_value": "false"},
+        ),
+        (
+            {
+                "resource_subtype": "multi_enum_custom_field_changed",
+                "custom_field": {"gid": "5", "name": "Platforms"},
+                "old_multi_enum_values": [],
+                "new_multi_enum_values": [{"gid": "1", "name": "Web"}, {"gid": "2", "name": "iOS"}],
+            },
+            {"field": "Platforms", "custom_field_gid": "5", "new_value": "Web, iOS"},
+        ),
+        (
+            # A kind of change the tap does not know: kept, with its text.
+            {"resource_subtype": "teleported", "text": "moved to Mars"},
+            {"field": "teleported", "new_value": "moved to Mars"},
+        ),
+    ],
+    ids=lambda value: value.get("resource_subtype", "") if "resource_subtype" in value else "",
+)
+def test_change_of_reads_each_kind_of_story(story, expected):
+    change = change_of(story)
+    assert {k: change.get(k) for k in expected} == expected
