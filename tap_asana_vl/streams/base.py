@@ -59,6 +59,10 @@ class AsanaStream(AsanaListing):
     #: that workspace's other streams: for changes no parent record reveals (subtasks
     #: edited under unchanged tasks). The workspaces stream runs these sweeps.
     sweeps_each_workspace: t.ClassVar[bool] = False
+    #: Read in full on every run, per workspace or per project (``full_reads.WORKSPACE``,
+    #: ``PROJECT``): rows gone from Asana are then marked by one ACTIVATE_VERSION at the
+    #: end of a run that read the stream completely (see full_reads.py).
+    full_read_level: t.ClassVar[str | None] = None
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
