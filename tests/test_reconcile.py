@@ -191,3 +191,38 @@ def test_only_the_selected_one_of_tasks_and_task_projects_is_activated(fake, con
     second = run_tap(config, state=first.state, catalog=catalog)
     assert {m["stream"] for m in _activations(second)} == {"task_projects"}
     assert "tasks" not in second.records
+
+
+def test_a_deleted_subtask_is_marked_by_the_reconcile(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    subtask = next(iter(fake.dataset.subtasks.values()))
+    fake.delete_task(subtask["gid"])
+    _lose_events(fake)
+
+    second = run_tap(with_subtasks, state=first.state)
+
+    activations = {
+        m["stream"]: m["version"] for m in second.messages if m["type"] == "ACTIVATE_VERSION"
+    }
+    assert {"tasks", "task_projects", "subtasks"} <= set(activations)
+    version = activations["subtasks"]
+    # Every live subtask is written again with the version (unchanged parents' subtrees
+    # are read too), the deleted one (and its own subtasks) is not.
+    rewritten = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] == "subtasks" and m.get("version") == version
+    }
+    assert rewritten == set(fake.dataset.subtasks)
+    assert subtask["gid"] not in rewritten
+
+
+def test_no_subtask_activation_when_a_subtree_is_skipped(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    parent = next(t for t in fake.dataset.tasks.values() if t.get("num_subtasks"))
+    fake.inject(rf"/tasks/{parent['gid']}/subtasks", status=403, times=None)
+    second = run_tap(with_subtasks, state=first.state)
+    assert _activations(second) == []
+    assert "Reconcile pass: nothing marked deleted in this run" in second.logs

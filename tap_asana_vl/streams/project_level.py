@@ -111,7 +111,7 @@ class TasksStream(AsanaStream):
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles task_projects. Run the tap at least daily.",
+                "the next run reconciles tasks. Run the tap at least daily.",
                 project,
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
@@ -190,6 +190,8 @@ class TasksStream(AsanaStream):
             row = self.post_process(dict(record), context)
             if row is not None:
                 reconciling.write_unchanged(self, self.reconcile, row)
+                if row.get("num_subtasks"):
+                    reconciling.read_subtasks_later(self, row)
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
         if self.reconcile.due:

@@ -44,6 +44,7 @@ if t.TYPE_CHECKING:
 #: Key of the reconcile bookkeeping in the tasks stream's state entry.
 STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
+SUBTASKS = "subtasks"
 
 
 def task_project_rows(task_gid: str, memberships: t.Any) -> Iterator[dict[str, t.Any]]:
@@ -114,9 +115,24 @@ def plan(stream: AsanaStream) -> Reconcile:
 
 
 def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
-    """The streams a reconcile re-writes in full: tasks and task_projects, if selected."""
-    found = [stream.services.streams.get(name) for name in (stream.name, BRIDGE)]
+    """The streams a reconcile re-writes in full, if selected.
+
+    Tasks, task_projects, and subtasks (unless ``include_subtasks`` is off).
+    """
+    names = [stream.name, BRIDGE]
+    if stream.config.get("include_subtasks", True):
+        names.append(SUBTASKS)
+    found = [stream.services.streams.get(name) for name in names]
     return [s for s in found if s is not None and s.selected]
+
+
+def read_subtasks_later(stream: AsanaStream, record: Mapping[str, t.Any]) -> None:
+    """A task listed unchanged has subtasks: its workspace's sweep reads them."""
+    subtasks = stream.services.streams.get(SUBTASKS)
+    if subtasks is not None and (subtasks.selected or subtasks.has_selected_descendents):
+        workspace = (record.get("workspace") or {}).get("gid")
+        if workspace:
+            subtasks.read_tree_later(str(workspace), str(record["gid"]))
 
 
 def request(stream: AsanaStream) -> None:
@@ -152,6 +168,9 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         return
     entry = sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})
     problems = list(reconcile.problems) + full_reads.skip_problems(full_reads.lineage(stream))
+    subtasks = stream.services.streams.get(SUBTASKS)
+    if subtasks is not None and subtasks in _versioned_streams(stream):
+        problems += full_reads.skip_problems([subtasks])
     start = stream.config.get("start_date")
     # Tasks last modified before start_date are not listed: a later start_date than the
     # one of the previous reconcile leaves out tasks whose rows are in the warehouse.
@@ -195,9 +214,10 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
     entry.pop("requested", None)
     sdk_adapter.write_state(stream)
     stream.logger.info(
-        "Reconcile pass: %d projects listed in full; tasks and task_projects rows not seen "
-        "are marked deleted by the target",
+        "Reconcile pass: %d projects listed in full; %s rows not seen are marked deleted "
+        "by the target",
         len(reconcile.projects_done),
+        ", ".join(s.name for s in _versioned_streams(stream)),
     )
 
 
