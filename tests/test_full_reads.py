@@ -253,3 +253,12 @@ def test_scopes_that_turn_a_stream_off_block_it(fake, config):
     )
     second = run_tap(config, state=first.state)
     assert "tags" not in _activated(second)
+
+
+def test_projects_are_not_looked_up_when_no_stream_below_them_is_selected(fake, config):
+    catalog = catalog_selecting(config, {"tags"})
+    first = run_tap(config)  # every stream: the state names every project
+    fake.reset_log()
+    second = run_tap(config, state=first.state, catalog=catalog)
+    assert set(_activated(second)) == {"tags"}
+    assert not [r for r in fake.requests if r.path.startswith("/api/1.0/projects")]

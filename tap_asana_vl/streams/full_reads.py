@@ -138,7 +138,12 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
     config = root.config
     entry = sdk_adapter.own_state(root).setdefault(STATE_KEY, {})
     lost: dict[str, list[str]] = {}
-    for kind in (WORKSPACE, PROJECT):
+    # Only the levels a selected stream needs: projects are not even listed when no
+    # selected stream is below them (and asking for each one seen before would cost).
+    kinds = [WORKSPACE] if reads.streams else []
+    if any(stream.full_read_level == PROJECT for stream in reads.streams.values()):
+        kinds.append(PROJECT)
+    for kind in kinds:
         listing = root if kind == WORKSPACE else root.services.streams.get("projects")
         unread = skip_problems(lineage(listing)) if listing is not None else ["not listed"]
         filters = scope_filters(config, kind)
@@ -162,7 +167,8 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
             continue
         sdk_adapter.write_activate_version(stream, reads.version)
         activated.append(name)
-    sdk_adapter.write_state(root)
+    if kinds:
+        sdk_adapter.write_state(root)
     if activated:
         root.logger.info(
             "Read in full: %s; their rows gone from Asana are marked deleted by the target",
