@@ -226,3 +226,22 @@ def test_no_subtask_activation_when_a_subtree_is_skipped(fake, config):
     second = run_tap(with_subtasks, state=first.state)
     assert _activations(second) == []
     assert "Reconcile pass: nothing marked deleted in this run" in second.logs
+
+
+def test_subtask_trees_are_read_for_the_reconcile_only_when_subtasks_are_written(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+
+    def subtree_requests(selected: set[str], every: int) -> int:
+        catalog = catalog_selecting(with_subtasks, selected)
+        first = run_tap({**with_subtasks, "reconcile_every_days": 10_000}, catalog=catalog)
+        fake.reset_log()
+        run_tap(
+            {**with_subtasks, "reconcile_every_days": every}, state=first.state, catalog=catalog
+        )
+        return len([r for r in fake.requests if r.path.endswith("/subtasks")])
+
+    # The subtasks table written: a reconcile reads the trees of unchanged tasks too.
+    assert subtree_requests({"subtasks"}, 0) > subtree_requests({"subtasks"}, 10_000)
+    # Only their stories selected: it does not (it re-writes no subtask rows).
+    only_stories = {"task_projects", "subtask_stories"}
+    assert subtree_requests(only_stories, 0) == subtree_requests(only_stories, 10_000)

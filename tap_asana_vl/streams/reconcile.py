@@ -127,9 +127,12 @@ def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
 
 
 def read_subtasks_later(stream: AsanaStream, record: Mapping[str, t.Any]) -> None:
-    """A task listed unchanged has subtasks: its workspace's sweep reads them."""
+    """A task listed unchanged has subtasks: its workspace's sweep reads them.
+
+    Only when the subtasks table is written (its rows are what the reconcile re-writes).
+    """
     subtasks = stream.services.streams.get(SUBTASKS)
-    if subtasks is not None and (subtasks.selected or subtasks.has_selected_descendents):
+    if subtasks is not None and subtasks.selected:
         workspace = (record.get("workspace") or {}).get("gid")
         if workspace:
             subtasks.read_tree_later(str(workspace), str(record["gid"]))
