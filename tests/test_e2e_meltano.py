@@ -301,10 +301,12 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         reconcile_env = {**env, "TAP_ASANA_VL_RECONCILE_EVERY_DAYS": "0"}
         _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=reconcile_env)
         # Marked exactly what is gone from Asana: the tag, the subtask (and the subtasks
-        # of the tasks deleted earlier), the task whose event was lost; nothing else.
+        # of the tasks deleted earlier, and their comments), the task whose event was
+        # lost; nothing else.
         live = {
             "tags": {t["gid"] for tags in ds.tags_by_workspace.values() for t in tags},
             "subtasks": set(ds.subtasks),
+            "subtask_stories": set(ds.subtask_stories),
             "tasks": set(ds.tasks),
         }
         for table, gids in live.items():

@@ -245,3 +245,43 @@ def test_subtask_trees_are_read_for_the_reconcile_only_when_subtasks_are_written
     # Only their stories selected: it does not (it re-writes no subtask rows).
     only_stories = {"task_projects", "subtask_stories"}
     assert subtree_requests(only_stories, 0) == subtree_requests(only_stories, 10_000)
+
+
+def test_subtask_comments_gone_are_marked_by_the_reconcile(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    story = next(iter(fake.dataset.subtask_stories.values()))
+    fake.delete_story(story["gid"])
+    _lose_events(fake)
+
+    second = run_tap(with_subtasks, state=first.state)
+
+    activations = {
+        m["stream"]: m["version"] for m in second.messages if m["type"] == "ACTIVATE_VERSION"
+    }
+    version = activations["subtask_stories"]
+    rewritten = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD"
+        and m["stream"] == "subtask_stories"
+        and m.get("version") == version
+    }
+    assert rewritten == set(fake.dataset.subtask_stories)
+    assert story["gid"] not in rewritten
+
+
+def test_no_subtask_comments_activation_when_one_listing_is_skipped(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    subtask = next(
+        s for s in fake.dataset.subtasks.values() if fake.dataset.stories_by_task.get(s["gid"])
+    )
+    fake.inject(rf"/tasks/{subtask['gid']}/stories", status=403, times=None)
+    second = run_tap(with_subtasks, state=first.state)
+    assert _activations(second) == []
+    assert not [
+        m
+        for m in second.messages
+        if m["type"] == "ACTIVATE_VERSION" and m["stream"] in {"subtasks", "subtask_stories"}
+    ]

@@ -45,6 +45,7 @@ if t.TYPE_CHECKING:
 STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
 SUBTASKS = "subtasks"
+SUBTASK_STORIES = "subtask_stories"
 
 
 def task_project_rows(task_gid: str, memberships: t.Any) -> Iterator[dict[str, t.Any]]:
@@ -117,12 +118,16 @@ def plan(stream: AsanaStream) -> Reconcile:
 def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
     """The streams a reconcile re-writes in full, if selected.
 
-    Tasks, task_projects, and subtasks (unless ``include_subtasks`` is off).
+    Tasks, task_projects, and subtasks (unless ``include_subtasks`` is off); with
+    subtasks, subtask_stories too: every subtask is emitted in a reconcile, and every
+    story of an emitted subtask is (stories have no "changed since" filter).
     """
+    streams = stream.services.streams
     names = [stream.name, BRIDGE]
-    if stream.config.get("include_subtasks", True):
-        names.append(SUBTASKS)
-    found = [stream.services.streams.get(name) for name in names]
+    subtasks = streams.get(SUBTASKS)
+    if stream.config.get("include_subtasks", True) and subtasks is not None and subtasks.selected:
+        names += [SUBTASKS, SUBTASK_STORIES]
+    found = [streams.get(name) for name in names]
     return [s for s in found if s is not None and s.selected]
 
 
@@ -171,9 +176,9 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         return
     entry = sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})
     problems = list(reconcile.problems) + full_reads.skip_problems(full_reads.lineage(stream))
-    subtasks = stream.services.streams.get(SUBTASKS)
-    if subtasks is not None and subtasks in _versioned_streams(stream):
-        problems += full_reads.skip_problems([subtasks])
+    problems += full_reads.skip_problems(
+        [s for s in _versioned_streams(stream) if s.name in {SUBTASKS, SUBTASK_STORIES}]
+    )
     start = stream.config.get("start_date")
     # Tasks last modified before start_date are not listed: a later start_date than the
     # one of the previous reconcile leaves out tasks whose rows are in the warehouse.
