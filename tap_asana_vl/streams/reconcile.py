@@ -1,28 +1,27 @@
-"""The reconcile pass: ``task_projects`` rows that are gone, without Asana's events.
+"""The reconcile pass: tasks, subtasks and their rows that are gone, without Asana's events.
 
 Events are delivered at most once and expire after 24 hours, so some deletes and moves
 are never reported. Every ``reconcile_every_days`` days (and in the run after a
 project's events token expired) the tasks stream lists every project's tasks in full
-instead of only the changed ones, and every live (task, project) pair is written to
-``task_projects`` with one Singer table version (the run's start, in ms): changed tasks
-through the usual sync, unchanged ones directly (no other stream is asked anything for
-them). At the end of the run one ACTIVATE_VERSION tells the target that rows of an older
-version are gone; target-postgres then sets their ``_sdc_deleted_at`` (keeping their
-other columns), or deletes them with ``hard_delete: true``.
+instead of only the changed ones, and writes with one Singer table version (the run's
+start, in ms): every live task's row and (task, project) pair (changed tasks through the
+usual sync, unchanged ones directly: their stories are asked nothing) and, with
+``subtasks`` selected, every subtask and subtask story (the subtrees of unchanged tasks
+are read in their workspace's sweep). At the end of the run one ACTIVATE_VERSION per
+stream tells the target that rows of an older version are gone; target-postgres then
+sets their ``_sdc_deleted_at`` (keeping their other columns), or deletes them with
+``hard_delete: true``.
 
-ACTIVATE_VERSION is table-wide, so it is only sent when it cannot mark a live pair:
+ACTIVATE_VERSION is table-wide, so it is only sent when it cannot mark a live row: the
+conditions of ``full_reads.py`` (no project filter, nothing skipped or cut off in the
+tasks, projects, workspaces or the subtask streams, every project seen by the previous
+reconcile seen again or deleted, a previous reconcile to compare with, the run not
+stopped), and no later ``start_date`` than the previous reconcile's (tasks modified before
+it are not listed).
 
-- no ``workspace_gids`` / ``project_gids`` filter and archived projects included (a
-  pair of an out-of-scope project is only re-written while one of its tasks is in
-  scope);
-- every workspace, project and project listing of the run read in full (no 402/403/404
-  skip, no listing cut off, the run not stopped: it is sent last);
-- every project of the previous reconcile seen again, or answering 404 (deleted) now:
-  one that answers 403 (access lost) or is not listed stops it;
-- a previous reconcile to compare with: the first one only records which projects it saw.
-
-State: the time of the last reconcile, whether one is requested, and the gids of the
-projects it saw, in the tasks stream's entry (grows with projects, never with tasks).
+State: the time of the last reconcile, whether one is requested, its ``start_date`` and
+the gids of the projects it saw, in the tasks stream's entry (grows with projects, never
+with tasks).
 """
 
 from __future__ import annotations
