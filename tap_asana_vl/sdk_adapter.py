@@ -262,8 +262,13 @@ def set_table_version(stream: Stream, version: int) -> None:
 
 
 def write_activate_version(stream: Stream, version: int) -> None:
-    """Write ``stream``'s ACTIVATE_VERSION ``version`` (nothing for a deselected stream)."""
+    """Write ``stream``'s ACTIVATE_VERSION ``version`` (nothing for a deselected stream).
+
+    Its SCHEMA goes first: a target only knows streams it was told the schema of (the
+    message writer leaves out a repeat).
+    """
     if stream.selected:
+        stream._write_schema_message()  # private: see the module docstring
         stream._write_activate_version_message(version)  # private: see the module docstring
 
 

@@ -135,11 +135,12 @@ SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         default=7,
         title="Reconcile every (days)",
         description=(
-            "List every project's tasks in full this often (and after a project's "
-            "events token expired) so task_projects rows of tasks deleted or moved "
-            "without an event are marked deleted: 1 request per 100 tasks per project. "
-            "0 reconciles on every run. Needs every project in scope (no "
-            "workspace_gids / project_gids filter)."
+            "List every project's tasks (and subtask trees) in full this often (and after a"
+            " project's events token expired) so tasks, subtasks and task_projects rows "
+            "deleted or moved without an event are marked deleted: 1 request per 100 tasks "
+            "per project and 1 per task with subtasks; every task row is written again. 0 "
+            "reconciles on every run. Needs every project in scope (no workspace_gids / "
+            "project_gids filter)."
         ),
     ),
     th.Property(

@@ -281,6 +281,10 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             tasks = self.streams.get("tasks")
             if isinstance(tasks, streams.TasksStream):
                 tasks.finish_run()
+            # Deletes of the full-table streams (issue 14): after the reconcile pass.
+            workspaces = self.streams.get("workspaces")
+            if isinstance(workspaces, streams.WorkspacesStream):
+                workspaces.finish_run()
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

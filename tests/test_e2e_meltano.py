@@ -295,10 +295,34 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             if len(t["projects"]) == 1 and t["gid"] not in {moved_task["gid"], *changed}
         )
         fake.delete_task(lost["gid"])
+        # (Issue 14, complete reads) A tag and a subtask deleted too: no event covers
+        # them; the run reads tags and (reconciling) every subtree in full.
+        with ds.lock:
+            deleted_tag = next(tags for tags in ds.tags_by_workspace.values() if tags).pop(0)
+            ds.version += 1
+        deleted_subtask = next(iter(ds.subtasks.values()))
+        fake.delete_task(deleted_subtask["gid"])
         with ds.lock:
             ds.events.clear()
         reconcile_env = {**env, "TAP_ASANA_VL_RECONCILE_EVERY_DAYS": "0"}
         _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=reconcile_env)
+        # Marked exactly what is gone from Asana: the tag, the subtask (and the subtasks
+        # of the tasks deleted earlier, and their comments), the task whose event was
+        # lost; nothing else.
+        live = {
+            "tags": {t["gid"] for tags in ds.tags_by_workspace.values() for t in tags},
+            "subtasks": set(ds.subtasks),
+            "subtask_stories": set(ds.subtask_stories),
+            "tasks": set(ds.tasks),
+        }
+        for table, gids in live.items():
+            rows = dict(_query(postgres, f"select gid, _sdc_deleted_at from asana.{table}"))
+            assert {gid for gid, at in rows.items() if at} == set(rows) - gids, table
+        assert deleted_tag["gid"] in rows_marked(postgres, "tags")
+        assert deleted_subtask["gid"] in rows_marked(postgres, "subtasks")
+        assert lost["gid"] in rows_marked(postgres, "tasks")
+        for table in FULL_READ_TABLES - set(live):
+            assert rows_marked(postgres, table) == set(), table
         now_marked = set(
             _query(
                 postgres,
@@ -323,6 +347,28 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
         story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
         assert {p.split("/")[4] for p in story_paths} == set(ds.tasks) | set(ds.subtasks)
+
+
+#: Tables whose rows a complete read may mark (full_reads.py); tags checked apart.
+FULL_READ_TABLES = {
+    "tags",
+    "custom_fields",
+    "projects",
+    "users",
+    "teams",
+    "team_memberships",
+    "portfolios",
+    "goals",
+    "project_memberships",
+    "project_custom_field_settings",
+    "status_updates",
+}
+
+
+def rows_marked(postgres: PostgresServer, table: str) -> set[str]:
+    """Gids of the rows of ``table`` marked deleted."""
+    sql = f"select gid from asana.{table} where _sdc_deleted_at is not null"
+    return {gid for (gid,) in _query(postgres, sql)}
 
 
 def _delete_and_move_targets(ds: Any) -> tuple[dict, dict, dict, str, str]:

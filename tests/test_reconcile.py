@@ -27,8 +27,14 @@ def config(pat_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RECONCILED = {"tasks", "task_projects"}
+
+
 def _activations(result: SyncResult) -> list[dict[str, Any]]:
-    return [m for m in result.messages if m["type"] == "ACTIVATE_VERSION"]
+    """The reconcile's ACTIVATE_VERSION messages (full-table streams have their own)."""
+    return [
+        m for m in result.messages if m["type"] == "ACTIVATE_VERSION" and m["stream"] in RECONCILED
+    ]
 
 
 def _versioned_pairs(result: SyncResult, version: int) -> set[tuple[str, str]]:
@@ -72,21 +78,34 @@ def test_a_pair_gone_without_an_event_is_not_rewritten_then_activated(fake, conf
 
     second = run_tap(config, state=first.state)
 
-    (activation,) = _activations(second)
-    assert activation["stream"] == "task_projects"
+    activations = {m["stream"]: m["version"] for m in _activations(second)}
+    assert set(activations) == RECONCILED
+    (version,) = set(activations.values())
     # Every live pair is written with that version (the unchanged tasks' ones too), the
     # deleted task's is not: the target marks exactly that row deleted.
-    pairs = _versioned_pairs(second, activation["version"])
+    pairs = _versioned_pairs(second, version)
     assert pairs == _live_pairs(fake)
     assert (gone["gid"], gone["projects"][0]["gid"]) not in pairs
-    # Unchanged tasks were not emitted again, nor their stories requested.
-    assert second.records["tasks"] == []
+    # The same for the tasks themselves: every live task's whole row, once; not the
+    # deleted one's.
+    rows = [
+        m["record"]
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] == "tasks" and m.get("version") == version
+    ]
+    assert sorted(r["gid"] for r in rows) == sorted(fake.dataset.tasks)
+    assert gone["gid"] not in {r["gid"] for r in rows}
+    first_rows = {r["gid"]: r for r in first.records["tasks"]}
+    assert all(r == first_rows[r["gid"]] for r in rows if r["gid"] in first_rows)
+    # Their children were not asked anything (the tasks did not change).
     assert second.records["stories"] == []
     # ACTIVATE_VERSION comes after every task_projects record, then a STATE.
     kinds = [m["type"] for m in second.messages]
     last_record = max(i for i, m in enumerate(second.messages) if m["type"] == "RECORD")
     assert kinds.index("ACTIVATE_VERSION") > last_record
-    assert kinds[-1] == "STATE"
+    # The reconcile's bookkeeping reaches the state after its ACTIVATE_VERSIONs.
+    last_activation = max(i for i, m in enumerate(second.messages) if m in _activations(second))
+    assert "STATE" in kinds[last_activation:]
 
 
 def test_a_skipped_project_stops_the_activation(fake, config):
@@ -120,15 +139,23 @@ def test_a_project_filter_means_no_reconcile(fake, config):
     assert _activations(first) == []
     assert _activations(second) == []
     assert "No reconcile pass: it needs every project in scope" in second.logs
-    assert all(m.get("version") is None for m in second.messages if m["type"] == "RECORD")
+    assert all(
+        m.get("version") is None
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] in RECONCILED
+    )
 
 
 def test_no_reconcile_before_its_time_or_without_task_projects(fake, config):
     first = run_tap({**config, "reconcile_every_days": 7})
     second = run_tap({**config, "reconcile_every_days": 7}, state=first.state)
     assert _activations(second) == []
-    assert all(m.get("version") is None for m in second.messages if m["type"] == "RECORD")
-    catalog = catalog_selecting(config, {"tasks"})
+    assert all(
+        m.get("version") is None
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] in RECONCILED
+    )
+    catalog = catalog_selecting(config, {"stories"})
     third = run_tap(config, state=second.state, catalog=catalog)
     assert _activations(third) == []
 
@@ -140,5 +167,121 @@ def test_an_expired_events_token_requests_a_reconcile_next_run(fake, config):
     second = run_tap(weekly, state=first.state)
     assert second.state["bookmarks"]["tasks"]["reconcile"]["requested"] is True
     third = run_tap(weekly, state=second.state)
-    assert len(_activations(third)) == 1
+    assert {m["stream"] for m in _activations(third)} == RECONCILED
     assert "requested" not in third.state["bookmarks"]["tasks"]["reconcile"]
+
+
+def test_a_later_start_date_stops_the_activation(fake, config):
+    first = run_tap({**config, "start_date": "2000-01-01T00:00:00Z"})
+    # Tasks modified before a later start_date are no longer listed, but their rows
+    # are in the warehouse: marking them would be a false delete.
+    later = {**config, "start_date": "2100-01-01T00:00:00Z"}
+    second = run_tap(later, state=first.state)
+    assert _activations(second) == []
+    assert "start_date changed" in second.logs
+    # An earlier one lists more: fine.
+    earlier = {**config, "start_date": "1990-01-01T00:00:00Z"}
+    third = run_tap(earlier, state=first.state)
+    assert {m["stream"] for m in _activations(third)} == RECONCILED
+
+
+def test_only_the_selected_one_of_tasks_and_task_projects_is_activated(fake, config):
+    catalog = catalog_selecting(config, {"task_projects"})
+    first = run_tap(config, catalog=catalog)
+    second = run_tap(config, state=first.state, catalog=catalog)
+    assert {m["stream"] for m in _activations(second)} == {"task_projects"}
+    assert "tasks" not in second.records
+
+
+def test_a_deleted_subtask_is_marked_by_the_reconcile(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    subtask = next(iter(fake.dataset.subtasks.values()))
+    fake.delete_task(subtask["gid"])
+    _lose_events(fake)
+
+    second = run_tap(with_subtasks, state=first.state)
+
+    activations = {
+        m["stream"]: m["version"] for m in second.messages if m["type"] == "ACTIVATE_VERSION"
+    }
+    assert {"tasks", "task_projects", "subtasks"} <= set(activations)
+    version = activations["subtasks"]
+    # Every live subtask is written again with the version (unchanged parents' subtrees
+    # are read too), the deleted one (and its own subtasks) is not.
+    rewritten = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] == "subtasks" and m.get("version") == version
+    }
+    assert rewritten == set(fake.dataset.subtasks)
+    assert subtask["gid"] not in rewritten
+
+
+def test_no_subtask_activation_when_a_subtree_is_skipped(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    parent = next(t for t in fake.dataset.tasks.values() if t.get("num_subtasks"))
+    fake.inject(rf"/tasks/{parent['gid']}/subtasks", status=403, times=None)
+    second = run_tap(with_subtasks, state=first.state)
+    assert _activations(second) == []
+    assert "Reconcile pass: nothing marked deleted in this run" in second.logs
+
+
+def test_subtask_trees_are_read_for_the_reconcile_only_when_subtasks_are_written(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+
+    def subtree_requests(selected: set[str], every: int) -> int:
+        catalog = catalog_selecting(with_subtasks, selected)
+        first = run_tap({**with_subtasks, "reconcile_every_days": 10_000}, catalog=catalog)
+        fake.reset_log()
+        run_tap(
+            {**with_subtasks, "reconcile_every_days": every}, state=first.state, catalog=catalog
+        )
+        return len([r for r in fake.requests if r.path.endswith("/subtasks")])
+
+    # The subtasks table written: a reconcile reads the trees of unchanged tasks too.
+    assert subtree_requests({"subtasks"}, 0) > subtree_requests({"subtasks"}, 10_000)
+    # Only their stories selected: it does not (it re-writes no subtask rows).
+    only_stories = {"task_projects", "subtask_stories"}
+    assert subtree_requests(only_stories, 0) == subtree_requests(only_stories, 10_000)
+
+
+def test_subtask_comments_gone_are_marked_by_the_reconcile(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    story = next(iter(fake.dataset.subtask_stories.values()))
+    fake.delete_story(story["gid"])
+    _lose_events(fake)
+
+    second = run_tap(with_subtasks, state=first.state)
+
+    activations = {
+        m["stream"]: m["version"] for m in second.messages if m["type"] == "ACTIVATE_VERSION"
+    }
+    version = activations["subtask_stories"]
+    rewritten = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD"
+        and m["stream"] == "subtask_stories"
+        and m.get("version") == version
+    }
+    assert rewritten == set(fake.dataset.subtask_stories)
+    assert story["gid"] not in rewritten
+
+
+def test_no_subtask_comments_activation_when_one_listing_is_skipped(fake, config):
+    with_subtasks = {**config, "include_subtasks": True}
+    first = run_tap(with_subtasks)
+    subtask = next(
+        s for s in fake.dataset.subtasks.values() if fake.dataset.stories_by_task.get(s["gid"])
+    )
+    fake.inject(rf"/tasks/{subtask['gid']}/stories", status=403, times=None)
+    second = run_tap(with_subtasks, state=first.state)
+    assert _activations(second) == []
+    assert not [
+        m
+        for m in second.messages
+        if m["type"] == "ACTIVATE_VERSION" and m["stream"] in {"subtasks", "subtask_stories"}
+    ]

@@ -252,3 +252,21 @@ def test_the_oauth_session_is_the_one_the_sdk_made_for_token_requests():
     session = sdk_adapter.oauth_session(authenticator)
     assert isinstance(session, requests.Session)
     assert sdk_adapter.oauth_session(authenticator) is session
+
+
+def test_an_activate_version_of_a_stream_with_no_record_follows_its_schema():
+    # A target knows only streams it got a SCHEMA for (every tag deleted: no record).
+    config = {**OFFLINE, "include_subtasks": False}
+    tap = TapAsanaVl(
+        config=config, catalog=catalog_selecting(config, {"tags"}), parse_env_config=False
+    )
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with redirect_stdout(stdout):
+        sdk_adapter.write_activate_version(tap.streams["tags"], 7)
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+    messages = [json.loads(line) for line in lines]
+    assert [(m["type"], m["stream"]) for m in messages] == [
+        ("SCHEMA", "tags"),
+        ("ACTIVATE_VERSION", "tags"),
+    ]

@@ -61,6 +61,10 @@ class AsanaStream(AsanaListing):
     sweeps_each_workspace: t.ClassVar[bool] = False
     #: Sweep after the other sweeps (for a table completed from what they emitted).
     sweeps_last: t.ClassVar[bool] = False
+    #: Read in full on every run, per workspace or per project (``full_reads.WORKSPACE``,
+    #: ``PROJECT``): rows gone from Asana are then marked by one ACTIVATE_VERSION at the
+    #: end of a run that read the stream completely (see full_reads.py).
+    full_read_level: t.ClassVar[str | None] = None
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""

@@ -7,6 +7,7 @@ import typing as t
 from functools import cached_property
 
 import tap_asana_vl.streams.deletes as deletes
+import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.reconcile as reconciling
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
@@ -127,7 +128,7 @@ class TasksStream(AsanaStream):
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles task_projects. Run the tap at least daily.",
+                "the next run reconciles tasks. Run the tap at least daily.",
                 project,
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
@@ -200,10 +201,14 @@ class TasksStream(AsanaStream):
             return parse_timestamp(str(start)) if start else None
         return super().get_starting_timestamp(context)
 
-    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:  # noqa: ARG002
-        """Reconciling: an unchanged task's pairs are written again (nothing else is)."""
+    def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Reconciling: an unchanged task's row and pairs are written again (no children)."""
         if self.reconcile.due:
-            reconciling.write_unchanged(self, record)
+            row = self.post_process(dict(record), context)
+            if row is not None:
+                reconciling.write_unchanged(self, self.reconcile, row)
+                if row.get("num_subtasks"):
+                    reconciling.read_subtasks_later(self, row)
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
         if self.reconcile.due:
@@ -243,6 +248,7 @@ class SectionsStream(AsanaStream):
     """Sections (columns / headings) of each project."""
 
     name = "sections"
+    full_read_level = full_reads.PROJECT
     path = "/projects/{project_gid}/sections"
     required_scope = None  # full permissions only
     parent_stream_type = ProjectsStream
@@ -254,6 +260,7 @@ class ProjectMembershipsStream(AsanaStream):
     """Who is a member of each project, with what access level."""
 
     name = "project_memberships"
+    full_read_level = full_reads.PROJECT
     path = "/projects/{project_gid}/project_memberships"
     required_scope = None  # full permissions only
     parent_stream_type = ProjectsStream
@@ -265,6 +272,7 @@ class ProjectCustomFieldSettingsStream(AsanaStream):
     """Which custom fields each project uses."""
 
     name = "project_custom_field_settings"
+    full_read_level = full_reads.PROJECT
     path = "/projects/{project_gid}/custom_field_settings"
     required_scope = "projects:read"
     parent_stream_type = ProjectsStream
@@ -276,6 +284,7 @@ class StatusUpdatesStream(AsanaStream):
     """Status updates of each project (the replacement for project statuses)."""
 
     name = "status_updates"
+    full_read_level = full_reads.PROJECT
     path = "/status_updates"
     required_scope = None  # full permissions only
     parent_stream_type = ProjectsStream

@@ -1,28 +1,27 @@
-"""The reconcile pass: ``task_projects`` rows that are gone, without Asana's events.
+"""The reconcile pass: tasks, subtasks and their rows that are gone, without Asana's events.
 
 Events are delivered at most once and expire after 24 hours, so some deletes and moves
 are never reported. Every ``reconcile_every_days`` days (and in the run after a
 project's events token expired) the tasks stream lists every project's tasks in full
-instead of only the changed ones, and every live (task, project) pair is written to
-``task_projects`` with one Singer table version (the run's start, in ms): changed tasks
-through the usual sync, unchanged ones directly (no other stream is asked anything for
-them). At the end of the run one ACTIVATE_VERSION tells the target that rows of an older
-version are gone; target-postgres then sets their ``_sdc_deleted_at`` (keeping their
-other columns), or deletes them with ``hard_delete: true``.
+instead of only the changed ones, and writes with one Singer table version (the run's
+start, in ms): every live task's row and (task, project) pair (changed tasks through the
+usual sync, unchanged ones directly: their stories are asked nothing) and, with
+``subtasks`` selected, every subtask and subtask story (the subtrees of unchanged tasks
+are read in their workspace's sweep). At the end of the run one ACTIVATE_VERSION per
+stream tells the target that rows of an older version are gone; target-postgres then
+sets their ``_sdc_deleted_at`` (keeping their other columns), or deletes them with
+``hard_delete: true``.
 
-ACTIVATE_VERSION is table-wide, so it is only sent when it cannot mark a live pair:
+ACTIVATE_VERSION is table-wide, so it is only sent when it cannot mark a live row: the
+conditions of ``full_reads.py`` (no project filter, nothing skipped or cut off in the
+tasks, projects, workspaces or the subtask streams, every project seen by the previous
+reconcile seen again or deleted, a previous reconcile to compare with, the run not
+stopped), and no later ``start_date`` than the previous reconcile's (tasks modified before
+it are not listed).
 
-- no ``workspace_gids`` / ``project_gids`` filter and archived projects included (a
-  pair of an out-of-scope project is only re-written while one of its tasks is in
-  scope);
-- every workspace, project and project listing of the run read in full (no 402/403/404
-  skip, no listing cut off, the run not stopped: it is sent last);
-- every project of the previous reconcile seen again, or answering 404 (deleted) now:
-  one that answers 403 (access lost) or is not listed stops it;
-- a previous reconcile to compare with: the first one only records which projects it saw.
-
-State: the time of the last reconcile, whether one is requested, and the gids of the
-projects it saw, in the tasks stream's entry (grows with projects, never with tasks).
+State: the time of the last reconcile, whether one is requested, its ``start_date`` and
+the gids of the projects it saw, in the tasks stream's entry (grows with projects, never
+with tasks).
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.full_reads as full_reads
 from tap_asana_vl import sdk_adapter
-from tap_asana_vl.errors import SkippedObjectError
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -44,6 +43,8 @@ if t.TYPE_CHECKING:
 #: Key of the reconcile bookkeeping in the tasks stream's state entry.
 STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
+SUBTASKS = "subtasks"
+SUBTASK_STORIES = "subtask_stories"
 
 
 def task_project_rows(task_gid: str, memberships: t.Any) -> Iterator[dict[str, t.Any]]:
@@ -67,10 +68,7 @@ def _now() -> datetime.datetime:
 
 def scope_filters(config: Mapping[str, t.Any]) -> list[str]:
     """The settings that leave projects out of the run (the reconcile needs none)."""
-    names = [name for name in ("workspace_gids", "project_gids") if config.get(name)]
-    if not config.get("include_archived_projects", True):
-        names.append("include_archived_projects: false")
-    return names
+    return full_reads.scope_filters(config, full_reads.PROJECT)
 
 
 @dataclass
@@ -83,15 +81,15 @@ class Reconcile:
     problems: list[str] = field(default_factory=list)
     #: Projects whose every task was listed in this run.
     projects_done: set[str] = field(default_factory=set)
+    #: Tasks whose rows were re-written without being emitted (listed unchanged).
+    rewritten: set[str] = field(default_factory=set)
 
 
 def plan(stream: AsanaStream) -> Reconcile:
     """Whether this run reconciles (decided once, before the first project)."""
-    services = stream.services
-    bridge = services.streams.get(BRIDGE)
     state = sdk_adapter.own_state(stream).get(STATE_KEY) or {}
     every = int(stream.config.get("reconcile_every_days", 7))
-    if bridge is None or not bridge.selected:
+    if not _versioned_streams(stream):
         return Reconcile(due=False)
     filters = scope_filters(stream.config)
     if filters:
@@ -111,8 +109,37 @@ def plan(stream: AsanaStream) -> Reconcile:
     if not due:
         return Reconcile(due=False)
     version = int(time.time() * 1000)
-    sdk_adapter.set_table_version(bridge, version)
+    for versioned in _versioned_streams(stream):
+        sdk_adapter.set_table_version(versioned, version)
     return Reconcile(due=True, version=version)
+
+
+def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
+    """The streams a reconcile re-writes in full, if selected.
+
+    Tasks, task_projects, and subtasks (unless ``include_subtasks`` is off); with
+    subtasks, subtask_stories too: every subtask is emitted in a reconcile, and every
+    story of an emitted subtask is (stories have no "changed since" filter).
+    """
+    streams = stream.services.streams
+    names = [stream.name, BRIDGE]
+    subtasks = streams.get(SUBTASKS)
+    if stream.config.get("include_subtasks", True) and subtasks is not None and subtasks.selected:
+        names += [SUBTASKS, SUBTASK_STORIES]
+    found = [streams.get(name) for name in names]
+    return [s for s in found if s is not None and s.selected]
+
+
+def read_subtasks_later(stream: AsanaStream, record: Mapping[str, t.Any]) -> None:
+    """A task listed unchanged has subtasks: its workspace's sweep reads them.
+
+    Only when the subtasks table is written (its rows are what the reconcile re-writes).
+    """
+    subtasks = stream.services.streams.get(SUBTASKS)
+    if subtasks is not None and subtasks.selected:
+        workspace = (record.get("workspace") or {}).get("gid")
+        if workspace:
+            subtasks.read_tree_later(str(workspace), str(record["gid"]))
 
 
 def request(stream: AsanaStream) -> None:
@@ -120,28 +147,54 @@ def request(stream: AsanaStream) -> None:
     sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})["requested"] = True
 
 
-def write_unchanged(stream: AsanaStream, record: Mapping[str, t.Any]) -> None:
-    """Re-write the pairs of a task the reconcile listed but does not emit."""
+def write_unchanged(stream: AsanaStream, reconcile: Reconcile, record: dict[str, t.Any]) -> None:
+    """Re-write the row and pairs of a task the reconcile listed but does not emit.
+
+    The whole record (as the listing returned it, with the tap's own fields): the
+    target replaces every column of a row it upserts. Its children (stories …) are not
+    asked anything: they did not change.
+    """
+    gid = str(record["gid"])
+    if gid in reconcile.rewritten:
+        return  # a multi-homed task, listed unchanged under another project
+    reconcile.rewritten.add(gid)
+    sdk_adapter.write_records(stream, [record])
     bridge = stream.services.streams.get(BRIDGE)
     if bridge is not None:
-        rows = list(task_project_rows(str(record["gid"]), record.get("memberships")))
+        rows = list(task_project_rows(gid, record.get("memberships")))
         sdk_adapter.write_records(bridge, rows)
 
 
 def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
-    """At the end of a run that reconciled: ACTIVATE_VERSION if nothing forbids it."""
+    """At the end of a run that reconciled: ACTIVATE_VERSION if nothing forbids it.
+
+    The conditions are the complete reads' (full_reads.py), for tasks and what is above
+    them; the projects the previous reconcile saw are the ones that must be seen again.
+    """
     if not reconcile.due:
         return
-    services = stream.services
     entry = sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})
-    problems = list(reconcile.problems)
-    for name in ("workspaces", "projects", "tasks"):
-        other = services.streams.get(name)
-        skipped = getattr(getattr(other, "stats", None), "skipped", [])
-        problems += [f"{name} skipped ({entry})" for entry in skipped]
+    problems = list(reconcile.problems) + full_reads.skip_problems(full_reads.lineage(stream))
+    problems += full_reads.skip_problems(
+        [s for s in _versioned_streams(stream) if s.name in {SUBTASKS, SUBTASK_STORIES}]
+    )
+    start = stream.config.get("start_date")
+    # Tasks last modified before start_date are not listed: a later start_date than the
+    # one of the previous reconcile leaves out tasks whose rows are in the warehouse.
+    if (
+        "start_date" in entry
+        and entry["start_date"] != start
+        and not _earlier(start, entry.get("start_date"))
+    ):
+        problems.append(
+            f"start_date changed from {entry.get('start_date')} to {start} "
+            "(a later one leaves tasks out; clear the state to start over)"
+        )
     previous = entry.get("projects")
     if previous is None and not problems:
-        entry.update(at=format_timestamp(_now()), projects=sorted(reconcile.projects_done))
+        entry.update(
+            at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
+        )
         entry.pop("requested", None)
         sdk_adapter.write_state(stream)
         stream.logger.info(
@@ -149,34 +202,36 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
             len(reconcile.projects_done),
         )
         return
-    for gid in sorted(set(previous or []) - reconcile.projects_done):
-        problems += _missing_project_problem(stream, gid)
+    problems += full_reads.lost_parent_problems(
+        stream, full_reads.PROJECT, previous or [], reconcile.projects_done
+    )
     if problems:
         stream.logger.warning(
             "Reconcile pass: nothing marked deleted in this run (%s); it is tried again next run",
-            "; ".join(problems[:5])
-            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""),
+            full_reads.summarize(problems),
         )
         entry["requested"] = True
         sdk_adapter.write_state(stream)
         return
-    sdk_adapter.write_activate_version(services.streams[BRIDGE], reconcile.version)
-    entry.update(at=format_timestamp(_now()), projects=sorted(reconcile.projects_done))
+    for versioned in _versioned_streams(stream):
+        sdk_adapter.write_activate_version(versioned, reconcile.version)
+    entry.update(
+        at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
+    )
     entry.pop("requested", None)
     sdk_adapter.write_state(stream)
     stream.logger.info(
-        "Reconcile pass: %d projects listed in full; task_projects rows not seen are "
-        "marked deleted by the target",
+        "Reconcile pass: %d projects listed in full; %s rows not seen are marked deleted "
+        "by the target",
         len(reconcile.projects_done),
+        ", ".join(s.name for s in _versioned_streams(stream)),
     )
 
 
-def _missing_project_problem(stream: AsanaStream, gid: str) -> list[str]:
-    """Nothing if a project seen last time is deleted (404); else why it blocks."""
-    try:
-        found = list(stream.list_endpoint(f"/projects/{gid}", {"opt_fields": "gid"}))
-    except SkippedObjectError as exc:
-        if exc.status == 404:
-            return []
-        return [f"project {gid} answered {exc.status}"]
-    return [f"project {gid} was not listed" if found else f"project {gid} is unreadable"]
+def _earlier(start: t.Any, previous: t.Any) -> bool:
+    """Whether ``start`` (a start_date) lists at least what ``previous`` listed."""
+    if not start:
+        return True
+    if not previous:
+        return False
+    return parse_timestamp(str(start)) <= parse_timestamp(str(previous))

@@ -85,6 +85,18 @@ class SubtasksStream(AsanaStream):
         # Tasks whose subtree was read (or refused) in this run, from any thread.
         self._trees_read: set[str] = set()
         self._walked_workspaces: set[str] = set()
+        #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
+        #: their trees are read in the workspace's sweep (see ``read_tree_later``).
+        self._trees_to_read: dict[str, list[str]] = {}
+
+    def read_tree_later(self, workspace: str, task_gid: str) -> None:
+        """Read ``task_gid``'s subtree in ``workspace``'s sweep (for a reconcile pass).
+
+        A reconcile re-writes every live subtask with its table version; a task listed
+        unchanged is not emitted, so its subtree would otherwise not be read.
+        """
+        if self.config["include_subtasks"]:
+            self._trees_to_read.setdefault(workspace, []).append(task_gid)
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
@@ -188,6 +200,7 @@ class SubtasksStream(AsanaStream):
                 )
                 parents = self._all_tasks_with_subtasks(workspace)
                 self._walked_workspaces.add(workspace)
+        parents += self._trees_to_read.pop(workspace, [])
         yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
         walked = workspace in self._walked_workspaces
         started = now()

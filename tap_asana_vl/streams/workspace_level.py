@@ -6,9 +6,11 @@ The request cost of every stream per run is in the README's stream table.
 from __future__ import annotations
 
 import typing as t
+from functools import cached_property
 
 from singer_sdk.exceptions import ConfigValidationError
 
+import tap_asana_vl.streams.full_reads as full_reads
 from tap_asana_vl.errors import SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream
 
@@ -37,7 +39,9 @@ class WorkspacesStream(AsanaStream):
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """List all workspaces first (there are few) so a wrong filter fails up front."""
+        self.full_reads  # noqa: B018 (planned before any record of a full-read stream)
         records = list(super().source_records(context))
+        self.full_reads.seen[full_reads.WORKSPACE].update(str(r["gid"]) for r in records)
         wanted = self.config.get("workspace_gids") or []
         if wanted:
             check_gids_exist("workspace_gids", wanted, {r["gid"] for r in records})
@@ -48,6 +52,16 @@ class WorkspacesStream(AsanaStream):
         visible = {gid for gid in project_gids if self._project_exists(gid)}
         check_gids_exist("project_gids", project_gids, visible)
         return records
+
+    @cached_property
+    def full_reads(self) -> full_reads.FullReads:
+        """The complete reads of the full-table streams in this run (see full_reads.py)."""
+        return full_reads.plan(self)
+
+    def finish_run(self) -> None:
+        """After every stream synced: ACTIVATE_VERSION for each stream read in full."""
+        if "full_reads" in self.__dict__:
+            full_reads.finish(self, self.full_reads)
 
     def _project_exists(self, gid: str) -> bool:
         try:
@@ -105,6 +119,7 @@ class UsersStream(AsanaStream):
     """
 
     name = "users"
+    full_read_level = full_reads.WORKSPACE
     path = "/users"
     required_scope = "users:read"
     parent_stream_type = WorkspacesStream
@@ -142,6 +157,7 @@ class ProjectsStream(AsanaStream):
     """
 
     name = "projects"
+    full_read_level = full_reads.PROJECT
     path = "/projects"
     required_scope = "projects:read"
     field_scopes: t.ClassVar[dict[str, tuple[str, ...]]] = {"team": ("teams:read",)}
@@ -180,6 +196,10 @@ class ProjectsStream(AsanaStream):
         yield from projects
 
     def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
+        workspaces = self.services.streams.get("workspaces")
+        if isinstance(workspaces, WorkspacesStream):
+            seen = workspaces.full_reads.seen[full_reads.PROJECT]
+            seen.update(str(p["gid"]) for p in projects)
         self._to_sync = sum(project_wanted(self.config, p["gid"]) for p in projects)
         self._position = 0
         if self.has_selected_descendents and context:
@@ -218,6 +238,7 @@ class TagsStream(AsanaStream):
     """Tags of each workspace."""
 
     name = "tags"
+    full_read_level = full_reads.WORKSPACE
     path = "/workspaces/{workspace_gid}/tags"
     required_scope = "tags:read"
     parent_stream_type = WorkspacesStream
@@ -228,6 +249,7 @@ class CustomFieldsStream(AsanaStream):
     """Custom field definitions (with enum options) of each workspace."""
 
     name = "custom_fields"
+    full_read_level = full_reads.WORKSPACE
     path = "/workspaces/{workspace_gid}/custom_fields"
     required_scope = "custom_fields:read"
     parent_stream_type = WorkspacesStream
@@ -238,6 +260,7 @@ class TeamsStream(AsanaStream):
     """Teams of each organization (plain workspaces have none: no request)."""
 
     name = "teams"
+    full_read_level = full_reads.WORKSPACE
     path = "/workspaces/{workspace_gid}/teams"
     required_scope = "teams:read"
     parent_stream_type = WorkspacesStream
@@ -253,6 +276,7 @@ class TeamMembershipsStream(AsanaStream):
     """Members of each team."""
 
     name = "team_memberships"
+    full_read_level = full_reads.WORKSPACE
     path = "/teams/{team_gid}/team_memberships"
     required_scope = "team_memberships:read"
     field_scopes: t.ClassVar[dict[str, tuple[str, ...]]] = {"team": ("teams:read",)}
@@ -265,6 +289,7 @@ class PortfoliosStream(AsanaStream):
     """Portfolios owned by the token's user (Asana lists only an owner's portfolios)."""
 
     name = "portfolios"
+    full_read_level = full_reads.WORKSPACE
     path = "/portfolios"
     required_scope = "portfolios:read"
     parent_stream_type = WorkspacesStream
@@ -295,6 +320,7 @@ class GoalsStream(AsanaStream):
     """Goals of each workspace; a 402 or a first-page 400 turns it off for that workspace."""
 
     name = "goals"
+    full_read_level = full_reads.WORKSPACE
     path = "/goals"
     required_scope = "goals:read"
     # time_periods:read is not in Asana's scope list: scoped tokens never get it.
