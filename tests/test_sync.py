@@ -175,7 +175,14 @@ def test_state_grows_with_projects_not_tasks(fake, pat_config):
     bookmarks = result.state["bookmarks"]
     assert len(bookmarks["tasks"]["partitions"]) == len(fake.dataset.projects)
     assert "partitions" not in bookmarks["stories"] or not bookmarks["stories"]["partitions"]
-    assert len(json.dumps(result.state)) < 300 * len(fake.dataset.projects) + 1000
+    # Per project: a bookmark, an events sync token and a gid in the complete reads.
+    size = len(json.dumps(result.state))
+    assert size < 350 * len(fake.dataset.projects) + 1500
+    # Five times the tasks (same projects, same seed): the state does not grow.
+    with FakeAsana(build_dataset(seed=11, tasks_per_project=60)) as bigger:
+        big = run_tap({"access_token": bigger.pat, "api_url": bigger.api_url, **FAST})
+    assert len(bigger.dataset.tasks) >= 4 * len(fake.dataset.tasks)
+    assert abs(len(json.dumps(big.state)) - size) <= 50
 
 
 def test_start_date_filters_the_first_run(fake, pat_config):
