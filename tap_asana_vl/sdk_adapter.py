@@ -111,7 +111,11 @@ def add_child_stream(parent: Stream, child: Stream) -> None:
 
 # Metrics logger for meters whose per-parent lines are replaced by the run summary.
 _SILENT_METRICS = logging.getLogger("tap_asana_vl.per_parent_metrics")
-_SILENT_METRICS.disabled = True
+# A level above every record and no propagation, rather than ``disabled``: the logging
+# config the SDK applies at start-up (Meltano's SINGER_SDK_LOG_CONFIG, via dictConfig)
+# sets ``disabled = False`` on every existing logger it does not name, but keeps levels.
+_SILENT_METRICS.setLevel(logging.CRITICAL + 1)
+_SILENT_METRICS.propagate = False
 
 
 def quiet_per_parent_stream(stream: RESTStream[t.Any]) -> None:

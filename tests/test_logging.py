@@ -145,3 +145,33 @@ def test_a_failing_run_ends_in_one_error_line(workspace: FakeAsana, tmp_path: Pa
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1, proc.stderr
     assert "Giving up on /tasks/{task_gid}/stories after 1 attempts: 500" in errors[0]
+
+
+def test_under_meltanos_structured_logging_too(workspace: FakeAsana, tmp_path: Path) -> None:
+    # What Meltano 4.4.1 writes to .meltano/run/<tap>/tap.singer_sdk_logging.json for a
+    # plugin with the structured-logging capability; the SDK applies it with dictConfig.
+    log_config = tmp_path / "tap.singer_sdk_logging.json"
+    log_config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {
+                    "singer_formatter": {"()": "singer_sdk.logging.StructuredFormatter"}
+                },
+                "handlers": {
+                    "console": {
+                        "class": "logging.StreamHandler",
+                        "formatter": "singer_formatter",
+                        "stream": "ext://sys.stderr",
+                    }
+                },
+                "root": {"handlers": ["console"], "level": "INFO"},
+            }
+        )
+    )
+    lines, records = _run(tmp_path, _config(workspace), SINGER_SDK_LOG_CONFIG=str(log_config))
+    assert len(lines) <= 50 * len(records) / 1000, "\n".join(lines[:40])
+    messages = [json.loads(line)["message"] for line in lines]
+    assert "METRIC" not in messages
+    assert sum(PROJECT_LINE.search(m) is not None for m in messages) == 8
