@@ -30,12 +30,7 @@ from tap_asana_vl.streams.project_level import (
     TasksStream,
     derived_fields,
 )
-from tap_asana_vl.streams.task_level import (
-    HISTORY_FIELDS,
-    STORY_FIELD_SCOPES,
-    is_change,
-    story_child_context,
-)
+from tap_asana_vl.streams.task_level import StoryListing
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
 from tap_asana_vl.timestamps import (
     format_timestamp,
@@ -353,28 +348,9 @@ class _SearchProgress:
             self.high_water = modified_at
 
 
-class SubtaskStoriesStream(AsanaStream):
+class SubtaskStoriesStream(StoryListing):
     """Stories of each subtask emitted in this run (the ``stories`` schema)."""
 
     name = "subtask_stories"
-    path = "/tasks/{task_gid}/stories"
-    required_scope = "stories:read"
-    field_scopes = STORY_FIELD_SCOPES
     parent_stream_type = SubtasksStream
-    replication_key = "created_at"
     context_label = ("subtask", "task_gid")
-    prefetch = True
-    required_fields = HISTORY_FIELDS
-
-    def get_child_context(
-        self, record: dict[str, t.Any], context: Context | None
-    ) -> dict[str, t.Any]:
-        """The story itself (task_history is made of it) and its subtask's gid."""
-        return story_child_context(record, context)
-
-    def generate_child_contexts(
-        self, record: dict[str, t.Any], context: Context | None
-    ) -> Iterable[dict[str, t.Any] | None]:
-        """None for a comment: every child of a story is made of changes (see is_change)."""
-        if is_change(record):
-            yield from super().generate_child_contexts(record, context)

@@ -63,22 +63,17 @@ HISTORY_FIELDS = frozenset(
 )
 
 
-class StoriesStream(AsanaStream):
-    """Comments and activity of each task emitted in this run.
+class StoryListing(AsanaStream):
+    """Stories of one task (or subtask): what ``stories`` and ``subtask_stories`` share.
 
-    Asana bumps a task's ``modified_at`` whenever a story is added, so stories of
-    unchanged tasks never need to be requested. All stories of a changed task are
-    re-read (edited comments and new likes are caught too); one stream-wide bookmark
-    keeps state small.
+    A change story is handed to the stream's children (task_history and the derived
+    tables' tombstones); a comment is not.
     """
 
-    name = "stories"
     path = "/tasks/{task_gid}/stories"
     required_scope = "stories:read"
     field_scopes = STORY_FIELD_SCOPES
-    parent_stream_type = TasksStream
     replication_key = "created_at"
-    context_label = ("task", "task_gid")
     prefetch = True
     required_fields = HISTORY_FIELDS
 
@@ -94,6 +89,20 @@ class StoriesStream(AsanaStream):
         """None for a comment: every child of a story is made of changes (see is_change)."""
         if is_change(record):
             yield from super().generate_child_contexts(record, context)
+
+
+class StoriesStream(StoryListing):
+    """Comments and activity of each task emitted in this run.
+
+    Asana bumps a task's ``modified_at`` whenever a story is added, so stories of
+    unchanged tasks never need to be requested. All stories of a changed task are
+    re-read (edited comments and new likes are caught too); one stream-wide bookmark
+    keeps state small.
+    """
+
+    name = "stories"
+    parent_stream_type = TasksStream
+    context_label = ("task", "task_gid")
 
 
 def is_change(story: Mapping[str, t.Any]) -> bool:
