@@ -99,6 +99,37 @@ def test_moves_stories_and_sections_reach_the_right_subscribers(fake: FakeAsana)
     assert story["gid"] not in [s["gid"] for s in stories]
 
 
+def test_a_value_removed_from_a_task_is_a_changed_event_with_the_compact_value(
+    fake: FakeAsana,
+) -> None:
+    """EventResponse: ``action`` changed, ``change`` = {field, action, removed_value} (the
+    compact object), heard by the task and its projects; an add carries ``added_value``."""
+    project, tasks = _project_with_tasks(fake)
+    task = next(t for t in tasks if t["followers"] and t["tags"])
+    follower, tag = task["followers"][0], task["tags"][0]
+    tokens = {r: _token(fake, r) for r in (project, task["gid"])}
+
+    fake.remove_from_task(task["gid"], "followers", follower["gid"])
+    fake.remove_from_task(task["gid"], "tags", tag["gid"])
+    fake.add_to_task(task["gid"], "followers", follower["gid"])
+
+    for resource, token in tokens.items():
+        seen = _get(fake, "/events", resource=resource, sync=token).json()["data"]
+        assert [(e["action"], e["resource"]["gid"], e["parent"]) for e in seen] == [
+            ("changed", task["gid"], None)
+        ] * 3
+        assert [e["change"] for e in seen] == [
+            {"field": "followers", "action": "removed", "removed_value": follower},
+            {"field": "tags", "action": "removed", "removed_value": tag},
+            {"field": "followers", "action": "added", "added_value": follower},
+        ]
+    served = _get(fake, f"/tasks/{task['gid']}", opt_fields="followers,tags").json()["data"]
+    assert follower["gid"] in {u["gid"] for u in served["followers"]}
+    assert tag["gid"] not in {t["gid"] for t in served["tags"]}
+    with pytest.raises(KeyError):
+        fake.remove_from_task(task["gid"], "tags", tag["gid"])
+
+
 def test_a_nonempty_section_cannot_be_deleted(fake: FakeAsana) -> None:
     _project, tasks = _project_with_tasks(fake)
     section = tasks[0]["memberships"][0]["section"]["gid"]

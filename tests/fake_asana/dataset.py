@@ -1175,8 +1175,14 @@ class Dataset:
         resource: dict[str, Any],
         subscribers: set[str],
         parent: dict[str, Any] | None = None,
+        change: dict[str, Any] | None = None,
     ) -> None:
-        """Record an event (Asana's ``EventResponse``) for ``GET /events`` to serve."""
+        """Record an event (Asana's ``EventResponse``) for ``GET /events`` to serve.
+
+        ``change`` (only with ``action`` = ``changed``, as the spec says): which field of
+        the resource changed and how (``field``, ``action`` and the value added, removed
+        or set).
+        """
         now = self._now_ms()
         named = {k: resource[k] for k in ("gid", "resource_type", "name") if k in resource}
         event = {
@@ -1191,6 +1197,8 @@ class Dataset:
             ),
             "created_at": iso_ms(now),
         }
+        if change is not None:
+            event["change"] = change
         self.events.append((len(self.events) + 1, now, frozenset(subscribers), event))
 
     def _task_subscribers(self, task: dict[str, Any]) -> set[str]:
@@ -1402,17 +1410,21 @@ class Dataset:
         As in Asana, the task's ``modified_at`` moves, and removing a tag or a dependency
         adds a system story naming it (``removed_from_tag`` with ``tag``,
         ``dependency_removed`` with ``dependency``; the spec documents those fields, not
-        the subtype names). Removing a follower adds no story. Returns the story, if any.
+        the subtype names). Removing a follower adds no story. Every removal is an event
+        on the task, heard by the task and its projects (``EventResponse``: ``action``
+        ``changed``, ``change`` = ``{field, action: removed, removed_value}`` with the
+        compact object; the field is named as the task's property). Returns the story,
+        if any.
 
         Raises:
             KeyError: if there is no such task, or ``gid`` is not in its ``field``.
         """
         with self.lock:
             task = self.get_task(task_gid)
-            kept = [item for item in task[field] if item["gid"] != gid]
-            if len(kept) == len(task[field]):
+            removed = next((item for item in task[field] if item["gid"] == gid), None)
+            if removed is None:
                 raise KeyError(f"{gid} is not in {field} of task {task_gid}")
-            task[field] = kept
+            task[field] = [item for item in task[field] if item["gid"] != gid]
             if field == "dependencies":
                 blocker = self.get_task(gid)
                 blocker["dependents"] = [d for d in blocker["dependents"] if d["gid"] != task_gid]
@@ -1434,8 +1446,42 @@ class Dataset:
                 )
                 story[key] = ref(other)
             task["modified_at"] = iso_ms(now)
+            change = {"field": field, "action": "removed", "removed_value": dict(removed)}
+            self._emit("changed", task, self._task_subscribers(task), change=change)
             self.version += 1
             return story
+
+    def add_to_task(self, task_gid: str, field: str, gid: str) -> dict[str, Any]:
+        """Put ``gid`` (a tag, a task it depends on, a user) into a task's ``field``.
+
+        The task's ``modified_at`` moves; the event is ``changed`` with ``change`` =
+        ``{field, action: added, added_value}``, heard by the task and its projects.
+        No story (the tests need none). Returns the task.
+
+        Raises:
+            KeyError: if there is no such task or object, or ``gid`` is already there.
+        """
+        with self.lock:
+            task = self.get_task(task_gid)
+            if any(item["gid"] == gid for item in task[field]):
+                raise KeyError(f"{gid} is already in {field} of task {task_gid}")
+            sources = {"tags": self.tags, "followers": self.users}
+            other = sources[field][gid] if field in sources else self.get_task(gid)
+            # Dependencies are listed as {gid, resource_type}, like the generated ones.
+            if field == "dependencies":
+                added = {"gid": other["gid"], "resource_type": "task"}
+                other["dependents"] = [
+                    *other["dependents"],
+                    {"gid": task_gid, "resource_type": "task"},
+                ]
+            else:
+                added = ref(other)
+            task[field] = [*task[field], added]
+            task["modified_at"] = iso_ms(self._now_ms())
+            change = {"field": field, "action": "added", "added_value": dict(added)}
+            self._emit("changed", task, self._task_subscribers(task), change=change)
+            self.version += 1
+            return task
 
     def clear_custom_field(self, task_gid: str, field_gid: str) -> dict[str, Any]:
         """Empty a task's value of a custom field; returns the change story Asana adds.

@@ -366,6 +366,14 @@ class FakeAsana(ApiServer, OAuthServer):
         """:meth:`Dataset.move_task` (remove from / add to a project; thread-safe)."""
         return self.dataset.move_task(gid, **kwargs)
 
+    def remove_from_task(self, task_gid: str, field: str, gid: str) -> dict[str, Any] | None:
+        """:meth:`Dataset.remove_from_task` (a tag, dependency or follower; thread-safe)."""
+        return self.dataset.remove_from_task(task_gid, field, gid)
+
+    def add_to_task(self, task_gid: str, field: str, gid: str) -> dict[str, Any]:
+        """:meth:`Dataset.add_to_task` (a tag, dependency or follower; thread-safe)."""
+        return self.dataset.add_to_task(task_gid, field, gid)
+
     # ------------------------------------------------------------------ request entry
     def _handle(self, handler: _Handler) -> None:
         received = self.now()
