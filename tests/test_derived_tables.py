@@ -275,19 +275,127 @@ def test_removed_tag_and_dependency_are_marked_deleted_from_the_tasks_stories():
         t["gid"] for t in tagged["tags"]
     }
     assert {r["task_modified_at"] for r in kept} == {tagged["modified_at"]}
-    # Asana writes no story when a follower is removed: the pair keeps its old
-    # task_modified_at, older than the task's, which is how a warehouse sees it is gone.
+    # Asana writes no story when a follower is removed; its event marks the pair (below).
     followers = _current(first, "task_followers", ("task_gid", "user_gid"))
     followers.update(_current(second, "task_followers", ("task_gid", "user_gid")))
-    stale = followers[(follower_task["gid"], follower)]
-    assert stale["_sdc_deleted_at"] is None
-    assert stale["task_modified_at"] < follower_task["modified_at"]
-    current = [
-        r
-        for (task, _), r in followers.items()
-        if task == follower_task["gid"] and r["task_modified_at"] == follower_task["modified_at"]
+    assert followers[(follower_task["gid"], follower)]["_sdc_deleted_at"] is not None
+    current = {
+        user
+        for (task, user), r in followers.items()
+        if task == follower_task["gid"] and r["_sdc_deleted_at"] is None
+    }
+    assert current == {u["gid"] for u in follower_task["followers"]}
+
+
+def _removal_event_time(fake: FakeAsana, task_gid: str, field: str, gid: str) -> str:
+    """When the fake's events say ``gid`` was removed from ``field`` of the task."""
+    (at,) = [
+        event["created_at"]
+        for _, _, _, event in fake.dataset.events
+        if event["action"] == "changed"
+        and event["resource"]["gid"] == task_gid
+        and event["change"] == {**event["change"], "field": field, "action": "removed"}
+        and event["change"]["removed_value"]["gid"] == gid
     ]
-    assert {r["user_gid"] for r in current} == {u["gid"] for u in follower_task["followers"]}
+    return at
+
+
+def test_a_removed_follower_is_marked_deleted_from_the_projects_events():
+    """No story says a follower left; the ``changed`` event on the task does."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        catalog = catalog_selecting(config, {"tasks", "task_followers"})  # no stories
+        first = run_tap(config, catalog=catalog)
+        task = next(t for t in fake.dataset.tasks.values() if len(t["followers"]) > 1)
+        follower = task["followers"][0]["gid"]
+        fake.remove_from_task(task["gid"], "followers", follower)
+
+        second = run_tap(config, state=first.state, catalog=catalog)
+        at = _removal_event_time(fake, task["gid"], "followers", follower)
+
+    assert (task["gid"], follower) in _current(first, "task_followers", ("task_gid", "user_gid"))
+    rows = _current(second, "task_followers", ("task_gid", "user_gid"))
+    tombstone = rows[(task["gid"], follower)]
+    assert tombstone["_sdc_deleted_at"] == at
+    assert tombstone["task_modified_at"] == task["modified_at"]
+    assert tombstone["user_name"] == fake.dataset.users[follower]["name"]
+    # The followers it keeps are re-emitted live; nothing else is marked.
+    assert {
+        user for (gid, user), r in rows.items() if gid == task["gid"] and not r["_sdc_deleted_at"]
+    } == {u["gid"] for u in task["followers"]}
+    assert [key for key, r in rows.items() if r["_sdc_deleted_at"]] == [(task["gid"], follower)]
+
+
+def test_a_value_added_back_is_not_marked_and_removals_cost_no_stories():
+    """A removal undone later (by an event, or seen in the task's current record) marks
+    nothing; removed tags and dependencies are marked from events without stories."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        bridges = {"task_tags", "task_followers", "task_dependencies"}
+        catalog = catalog_selecting(config, {"tasks", *bridges})
+        first = run_tap(config, catalog=catalog)
+        ds = fake.dataset
+        readded = next(t for t in ds.tasks.values() if t["followers"])
+        back = readded["followers"][0]["gid"]
+        fake.remove_from_task(readded["gid"], "followers", back)
+        fake.add_to_task(readded["gid"], "followers", back)
+        # Added back without an event reaching the tap: the re-read record has it.
+        silent = next(t for t in ds.tasks.values() if t["tags"] and t is not readded)
+        silent_tag = silent["tags"][0]
+        fake.remove_from_task(silent["gid"], "tags", silent_tag["gid"])
+        with ds.lock:
+            silent["tags"] = [*silent["tags"], silent_tag]
+            ds.version += 1
+        tagged = next(t for t in ds.tasks.values() if t["tags"] and t not in (readded, silent))
+        tag = tagged["tags"][0]["gid"]
+        fake.remove_from_task(tagged["gid"], "tags", tag)
+        blocked = next(t for t in ds.tasks.values() if t["dependencies"])
+        blocker = blocked["dependencies"][0]["gid"]
+        fake.remove_from_task(blocked["gid"], "dependencies", blocker)
+        fake.reset_log()
+
+        second = run_tap(config, state=first.state, catalog=catalog)
+        tag_at = _removal_event_time(fake, tagged["gid"], "tags", tag)
+        blocker_at = _removal_event_time(fake, blocked["gid"], "dependencies", blocker)
+        story_requests = [r for r in fake.requests if r.path.endswith("/stories")]
+
+    assert not story_requests
+    marked = {
+        (
+            stream,
+            tuple(
+                v
+                for k, v in r.items()
+                if k in {"task_gid", "tag_gid", "user_gid", "depends_on_gid"}
+            ),
+        ): r["_sdc_deleted_at"]
+        for stream in bridges
+        for r in second.records[stream]
+        if r["_sdc_deleted_at"]
+    }
+    assert marked == {
+        ("task_tags", (tagged["gid"], tag)): tag_at,
+        ("task_dependencies", (blocked["gid"], blocker)): blocker_at,
+    }
+    followers = _current(second, "task_followers", ("task_gid", "user_gid"))
+    assert followers[(readded["gid"], back)]["_sdc_deleted_at"] is None
+    tags = _current(second, "task_tags", ("task_gid", "tag_gid"))
+    assert tags[(silent["gid"], silent_tag["gid"])]["_sdc_deleted_at"] is None
+
+
+def test_no_removal_marked_when_the_task_cannot_be_read_again():
+    """A task the token may no longer read (403) is left as it is: nothing is known."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        catalog = catalog_selecting(config, {"tasks", "task_followers"})
+        first = run_tap(config, catalog=catalog)
+        task = next(t for t in fake.dataset.tasks.values() if len(t["followers"]) > 1)
+        fake.remove_from_task(task["gid"], "followers", task["followers"][0]["gid"])
+        fake.inject(rf"/tasks/{task['gid']}\?", status=403, times=None)
+
+        second = run_tap(config, state=first.state, catalog=catalog)
+
+    assert not [r for r in second.records["task_followers"] if r["_sdc_deleted_at"]]
 
 
 def test_a_cleared_custom_field_value_is_marked_deleted_and_in_the_history():

@@ -9,7 +9,12 @@ per project before listing the project's changed tasks, and turns them into:
   (its ``task_projects`` row), are written with ``_sdc_deleted_at`` = the event's time;
 - **re-reads**: a task added to or removed from the project (or a section of it), or
   undeleted, is read again (``GET /tasks/{gid}``) and emitted, since Asana may not bump
-  its ``modified_at`` for a move: its ``task_projects`` rows follow its memberships.
+  its ``modified_at`` for a move: its ``task_projects`` rows follow its memberships;
+- **removed values**: a ``changed`` event whose ``change`` removed a value from one of
+  the task fields a selected derived table is made of (``followers``, ``tags``,
+  ``dependencies``: ``change.field`` names the task's property) is kept as a
+  ``ValueRemoval``; the task is read again, and the derived table writes the pair with
+  ``_sdc_deleted_at`` only if the task's current record no longer has it (derived.py).
 
 The token is kept in the project's partition of the tasks state (one per project), and
 moves only once the project's records and tombstones are written: a run that stops
@@ -52,6 +57,19 @@ MAX_EVENT_PAGES = 50
 MOVES_IN = frozenset({"project", "section"})
 
 
+@dataclass(frozen=True)
+class ValueRemoval:
+    """A value an event says was removed from a task's field (a follower, a tag …)."""
+
+    task_gid: str
+    #: The task's property (``change.field``): ``followers``, ``tags``, ``dependencies``.
+    field: str
+    #: The compact object removed (``change.removed_value``).
+    value: dict[str, t.Any]
+    #: The event's time.
+    at: str
+
+
 @dataclass
 class ProjectChanges:
     """What a project's events say about deletes and moves, last event winning."""
@@ -67,6 +85,11 @@ class ProjectChanges:
     deleted_stories: dict[str, str] = field(default_factory=dict)
     #: Deleted sections: gid -> (deleted at, last name).
     deleted_sections: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: Task fields whose removed values are wanted (those of selected derived tables).
+    value_fields: frozenset[str] = frozenset()
+    #: Values removed from tasks and not added back since: (task, field, value gid) ->
+    #: the removal.
+    removed_values: dict[tuple[str, str, str], ValueRemoval] = field(default_factory=dict)
 
     def add(self, event: dict[str, t.Any]) -> None:
         """Fold one event in (events come oldest first)."""
@@ -94,6 +117,8 @@ class ProjectChanges:
                         self.removed_tasks.pop(gid, None)
                 if gid not in self.deleted_tasks:
                     self.reread_tasks.add(gid)
+            elif action == "changed":
+                self._fold_value_change(gid, event.get("change") or {}, at)
         elif kind == "story":
             if action == "deleted":
                 self.deleted_stories[gid] = at
@@ -104,6 +129,27 @@ class ProjectChanges:
                 self.deleted_sections[gid] = (at, name)
             elif action == "undeleted":
                 self.deleted_sections.pop(gid, None)
+
+    def _fold_value_change(self, task_gid: str, change: dict[str, t.Any], at: str) -> None:
+        """A value removed from (or added back to) a wanted field of a task."""
+        name = change.get("field")
+        if name not in self.value_fields:
+            return
+        action = change.get("action")
+        value = change.get("removed_value" if action == "removed" else "added_value")
+        if not isinstance(value, dict) or not value.get("gid"):
+            return
+        key = (task_gid, str(name), str(value["gid"]))
+        if action == "removed":
+            self.removed_values[key] = ValueRemoval(task_gid, str(name), dict(value), at)
+        elif action == "added":
+            self.removed_values.pop(key, None)  # added back later: the add wins
+
+    def value_removal_tasks(self) -> set[str]:
+        """Tasks to read again for their removed values (their current record decides)."""
+        return {removal.task_gid for removal in self.removed_values.values()} - set(
+            self.deleted_tasks
+        )
 
 
 @dataclass
@@ -132,9 +178,18 @@ def events_page(response: requests.Response) -> dict[str, t.Any]:
     }
 
 
-def read_events(stream: AsanaStream, project_gid: str, sync: str | None) -> EventsResult:
-    """The project's events since ``sync`` (all pages), through ``stream``'s request loop."""
-    changes = ProjectChanges(project_gid)
+def read_events(
+    stream: AsanaStream,
+    project_gid: str,
+    sync: str | None,
+    *,
+    value_fields: frozenset[str] = frozenset(),
+) -> EventsResult:
+    """The project's events since ``sync`` (all pages), through ``stream``'s request loop.
+
+    ``value_fields``: task fields whose removed values to keep (``ValueRemoval``).
+    """
+    changes = ProjectChanges(project_gid, value_fields=value_fields)
     for _ in range(MAX_EVENT_PAGES):
         params = {"resource": project_gid}
         if sync:

@@ -43,6 +43,8 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
+    from tap_asana_vl.streams.deletes import ValueRemoval
+
 
 class DerivedStream(AsanaStream):
     """Rows made from the context the parent passes; never a request of its own."""
@@ -101,6 +103,45 @@ class TaskDerivedStream(DerivedStream):
     #: The task field the rows come from, and the column holding the task's modified_at.
     task_field: t.ClassVar[str] = ""
     time_column: t.ClassVar[str] = "task_modified_at"
+    #: Asana's events name a value removed from ``task_field`` (``change.field`` is the
+    #: task's property name, ``change.removed_value`` the compact object): the tasks
+    #: stream keeps those removals (deletes.py) and this stream turns them into
+    #: tombstones (``event_tombstones``).
+    removals_from_events: t.ClassVar[bool] = False
+
+    def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """Override: the key (and name) columns of the pair for a compact ``value``."""
+        raise NotImplementedError
+
+    def event_tombstones(
+        self,
+        removals: Iterable[ValueRemoval],
+        current: Mapping[str, Mapping[str, t.Any] | None],
+    ) -> list[dict[str, t.Any]]:
+        """Tombstones of the pairs events say were removed and the task no longer has.
+
+        ``current``: each task read again after the events (None: deleted). A task that
+        has the value again (added back) gets none, nor one that could not be read (no
+        access: nothing is known). ``_sdc_deleted_at`` is the event's time.
+        """
+        rows = []
+        for removal in removals:
+            if removal.task_gid not in current:
+                continue
+            record = current[removal.task_gid]
+            if record is not None and removal.value["gid"] in {
+                _gid(item) for item in record.get(self.task_field) or []
+            }:
+                continue
+            rows.append(
+                {
+                    "task_gid": removal.task_gid,
+                    **self.value_columns(removal.value),
+                    self.time_column: record.get("modified_at") if record else None,
+                    "_sdc_deleted_at": removal.at,
+                }
+            )
+        return rows
 
     def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """Override: the rows of the task's current values."""
@@ -210,6 +251,11 @@ class TaskTagsStream(TaskDerivedStream):
     name = "task_tags"
     primary_keys = ("task_gid", "tag_gid")
     task_field = "tags"
+    removals_from_events = True
+
+    def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """The tag's gid and name."""
+        return {"tag_gid": _gid(value), "tag_name": value.get("name")}
 
     def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
         """``removed_from_tag`` names the tag."""
@@ -237,6 +283,11 @@ class TaskFollowersStream(TaskDerivedStream):
     name = "task_followers"
     primary_keys = ("task_gid", "user_gid")
     task_field = "followers"
+    removals_from_events = True
+
+    def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """The follower's gid and name."""
+        return {"user_gid": _gid(value), "user_name": value.get("name")}
 
     def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
         """The follower."""
@@ -273,6 +324,11 @@ class TaskDependenciesStream(TaskDerivedStream):
     name = "task_dependencies"
     primary_keys = ("task_gid", "depends_on_gid")
     task_field = "dependencies"
+    removals_from_events = True
+
+    def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """The gid of the task it depended on."""
+        return {"depends_on_gid": _gid(value)}
 
     def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
         """``dependency_removed`` names the task it no longer depends on."""

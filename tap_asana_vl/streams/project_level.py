@@ -118,8 +118,14 @@ class TasksStream(AsanaStream):
     def _from_events(self, context: Context) -> Iterable[dict[str, t.Any]]:
         project = str(context["project_gid"])
         state = deletes.project_events_state(self, context)
+        value_streams = self._value_removal_streams()
         try:
-            result = deletes.read_events(self, project, state.get(deletes.SYNC_STATE_KEY))
+            result = deletes.read_events(
+                self,
+                project,
+                state.get(deletes.SYNC_STATE_KEY),
+                value_fields=frozenset(value_streams),
+            )
         except ScopeMissingError as exc:
             self._events_unavailable(str(exc))
             return
@@ -132,15 +138,26 @@ class TasksStream(AsanaStream):
                 project,
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
-        reread = list(deletes.reread(self, set(changes.reread_tasks), changes))
+        # Tasks a value was removed from are read again too: their current record says
+        # whether the value is still gone (Asana's docs: ``modified_at`` may not reflect
+        # changes of associations, so the listing may not bring them).
+        to_read = set(changes.reread_tasks) | changes.value_removal_tasks()
+        reread = list(deletes.reread(self, to_read, changes))
         self._reread = {str(record["gid"]) for record in reread}
         emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
+        current: dict[str, dict[str, t.Any] | None] = {
+            **dict.fromkeys(changes.deleted_tasks),
+            **{str(record["gid"]): record for record in reread},
+        }
 
         def finish() -> None:
             # Every record of the project is written: tombstones next, then the token,
             # so a run stopped before this point reads the same events again.
             now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
             deletes.write_tombstones(self, changes, emitted, now=now)
+            for name, derived in value_streams.items():
+                removals = [r for r in changes.removed_values.values() if r.field == name]
+                sdk_adapter.write_records(derived, derived.event_tombstones(removals, current))
             if reread and previous_bookmark:
                 # A re-read task may be older than the bookmark; the SDK would make it
                 # the new one and the next run would list the project again.
@@ -158,6 +175,18 @@ class TasksStream(AsanaStream):
         yield from (
             r for r in reread if project in emitted[str(r["gid"])] or not emitted[str(r["gid"])]
         )
+
+    def _value_removal_streams(self) -> dict[str, t.Any]:
+        """Selected derived tables marking values removed per events, by task field.
+
+        (Derived tables are this stream's children: derived.py imports this module, so
+        they are recognised by what they offer, ``event_tombstones``.)
+        """
+        return {
+            child.task_field: child
+            for child in self.child_streams
+            if getattr(child, "removals_from_events", False) and child.selected
+        }
 
     def always_emit(self, record: dict[str, t.Any]) -> bool:
         """Tasks re-read because an event named them (moved without a new modified_at)."""

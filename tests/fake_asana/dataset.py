@@ -1176,14 +1176,16 @@ class Dataset:
         subscribers: set[str],
         parent: dict[str, Any] | None = None,
         change: dict[str, Any] | None = None,
+        at_ms: int | None = None,
     ) -> None:
         """Record an event (Asana's ``EventResponse``) for ``GET /events`` to serve.
 
         ``change`` (only with ``action`` = ``changed``, as the spec says): which field of
         the resource changed and how (``field``, ``action`` and the value added, removed
-        or set).
+        or set). ``at_ms``: when it happened (default now), for an edit that also wrote a
+        story at that instant.
         """
-        now = self._now_ms()
+        now = self._now_ms() if at_ms is None else at_ms
         named = {k: resource[k] for k in ("gid", "resource_type", "name") if k in resource}
         event = {
             "user": ref(self.users.get(self.me_gid)),
@@ -1447,7 +1449,7 @@ class Dataset:
                 story[key] = ref(other)
             task["modified_at"] = iso_ms(now)
             change = {"field": field, "action": "removed", "removed_value": dict(removed)}
-            self._emit("changed", task, self._task_subscribers(task), change=change)
+            self._emit("changed", task, self._task_subscribers(task), change=change, at_ms=now)
             self.version += 1
             return story
 
