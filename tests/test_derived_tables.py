@@ -523,3 +523,176 @@ def test_derived_tables_hang_under_tasks_subtasks_and_selected_stories():
 def test_change_of_reads_each_kind_of_story(story, expected):
     change = change_of(story)
     assert {k: change.get(k) for k in expected} == expected
+
+
+# --- removed values: the reconcile pass and complete reads -------------------------------
+
+DERIVED_KEYS = {
+    "task_custom_field_values": ("custom_fields", "custom_field_gid"),
+    "task_tags": ("tags", "tag_gid"),
+    "task_followers": ("followers", "user_gid"),
+    "task_dependencies": ("dependencies", "depends_on_gid"),
+}
+RECONCILING = {**FAST, "include_attachments": False, "reconcile_every_days": 0}
+
+
+def _activations(result: SyncResult) -> dict[str, int]:
+    return {m["stream"]: m["version"] for m in result.messages if m["type"] == "ACTIVATE_VERSION"}
+
+
+def _versioned_pairs(result: SyncResult, stream: str, version: int) -> set[tuple[str, str]]:
+    """The (task, value) pairs written with ``version`` (what an ACTIVATE_VERSION keeps)."""
+    column = DERIVED_KEYS[stream][1]
+    return {
+        (m["record"]["task_gid"], m["record"][column])
+        for m in result.messages
+        if m["type"] == "RECORD" and m["stream"] == stream and m.get("version") == version
+    }
+
+
+def _live_pairs(fake: FakeAsana, stream: str) -> set[tuple[str, str]]:
+    field = DERIVED_KEYS[stream][0]
+    return {(gid, item["gid"]) for gid, task in _all_tasks(fake).items() for item in task[field]}
+
+
+def _multi_homed_with_fields(fake: FakeAsana) -> dict[str, Any]:
+    ds = fake.dataset
+    return next(
+        t
+        for t in ds.tasks.values()
+        if len(t["projects"]) > 1
+        and t["custom_fields"]
+        and all(ds.custom_field_settings_by_project[p["gid"]] for p in t["projects"])
+    )
+
+
+def test_a_reconcile_marks_a_left_projects_field_and_the_pairs_of_deleted_tasks():
+    """What no event or story says: a field gone with a project the task left, every
+    pair of a task or subtask deleted while events were lost. Every live pair is written
+    with the reconcile's version, so its ACTIVATE_VERSION marks exactly those."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **RECONCILING}
+        first = run_tap(config)  # the first reconcile records the projects it saw
+        ds = fake.dataset
+        task = _multi_homed_with_fields(fake)
+        left, kept = (p["gid"] for p in task["projects"][:2])
+        field = task["custom_fields"][0]["gid"]
+        # The project it stays in no longer has the field; then it leaves the other.
+        fake.remove_custom_field_from_project(kept, field)
+        fake.move_task(task["gid"], remove_from=left)
+        deleted = next(
+            t for t in ds.tasks.values() if t["tags"] and t["followers"] and t is not task
+        )
+        deleted_pairs = {
+            stream: {(deleted["gid"], item["gid"]) for item in deleted[source]}
+            for stream, (source, _) in DERIVED_KEYS.items()
+        }
+        fake.delete_task(deleted["gid"])
+        subtask = next(s for s in ds.subtasks.values() if s["followers"])
+        subtask_followers = {(subtask["gid"], u["gid"]) for u in subtask["followers"]}
+        fake.delete_task(subtask["gid"])
+        with ds.lock:
+            ds.events.clear()  # lost: Asana keeps events 24 h, delivers them at most once
+
+        second = run_tap(config, state=first.state)
+
+    activations = _activations(second)
+    assert set(DERIVED_KEYS) <= set(activations)
+    version = activations["tasks"]
+    assert {activations[stream] for stream in DERIVED_KEYS} == {version}
+    for stream in DERIVED_KEYS:
+        assert _versioned_pairs(second, stream, version) == _live_pairs(fake, stream), stream
+        assert deleted_pairs[stream] <= _versioned_pairs(first, stream, _version_of(first))
+        assert not deleted_pairs[stream] & _versioned_pairs(second, stream, version)
+    assert (task["gid"], field) not in _versioned_pairs(second, "task_custom_field_values", version)
+    assert (task["gid"], field) in {
+        (r["task_gid"], r["custom_field_gid"]) for r in first.records["task_custom_field_values"]
+    }
+    assert not subtask_followers & _versioned_pairs(second, "task_followers", version)
+    # No request for it: the reconcile lists what it lists anyway, no story is read for
+    # an unchanged task.
+    assert second.records["stories"] == []
+
+
+def _version_of(result: SyncResult) -> int | None:
+    """The table version the records of ``result``'s task tables carry (None: none)."""
+    versions = {
+        m.get("version")
+        for m in result.messages
+        if m["type"] == "RECORD" and m["stream"] in DERIVED_KEYS
+    }
+    assert len(versions) == 1
+    return versions.pop()
+
+
+def test_a_field_taken_off_a_project_is_marked_by_the_complete_read_of_projects():
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        project = next(p for p in fake.dataset.projects.values() if p["custom_fields"])
+        field = project["custom_fields"][0]["gid"]
+        fake.remove_custom_field_from_project(project["gid"], field)
+
+        second = run_tap(config, state=first.state)
+
+    version = _activations(second)["project_custom_field_values"]
+    written = {
+        (m["record"]["project_gid"], m["record"]["custom_field_gid"])
+        for m in second.messages
+        if m["type"] == "RECORD"
+        and m["stream"] == "project_custom_field_values"
+        and m.get("version") == version
+    }
+    live = {
+        (gid, cf["gid"]) for gid, p in fake.dataset.projects.items() for cf in p["custom_fields"]
+    }
+    assert written == live
+    assert (project["gid"], field) not in written
+
+
+@pytest.mark.parametrize(
+    "narrowing",
+    ["project_gids", "skipped project", "subtasks deselected", "include_subtasks off"],
+)
+def test_no_derived_pair_is_marked_when_the_reconcile_could_miss_a_live_one(narrowing):
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **RECONCILING}
+        catalog = None
+        if narrowing == "project_gids":
+            config["project_gids"] = sorted(fake.dataset.projects)[:2]
+        elif narrowing == "subtasks deselected":
+            catalog = catalog_selecting(config, {"tasks", "task_projects", *DERIVED_KEYS})
+        elif narrowing == "include_subtasks off":
+            config["include_subtasks"] = False
+        first = run_tap(config, catalog=catalog)
+        if narrowing == "skipped project":
+            project = next(iter(fake.dataset.tasks_by_project))
+            fake.inject(rf"/tasks\?.*project={project}", status=403, times=None)
+        fake.delete_task(next(t for t in fake.dataset.tasks.values() if t["followers"])["gid"])
+
+        second = run_tap(config, state=first.state, catalog=catalog)
+
+    assert not set(DERIVED_KEYS) & set(_activations(second))
+    if narrowing in {"subtasks deselected", "include_subtasks off"}:
+        assert "not reconciled (they hold rows of subtasks" in second.logs
+        assert {"tasks", "task_projects"} <= set(_activations(second))
+
+
+def test_a_project_listing_of_its_own_cut_off_records_no_projects_and_marks_nothing():
+    """project_custom_field_values lists the projects itself: its listing cut off part-way
+    must neither mark its rows nor leave the complete reads a partial memory of projects."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST, "page_size": 1}
+        catalog = catalog_selecting(config, {"project_custom_field_values"})
+        fake.inject(r"/projects\?.*offset=", status=404, times=1)
+        first = run_tap(config, catalog=catalog)
+        assert "projects" not in first.state["bookmarks"]["workspaces"]["complete_reads"]
+        second = run_tap(config, state=first.state, catalog=catalog)
+        entry = second.state["bookmarks"]["workspaces"]["complete_reads"]
+        assert entry["projects"] == sorted(fake.dataset.projects)
+        fake.inject(r"/projects\?.*offset=", status=404, times=1)
+        third = run_tap(config, state=second.state, catalog=catalog)
+        fourth = run_tap(config, state=second.state, catalog=catalog)
+
+    assert _activations(first) == _activations(second) == _activations(third) == {}
+    assert set(_activations(fourth)) == {"project_custom_field_values"}

@@ -168,3 +168,33 @@ def test_events_are_strict_about_their_input(fake: FakeAsana) -> None:
     assert fine.status_code == 200
     bad = _get(fake, "/events", resource=project, sync=token, opt_fields="gidx")
     assert bad.status_code == 400
+
+
+def test_a_task_lists_only_the_custom_fields_of_projects_it_is_in(fake: FakeAsana) -> None:
+    """A field taken off a project, or a project left, drops the field from the task
+    (kept while another of its projects has it); ``modified_at`` does not move."""
+    ds = fake.dataset
+    task = next(
+        t
+        for t in ds.tasks.values()
+        if len(t["projects"]) > 1
+        and all(ds.custom_field_settings_by_project[p["gid"]] for p in t["projects"])
+    )
+    first, second = (p["gid"] for p in task["projects"][:2])
+    field = task["custom_fields"][0]["gid"]
+    before = task["modified_at"]
+
+    fake.remove_custom_field_from_project(second, field)
+    assert field in {cf["gid"] for cf in task["custom_fields"]}  # the first still has it
+    fields = _get(
+        fake, f"/projects/{second}/custom_field_settings", opt_fields="custom_field"
+    ).json()["data"]
+    assert field not in {s["custom_field"]["gid"] for s in fields}
+    project = _get(fake, f"/projects/{second}", opt_fields="custom_fields").json()["data"]
+    assert field not in {cf["gid"] for cf in project["custom_fields"]}
+
+    fake.move_task(task["gid"], remove_from=first)
+    served = _get(fake, f"/tasks/{task['gid']}", opt_fields="custom_fields").json()["data"]
+    assert field not in {cf["gid"] for cf in served["custom_fields"]}
+    assert served["custom_fields"], "the fields of the project it is still in stay"
+    assert task["modified_at"] == before

@@ -65,6 +65,9 @@ class AsanaStream(AsanaListing):
     #: ``PROJECT``): rows gone from Asana are then marked by one ACTIVATE_VERSION at the
     #: end of a run that read the stream completely (see full_reads.py).
     full_read_level: t.ClassVar[str | None] = None
+    #: Lists every project of a workspace itself (not under ``projects``): the projects
+    #: it lists count as seen by the complete reads, and its skips as theirs.
+    lists_projects: t.ClassVar[bool] = False
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""

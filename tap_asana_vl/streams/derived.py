@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import typing as t
 
+import tap_asana_vl.streams.full_reads as full_reads
 from tap_asana_vl.streams.base import AsanaStream
 from tap_asana_vl.streams.project_level import TasksStream
 from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
@@ -359,9 +360,16 @@ class ProjectCustomFieldValuesStream(AsanaStream):
     exactly ``{"project_gid": …}`` (the key of the tasks' bookmarks), so this stream
     lists each workspace's projects itself, asking only for ``custom_fields`` and
     ``modified_at``: one request per 100 projects per workspace, none when deselected.
+
+    Read in full on every run like ``projects`` (``full_read_level``): its rows carry the
+    run's table version and, under the conditions of full_reads.py, one ACTIVATE_VERSION
+    marks the pairs not written (a field removed from a project, a deleted project's).
+    The projects it lists count as seen, like the projects stream's.
     """
 
     name = "project_custom_field_values"
+    full_read_level = full_reads.PROJECT
+    lists_projects = True
     path = "/projects"
     required_scope = "projects:read"
     parent_stream_type = WorkspacesStream
@@ -391,6 +399,7 @@ class ProjectCustomFieldValuesStream(AsanaStream):
             **project_listing_params(self.config),
         }
         for project in self.list_endpoint("/projects", params):
+            self._saw_project(str(project["gid"]))
             if not project_wanted(self.config, project["gid"]):
                 continue
             modified = project.get("modified_at")
@@ -398,3 +407,9 @@ class ProjectCustomFieldValuesStream(AsanaStream):
                 if isinstance(value, dict) and value.get("gid"):
                     row = custom_field_value_row(value, modified)
                     yield {"project_gid": project["gid"], **row, "modified_at": modified}
+
+    def _saw_project(self, gid: str) -> None:
+        """Record ``gid`` as listed (complete reads: projects seen must be seen again)."""
+        workspaces = self.services.streams.get("workspaces")
+        if isinstance(workspaces, WorkspacesStream):
+            workspaces.full_reads.seen[full_reads.PROJECT].add(gid)

@@ -146,6 +146,10 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
     for kind in kinds:
         listing = root if kind == WORKSPACE else root.services.streams.get("projects")
         unread = skip_problems(lineage(listing)) if listing is not None else ["not listed"]
+        if kind == PROJECT:
+            # Other listings of every project count as seeing them (``lists_projects``):
+            # one cut off must not leave a partial memory of the projects seen.
+            unread += skip_problems(s for s in reads.streams.values() if s.lists_projects)
         filters = scope_filters(config, kind)
         previous = entry.get(f"{kind}s")
         if unread or filters:

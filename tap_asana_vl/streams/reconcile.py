@@ -7,7 +7,10 @@ instead of only the changed ones, and writes with one Singer table version (the 
 start, in ms): every live task's row and (task, project) pair (changed tasks through the
 usual sync, unchanged ones directly: their stories are asked nothing) and, with
 ``subtasks`` selected, every subtask and subtask story (the subtrees of unchanged tasks
-are read in their workspace's sweep). At the end of the run one ACTIVATE_VERSION per
+are read in their workspace's sweep) and every live task's and subtask's rows of the
+derived task tables (``DERIVED``: made of the task record, so no request; a removed
+follower, a field of a project the task left, the pairs of a deleted task are then the
+rows not written). At the end of the run one ACTIVATE_VERSION per
 stream tells the target that rows of an older version are gone; target-postgres then
 sets their ``_sdc_deleted_at`` (keeping their other columns), or deletes them with
 ``hard_delete: true``.
@@ -36,7 +39,7 @@ from tap_asana_vl import sdk_adapter
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from tap_asana_vl.streams.base import AsanaStream
 
@@ -45,6 +48,8 @@ STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
 SUBTASKS = "subtasks"
 SUBTASK_STORIES = "subtask_stories"
+#: Derived tables made of each task's and subtask's record (streams/derived.py).
+DERIVED = ("task_custom_field_values", "task_tags", "task_followers", "task_dependencies")
 
 
 def task_project_rows(task_gid: str, memberships: t.Any) -> Iterator[dict[str, t.Any]]:
@@ -83,6 +88,8 @@ class Reconcile:
     projects_done: set[str] = field(default_factory=set)
     #: Tasks whose rows were re-written without being emitted (listed unchanged).
     rewritten: set[str] = field(default_factory=set)
+    #: The derived task tables this pass re-writes (see ``_versioned_streams``).
+    derived: list[AsanaStream] = field(default_factory=list)
 
 
 def plan(stream: AsanaStream) -> Reconcile:
@@ -109,9 +116,18 @@ def plan(stream: AsanaStream) -> Reconcile:
     if not due:
         return Reconcile(due=False)
     version = int(time.time() * 1000)
-    for versioned in _versioned_streams(stream):
-        sdk_adapter.set_table_version(versioned, version)
-    return Reconcile(due=True, version=version)
+    versioned = _versioned_streams(stream)
+    for each in versioned:
+        sdk_adapter.set_table_version(each, version)
+    derived = [s for s in versioned if s.name in DERIVED]
+    left_out = [s.name for s in _selected(stream, DERIVED) if s not in derived]
+    if left_out:
+        stream.logger.info(
+            "Reconcile pass: %s not reconciled (they hold rows of subtasks, which this run "
+            "does not re-read in full: select subtasks, with include_subtasks on)",
+            ", ".join(left_out),
+        )
+    return Reconcile(due=True, version=version, derived=derived)
 
 
 def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
@@ -119,14 +135,21 @@ def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
 
     Tasks, task_projects, and subtasks (unless ``include_subtasks`` is off); with
     subtasks, subtask_stories too: every subtask is emitted in a reconcile, and every
-    story of an emitted subtask is (stories have no "changed since" filter).
+    story of an emitted subtask is (stories have no "changed since" filter). The derived
+    task tables only with subtasks too: they hold rows of subtasks, which are re-written
+    only when every subtree is read (with subtasks off or deselected, the subtask rows
+    written before would be marked though the subtasks still have those values).
     """
     streams = stream.services.streams
     names = [stream.name, BRIDGE]
     subtasks = streams.get(SUBTASKS)
     if stream.config.get("include_subtasks", True) and subtasks is not None and subtasks.selected:
-        names += [SUBTASKS, SUBTASK_STORIES]
-    found = [streams.get(name) for name in names]
+        names += [SUBTASKS, SUBTASK_STORIES, *DERIVED]
+    return _selected(stream, names)
+
+
+def _selected(stream: AsanaStream, names: Iterable[str]) -> list[AsanaStream]:
+    found = [stream.services.streams.get(name) for name in names]
     return [s for s in found if s is not None and s.selected]
 
 
@@ -163,6 +186,11 @@ def write_unchanged(stream: AsanaStream, reconcile: Reconcile, record: dict[str,
     if bridge is not None:
         rows = list(task_project_rows(gid, record.get("memberships")))
         sdk_adapter.write_records(bridge, rows)
+    # The derived tables' rows, from the context a task gives them (its record's fields),
+    # exactly as when it is emitted: the same code makes them.
+    context = stream.get_child_context(record, None)
+    for derived in reconcile.derived:
+        sdk_adapter.write_records(derived, list(derived.rows(context)))
 
 
 def finish(stream: AsanaStream, reconcile: Reconcile) -> None:

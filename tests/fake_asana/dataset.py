@@ -1356,7 +1356,9 @@ class Dataset:
 
         Asana's docs disagree on whether this changes the task's ``modified_at``;
         ``bump_modified_at`` chooses. Events: ``removed`` / ``added`` with the project as
-        ``parent``, heard by the task and by that project.
+        ``parent``, heard by the task and by that project. A task lists the custom
+        fields of the projects it is in: leaving a project drops the values of the
+        fields none of its other projects has (a project added brings none here).
 
         Raises:
             KeyError: if there is no task ``gid`` or project.
@@ -1375,6 +1377,7 @@ class Dataset:
                 ]
                 listing = self.tasks_by_project[remove_from]
                 listing[:] = [t for t in listing if t is not task]
+                self._drop_fields_of_projects_left(task)
                 self._emit("removed", task, {gid, remove_from}, parent=project)
             if add_to is not None:
                 if add_to in in_projects and add_to != remove_from:
@@ -1386,6 +1389,42 @@ class Dataset:
                 task["modified_at"] = iso_ms(self._now_ms())
             self.version += 1
             return task
+
+    def _drop_fields_of_projects_left(self, task: dict[str, Any]) -> None:
+        """Keep only the values of fields enabled on a project ``task`` is still in."""
+        enabled = {
+            setting["custom_field"]["gid"]
+            for project in task["projects"]
+            for setting in self.custom_field_settings_by_project.get(project["gid"], [])
+        }
+        task["custom_fields"] = [cf for cf in task["custom_fields"] if cf["gid"] in enabled]
+
+    def remove_custom_field_from_project(self, project_gid: str, field_gid: str) -> None:
+        """Take a custom field off a project (its setting goes).
+
+        The project and its tasks no longer list the field (a task keeps it while another
+        of its projects has it); nobody's ``modified_at`` moves (Asana's docs: it does not
+        reflect changes of associations).
+
+        Raises:
+            KeyError: if the project has no such field.
+        """
+        with self.lock:
+            settings = self.custom_field_settings_by_project[project_gid]
+            kept = [s for s in settings if s["custom_field"]["gid"] != field_gid]
+            if len(kept) == len(settings):
+                raise KeyError(f"project {project_gid} has no custom field {field_gid}")
+            for setting in settings:
+                if setting not in kept:
+                    self.custom_field_settings.pop(setting["gid"], None)
+            settings[:] = kept
+            project = self.projects[project_gid]
+            project["custom_fields"] = [
+                cf for cf in project["custom_fields"] if cf["gid"] != field_gid
+            ]
+            for task in self.tasks_by_project[project_gid]:
+                self._drop_fields_of_projects_left(task)
+            self.version += 1
 
     def add_subtask(self, parent_gid: str, **overrides: Any) -> dict[str, Any]:
         """Create an incomplete subtask of a task or subtask, created and modified now.

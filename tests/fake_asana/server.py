@@ -366,6 +366,10 @@ class FakeAsana(ApiServer, OAuthServer):
         """:meth:`Dataset.move_task` (remove from / add to a project; thread-safe)."""
         return self.dataset.move_task(gid, **kwargs)
 
+    def remove_custom_field_from_project(self, project_gid: str, field_gid: str) -> None:
+        """:meth:`Dataset.remove_custom_field_from_project` (thread-safe)."""
+        self.dataset.remove_custom_field_from_project(project_gid, field_gid)
+
     def remove_from_task(self, task_gid: str, field: str, gid: str) -> dict[str, Any] | None:
         """:meth:`Dataset.remove_from_task` (a tag, dependency or follower; thread-safe)."""
         return self.dataset.remove_from_task(task_gid, field, gid)
