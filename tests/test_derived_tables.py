@@ -6,6 +6,9 @@ their cost: the requests the fake counts with and without them selected.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -696,3 +699,34 @@ def test_a_project_listing_of_its_own_cut_off_records_no_projects_and_marks_noth
 
     assert _activations(first) == _activations(second) == _activations(third) == {}
     assert set(_activations(fourth)) == {"project_custom_field_values"}
+
+
+def test_a_reconcile_stopped_part_way_marks_no_derived_pair(tmp_path):
+    """ACTIVATE_VERSION comes last: a run that fails after writing derived rows sends none."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **RECONCILING}
+        first = run_tap(config)
+        fake.delete_task(next(t for t in fake.dataset.tasks.values() if t["followers"])["gid"])
+        # Fails in the subtasks sweep, after the first workspace's tasks are written.
+        fake.inject(r"/workspaces/\d+/tasks/search", status=401, times=None)
+        (tmp_path / "config.json").write_text(json.dumps({**config, "max_retries": 0}))
+        (tmp_path / "state.json").write_text(json.dumps(first.state))
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tap_asana_vl",
+                "--config",
+                str(tmp_path / "config.json"),
+                "--state",
+                str(tmp_path / "state.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert run.returncode != 0
+    messages = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert any(m["type"] == "RECORD" and m["stream"] == "task_followers" for m in messages)
+    assert not any(m["type"] == "ACTIVATE_VERSION" for m in messages)
