@@ -10,18 +10,23 @@ changed task is re-emitted, so the newest rows of a task are its current ones.
 Each stream is a child of ``tasks`` and is also synced under ``subtasks``
 (``also_child_of``), so subtasks get their rows too, whichever way they were found.
 
-Removals, without per-task state and without a request (details in the README,
-"Derived tables"):
+Removals, without per-task state (details in the README, "Derived tables"):
 
 - a custom field the task lists with no value is emitted with ``_sdc_deleted_at`` (the
   task record itself says the value is gone);
+- a follower, tag or dependency an event of the task's project says was removed
+  (``event_tombstones``; the tasks stream reads the events and the task again, see
+  deletes.py) is written with ``_sdc_deleted_at`` = the event's time, if the task's
+  current record no longer has it;
 - where ``stories`` / ``subtask_stories`` are selected (so read anyway), a story that
   removed something the task no longer has (``removed_from_tag``,
   ``dependency_removed``, a custom field change of a field the task no longer lists)
   re-emits that pair with ``_sdc_deleted_at`` = the story's time;
-- anything else that disappeared keeps its older ``task_modified_at`` (``modified_at``
-  for custom field values), older than the task's current ``modified_at``: that is how
-  a warehouse tells a stale pair from a current one.
+- anything else (a field of a project the task left, the pairs of a deleted task, a
+  lost event) is marked by the reconcile pass (reconcile.py): it writes every live
+  task's rows with its table version and its ACTIVATE_VERSION marks the others. Until
+  then such a pair keeps an older ``task_modified_at`` (``modified_at`` for custom
+  field values) than the task's current ``modified_at``.
 """
 
 from __future__ import annotations
