@@ -15,6 +15,7 @@ import statistics
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,15 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             fake.delete_section(section["gid"])
         # Moved without a new modified_at: only the events tell.
         fake.move_task(moved_task["gid"], remove_from=project, add_to=other)
+        # A follower removed: no story says so, the event on the task does (issue 16).
+        unfollowed = next(
+            t
+            for t in ds.tasks.values()
+            if len(t["followers"]) > 1
+            and t["gid"] not in {deleted_task["gid"], moved_task["gid"], *changed}
+        )
+        gone_follower = unfollowed["followers"][0]["gid"]
+        fake.remove_from_task(unfollowed["gid"], "followers", gone_follower)
 
         _meltano(meltano_project, "run", "tap-asana-vl", "target-postgres", env=env)
 
@@ -270,6 +280,22 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             "sections": {(s["gid"],) for s in empty_sections},
             "task_projects": {(deleted_task["gid"], project), (moved_task["gid"], project)},
         }
+        follower_rows = _query(
+            postgres,
+            "select task_gid, user_gid, _sdc_deleted_at from asana.task_followers "
+            "where _sdc_deleted_at is not null",
+        )
+        assert [(task, user) for task, user, _ in follower_rows] == [
+            (unfollowed["gid"], gone_follower)
+        ]
+        removal = next(
+            e
+            for _, _, _, e in ds.events
+            if e["action"] == "changed" and e["resource"]["gid"] == unfollowed["gid"]
+        )
+        assert follower_rows[0][2] == datetime.fromisoformat(removal["created_at"]).replace(
+            tzinfo=None
+        )
         # The moved task's new pair is there, live.
         assert _query(
             postgres,
@@ -292,7 +318,8 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         lost = next(
             t
             for t in ds.tasks.values()
-            if len(t["projects"]) == 1 and t["gid"] not in {moved_task["gid"], *changed}
+            if len(t["projects"]) == 1
+            and t["gid"] not in {moved_task["gid"], unfollowed["gid"], *changed}
         )
         fake.delete_task(lost["gid"])
         # (Issue 14, complete reads) A tag and a subtask deleted too: no event covers
@@ -337,6 +364,22 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
             "select project_name is not null from asana.task_projects where task_gid = %s",
             lost["gid"],
         ) == [(True,)]
+        # The derived tables: what is current in PostgreSQL is exactly what the fake's
+        # tasks and subtasks hold now; every other pair (those of the deleted tasks and
+        # subtask, the removed follower, fields of a project the moved task left) marked.
+        _check_derived_pairs_are_current(postgres, ds)
+        marked_followers = set(
+            _query(
+                postgres,
+                "select task_gid, user_gid from asana.task_followers "
+                "where _sdc_deleted_at is not null",
+            )
+        )
+        assert (unfollowed["gid"], gone_follower) in marked_followers
+        assert {(deleted_task["gid"], u["gid"]) for u in deleted_task["followers"]} <= (
+            marked_followers
+        )
+        assert {(lost["gid"], u["gid"]) for u in lost["followers"]} <= marked_followers
 
         # --- A full refresh reloads everything without duplicating a row.
         _meltano(
@@ -347,6 +390,33 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         assert counts["stories"] == (expected["stories"] + 1, expected["stories"] + 1)
         story_paths = {r.path for r in fake.requests if r.path.endswith("/stories")}
         assert {p.split("/")[4] for p in story_paths} == set(ds.tasks) | set(ds.subtasks)
+
+
+#: Derived task tables: the task field each is made of, and its value's key column.
+DERIVED_PAIRS = {
+    "task_tags": ("tags", "tag_gid"),
+    "task_followers": ("followers", "user_gid"),
+    "task_dependencies": ("dependencies", "depends_on_gid"),
+    "task_custom_field_values": ("custom_fields", "custom_field_gid"),
+}
+
+
+def _check_derived_pairs_are_current(postgres: PostgresServer, ds: Any) -> None:
+    """After a reconcile: unmarked rows = the fake's current pairs (set values only)."""
+    tasks = {**ds.tasks, **ds.subtasks}
+    for table, (field, column) in DERIVED_PAIRS.items():
+        rows = _query(
+            postgres,
+            f"select task_gid, {column}, _sdc_deleted_at is null from asana.{table}",
+        )
+        current = {
+            (gid, item["gid"])
+            for gid, task in tasks.items()
+            for item in task[field]
+            # A custom field listed without a value is a marked row (the README).
+            if item.get("display_value") not in (None, "") or field != "custom_fields"
+        }
+        assert {(task, value) for task, value, live in rows if live} == current, table
 
 
 #: Tables whose rows a complete read may mark (full_reads.py); tags checked apart.

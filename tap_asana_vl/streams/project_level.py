@@ -179,8 +179,8 @@ class TasksStream(AsanaStream):
     def _value_removal_streams(self) -> dict[str, t.Any]:
         """Selected derived tables marking values removed per events, by task field.
 
-        (Derived tables are this stream's children: derived.py imports this module, so
-        they are recognised by what they offer, ``event_tombstones``.)
+        (Derived tables are this stream's children; derived.py imports this module, so
+        they are recognised by their ``removals_from_events`` flag, not their class.)
         """
         return {
             child.task_field: child
