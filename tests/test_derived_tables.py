@@ -655,7 +655,13 @@ def test_a_field_taken_off_a_project_is_marked_by_the_complete_read_of_projects(
 
 @pytest.mark.parametrize(
     "narrowing",
-    ["project_gids", "skipped project", "subtasks deselected", "include_subtasks off"],
+    [
+        "project_gids",
+        "skipped project",
+        "listing cut off",
+        "subtasks deselected",
+        "include_subtasks off",
+    ],
 )
 def test_no_derived_pair_is_marked_when_the_reconcile_could_miss_a_live_one(narrowing):
     with FakeAsana(build_dataset(seed=11)) as fake:
@@ -667,10 +673,15 @@ def test_no_derived_pair_is_marked_when_the_reconcile_could_miss_a_live_one(narr
             catalog = catalog_selecting(config, {"tasks", "task_projects", *DERIVED_KEYS})
         elif narrowing == "include_subtasks off":
             config["include_subtasks"] = False
+        elif narrowing == "listing cut off":
+            config["page_size"] = 2
         first = run_tap(config, catalog=catalog)
         if narrowing == "skipped project":
             project = next(iter(fake.dataset.tasks_by_project))
             fake.inject(rf"/tasks\?.*project={project}", status=403, times=None)
+        elif narrowing == "listing cut off":
+            # A second page of one project's tasks refused: that listing ends part-way.
+            fake.inject(r"/tasks\?.*offset=", status=404, times=1)
         fake.delete_task(next(t for t in fake.dataset.tasks.values() if t["followers"])["gid"])
 
         second = run_tap(config, state=first.state, catalog=catalog)
