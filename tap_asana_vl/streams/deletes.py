@@ -24,6 +24,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SkippedObjectError, SyncTokenRefusedError
 from tap_asana_vl.streams.listing import DELETED_AT
@@ -223,7 +224,7 @@ def write_tombstones(
     for name, records in tombstones(changes, emitted, now=now).items():
         target = stream.services.streams.get(name)
         if target is not None:
-            written += sdk_adapter.write_records(target, records)
+            written += purge.write_tombstones(stream.services.purges, target, records)
     return written
 
 
