@@ -219,7 +219,10 @@ def project_events_state(stream: AsanaStream, context: Context | None) -> dict[s
 def write_tombstones(
     stream: AsanaStream, changes: ProjectChanges, emitted: dict[str, set[str]], *, now: str
 ) -> int:
-    """Write the tombstones of ``changes`` to their (selected) streams; how many."""
+    """Write the tombstones of ``changes`` to their (selected) streams; how many.
+
+    With table version 1, so that ``hard_delete`` removes them (see purge.py).
+    """
     written = 0
     for name, records in tombstones(changes, emitted, now=now).items():
         target = stream.services.streams.get(name)
