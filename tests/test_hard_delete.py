@@ -379,3 +379,27 @@ def test_rows_of_an_older_tap_version_are_never_marked_by_a_purge(fake, config):
     assert soft.tables == without_purge.tables
     for stream in ("tasks", "task_projects"):
         assert soft.live(stream) == asana_now(fake)[stream], stream
+
+
+def test_no_purge_when_the_run_writes_below_the_floor(fake, config):
+    """The clock went back since the floor's run: a complete read's own version (the
+    run's start) is below the floor; a purge would reach this run's live rows."""
+    runs = floor_runs(config)
+    state = json.loads(json.dumps(runs[1].state))
+    future = int(state["bookmarks"]["sections"][FLOOR_KEY]) + 10**9
+    state["bookmarks"]["sections"][FLOOR_KEY] = future
+    project, _ = single_home_tasks(fake)
+    other = _other_project(fake)
+    gone = delete_and_move(fake)
+    # sections not read in full: no complete read of its own, a purge would be due.
+    _skip_sections(fake, config, project, other)
+
+    third = run_tap(config, state=state)
+
+    assert "sections" not in activations(third)
+    assert "Not removing sections tombstones in this run" in third.logs
+    hard = load(*runs, third, hard=True)
+    assert hard.marked("sections") == gone["sections"]
+    assert hard.live("sections") == asana_now(fake)["sections"]
+    # tasks write with at least their floor (purge.plan): purged as usual.
+    assert hard.marked("tasks") == set()

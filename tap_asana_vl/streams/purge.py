@@ -100,13 +100,28 @@ def finish(purges: Purges, logger: logging.Logger) -> list[str]:
     """At the end of a run: ACTIVATE_VERSION(floor) where tombstones were written.
 
     Not for a stream activated in this run (its ACTIVATE_VERSION, above the tombstones'
-    version, already covered them) or without a floor (nothing says which rows are
-    live). Returns the streams purged.
+    version, already covered them), without a floor (nothing says which rows are live),
+    or whose records this run carry a version below the floor. Returns the streams
+    purged.
     """
     purged: list[str] = []
     for name, stream in sorted(purges.tombstoned.items()):
         stream_floor = floor(stream)
         if name in purges.activated or stream_floor is None:
+            continue
+        written_with = sdk_adapter.table_version(stream)
+        if written_with is None or written_with < stream_floor:
+            # This run's records are below the floor (a reconcile or a complete read
+            # set a version of its own, and the clock went back since the floor's run):
+            # the purge would reach them. The tombstones stay marked this time.
+            logger.warning(
+                "Not removing %s tombstones in this run: its records were written with "
+                "table version %s, below the last complete write's %s (did the clock go "
+                "back?); they stay marked deleted",
+                name,
+                written_with,
+                stream_floor,
+            )
             continue
         sdk_adapter.write_activate_version(stream, stream_floor)
         purged.append(name)
