@@ -18,8 +18,9 @@ so an upgrade that changes one fails there, naming it, rather than somewhere in 
 - **OAuth**: the HTTP session of the SDK's ``OAuthAuthenticator``.
 - **Tombstones**: RECORD messages of a stream written outside its own sync (deletes
   learnt from Asana's events belong to streams whose parent record no longer exists);
-  the Singer table version of a stream's records, its ACTIVATE_VERSION message and a
-  STATE message written at the end of a run (the reconcile pass).
+  the Singer table version of a stream's records (tombstones get one of their own),
+  its ACTIVATE_VERSION message and a STATE message written at the end of a run (the
+  reconcile pass, complete reads, the purge of tombstones).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ __all__ = [
     "set_metric_lines",
     "set_table_version",
     "silenced",
+    "stored_state",
+    "table_version",
     "write_activate_version",
     "write_records",
     "write_state",
@@ -69,6 +72,11 @@ M = t.TypeVar("M", bound=metrics.Meter)
 def own_state(stream: Stream) -> dict[str, t.Any]:
     """The stream's state entry, where it may keep keys of its own next to bookmarks."""
     return stream.stream_state
+
+
+def stored_state(stream: Stream) -> Mapping[str, t.Any]:
+    """The stream's state entry, read only: for a stream without one, none is created."""
+    return (stream.tap_state.get("bookmarks") or {}).get(stream.name) or {}
 
 
 def bookmark_value(stream: Stream, context: Context | None) -> t.Any:
@@ -241,19 +249,36 @@ def oauth_session(authenticator: OAuthAuthenticator) -> requests.Session:
 # --- Tombstones -------------------------------------------------------------------------
 
 
-def write_records(stream: Stream, records: list[dict[str, t.Any]]) -> int:
+def write_records(
+    stream: Stream, records: list[dict[str, t.Any]], *, version: int | None = None
+) -> int:
     """Write ``records`` as RECORD messages of ``stream`` now, outside its own sync.
 
     Its SCHEMA goes first (the message writer leaves out a repeat), and the records pass
     through the same selection, stream maps and message writer as synced ones. Nothing
     is written for a deselected stream. Returns how many records were written.
+
+    With ``version``, these records carry that table version instead of the stream's
+    (tombstones: below every version a live row is written with). The SDK writes all
+    messages from one thread, so the swap is seen by these records only.
     """
     if not stream.selected or not records:
         return 0
     stream._write_schema_message()  # private: see the module docstring
-    for record in records:
-        stream._write_record_message(dict(record))  # private: see the module docstring
+    own_version = table_version(stream)
+    if version is not None:
+        set_table_version(stream, version)
+    try:
+        for record in records:
+            stream._write_record_message(dict(record))  # private: see the module docstring
+    finally:
+        stream._stream_version = own_version  # private: see the module docstring
     return len(records)
+
+
+def table_version(stream: Stream) -> int | None:
+    """The Singer table version ``stream``'s records are written with now (None: none)."""
+    return stream._stream_version  # private: see the module docstring
 
 
 def set_table_version(stream: Stream, version: int) -> None:

@@ -32,6 +32,7 @@ from tap_asana_vl.settings import (
     config_errors,
     hide_secret_values,
 )
+from tap_asana_vl.streams import purge
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
 
@@ -254,6 +255,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return UserReferences()
 
     @cached_property
+    def purges(self) -> purge.Purges:
+        """The run's tombstones and ACTIVATE_VERSIONs (``hard_delete``; see purge.py)."""
+        return purge.Purges()
+
+    @cached_property
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool that fetches per-parent children (stories) ahead of time."""
         workers = int(self.config["max_concurrent_requests"])
@@ -275,6 +281,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         # Collected only for a users table to complete (see user_refs.py).
         self.user_references.enabled = bool(users is not None and users.selected)
         self.progress.start_heartbeat()
+        # Deletes (issue 14): a stream with a floor writes with a version above it.
+        purge.plan(self.streams.values())
         try:
             super().sync_all()
             # Deletes (issue 14): the reconcile pass ends after every record is written.
@@ -285,6 +293,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             workspaces = self.streams.get("workspaces")
             if isinstance(workspaces, streams.WorkspacesStream):
                 workspaces.finish_run()
+            # Tombstones removed with hard_delete: after every other ACTIVATE_VERSION.
+            purge.finish(self.purges, self.logger)
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

@@ -245,7 +245,7 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
         # --- Deletes and moves (Asana's events): tombstones, and nothing else marked.
         deleted_task, moved_task, commented, project, other = _delete_and_move_targets(ds)
         deleted_story = ds.stories_by_task[commented["gid"]][0]
-        empty_sections = [s for s in ds.sections_by_project[project] if s["name"] == "Icebox"]
+        empty_sections = [_empty_section(ds)]
         fake.delete_task(deleted_task["gid"])
         fake.delete_story(deleted_story["gid"])
         for section in empty_sections:
@@ -452,6 +452,20 @@ def _delete_and_move_targets(ds: Any) -> tuple[dict, dict, dict, str, str]:
     raise AssertionError("the dataset has no project with three single-homed tasks")
 
 
+def _empty_section(ds: Any) -> dict[str, Any]:
+    """A section no task is in (Asana deletes only those), of any project."""
+    for project, sections in ds.sections_by_project.items():
+        used = {
+            (m.get("section") or {}).get("gid")
+            for task in ds.tasks_by_project[project]
+            for m in task["memberships"]
+        }
+        for section in sections:
+            if section["gid"] not in used:
+                return section
+    raise AssertionError("the dataset has no empty section")
+
+
 # --- Derived tables and the README's "Query it" queries (issue #16) ---------------------
 
 
@@ -583,3 +597,107 @@ def _check_analyst_queries(postgres: PostgresServer, ds: Any) -> None:
 
 def _ms(stamp: str) -> int:
     return parse_iso_ms(stamp)
+
+
+# --- hard_delete: true (issue 14): tombstones removed, nothing else changed -------------
+
+#: Columns the target adds; they differ between two loads of the same rows.
+SDC_COLUMNS = (
+    "_sdc_extracted_at",
+    "_sdc_received_at",
+    "_sdc_batched_at",
+    "_sdc_deleted_at",
+    "_sdc_sequence",
+    "_sdc_table_version",
+    "_sdc_sync_started_at",
+)
+
+
+def _rows(postgres: PostgresServer, schema: str, table: str) -> dict[tuple[Any, ...], Any]:
+    """Every row of ``table`` by key: (its columns but the target's, marked deleted)."""
+    drop = ", ".join(f"'{c}'" for c in SDC_COLUMNS)
+    key = ", ".join(KEYS[table])
+    sql = (
+        f"select {key}, (to_jsonb(t) - array[{drop}])::text, _sdc_deleted_at is not null "
+        f"from {schema}.{table} t"
+    )
+    width = len(KEYS[table])
+    return {row[:width]: (row[width], row[width + 1]) for row in _query(postgres, sql)}
+
+
+def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
+    postgres: PostgresServer, meltano_project: Path
+) -> None:
+    """The same runs into two schemas, with and without ``hard_delete``; compare them."""
+    with FakeAsana(build_dataset(seed=22)) as fake:
+        ds = fake.dataset
+        loads = {
+            schema: {
+                **_env(fake, postgres),
+                "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+                "TARGET_POSTGRES_HARD_DELETE": str(hard).lower(),
+            }
+            for schema, hard in (("asana_hard", True), ("asana_soft", False))
+        }
+
+        def run_both(**tap_env: str) -> None:
+            for schema, env in loads.items():
+                # Each schema has its own state (sync tokens, floors).
+                suffix = ("--state-id-suffix", schema)
+                _meltano(
+                    meltano_project,
+                    *("run", *suffix, "tap-asana-vl", "target-postgres"),
+                    env={**env, **tap_env},
+                )
+
+        # A first run, then a reconcile: tasks and task_projects get their floor (every
+        # live row re-written with one version), sections theirs (a complete read).
+        run_both()
+        run_both(TAP_ASANA_VL_RECONCILE_EVERY_DAYS="0")
+        assert _rows(postgres, "asana_hard", "tasks") == _rows(postgres, "asana_soft", "tasks")
+
+        deleted_task, moved_task, commented, project, other = _delete_and_move_targets(ds)
+        deleted_story = ds.stories_by_task[commented["gid"]][0]
+        empty_sections = [_empty_section(ds)]
+        fake.delete_task(deleted_task["gid"])
+        fake.delete_story(deleted_story["gid"])
+        for section in empty_sections:
+            fake.delete_section(section["gid"])
+        fake.move_task(moved_task["gid"], remove_from=project, add_to=other)
+        # Not a reconcile (the last one is recent): deletes come from Asana's events.
+        run_both()
+
+        gone = {
+            "tasks": {(deleted_task["gid"],)},
+            "task_projects": {(deleted_task["gid"], project), (moved_task["gid"], project)},
+            "sections": {(s["gid"],) for s in empty_sections},
+        }
+        exists = {
+            "tasks": {(gid,) for gid in ds.tasks},
+            "task_projects": {
+                (t["gid"], m["project"]["gid"]) for t in ds.tasks.values() for m in t["memberships"]
+            },
+            "sections": {(s["gid"],) for ss in ds.sections_by_project.values() for s in ss},
+        }
+        for table in KEYS:
+            hard = _rows(postgres, "asana_hard", table)
+            soft = _rows(postgres, "asana_soft", table)
+            removed = gone.get(table, set())
+            # Soft: the deleted rows are marked. Hard: they are gone; every other row is
+            # the same, marked or not as with soft (nothing else deleted or changed).
+            assert {k for k, (_, marked) in soft.items() if marked} >= removed, table
+            assert hard == {k: v for k, v in soft.items() if k not in removed}, table
+            if table in exists:
+                assert set(hard) == exists[table], table
+                assert not any(marked for _, marked in hard.values()), table
+        # Stories have no floor (no run after the first reads every story): a deleted
+        # comment's tombstone stays, marked, with hard_delete too (see the README).
+        stories = _rows(postgres, "asana_hard", "stories")
+        assert {k for k, (_, marked) in stories.items() if marked} == {(deleted_story["gid"],)}
+        assert _query(
+            postgres,
+            "select _sdc_deleted_at is not null from asana_hard.task_projects "
+            "where task_gid = %s and project_gid = %s",
+            moved_task["gid"],
+            other,
+        ) == [(False,)]

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "streams.deletes": 2,
     "streams.reconcile": 2,
     "streams.full_reads": 2,
+    "streams.purge": 2,
     # The HTTP transport and its parts.
     "transport": 1,
     "session": 1,

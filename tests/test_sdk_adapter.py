@@ -270,3 +270,27 @@ def test_an_activate_version_of_a_stream_with_no_record_follows_its_schema():
         ("SCHEMA", "tags"),
         ("ACTIVATE_VERSION", "tags"),
     ]
+
+
+def test_write_records_with_a_version_of_their_own_leaves_the_stream_s_version():
+    config = {**OFFLINE, "include_subtasks": False}
+    tap = TapAsanaVl(
+        config=config,
+        catalog=catalog_selecting(config, {"task_projects"}),
+        parse_env_config=False,
+    )
+    bridge = tap.streams["task_projects"]
+    assert sdk_adapter.stored_state(bridge) == {}
+    assert "task_projects" not in tap.state.get("bookmarks", {})  # reading created none
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    with redirect_stdout(stdout):
+        sdk_adapter.set_table_version(bridge, 42)
+        sdk_adapter.write_records(bridge, [{"task_gid": "1", "project_gid": "2"}], version=1)
+        sdk_adapter.write_records(bridge, [{"task_gid": "3", "project_gid": "2"}])
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+    records = [json.loads(line) for line in lines if '"RECORD"' in line]
+    assert [m["version"] for m in records] == [1, 42]
+    assert sdk_adapter.table_version(bridge) == 42
+    sdk_adapter.own_state(bridge)["x"] = 1
+    assert sdk_adapter.stored_state(bridge) == {"x": 1}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SkippedObjectError, SyncTokenRefusedError
 from tap_asana_vl.streams.listing import DELETED_AT
@@ -273,12 +274,15 @@ def project_events_state(stream: AsanaStream, context: Context | None) -> dict[s
 def write_tombstones(
     stream: AsanaStream, changes: ProjectChanges, emitted: dict[str, set[str]], *, now: str
 ) -> int:
-    """Write the tombstones of ``changes`` to their (selected) streams; how many."""
+    """Write the tombstones of ``changes`` to their (selected) streams; how many.
+
+    With table version 1, so that ``hard_delete`` removes them (see purge.py).
+    """
     written = 0
     for name, records in tombstones(changes, emitted, now=now).items():
         target = stream.services.streams.get(name)
         if target is not None:
-            written += sdk_adapter.write_records(target, records)
+            written += purge.write_tombstones(stream.services.purges, target, records)
     return written
 
 

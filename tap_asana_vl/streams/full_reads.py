@@ -34,6 +34,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SkippedObjectError
 
@@ -169,7 +170,7 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
         if problems:
             blocked.append(f"{name}: {summarize(problems)}")
             continue
-        sdk_adapter.write_activate_version(stream, reads.version)
+        purge.activate(root.services.purges, stream, reads.version)
         activated.append(name)
     if kinds:
         sdk_adapter.write_state(root)

@@ -47,6 +47,7 @@ if t.TYPE_CHECKING:
 
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.progress import RunProgress
+    from tap_asana_vl.streams.purge import Purges
     from tap_asana_vl.transport import Transport
     from tap_asana_vl.user_refs import UserReferences
 
@@ -82,6 +83,10 @@ class RunServices(t.Protocol):
     @property
     def user_references(self) -> UserReferences:
         """Users referenced by the run's emitted records (see user_refs.py)."""
+
+    @property
+    def purges(self) -> Purges:
+        """The run's tombstones and ACTIVATE_VERSIONs (see purge.py)."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
@@ -242,7 +243,7 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         sdk_adapter.write_state(stream)
         return
     for versioned in _versioned_streams(stream):
-        sdk_adapter.write_activate_version(versioned, reconcile.version)
+        purge.activate(stream.services.purges, versioned, reconcile.version)
     entry.update(
         at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
     )
