@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tap_asana_vl.streams.history import change_of
+from tap_asana_vl.streams.purge import TOMBSTONE_VERSION
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import SyncResult, catalog_selecting, run_tap
@@ -604,8 +605,16 @@ def test_a_reconcile_marks_a_left_projects_field_and_the_pairs_of_deleted_tasks(
     version = activations["tasks"]
     assert {activations[stream] for stream in DERIVED_KEYS} == {version}
     for stream in DERIVED_KEYS:
-        assert _versioned_pairs(second, stream, version) == _live_pairs(fake, stream), stream
-        assert deleted_pairs[stream] <= _versioned_pairs(first, stream, _version_of(first))
+        # A field listed without a value is a tombstone (table version 1, so that
+        # hard_delete removes it): live, but marked.
+        marked = _versioned_pairs(second, stream, TOMBSTONE_VERSION)
+        assert _versioned_pairs(second, stream, version) | marked == _live_pairs(fake, stream)
+        assert not _versioned_pairs(second, stream, version) & marked
+        if stream != "task_custom_field_values":
+            assert not marked, stream
+        assert deleted_pairs[stream] <= _versioned_pairs(first, stream, _version_of(first)) | (
+            _versioned_pairs(first, stream, TOMBSTONE_VERSION)
+        )
         assert not deleted_pairs[stream] & _versioned_pairs(second, stream, version)
     assert (task["gid"], field) not in _versioned_pairs(second, "task_custom_field_values", version)
     assert (task["gid"], field) in {
@@ -623,7 +632,7 @@ def _version_of(result: SyncResult) -> int | None:
         m.get("version")
         for m in result.messages
         if m["type"] == "RECORD" and m["stream"] in DERIVED_KEYS
-    }
+    } - {TOMBSTONE_VERSION}
     assert len(versions) == 1
     return versions.pop()
 
@@ -743,3 +752,23 @@ def test_a_reconcile_stopped_part_way_marks_no_derived_pair(tmp_path):
     messages = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     assert any(m["type"] == "RECORD" and m["stream"] == "task_followers" for m in messages)
     assert not any(m["type"] == "ACTIVATE_VERSION" for m in messages)
+
+
+def test_marked_derived_rows_are_tombstones_that_hard_delete_can_remove():
+    """A derived row marked deleted (a custom field without a value, a value a story
+    removed) carries the tombstones' table version, below every live row's: a purge
+    ACTIVATE_VERSION (purge.py) then removes it with ``hard_delete``; live rows never."""
+    with FakeAsana(build_dataset(seed=3)) as fake:
+        result = run_tap({"access_token": fake.pat, "api_url": fake.api_url})
+    marked = live = 0
+    for message in result.messages:
+        if message["type"] != "RECORD" or message["stream"] not in DERIVED_KEYS:
+            continue
+        if message["record"].get("_sdc_deleted_at"):
+            marked += 1
+            assert message.get("version") == TOMBSTONE_VERSION, message
+        else:
+            live += 1
+            assert message.get("version") != TOMBSTONE_VERSION, message
+    assert marked
+    assert live

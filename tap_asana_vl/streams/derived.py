@@ -34,6 +34,7 @@ from __future__ import annotations
 import typing as t
 
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl.streams.base import AsanaStream
 from tap_asana_vl.streams.project_level import TasksStream
 from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
@@ -60,8 +61,17 @@ class DerivedStream(AsanaStream):
     also_child_of: t.ClassVar[tuple[type[AsanaStream], ...]] = ()
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The rows of the parent record the context describes."""
-        return self.rows(context or {})
+        """The rows of the parent record the context describes.
+
+        Rows marked deleted (a removed value, a custom field without one) are written
+        as tombstones, with table version 1, so that ``hard_delete`` removes them
+        (purge.py); the live ones are synced as usual.
+        """
+        for row in self.rows(context or {}):
+            if purge.is_tombstone(row):
+                purge.write_tombstones(self.services.purges, self, [row])
+            else:
+                yield row
 
     def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """Override: the rows for one parent record."""

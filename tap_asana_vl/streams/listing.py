@@ -25,6 +25,7 @@ from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import __version__, schemas
 from tap_asana_vl.errors import (
     ExpiredOffsetError,
@@ -55,8 +56,9 @@ if t.TYPE_CHECKING:
 MAX_LISTING_RESTARTS = 3
 # Context key under which ``list_endpoint`` hands another endpoint to the request loop.
 ENDPOINT = "__endpoint__"
-#: The Singer column that marks a deleted object (set by the tap, never asked of Asana).
-DELETED_AT = "_sdc_deleted_at"
+#: The Singer column that marks a deleted object (set by the tap, never asked of Asana);
+#: defined with the tombstones' table version in purge.py.
+DELETED_AT = purge.DELETED_AT
 
 
 class RunServices(t.Protocol):

@@ -8,6 +8,7 @@ from functools import cached_property
 
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.purge as purge
 import tap_asana_vl.streams.reconcile as reconciling
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
@@ -157,7 +158,8 @@ class TasksStream(AsanaStream):
             deletes.write_tombstones(self, changes, emitted, now=now)
             for name, derived in value_streams.items():
                 removals = [r for r in changes.removed_values.values() if r.field == name]
-                sdk_adapter.write_records(derived, derived.event_tombstones(removals, current))
+                tombstones = derived.event_tombstones(removals, current)
+                purge.write_tombstones(self.services.purges, derived, tombstones)
             if reread and previous_bookmark:
                 # A re-read task may be older than the bookmark; the SDK would make it
                 # the new one and the next run would list the project again.

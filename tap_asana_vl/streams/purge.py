@@ -41,6 +41,8 @@ if t.TYPE_CHECKING:
 
 #: The table version of every tombstone: below any version a run writes (ms since 1970).
 TOMBSTONE_VERSION = 1
+#: The Singer column of a deleted row's time (a tombstone has it set).
+DELETED_AT = "_sdc_deleted_at"
 #: Key of a stream's floor in its state entry.
 FLOOR_KEY = "table_version_floor"
 
@@ -94,6 +96,24 @@ def write_tombstones(purges: Purges, stream: Stream, records: list[dict[str, t.A
     if written:
         purges.tombstoned[stream.name] = stream
     return written
+
+
+def write_rows(purges: Purges, stream: Stream, rows: Iterable[dict[str, t.Any]]) -> int:
+    """Write ``rows`` now: live ones with the stream's version, tombstones with version 1.
+
+    For a reconcile re-writing a task's derived rows, some of which are marked (a
+    custom field without a value): as tombstones, ``hard_delete`` removes them too.
+    """
+    live: list[dict[str, t.Any]] = []
+    dead: list[dict[str, t.Any]] = []
+    for row in rows:
+        (dead if is_tombstone(row) else live).append(row)
+    return sdk_adapter.write_records(stream, live) + write_tombstones(purges, stream, dead)
+
+
+def is_tombstone(record: dict[str, t.Any]) -> bool:
+    """Whether ``record`` marks its row deleted (``_sdc_deleted_at`` set)."""
+    return record.get(DELETED_AT) is not None
 
 
 def finish(purges: Purges, logger: logging.Logger) -> list[str]:

@@ -191,7 +191,7 @@ def write_unchanged(stream: AsanaStream, reconcile: Reconcile, record: dict[str,
     # exactly as when it is emitted: the same code makes them.
     context = stream.get_child_context(record, None)
     for derived in reconcile.derived:
-        sdk_adapter.write_records(derived, list(derived.rows(context)))
+        purge.write_rows(stream.services.purges, derived, derived.rows(context))
 
 
 def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
