@@ -679,10 +679,24 @@ def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
             },
             "sections": {(s["gid"],) for ss in ds.sections_by_project.values() for s in ss},
         }
+        # The derived task tables have their floor too (the reconcile): every row marked
+        # in them (a cleared custom field, a removed value) is a tombstone, gone with
+        # hard_delete.
+        derived = {
+            "task_custom_field_values",
+            "task_tags",
+            "task_followers",
+            "task_dependencies",
+        }
+        cleared = _rows(postgres, "asana_soft", "task_custom_field_values")
+        assert any(marked for _, marked in cleared.values())
         for table in KEYS:
             hard = _rows(postgres, "asana_hard", table)
             soft = _rows(postgres, "asana_soft", table)
             removed = gone.get(table, set())
+            if table in derived:
+                removed = {k for k, (_, marked) in soft.items() if marked}
+                assert not any(marked for _, marked in hard.values()), table
             # Soft: the deleted rows are marked. Hard: they are gone; every other row is
             # the same, marked or not as with soft (nothing else deleted or changed).
             assert {k for k, (_, marked) in soft.items() if marked} >= removed, table
