@@ -12,8 +12,8 @@ or needlessly large for near ones.
 current pace (so after a 429 halves the pace, fewer requests are admitted too), within
 ``1 … ceiling`` (``max_concurrent_requests``, never above Asana's 50 concurrent reads
 per token). It shrinks when latency drops, and at once to half on a 429 or a transient
-failure (5xx, timeout), staying there for ``CONGESTION_HOLD_SECONDS``: an overloaded
-Asana answers slower, and Little's law alone would then admit more.
+failure (5xx, timeout), staying there for ``CONGESTION_HOLD_SECONDS`` and then growing
+back: an overloaded Asana answers slower, and Little's law alone would admit more.
 
 The transport holds a slot of it around each request, from before the pacer's wait
 until the answer: a slot waiting for its pacer turn is one ready to go, so the pacer,
@@ -43,10 +43,14 @@ HEADROOM = 1.5
 SPARE = 2
 #: Weight of each new latency sample in the smoothed latency (about the last 10 count).
 LATENCY_SMOOTHING = 0.2
+#: A sample counts as at most this many times the smoothed latency: one answer stuck
+#: for seconds must not open the gates, a lasting rise still shows within ten answers.
+MAX_SAMPLE_FACTOR = 3.0
 #: Latency assumed before the first answer (the first requests come one at a time).
 INITIAL_LATENCY_SECONDS = 0.25
 #: After a 429 or a transient failure the limit stays at most half of what it was
-#: for this long (as the pacer's own cool-down).
+#: for this long (as the pacer's own cool-down), then that cap doubles every as long
+#: again: congestion again soon after halves it further.
 CONGESTION_HOLD_SECONDS = 10.0
 #: How often a thread waiting for a slot checks whether it should stop.
 WAIT_CHECK_SECONDS = 0.25
@@ -90,8 +94,12 @@ class InFlightLimit:
         rate_per_second = max(0.0, self._rate_per_minute()) / 60.0
         wanted = math.ceil(rate_per_second * self._latency * HEADROOM) + SPARE
         limit = min(wanted, self.ceiling)
-        if self._clock() < self._congested_until:
+        since = self._clock() - self._congested_until
+        if since < 0:
             limit = min(limit, self._congestion_cap)
+        elif since < CONGESTION_HOLD_SECONDS * 6:  # later the cap is past any ceiling
+            regrown = self._congestion_cap * 2 ** (since / CONGESTION_HOLD_SECONDS)
+            limit = min(limit, math.floor(regrown))
         return max(1, limit)
 
     def observe(self, seconds: float) -> None:
@@ -100,7 +108,8 @@ class InFlightLimit:
         with self._changed:
             before = self._limit()
             if self._sampled:
-                self._latency += LATENCY_SMOOTHING * (seconds - self._latency)
+                sample = min(seconds, self._latency * MAX_SAMPLE_FACTOR)
+                self._latency += LATENCY_SMOOTHING * (sample - self._latency)
             else:
                 self._latency, self._sampled = seconds, True
             if self._limit() > before:
