@@ -26,6 +26,7 @@ import math
 import threading
 import time
 import typing as t
+from collections import deque
 from contextlib import contextmanager
 
 from tap_asana_vl.settings import MAX_CONCURRENT_REQUESTS
@@ -70,24 +71,27 @@ class InFlightLimit:
         self.ceiling = max(1, min(int(ceiling), ASANA_MAX_CONCURRENT_READS))
         self._rate_per_minute = rate_per_minute
         self._clock = clock
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._latency = INITIAL_LATENCY_SECONDS
         self._sampled = False
         self._congestion_cap = self.ceiling
         self._congested_until = -math.inf
         self.in_flight = 0
+        # Threads waiting for a slot, in order (``first`` ones before the others).
+        self._firsts: deque[threading.Event] = deque()
+        self._waiters: deque[threading.Event] = deque()
         #: The most requests in flight at once in this run (for the summary and tests).
         self.peak = 0
 
     @property
     def latency(self) -> float:
         """The smoothed latency of answers, in seconds."""
-        with self._changed:
+        with self._lock:
             return self._latency
 
     def limit(self) -> int:
         """How many requests may be in flight now."""
-        with self._changed:
+        with self._lock:
             return self._limit()
 
     def _limit(self) -> int:
@@ -105,7 +109,7 @@ class InFlightLimit:
     def observe(self, seconds: float) -> None:
         """An answer came ``seconds`` after its request was sent."""
         seconds = max(0.0, seconds)
-        with self._changed:
+        with self._lock:
             before = self._limit()
             if self._sampled:
                 sample = min(seconds, self._latency * MAX_SAMPLE_FACTOR)
@@ -113,11 +117,11 @@ class InFlightLimit:
             else:
                 self._latency, self._sampled = seconds, True
             if self._limit() > before:
-                self._changed.notify_all()
+                self._admit()
 
     def congested(self) -> None:
         """Asana answered 429, or failed transiently: halve the limit for a while."""
-        with self._changed:
+        with self._lock:
             now = self._clock()
             # Requests already in flight report the same burst: halve once per hold.
             if now >= self._congested_until:
@@ -125,20 +129,56 @@ class InFlightLimit:
                 self._congested_until = now + CONGESTION_HOLD_SECONDS
 
     @contextmanager
-    def slot(self, check: Callable[[], None]) -> Iterator[None]:
+    def slot(self, check: Callable[[], None], *, first: bool = False) -> Iterator[None]:
         """Hold one of the slots while the block runs (waiting for one if all are taken).
 
-        ``check`` is called while waiting and may raise to give up (the run stops).
+        Slots go to waiters in the order they asked: fetches started a batch ahead
+        must not overtake those of the batch being written. ``first``: before every
+        other waiter, for the requests that feed the concurrent ones (the next page of
+        tasks, whose stories are next): queued behind those of the current page, they
+        would let the work run dry before the next page arrives. ``check`` is called
+        while waiting and may raise to give up (the run stops).
         """
-        with self._changed:
-            while self.in_flight >= self._limit():
-                check()
-                self._changed.wait(WAIT_CHECK_SECONDS)
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+        with self._lock:
+            ticket: threading.Event | None = None
+            if self._firsts or self._waiters or self.in_flight >= self._limit():
+                ticket = threading.Event()
+                (self._firsts if first else self._waiters).append(ticket)
+            else:
+                self._take()
+        if ticket is not None:
+            self._wait(ticket, check)
         try:
             yield
         finally:
-            with self._changed:
+            with self._lock:
                 self.in_flight -= 1
-                self._changed.notify()
+                self._admit()
+
+    def _wait(self, ticket: threading.Event, check: Callable[[], None]) -> None:
+        try:
+            while not ticket.wait(WAIT_CHECK_SECONDS):
+                check()
+                with self._lock:
+                    self._admit()  # the limit grows with time after congestion, too
+        except BaseException:
+            with self._lock:
+                if ticket.is_set():  # admitted meanwhile: hand the slot on
+                    self.in_flight -= 1
+                    self._admit()
+                else:
+                    queue = self._firsts if ticket in self._firsts else self._waiters
+                    queue.remove(ticket)
+            raise
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def _admit(self) -> None:
+        """Give free slots to the waiters next in line (under the lock)."""
+        limit = self._limit()
+        while self.in_flight < limit and (self._firsts or self._waiters):
+            ticket = (self._firsts or self._waiters).popleft()
+            self._take()
+            ticket.set()
