@@ -249,3 +249,37 @@ def test_in_flight_rises_with_latency_above_the_old_fixed_value():
     assert peak > OLD_FIXED_IN_FLIGHT + 1
     assert peak >= needed
     assert peak <= math.ceil(needed * 1.5) + 2 + 1  # the limit (+1: the limit's own lag)
+
+
+def test_waiters_get_slots_in_order_the_main_threads_listing_first():
+    """Fetches started a batch ahead must not overtake the current batch's; the page
+    that feeds the workers (``first``) must not wait behind them."""
+    limit = _limit(0.0, ceiling=1)
+    order: list[str] = []
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with limit.slot(check=lambda: None):
+            holding.set()
+            release.wait(5)
+
+    def wait_for_slot(name: str, *, first: bool = False) -> None:
+        with limit.slot(check=lambda: None, first=first):
+            order.append(name)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    waiters = []
+    for name, first in [("story 1", False), ("story 2", False), ("story 3", False), ("page", True)]:
+        waiters.append(
+            threading.Thread(target=wait_for_slot, args=(name,), kwargs={"first": first})
+        )
+        waiters[-1].start()
+        time.sleep(0.05)  # queued in this order
+    release.set()
+    for thread in [holder, *waiters]:
+        thread.join(5)
+    assert order == ["page", "story 1", "story 2", "story 3"]
+    assert limit.peak == 1
