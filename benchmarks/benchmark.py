@@ -353,7 +353,8 @@ def compare_latencies(
                 print(f"  {latency * 1000:.0f} ms {name}: {run.wall:.1f} s", flush=True)
     header = (
         f"{'latency':>8}  {'tap':<8}{'requests':>9}{'minimum':>9}{'wall s':>9}{'bound s':>9}"
-        f"{'wall/bound':>11}{'peak in flight':>15}{'429s':>6}{'failed':>7}"
+        f"{'wall/bound':>11}{'peak in flight':>15}{'records/s':>11}{'peak RSS MiB':>13}"
+        f"{'429s':>6}{'failed':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -363,6 +364,7 @@ def compare_latencies(
             f"{latency * 1000:>6.0f}ms  {run.name:<8}{run.requests:>9}{run.minimum:>9}"
             f"{run.wall:>9.1f}{(f'{bound:.1f}' if bound else '-'):>9}"
             f"{(f'{run.wall / bound:.3f}' if bound else '-'):>11}{run.peak_in_flight:>15}"
+            f"{run.records / run.wall:>11.0f}{run.peak_rss_mib:>13.1f}"
             f"{run.responses_429:>6}{run.failed:>7}"
         )
 
