@@ -80,7 +80,7 @@ class InFlightLimit:
         # Threads waiting for a slot, in order (``first`` ones before the others).
         self._firsts: deque[threading.Event] = deque()
         self._waiters: deque[threading.Event] = deque()
-        #: The most requests in flight at once in this run (for the summary and tests).
+        #: The most requests in flight at once in this run (for tests and diagnostics).
         self.peak = 0
 
     @property

@@ -28,7 +28,7 @@ OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token")
 DEFAULT_PAGE_SIZE = 100  # Asana's maximum
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 1500  # Asana's quota on paid plans
 # Asana allows 50 concurrent reads per token. The tap keeps only about rate * latency
-# in flight (concurrency.py: 12 at 1,500/min and 300 ms); the setting caps that.
+# in flight (concurrency.py: 14 at 1,500/min and 300 ms); the setting caps that.
 MAX_CONCURRENT_REQUESTS = 50
 DEFAULT_MAX_CONCURRENT_REQUESTS = MAX_CONCURRENT_REQUESTS
 DEFAULT_MAX_OUTAGE_SECONDS = 120
