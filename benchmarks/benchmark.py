@@ -14,6 +14,11 @@ a noisy machine. Examples:
   python benchmarks/benchmark.py                                   # tap overhead
   python benchmarks/benchmark.py --latency 0.1 --rate-limit 1500   # paid-plan ceiling
   python benchmarks/benchmark.py --tasks-per-project 25 --rate-limit 150  # free plan
+
+With ``--compare-latencies 0.1,0.5 --baseline REF`` it runs only full syncs instead, at
+each latency, of the tap at git revision REF ("before") and of this tree ("after"),
+interleaved against the same fake, and prints wall ÷ rate-limit bound and the most
+requests the fake served at once (in flight) for each.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,8 @@ from tests.fake_asana.server import RecordedRequest  # noqa: E402
 
 RSS_WRAPPER = """
 import atexit, runpy, sys
+import tap_asana_vl
+sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
 
 def report():
     with open("/proc/self/status") as status:
@@ -60,6 +68,7 @@ class RunFigures:
     responses_429: int
     failed: int
     state: dict
+    peak_in_flight: int = 0
 
     def bound(self, rate: float | None) -> float | None:
         return self.requests / rate * 60 if rate else None
@@ -89,6 +98,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="max_concurrent_requests")
     parser.add_argument("--changed", type=int, default=50, help="K tasks changed before run c")
     parser.add_argument(
+        "--compare-latencies",
+        default=None,
+        help="comma-separated latencies in seconds (e.g. 0.1,0.5): full syncs only, "
+        "before (--baseline) vs after (this tree) at each",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="git revision whose tap is 'before' in --compare-latencies",
+    )
+    parser.add_argument(
         "--all-streams",
         action="store_true",
         help="sync all streams (default: the five core streams, for which the "
@@ -104,7 +124,8 @@ def core_catalog(config: dict) -> dict:
     """A catalog selecting the five core streams (the ones `minimum` is computed for)."""
     from tap_asana_vl.tap import TapAsanaVl
 
-    catalog = TapAsanaVl(config=config, parse_env_config=False).catalog_dict
+    # A copy: the SDK fills defaults into the dict it is given (they differ by revision).
+    catalog = TapAsanaVl(config=dict(config), parse_env_config=False).catalog_dict
     for stream in catalog["streams"]:
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
@@ -140,9 +161,27 @@ def first_token(request: RecordedRequest) -> bool:
     return events and request.status == 412 and "sync" not in request.query
 
 
+def export_tap(revision: str, into: Path) -> Path:
+    """The tap package as it was at git ``revision``, unpacked under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "tap_asana_vl"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def run_tap(
-    fake: FakeAsana, catalog: dict | None, config: dict, state: dict | None, name: str, minimum: int
+    fake: FakeAsana,
+    catalog: dict | None,
+    config: dict,
+    state: dict | None,
+    name: str,
+    minimum: int,
+    tap_root: Path = REPO,
 ) -> RunFigures:
+    """Run the tap whose package is under ``tap_root`` (this tree's by default)."""
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp, "config.json")
         config_path.write_text(json.dumps(config))
@@ -161,16 +200,29 @@ def run_tap(
         out_path = Path(tmp, "out.jsonl")
         before_requests = len(fake.requests)
         before_429 = fake.responses_429
+        fake.peak_in_flight = 0
+        # `python -c` puts the working directory first on sys.path: the tap imported is
+        # the one under tap_root (checked below).
+        env = {**os.environ, "PYTHONPATH": str(tap_root)}
         started = time.monotonic()
         err_path = Path(tmp, "err.log")
         with out_path.open("w") as out, err_path.open("w") as err:
             proc = subprocess.run(
-                args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=False
+                args,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                check=False,
+                cwd=tap_root,
+                env=env,
             )
         wall = time.monotonic() - started
         log = err_path.read_text()
         if proc.returncode != 0:
             raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
+        source = Path(log.split("TAP_SOURCE ", 1)[1].split("\n", 1)[0])
+        if not source.is_relative_to(tap_root):
+            raise SystemExit(f"{name}: ran the tap from {source}, not from {tap_root}")
         peak_kib = int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
         records, last_state = 0, {}
         with out_path.open() as out:
@@ -190,6 +242,7 @@ def run_tap(
         responses_429=fake.responses_429 - before_429,
         failed=sum(1 for r in api if r.status >= 400 and r.status != 429 and not first_token(r)),
         state=last_state,
+        peak_in_flight=fake.peak_in_flight,
     )
 
 
@@ -216,6 +269,9 @@ def main() -> None:
 
         catalog = None if args.all_streams else core_catalog(config)
         ds = fake.dataset
+        if args.compare_latencies:
+            compare_latencies(args, fake, catalog, config)
+            return
         print(
             f"dataset: {len(ds.workspaces)} workspaces, {len(ds.users)} users, "
             f"{len(ds.projects)} projects, {len(ds.tasks)} tasks, {len(ds.stories)} stories; "
@@ -266,6 +322,49 @@ def main() -> None:
             f"{(f'{bound:.1f}' if bound else '-'):>9}"
             f"{(f'{run.wall / bound:.3f}' if bound else '-'):>11}"
             f"{run.records:>9}{run.records / run.wall:>11.0f}{run.peak_rss_mib:>13.1f}"
+            f"{run.responses_429:>6}{run.failed:>7}"
+        )
+
+
+def compare_latencies(
+    args: argparse.Namespace, fake: FakeAsana, catalog: dict | None, config: dict
+) -> None:
+    """Full syncs before (--baseline) and after (this tree), interleaved, per latency."""
+    if not args.baseline:
+        raise SystemExit("--compare-latencies needs --baseline REV (the 'before' tap)")
+    allowed = args.rate_limit or None
+    latencies = [float(x) for x in args.compare_latencies.split(",")]
+    ds = fake.dataset
+    print(
+        f"dataset: {len(ds.workspaces)} workspaces, {len(ds.users)} users, "
+        f"{len(ds.projects)} projects, {len(ds.tasks)} tasks, {len(ds.stories)} stories; "
+        f"quota {f'{allowed}/min' if allowed else 'none'}; full syncs; before = "
+        f"{args.baseline}, after = this tree"
+    )
+    minimum = minimum_requests(fake, None, True)
+    rows: list[tuple[float, RunFigures]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = export_tap(args.baseline, Path(tmp))
+        for latency in latencies:
+            fake.latency = latency
+            for name, root in (("before", baseline), ("after", REPO)):
+                run = run_tap(fake, catalog, config, None, name, minimum, tap_root=root)
+                rows.append((latency, run))
+                print(f"  {latency * 1000:.0f} ms {name}: {run.wall:.1f} s", flush=True)
+    header = (
+        f"{'latency':>8}  {'tap':<8}{'requests':>9}{'minimum':>9}{'wall s':>9}{'bound s':>9}"
+        f"{'wall/bound':>11}{'peak in flight':>15}{'records/s':>11}{'peak RSS MiB':>13}"
+        f"{'429s':>6}{'failed':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for latency, run in rows:
+        bound = run.bound(allowed)
+        print(
+            f"{latency * 1000:>6.0f}ms  {run.name:<8}{run.requests:>9}{run.minimum:>9}"
+            f"{run.wall:>9.1f}{(f'{bound:.1f}' if bound else '-'):>9}"
+            f"{(f'{run.wall / bound:.3f}' if bound else '-'):>11}{run.peak_in_flight:>15}"
+            f"{run.records / run.wall:>11.0f}{run.peak_rss_mib:>13.1f}"
             f"{run.responses_429:>6}{run.failed:>7}"
         )
 

@@ -22,6 +22,7 @@ from singer_sdk.singerlib import SchemaMessage, StateMessage
 from tap_asana_vl import inputs, sdk_adapter, streams
 from tap_asana_vl.auth import build_authenticator
 from tap_asana_vl.cli_errors import errors_in_one_line
+from tap_asana_vl.concurrency import InFlightLimit
 from tap_asana_vl.progress import RunProgress
 from tap_asana_vl.rate_limit import RateLimiter
 from tap_asana_vl.run_control import RunControl
@@ -232,10 +233,15 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
     @cached_property
     def transport(self) -> Transport:
         """The one transport every stream sends through: session, pacer, retries."""
+        rate_limiter = RateLimiter(float(self.config["max_requests_per_minute"]))
         return Transport(
             url_base=self.config["api_url"],
             authenticator=self.authenticator,
-            rate_limiter=RateLimiter(float(self.config["max_requests_per_minute"])),
+            rate_limiter=rate_limiter,
+            # In flight: the pacer's current rate * the measured latency (Little's law).
+            in_flight=InFlightLimit(
+                int(self.config["max_concurrent_requests"]), lambda: rate_limiter.rate
+            ),
             run_control=self.run_control,
             max_retries=int(self.config["max_retries"]),
             timeout=int(self.config["request_timeout"]),
@@ -261,7 +267,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
 
     @cached_property
     def executor(self) -> ThreadPoolExecutor:
-        """The thread pool that fetches per-parent children (stories) ahead of time."""
+        """The thread pool that fetches per-parent children (stories) ahead of time.
+
+        A thread for each request that may ever be in flight: how many actually are
+        is the transport's ``InFlightLimit`` (the others wait for a slot).
+        """
         workers = int(self.config["max_concurrent_requests"])
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
 

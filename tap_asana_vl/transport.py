@@ -4,7 +4,9 @@ One ``Transport`` serves every stream and thread of a run:
 
 - **one session** whose connection pool holds a connection per worker thread, and whose
   timeout bounds a whole response (see ``session``);
-- **pacing** by the shared ``RateLimiter`` and the **circuit breaker** of ``RunControl``;
+- **pacing** by the shared ``RateLimiter``, **requests in flight** bounded by the shared
+  ``InFlightLimit`` (which this module tells each answer's latency, 429s and transient
+  failures; see ``concurrency``), and the **circuit breaker** of ``RunControl``;
 - **retries**: 429 after ``Retry-After`` (never counted as a try), one forced OAuth
   refresh after a 401, exponential backoff with jitter for 5xx, timeouts, resets and
   broken bodies, at most ``max_retries`` times;
@@ -44,6 +46,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable
 
     from tap_asana_vl.auth import AsanaAuthenticator
+    from tap_asana_vl.concurrency import InFlightLimit
     from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.run_control import RunControl
 
@@ -97,6 +100,7 @@ class Transport:
         url_base: str,
         authenticator: AsanaAuthenticator,
         rate_limiter: RateLimiter,
+        in_flight: InFlightLimit,
         run_control: RunControl,
         max_retries: int,
         timeout: int,
@@ -106,6 +110,7 @@ class Transport:
         """Open the run's one session; ``on_request`` hears of every request sent."""
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
+        self.in_flight = in_flight
         self.run_control = run_control
         self.max_retries = max_retries
         self.timeout = timeout
@@ -132,15 +137,11 @@ class Transport:
         rate_limited = 0
         rate_limited_seconds = 0.0
         while True:
-            self.run_control.pause(self.rate_limiter.reserve())
-            with stats.lock:
-                stats.requests += 1
-            if self._on_request is not None:
-                self._on_request()
             try:
-                response = func(prepared, context)
+                response = self._send_once(func, prepared, context, stats)
             except RateLimitedError as exc:
                 self.run_control.succeeded()
+                self.in_flight.congested()
                 rate_limited += 1
                 rate_limited_seconds += exc.retry_after
                 if rate_limited > MAX_CONSECUTIVE_429 or (
@@ -174,6 +175,7 @@ class Transport:
             except RETRIABLE_ERRORS as exc:
                 failures += 1
                 reason = _describe(exc)
+                self.in_flight.congested()
                 # No answer, or a 5xx: the run-wide breaker may stop everything.
                 self.run_control.failed(reason)
                 if failures > self.max_retries:
@@ -193,6 +195,39 @@ class Transport:
             else:
                 self.run_control.succeeded()
                 return response
+
+    def _send_once(
+        self,
+        func: Callable[[requests.PreparedRequest, t.Any], requests.Response],
+        prepared: requests.PreparedRequest,
+        context: t.Any,
+        stats: RequestStats,
+    ) -> requests.Response:
+        """One attempt: a slot in flight, the pacer's turn, then the request itself.
+
+        The slot is taken before the pacer's wait (see ``concurrency``); the latency
+        told to the limit is the request's alone. A 429 or a failure without an answer
+        tells nothing about latency (the caller reports them as congestion).
+        """
+        # The main thread lists the parents whose children the workers fetch: its
+        # request goes first, so that the workers always have the next page's work.
+        first = threading.current_thread() is threading.main_thread()
+        with self.in_flight.slot(check=lambda: self.run_control.pause(0), first=first):
+            self.run_control.pause(self.rate_limiter.reserve())
+            with stats.lock:
+                stats.requests += 1
+            if self._on_request is not None:
+                self._on_request()
+            sent = time.monotonic()
+            try:
+                response = func(prepared, context)
+            except (RateLimitedError, *RETRIABLE_ERRORS):
+                raise
+            except Exception:
+                self.in_flight.observe(time.monotonic() - sent)  # answered (a 4xx)
+                raise
+            self.in_flight.observe(time.monotonic() - sent)
+            return response
 
     def check(self, response: requests.Response, *, listing: str) -> None:
         """Sort Asana's answer into done, or one of the exception types of ``errors``.

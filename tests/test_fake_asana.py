@@ -769,6 +769,9 @@ def test_latency_is_applied_in_parallel(fake: FakeAsana) -> None:
         thread.join()
     assert results == [200] * 10
     assert 0.2 <= time.perf_counter() - started < 1.0  # ten sleeps overlapped, not queued
+    # The fake counts requests being served at once (what a client keeps in flight).
+    assert fake.peak_in_flight == 10
+    assert fake.in_flight == 0
 
 
 def test_stop_closes_keep_alive_connections() -> None:

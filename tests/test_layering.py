@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "transport": 1,
     "session": 1,
     "rate_limit": 1,
+    "concurrency": 1,
     "run_control": 1,
     # Foundations every layer may use.
     "": 0,

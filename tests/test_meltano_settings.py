@@ -159,7 +159,7 @@ DRIFTS: list[tuple[str, Callable[[list[dict[str, Any]]], None], str]] = [
     (
         "default-differs",
         lambda d: _setting(d, "max_concurrent_requests").update(value=25),
-        "max_concurrent_requests: default 25 in meltano.yml, should be value: 10",
+        "max_concurrent_requests: default 25 in meltano.yml, should be value: 50",
     ),
     (
         "default-as-text",

@@ -26,7 +26,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.listing import AsanaListing
-from tap_asana_vl.streams.prefetch import Prefetches, prefetch_children
+from tap_asana_vl.streams.prefetch import Prefetches, Started, prefetch_children
 from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -81,13 +81,17 @@ class AsanaStream(AsanaListing):
     # --- Records -------------------------------------------------------------------------
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Yield the records to emit, a batch at a time.
+        """Yield the records to emit, a batch at a time, one batch read ahead.
 
         Before a batch is handed to the SDK (which syncs each record's children inline,
         one after the other), the requests of prefetching children (e.g. each task's
-        stories) are started for the whole batch on the shared thread pool. The SDK
-        still writes every message from this thread, in its usual order, so output and
-        state stay exactly as in a sequential run; only the waiting overlaps.
+        stories) are started for the whole batch on the shared thread pool, and so are
+        those of the next batch (its page is listed first): while the SDK waits for the
+        last children of one batch, the next batch's are already under way, so the
+        number of requests in flight never drains to the listing's one request at a
+        time. The SDK still writes every message from this thread, in its usual order,
+        so output and state stay exactly as in a sequential run; only the waiting
+        overlaps.
         """
         self._after_emit = []
         progress = self.services.progress
@@ -96,23 +100,14 @@ class AsanaStream(AsanaListing):
             # streams run under the project line (see ProjectsStream).
             progress.doing(f"'{self.name}' for {self._context_description(context)}")
         try:
+            ahead: tuple[list[dict[str, t.Any]], list[Started]] | None = None
             for batch in _batched(self._records_to_emit(context), self.page_size):
-                if self.child_streams:
-                    contexts = [self.get_child_context(record, context) for record in batch]
-                    prefetch_children(
-                        [c for c in self.child_streams if isinstance(c, AsanaStream)],
-                        [c for c in contexts if c is not None],
-                    )
-                self.stats.records += len(batch)
-                if self.selected:
-                    progress.count_records(self.name, len(batch))
-                    self._note_user_references(batch)
-                for record in batch:
-                    self.before_children(record, context)
-                    yield record
-                    # The SDK asks for the next record only once this one's children
-                    # are synced and the record is written.
-                    self.after_children(record, context)
+                started = self._prefetch_children_of(batch, context)
+                if ahead is not None:
+                    yield from self._hand_over(*ahead, context)
+                ahead = (batch, started)
+            if ahead is not None:
+                yield from self._hand_over(*ahead, context)
             # Every record is written now, so state that covers them may move forward.
             for callback in self._after_emit:
                 callback()
@@ -122,6 +117,41 @@ class AsanaStream(AsanaListing):
                 if isinstance(child, AsanaStream) and child.prefetch:
                     child.prefetches.discard()
             raise
+
+    def _prefetch_children_of(
+        self, batch: list[dict[str, t.Any]], context: Context | None
+    ) -> list[Started]:
+        """Start the prefetching children's requests for ``batch``; what was started."""
+        if not self.child_streams:
+            return []
+        contexts = [self.get_child_context(record, context) for record in batch]
+        return prefetch_children(
+            [c for c in self.child_streams if isinstance(c, AsanaStream)],
+            [c for c in contexts if c is not None],
+        )
+
+    def _hand_over(
+        self,
+        batch: list[dict[str, t.Any]],
+        started: list[Started],
+        context: Context | None,
+    ) -> Iterator[dict[str, t.Any]]:
+        """Yield ``batch`` to the SDK, which syncs each record's children and writes it."""
+        progress = self.services.progress
+        self.stats.records += len(batch)
+        if self.selected:
+            progress.count_records(self.name, len(batch))
+            self._note_user_references(batch)
+        for record in batch:
+            self.before_children(record, context)
+            yield record
+            # The SDK asks for the next record only once this one's children
+            # are synced and the record is written.
+            self.after_children(record, context)
+        # Fetches of this batch nobody took (a child the SDK did not sync for some
+        # record) would otherwise keep running and hold their results.
+        for prefetches, key, fetch in started:
+            prefetches.forget(key, fetch)
 
     def _note_user_references(self, batch: list[dict[str, t.Any]]) -> None:
         """Tell the run which users the records about to be emitted reference."""

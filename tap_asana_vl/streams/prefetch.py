@@ -26,6 +26,9 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.run_control import RunControl
 
 Records = list[dict[str, t.Any]]
+#: One fetch started: whose it is, for which parent, and the fetch itself.
+Started = tuple["Prefetches", str, "Fetch"]
+Fetch = tuple["Future[Records]", threading.Event]
 
 
 class PrefetchingChild(t.Protocol):
@@ -53,9 +56,9 @@ class Prefetches:
         """Run fetches on ``executor``; their waits end when the run stops."""
         self._executor = executor
         self._run_control = run_control
-        self._started: dict[str, tuple[Future[Records], threading.Event]] = {}
+        self._started: dict[str, Fetch] = {}
 
-    def start(self, key: str, fetch: Callable[[], Iterable[dict[str, t.Any]]]) -> None:
+    def start(self, key: str, fetch: Callable[[], Iterable[dict[str, t.Any]]]) -> Fetch:
         """Start ``fetch`` for parent ``key`` on the pool."""
         cancelled = threading.Event()
 
@@ -64,7 +67,8 @@ class Prefetches:
             with self._run_control.cancellable(cancelled):
                 return list(fetch())
 
-        self._started[key] = (self._executor.submit(run), cancelled)
+        started = self._started[key] = (self._executor.submit(run), cancelled)
+        return started
 
     def take(self, key: str | None) -> Records | None:
         """The records fetched for ``key`` (waiting for them); None if never started.
@@ -90,6 +94,11 @@ class Prefetches:
             started[1].set()
             started[0].cancel()
 
+    def forget(self, key: str, fetch: Fetch) -> None:
+        """Stop ``fetch`` for ``key`` if it is still there, not taken: nobody will take it."""
+        if self._started.get(key) is fetch:
+            self.drop(key)
+
     def discard(self) -> None:
         """Stop every fetch nobody will consume (a failing run, filtered-out parents)."""
         for future, cancelled in self._started.values():
@@ -101,18 +110,22 @@ class Prefetches:
 def prefetch_children(
     children: Iterable[PrefetchingChild],
     child_contexts: list[Context],
-) -> None:
+) -> list[Started]:
     """Start, for each child that prefetches, its fetch for every context it wants.
 
     ``child_contexts`` are what the parent passes its children for each record of a
     batch (see ``AsanaStream.get_child_context``): what a child fetches, and whether it
-    fetches at all, depends only on them.
+    fetches at all, depends only on them. Returns what was started, for the parent to
+    ``forget`` once the batch is synced (fetches of an earlier batch may still be
+    running: the parent reads one batch ahead).
     """
+    started: list[Started] = []
     for child in children:
         if not child.prefetch or not (child.selected or child.has_selected_descendents):
             continue
-        child.prefetches.discard()
         for context in child_contexts:
             key = child.prefetch_key(context)
             if key is not None and child.wanted(context):
-                child.prefetches.start(key, lambda c=context, s=child: s.fetch(c))
+                fetch = child.prefetches.start(key, lambda c=context, s=child: s.fetch(c))
+                started.append((child.prefetches, key, fetch))
+    return started

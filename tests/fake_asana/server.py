@@ -170,6 +170,11 @@ class FakeAsana(ApiServer, OAuthServer):
         host: interface to bind.
         port: port to bind (0 = any free port).
 
+    Observed (read-only): ``requests`` (the request log), ``responses_429``, and
+    ``in_flight`` / ``peak_in_flight``: API requests being served now / at most at once
+    (from arrival to answer, latency included; Asana's limit of 50 concurrent reads
+    per token is not enforced).
+
     Tunable attributes (may be changed while running): ``latency``,
     ``rate_limit_per_minute``, ``access_token_ttl``, ``pats``, and those of the API
     (``offset_ttl``, ``cache_responses``, ``premium_workspaces``, ``scope_error_status``)
@@ -199,6 +204,8 @@ class FakeAsana(ApiServer, OAuthServer):
         self.requests: list[RecordedRequest] = []
         self.server_errors: list[str] = []
         self.responses_429 = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._clock_offset = 0.0
         self._log_lock = threading.Lock()
         self._state_lock = threading.Lock()  # rate windows, faults
@@ -400,6 +407,10 @@ class FakeAsana(ApiServer, OAuthServer):
             token = authorization[7:].strip()
         is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
+        if is_api:
+            with self._log_lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             fault = self._take_fault(target) if self._faults else None
             if is_api and self.latency:
@@ -434,6 +445,8 @@ class FakeAsana(ApiServer, OAuthServer):
             self.requests.append(record)
             if response.status == 429:
                 self.responses_429 += 1
+            if is_api:
+                self.in_flight -= 1
         self._write(handler, response)
 
     def _write(self, handler: _Handler, response: Response) -> None:
