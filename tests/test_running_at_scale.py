@@ -68,6 +68,20 @@ def test_two_jobs_split_by_project_deliver_what_one_full_sync_delivers():
             run_tap({**base, "project_gids": half}, state=job.state)
             for half, job in zip(halves, jobs, strict=True)
         ]
+        # Under project_gids no reconcile: only workspace-level complete reads send an
+        # ACTIVATE_VERSION (README: select those streams in one job only).
+        workspace_level = {
+            "custom_fields",
+            "goals",
+            "portfolios",
+            "tags",
+            "team_memberships",
+            "teams",
+            "users",
+        }
+        for job in jobs_again:
+            activated = {m["stream"] for m in job.messages if m["type"] == "ACTIVATE_VERSION"}
+            assert activated == workspace_level
         union_again = _union(*jobs_again)
         expected_again = whole_again.by_key()
         assert {g for (s, (g, *_)) in expected_again if s == "tasks"} >= set(changed)
