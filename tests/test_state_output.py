@@ -249,3 +249,36 @@ def test_a_run_killed_between_sparse_checkpoints_resumes_without_loss(tmp_path, 
             interrupted.records[message["stream"]].append(message["record"])
     union = {**interrupted.by_key(), **resumed.by_key()}
     assert set(union) >= set(clean.by_key()), "a record was lost"
+
+
+def test_a_failing_run_still_writes_the_last_state_offered(tmp_path):
+    """Between checkpoints the newest state is held back; a run that fails writes it on
+    the way out, so the next run resumes from the projects finished before the failure."""
+    dataset = build_dataset(workspaces=1, projects_per_workspace=6, tasks_per_project=4, seed=9)
+    with FakeAsana(dataset) as fake:
+        last_project = list(fake.dataset.projects)[-1]
+        task = fake.dataset.tasks_by_project[last_project][-1]["gid"]
+        fake.inject(rf"/api/1\.0/tasks/{task}/stories", 503, times=None)
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST, "max_retries": 0}
+        config_path = tmp_path / "config.json"
+        config_path.write_text(json.dumps(config))
+        proc = subprocess.run(
+            [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    assert proc.returncode != 0
+    states = [m["value"] for m in _parse_lines(proc.stdout) if m["type"] == "STATE"]
+
+    def finished(state: dict[str, Any]) -> set[str]:
+        partitions = state.get("bookmarks", {}).get("tasks", {}).get("partitions", [])
+        return {p["context"]["project_gid"] for p in partitions if p.get("replication_key_value")}
+
+    # Written at the start (the first state offered) and on the way out, nothing between.
+    assert len(states) == 2
+    assert finished(states[0]) == set()
+    assert finished(states[-1])
+    assert last_project not in finished(states[-1])
