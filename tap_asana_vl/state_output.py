@@ -23,7 +23,7 @@ final one only by the SDK's interim markers (progress markers, signposts), which
 finalization removes. ``final_size`` measures the state without them, a lower bound of
 the final state's size as long as the run only adds to the state. Each intermediate
 write keeps the total ≤ ``BUDGET_FACTOR`` (20) x that bound, and the final state adds
-its own size once: 21 x the final size, with room for a final state up to a third
+its own size once: 21 x the final size, with room for a final state up to 30%
 smaller than any bound measured during the run (the tap's own entries, such as the
 list of projects a reconcile saw, may shrink a little).
 """
@@ -33,7 +33,8 @@ from __future__ import annotations
 import time
 import typing as t
 
-import msgspec
+# The encoding the tap's message writer uses (MsgSpecWriter): sizes are bytes written.
+from singer_sdk.contrib.msgspec import decoder, encoder
 
 from tap_asana_vl import sdk_adapter
 
@@ -50,7 +51,7 @@ MESSAGE_OVERHEAD = len('{"type":"STATE","value":}\n')
 
 def final_size(state: dict[str, t.Any]) -> int:
     """Bytes of ``state`` once finalized (without the SDK's interim markers)."""
-    return len(msgspec.json.encode(sdk_adapter.without_interim_markers(state)))
+    return len(encoder.encode(sdk_adapter.without_interim_markers(state)))
 
 
 class StateOutput:
@@ -81,7 +82,7 @@ class StateOutput:
     def offer(self, state: dict[str, t.Any]) -> None:
         """The tap's state now: write it, or keep it for later (the latest one wins)."""
         # Encoded now: a snapshot (the SDK keeps updating the same dict) and its size.
-        encoded = msgspec.json.encode(state)
+        encoded = encoder.encode(state)
         if encoded == self._last_written:
             self._pending = None  # back to what the target already has
             return
@@ -115,7 +116,7 @@ class StateOutput:
         encoded, self._pending = self._pending, None
         if encoded is None:
             return
-        self._write(msgspec.json.decode(encoded))
+        self._write(decoder.decode(encoded))
         self._last_written = encoded
         self.written_bytes += len(encoded) + MESSAGE_OVERHEAD
         self.written_count += 1
