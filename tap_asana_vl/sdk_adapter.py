@@ -7,7 +7,9 @@ so an upgrade that changes one fails there, naming it, rather than somewhere in 
 
 - **State**: a stream's own keys next to its bookmarks, the bookmark of a partition, the
   SDK's ``progress_markers`` (a bookmark not yet final), advancing it for a record that
-  is not emitted.
+  is not emitted; where the SDK sends each STATE it would write (its tap-wide state
+  writer, replaced so that ``state_output`` decides), and which keys of a bookmark are
+  interim (removed when the bookmark becomes final).
 - **Quieter per-parent streams**: the per-request METRIC switch and the stream logger's
   level of a stream synced once per parent record (per task), and the logger of the
   meters (counters, timers) the SDK creates for it.
@@ -30,13 +32,18 @@ import typing as t
 
 from singer_sdk import metrics
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.helpers._state import PROGRESS_MARKERS
+from singer_sdk.helpers._state import (
+    PROGRESS_MARKERS,
+    SIGNPOST_MARKER,
+    STARTING_MARKER,
+    StateWriter,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
     import requests
-    from singer_sdk import Stream
+    from singer_sdk import Stream, Tap
     from singer_sdk.authenticators import OAuthAuthenticator
     from singer_sdk.helpers.types import Context
     from singer_sdk.streams import RESTStream
@@ -54,11 +61,13 @@ __all__ = [
     "quiet_per_parent_stream",
     "quiet_stream_logger",
     "quiet_tap_logger",
+    "route_state_messages",
     "set_metric_lines",
     "set_table_version",
     "silenced",
     "stored_state",
     "table_version",
+    "without_interim_markers",
     "write_activate_version",
     "write_records",
     "write_state",
@@ -113,6 +122,43 @@ def add_child_stream(parent: Stream, child: Stream) -> None:
     """
     if child not in parent.child_streams:
         parent.child_streams.append(child)
+
+
+#: Keys of a stream's or partition's state that the SDK removes when it finalizes it.
+INTERIM_KEYS = frozenset({PROGRESS_MARKERS, SIGNPOST_MARKER, STARTING_MARKER})
+
+
+def without_interim_markers(state: t.Any) -> t.Any:
+    """A copy of ``state`` without the SDK's interim keys: what finalizing leaves of it."""
+    if isinstance(state, dict):
+        return {k: without_interim_markers(v) for k, v in state.items() if k not in INTERIM_KEYS}
+    if isinstance(state, list):
+        return [without_interim_markers(v) for v in state]
+    return state
+
+
+class _RoutedStateWriter(StateWriter):
+    """The SDK's tap-wide STATE writer, handing every state to a callable instead.
+
+    The SDK's own writer compares each state with a deep copy of the last one (a copy
+    per child sync, ~10 ms for a 2,000-project state); the callable decides itself.
+    """
+
+    def __init__(self, tap: Tap, offer: t.Callable[[dict[str, t.Any]], None]) -> None:
+        super().__init__(tap.message_writer)
+        self._offer = offer
+
+    def write_state(self, state: dict[str, t.Any]) -> None:
+        self._offer(state)
+
+
+def route_state_messages(tap: Tap, offer: t.Callable[[dict[str, t.Any]], None]) -> None:
+    """From now on, every STATE the SDK would write for ``tap`` goes to ``offer``.
+
+    That is every one: streams write through ``tap.state_writer`` and the tap through
+    its private ``_state_writer`` (the same object).
+    """
+    tap._state_writer = _RoutedStateWriter(tap, offer)  # private: see the module docstring
 
 
 # --- Per-parent streams -----------------------------------------------------------------

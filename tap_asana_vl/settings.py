@@ -34,6 +34,7 @@ DEFAULT_MAX_CONCURRENT_REQUESTS = MAX_CONCURRENT_REQUESTS
 DEFAULT_MAX_OUTAGE_SECONDS = 120
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_REQUEST_TIMEOUT = 300
+DEFAULT_STATE_INTERVAL_SECONDS = 60
 
 SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
@@ -203,6 +204,18 @@ SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "Stop the run when no request to Asana has succeeded for this long (Asana "
             "or the network down); 30 s at most before the first success."
+        ),
+    ),
+    th.Property(
+        "state_interval_seconds",
+        th.IntegerType(minimum=0),
+        default=DEFAULT_STATE_INTERVAL_SECONDS,
+        title="State interval (seconds)",
+        description=(
+            "Least seconds between two STATE messages (checkpoints) during a run; the "
+            "spacing also grows to a quarter of the run's elapsed time, and a run's STATE "
+            "output stays within 20 times the final state's size. The final state is "
+            "always written. 0: as often as that allows."
         ),
     ),
     th.Property(

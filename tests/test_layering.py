@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "auth": 0,
     "scopes": 0,
     "sdk_adapter": 0,
+    "state_output": 0,
     "timestamps": 0,
     "redaction": 0,
     "progress": 0,

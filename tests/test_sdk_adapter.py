@@ -105,6 +105,44 @@ def test_partition_state_keeps_the_tap_s_own_keys_next_to_the_bookmark():
     assert partition == {"context": PROJECT, "events_sync": "tok"}
 
 
+def test_every_state_the_sdk_writes_goes_to_the_routed_callable(fake, pat_config, monkeypatch):
+    offered: list[dict] = []
+    route_to = sdk_adapter.route_state_messages
+
+    def route(tap: TapAsanaVl, offer: object) -> None:
+        route_to(tap, offered.append)
+
+    monkeypatch.setattr(sdk_adapter, "route_state_messages", route)
+    result = run_tap({**pat_config, "max_requests_per_minute": 100_000})
+    # Nothing reached stdout another way; the SDK offered a state per child sync.
+    assert result.states == []
+    assert len(offered) > len(fake.dataset.projects)
+    assert offered[-1]["bookmarks"]["tasks"]["partitions"]
+
+
+def test_without_interim_markers_leaves_what_the_sdk_keeps_when_it_finalizes():
+    tap = _tap(state={"bookmarks": {"tasks": {"partitions": [{"context": PROJECT}]}}})
+    tasks = tap.streams["tasks"]
+    # What the SDK does at the start of a partition's sync, then per record.
+    tasks._write_starting_replication_value(PROJECT)
+    tasks._write_replication_key_signpost(PROJECT, "2099-01-01T00:00:00Z")
+    sdk_adapter.advance_bookmark(
+        tasks, {"gid": "7", "modified_at": "2024-05-01T10:00:00Z"}, PROJECT
+    )
+    sdk_adapter.partition_state(tasks, PROJECT)["events_sync"] = "tok"
+    interim = sdk_adapter.without_interim_markers(tap.state)
+    tasks.state_manager.finalize_state(sdk_adapter.partition_state(tasks, PROJECT))
+    final = tap.state
+    (partition,) = final["bookmarks"]["tasks"]["partitions"]
+    assert partition["replication_key_value"] == "2024-05-01T10:00:00Z"
+    # Finalizing removed exactly the interim keys, and only added the bookmark.
+    (interim_partition,) = interim["bookmarks"]["tasks"]["partitions"]
+    assert interim_partition == {"context": PROJECT, "events_sync": "tok"}
+    bookmark = {"replication_key", "replication_key_value"}
+    assert {k: v for k, v in partition.items() if k not in bookmark} == interim_partition
+    assert set(sdk_adapter.INTERIM_KEYS) & set(json.dumps(tap.state).split('"')) == set()
+
+
 # --- Tombstones -------------------------------------------------------------------------
 
 

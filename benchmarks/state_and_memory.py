@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""STATE output and peak memory of tap-asana-vl at scale, against the fake Asana.
+
+Two measurements (issue 15), each with the real tap as a subprocess:
+
+  state   1 workspace x 2,000 projects x 5 tasks: a full sync, then 20 tasks changed and
+          the same incremental run twice from the full sync's state: with the SDK's
+          own STATE writer (every state it offers: "before") and with the tap's bounded
+          output ("after"). Prints STATE messages, their bytes, the final state's size
+          and the ratio, which the tap keeps <= 30.
+  memory  full syncs of 10,000 and 100,000 tasks: the tap's peak RSS (VmHWM).
+
+  python benchmarks/state_and_memory.py state
+  python benchmarks/state_and_memory.py memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
+
+# Runs the tap's CLI; reports peak RSS at exit; "before" switches to the SDK's writer.
+WRAPPER = """
+import atexit, runpy, sys
+
+def report():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
+
+atexit.register(report)
+if sys.argv[1] == "sdk-state-writer":
+    from tap_asana_vl.tap import TapAsanaVl
+    TapAsanaVl.bounded_state_output = False
+sys.argv = ["tap-asana-vl", *sys.argv[2:]]
+runpy.run_module("tap_asana_vl", run_name="__main__")
+"""
+
+
+@dataclass
+class Run:
+    name: str
+    wall: float
+    records: int
+    states: int
+    state_bytes: int
+    final_state_bytes: int
+    final_state: dict
+    peak_rss_mib: float
+
+
+def run_tap(config: dict, state: dict | None, name: str, *, sdk_writer: bool = False) -> Run:
+    """One tap run; stdout is read as it comes (the SDK writer's STATE output is GBs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp, "config.json")
+        config_path.write_text(json.dumps(config))
+        mode = "sdk-state-writer" if sdk_writer else "bounded"
+        args = [sys.executable, "-c", WRAPPER, mode, "--config", str(config_path)]
+        if state is not None:
+            state_path = Path(tmp, "state.json")
+            state_path.write_text(json.dumps(state))
+            args += ["--state", str(state_path)]
+        err_path = Path(tmp, "err.log")
+        records = states = state_bytes = 0
+        last_state = b""
+        started = time.monotonic()
+        with err_path.open("w") as err:
+            proc = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(b'{"type":"RECORD"'):
+                    records += 1
+                elif line.startswith(b'{"type":"STATE"'):
+                    states += 1
+                    state_bytes += len(line)
+                    last_state = line
+            proc.wait()
+        wall = time.monotonic() - started
+        log = err_path.read_text()
+        if proc.returncode != 0:
+            raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
+        peak_kib = int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
+    return Run(
+        name=name,
+        wall=wall,
+        records=records,
+        states=states,
+        state_bytes=state_bytes,
+        final_state_bytes=len(last_state),
+        final_state=json.loads(last_state)["value"] if last_state else {},
+        peak_rss_mib=peak_kib / 1024,
+    )
+
+
+def tap_config(fake: FakeAsana) -> dict:
+    # No quota: what is measured is the tap, not Asana's rate limit.
+    return {
+        "access_token": fake.pat,
+        "api_url": fake.api_url,
+        "max_requests_per_minute": 1_000_000,
+    }
+
+
+def measure_state(projects: int, tasks_per_project: int, changed: int) -> None:
+    dataset = build_dataset(
+        workspaces=1,
+        users_per_workspace=20,
+        projects_per_workspace=projects,
+        tasks_per_project=tasks_per_project,
+        stories_per_task=2,
+        seed=42,
+    )
+    with FakeAsana(dataset) as fake:
+        config = tap_config(fake)
+        print(
+            f"dataset: {projects} projects x {tasks_per_project} tasks = "
+            f"{len(dataset.tasks)} tasks, {len(dataset.stories)} stories; default selection",
+            flush=True,
+        )
+        full = run_tap(config, None, "full sync (bounded)")
+        print_runs([full])
+        tasks = list(dataset.tasks)
+        for gid in tasks[:: max(1, len(tasks) // changed)][:changed]:
+            fake.touch_task(gid)
+        runs = [
+            run_tap(config, full.final_state, f"{changed} changed: SDK writer", sdk_writer=True),
+            run_tap(config, full.final_state, f"{changed} changed: bounded"),
+        ]
+        print_runs(runs)
+
+
+def print_runs(runs: list[Run]) -> None:
+    header = (
+        f"{'run':<28}{'wall s':>8}{'records':>9}{'STATEs':>8}{'STATE bytes':>15}"
+        f"{'final state':>13}{'bytes/final':>13}{'peak RSS MiB':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        print(
+            f"{run.name:<28}{run.wall:>8.1f}{run.records:>9}{run.states:>8}"
+            f"{run.state_bytes:>15,}{run.final_state_bytes:>13,}"
+            f"{run.state_bytes / max(1, run.final_state_bytes):>13.1f}{run.peak_rss_mib:>14.1f}",
+            flush=True,
+        )
+
+
+def measure_memory(sizes: list[int], tasks_per_project: int) -> None:
+    runs = []
+    for total in sizes:
+        dataset = build_dataset(
+            workspaces=1,
+            users_per_workspace=20,
+            projects_per_workspace=max(1, total // tasks_per_project),
+            tasks_per_project=tasks_per_project,
+            stories_per_task=1,
+            seed=7,
+        )
+        with FakeAsana(dataset) as fake:
+            fake.cache_responses = True  # nothing changes mid-run; keeps the fake fast
+            print(
+                f"dataset: {len(dataset.tasks)} tasks ({len(dataset.subtasks)} subtasks), "
+                f"{len(dataset.stories)} stories",
+                flush=True,
+            )
+            runs.append(run_tap(tap_config(fake), None, f"full sync, {len(dataset.tasks)} tasks"))
+        del dataset
+    print_runs(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    state = sub.add_parser("state", help="STATE bytes, SDK writer vs bounded")
+    state.add_argument("--projects", type=int, default=2000)
+    state.add_argument("--tasks-per-project", type=int, default=5)
+    state.add_argument("--changed", type=int, default=20)
+    memory = sub.add_parser("memory", help="peak RSS of full syncs")
+    memory.add_argument("--tasks", type=int, nargs="+", default=[10_000, 100_000])
+    memory.add_argument("--tasks-per-project", type=int, default=500)
+    args = parser.parse_args()
+    if args.what == "state":
+        measure_state(args.projects, args.tasks_per_project, args.changed)
+    else:
+        measure_memory(args.tasks, args.tasks_per_project)
+
+
+if __name__ == "__main__":
+    main()
