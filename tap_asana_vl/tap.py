@@ -32,6 +32,7 @@ from tap_asana_vl.settings import (
     config_errors,
     hide_secret_values,
 )
+from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
 
@@ -242,6 +243,12 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             pool_size=int(self.config["max_concurrent_requests"]) + 1,
             on_request=self.progress.count_request,
         )
+
+    @cached_property
+    def search_pacer(self) -> RateLimiter:
+        """Slots for Asana's task search: 60 requests per minute, besides the quota."""
+        ceiling = float(self.config["max_requests_per_minute"])
+        return RateLimiter(min(SEARCH_REQUESTS_PER_MINUTE, ceiling))
 
     @cached_property
     def progress(self) -> RunProgress:

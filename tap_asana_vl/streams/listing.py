@@ -47,6 +47,7 @@ if t.TYPE_CHECKING:
 
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.progress import RunProgress
+    from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.transport import Transport
     from tap_asana_vl.user_refs import UserReferences
 
@@ -82,6 +83,10 @@ class RunServices(t.Protocol):
     @property
     def user_references(self) -> UserReferences:
         """Users referenced by the run's emitted records (see user_refs.py)."""
+
+    @property
+    def search_pacer(self) -> RateLimiter:
+        """Slots for Asana's task search (its own 60 requests per minute)."""
 
 
 @dataclass(frozen=True)
