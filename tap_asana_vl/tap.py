@@ -33,6 +33,7 @@ from tap_asana_vl.settings import (
     hide_secret_values,
 )
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
+from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
 
@@ -249,6 +250,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         """Slots for Asana's task search: 60 requests per minute, besides the quota."""
         ceiling = float(self.config["max_requests_per_minute"])
         return RateLimiter(min(SEARCH_REQUESTS_PER_MINUTE, ceiling))
+
+    @cached_property
+    def server_clock(self) -> ServerClock:
+        """Asana's clock as its answers show it (bookmarks of complete reads use it)."""
+        return ServerClock()
 
     @cached_property
     def progress(self) -> RunProgress:

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "streams.paging": 2,
     "streams.deletes": 2,
     "streams.search": 2,
+    "streams.changed_tasks": 2,
     "streams.reconcile": 2,
     "streams.full_reads": 2,
     # The HTTP transport and its parts.

@@ -113,7 +113,11 @@ def test_a_subtask_changed_without_its_parent_is_caught_by_search(fake, pat_conf
     assert {r.path for r in fake.requests if r.path.endswith("/stories")} == {
         f"/api/1.0/tasks/{subtask['gid']}/stories"
     }
-    searches = [r for r in fake.requests if r.path.endswith("/tasks/search")]
+    searches = [
+        r
+        for r in fake.requests
+        if r.path.endswith("/tasks/search") and r.query.get("is_subtask") == ["true"]
+    ]
     assert len(searches) == len(fake.dataset.workspaces)
     assert all(r.query.get("modified_at.after") for r in searches)
 

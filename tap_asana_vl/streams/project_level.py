@@ -6,17 +6,19 @@ import datetime
 import typing as t
 from functools import cached_property
 
+import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.reconcile as reconciling
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
-from tap_asana_vl.streams.workspace_level import ProjectsStream
+from tap_asana_vl.streams.search import SEARCH_PAGE, SearchTiesError
+from tap_asana_vl.streams.workspace_level import SWEEP, ProjectsStream
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -54,10 +56,13 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
-    # One bookmark per project, so an interrupted run resumes project by project. (The
-    # context a project passes is therefore exactly {"project_gid": …}: it is the key of
-    # the bookmark.)
-    state_partitioning_keys = None
+    # One bookmark per project, so an interrupted run resumes project by project. (A
+    # project also passes its workspace; the bookmark's key is the project alone. The
+    # workspace sweep has no project: its few keys go to the stream's own entry.)
+    state_partitioning_keys: t.ClassVar[list[str] | None] = ["project_gid"]
+    # Changed tasks of a workspace whose projects the search covers are found once per
+    # workspace, after its projects (see changed_tasks.py).
+    sweeps_each_workspace = True
     # Children read these even when a user deselects them.
     # (``parent``: a task re-read after an event must not be a subtask; see deletes.py.)
     required_fields = frozenset(
@@ -79,6 +84,8 @@ class TasksStream(AsanaStream):
         #: Why events are not read in this run (None: they are).
         self.events_off: str | None = None
         self._events_warned = False
+        #: How each workspace's changed tasks are found in this run (changed_tasks.py).
+        self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
@@ -89,12 +96,93 @@ class TasksStream(AsanaStream):
         latest ``modified_at`` emitted) never passes a change the listing has not seen.
         """
         context = context or {}
+        if context.get(SWEEP):
+            yield from self._search_sweep(str(context["workspace_gid"]))
+            return
+        project = str(context["project_gid"])
         if self.reconcile.due:
-            project = str(context["project_gid"])
             self.after_emit(lambda: self.reconcile.projects_done.add(project))
         if self.events_off is None and self._events_granted():
             yield from self._from_events(context)
+        plan = self._plan(context.get("workspace_gid"))
+        if plan is None:
+            yield from super().source_records(context)
+            return
+        bookmark = sdk_adapter.bookmark_value(self, context)
+        if changed_tasks.covered_by_search(plan, bookmark):
+            plan.projects[project] = None  # its changes come from the workspace's search
+            return
+        # Asana's time before the listing's first request: what the listing covers.
+        plan.projects[project] = format_timestamp(self.services.server_clock.latest())
         yield from super().source_records(context)
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """As any stream; then the project's bookmark is final (resumable per project).
+
+        (Its context also names the workspace, so the SDK does not finalize it itself.)
+        """
+        yield from super().get_records(context)
+        if context and "project_gid" in context:
+            sdk_adapter.finalize_partition(self, context)
+
+    # --- Changed tasks from the workspace's search (see changed_tasks.py) -----------------
+
+    def _plan(self, workspace: t.Any) -> changed_tasks.WorkspacePlan | None:
+        """The workspace's plan for this run, decided at its first project (or sweep)."""
+        if not workspace:
+            return None
+        workspace = str(workspace)
+        if workspace not in self._plans:
+            because = None
+            if self.reconcile.due:
+                because = "a reconcile pass lists every project"
+            elif "memberships" in self.scope_skipped_fields:
+                because = "the OAuth scopes hide memberships"
+            plan = changed_tasks.plan(self, workspace, listing_because=because)
+            if plan.search is None:
+                self.logger.info(
+                    "Listing each project's changed tasks in workspace %s: %s",
+                    workspace,
+                    plan.listing_because,
+                )
+            self._plans[workspace] = plan
+        return self._plans[workspace]
+
+    def _search_sweep(self, workspace: str) -> Iterator[dict[str, t.Any]]:
+        """The workspace's changed tasks from its search (in projects it did not list).
+
+        A task is emitted under the first of its projects this run syncs; tasks of
+        other projects only are left out (``project_gids``, archived projects).
+        """
+        plan = self._plan(workspace)
+        if plan is None:
+            return
+        if plan.search is not None:
+            self.services.progress.doing(f"'tasks' for workspace {workspace} (search)")
+            try:
+                for record in plan.search.changed(plan.previous):
+                    project = changed_tasks.project_of(record, plan)
+                    if project is None:
+                        continue
+                    record["project_gid"] = project
+                    yield record
+                plan.searched_to_end = True
+            except SearchTiesError as exc:
+                self.logger.warning(
+                    "Asana's search cannot page past %s in workspace %s (more than %d "
+                    "tasks created and modified in the same millisecond?): the next run "
+                    "lists each project's changed tasks instead",
+                    exc,
+                    workspace,
+                    SEARCH_PAGE,
+                )
+        self.after_emit(lambda: changed_tasks.advance(self, plan))
+
+    def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
+        """None in the sweep: a search result is changed by definition."""
+        if (context or {}).get(SWEEP):
+            return None
+        return super()._previous_bookmark(context)
 
     def _events_granted(self) -> bool:
         granted = scopes.granted_scopes(self.config)
@@ -211,6 +299,10 @@ class TasksStream(AsanaStream):
                     reconciling.read_subtasks_later(self, row)
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        context = context or {}
+        plan = self._plans.get(str(context.get("workspace_gid")))
+        if plan is not None and "project_gid" in context:
+            plan.cut_off.add(str(context["project_gid"]))
         if self.reconcile.due:
             what = self._context_description(context)
             self.reconcile.problems.append(f"{what} skipped ({exc.status})")
