@@ -12,9 +12,9 @@ FAST = {"max_requests_per_minute": 100_000}
 
 def _comparable(value):
     """Messages without what is run-specific: extraction times, the sync-start signpost,
-    the reconcile pass's table version and time, the events sync tokens (they carry
-    the time they were issued), and the times up to which the run read every project's
-    tasks (Asana's clock when it listed them: the tasks' bookmarks)."""
+    the reconcile pass's table version and time, the events sync tokens of projects and
+    workspaces (they carry the time they were issued), and the times up to which the run
+    read every project's tasks (Asana's clock when it listed them: the tasks' bookmarks)."""
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     if isinstance(value, dict):
@@ -24,7 +24,7 @@ def _comparable(value):
             if k not in {"time_extracted", "replication_key_signpost", "version", "events_sync"}
             and not (k == "at" and "projects" in value)
             and not (k == "replication_key_value" and "project_gid" in value.get("context", {}))
-            and k != "search_bookmarks"
+            and k not in {"search_bookmarks", "workspace_events"}
         }
     return value
 

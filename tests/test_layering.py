@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "streams.deletes": 2,
     "streams.search": 2,
     "streams.changed_tasks": 2,
+    "streams.workspace_events": 2,
     "streams.reconcile": 2,
     "streams.full_reads": 2,
     # The HTTP transport and its parts.

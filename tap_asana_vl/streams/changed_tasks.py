@@ -32,6 +32,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.streams.search import (
     SearchProgress,
@@ -70,6 +71,9 @@ class WorkspacePlan:
     cut_off: set[str] = field(default_factory=set)
     #: Whether the search read every page (it covers up to ``searched_from`` - lag).
     searched_to_end: bool = False
+    #: The workspace's events, where Asana offers them per workspace (None: each
+    #: project's events are read instead; see workspace_events.py).
+    events: workspace_events.WorkspaceEvents | None = None
 
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:

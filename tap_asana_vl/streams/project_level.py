@@ -10,6 +10,7 @@ import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.reconcile as reconciling
+import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
@@ -102,9 +103,10 @@ class TasksStream(AsanaStream):
         project = str(context["project_gid"])
         if self.reconcile.due:
             self.after_emit(lambda: self.reconcile.projects_done.add(project))
-        if self.events_off is None and self._events_granted():
-            yield from self._from_events(context)
         plan = self._plan(context.get("workspace_gid"))
+        per_project_events = plan is None or plan.events is None
+        if per_project_events and self.events_off is None and self._events_granted():
+            yield from self._from_events(context)
         if plan is None:
             yield from super().source_records(context)
             return
@@ -138,7 +140,11 @@ class TasksStream(AsanaStream):
                 because = "a reconcile pass lists every project"
             elif "memberships" in self.scope_skipped_fields:
                 because = "the OAuth scopes hide memberships"
+            # Events first: a workspace's events read now are never newer than the
+            # listings and the search that follow (a change in between comes twice).
+            events = self._workspace_events(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
+            plan.events = events
             if plan.search is None:
                 self.logger.info(
                     "Listing each project's changed tasks in workspace %s: %s",
@@ -148,15 +154,37 @@ class TasksStream(AsanaStream):
             self._plans[workspace] = plan
         return self._plans[workspace]
 
+    def _workspace_events(self, workspace: str) -> workspace_events.WorkspaceEvents | None:
+        """The workspace's events, or None where each project's must be read instead."""
+        if self.events_off is not None or scopes.granted_scopes(self.config) is not None:
+            return None  # per project, where the warning is given once
+        try:
+            return workspace_events.read(self, workspace)
+        except ScopeMissingError as exc:
+            self._events_unavailable(str(exc))
+            return None
+        except SkippedObjectError as exc:
+            self.logger.info(
+                "Workspace events unavailable in workspace %s (%s): reading each project's "
+                "events (one request per project)",
+                workspace,
+                exc,
+            )
+            return None
+
     def _search_sweep(self, workspace: str) -> Iterator[dict[str, t.Any]]:
         """The workspace's changed tasks from its search (in projects it did not list).
 
         A task is emitted under the first of its projects this run syncs; tasks of
-        other projects only are left out (``project_gids``, archived projects).
+        other projects only are left out (``project_gids``, archived projects). Tasks
+        its events name are read again and emitted first (moves without a new
+        ``modified_at``), then its tombstones are written (workspace_events.py).
         """
         plan = self._plan(workspace)
         if plan is None:
             return
+        if plan.events is not None:
+            yield from self._from_workspace_events(plan)
         if plan.search is not None:
             self.services.progress.doing(f"'tasks' for workspace {workspace} (search)")
             try:
@@ -177,6 +205,38 @@ class TasksStream(AsanaStream):
                     SEARCH_PAGE,
                 )
         self.after_emit(lambda: changed_tasks.advance(self, plan))
+
+    def _from_workspace_events(self, plan: changed_tasks.WorkspacePlan) -> Iterator[dict]:
+        """Tasks the workspace's events name, read again; tombstones once all is written."""
+        events = plan.events
+        if events is None:
+            return
+        if events.expired:
+            self.logger.warning(
+                "Asana's events token for workspace %s expired (not read for 24 h or more): "
+                "tasks, stories or sections deleted in that gap are not marked deleted; "
+                "the next run reconciles tasks. Run the tap at least daily.",
+                plan.workspace,
+            )
+        unplaced = events.bucket(workspace_events.NO_PROJECT)
+        reread = list(deletes.reread(self, events.reread_tasks, unplaced))
+        emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
+        self._reread |= set(emitted)
+
+        def finish() -> None:
+            now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
+            workspace_events.write_tombstones(self, events, emitted, now=now)
+            workspace_events.keep_token(self, events)
+            if events.expired:
+                reconciling.request(self)
+
+        self.after_emit(finish)
+        for record in reread:
+            project = changed_tasks.project_of(record, plan)
+            if project is None and emitted[str(record["gid"])]:
+                continue  # only in projects this run does not sync
+            record["project_gid"] = project
+            yield record
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
         """None in the sweep: a search result is changed by definition."""

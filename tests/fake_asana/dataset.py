@@ -293,7 +293,8 @@ class Dataset:
         #: What ``GET /events`` serves: every event a mutation helper caused, oldest
         #: first, as ``(sequence number, created_at ms, subscribable gids, event)``.
         #: Asana's docs: a project's events are those of the project and of the tasks
-        #: in it (their stories included); a task's are its own and its stories'.
+        #: in it (their stories included); a task's are its own and its stories'. A
+        #: workspace hears every event of its objects (``GET /workspaces/{gid}/events``).
         self.events: list[tuple[int, int, frozenset[str], dict[str, Any]]] = []
         self.rng = random.Random(seed)
         self._next_gid = _GID_START
@@ -1191,6 +1192,15 @@ class Dataset:
             ),
             "created_at": iso_ms(now),
         }
+        # The workspace hears whatever its projects and tasks hear.
+        workspaces = {
+            (obj.get("workspace") or {}).get("gid")
+            for gid in subscribers
+            for obj in (self.projects.get(gid), self.tasks.get(gid), self.subtasks.get(gid))
+            if obj is not None
+        }
+        workspaces |= {(resource.get("workspace") or {}).get("gid")}
+        subscribers = set(subscribers) | {w for w in workspaces if w}
         self.events.append((len(self.events) + 1, now, frozenset(subscribers), event))
 
     def _task_subscribers(self, task: dict[str, Any]) -> set[str]:
