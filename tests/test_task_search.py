@@ -51,9 +51,11 @@ def _a_task_in_a_live_project(ds) -> dict:
 def test_an_incremental_run_searches_instead_of_listing_each_project(fake, pat_config):
     config = {**pat_config, **FAST}
     first = run_tap(config)
-    # The first run lists every project (there is no search bookmark yet).
+    # The first run lists every project (there is no search bookmark yet); its one
+    # search per workspace, from the start, is for tasks in no project.
     assert len(_project_listings(fake)) == len(fake.dataset.projects)
-    assert not _task_searches(fake)
+    assert len(_task_searches(fake)) == len(fake.dataset.workspaces)
+    assert not [r for r in _task_searches(fake) if "modified_at.after" in r.query]
     bookmarks = first.state["bookmarks"]["tasks"]["search_bookmarks"]
     assert set(bookmarks) == set(fake.dataset.workspaces)
 
@@ -234,7 +236,8 @@ def test_a_reconcile_pass_lists_every_project(fake, pat_config):
     run_tap({**config, "reconcile_every_days": 0}, state=first.state)
 
     assert len(_project_listings(fake)) == len(fake.dataset.projects)
-    assert not _task_searches(fake)
+    # Only the search for tasks in no project, all of them (a reconcile re-writes them).
+    assert not [r for r in _task_searches(fake) if "modified_at.after" in r.query]
 
 
 def test_full_refresh_lists_every_project(fake, pat_config):

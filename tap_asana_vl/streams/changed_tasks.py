@@ -74,6 +74,11 @@ class WorkspacePlan:
     #: The workspace's events, where Asana offers them per workspace (None: each
     #: project's events are read instead; see workspace_events.py).
     events: workspace_events.WorkspaceEvents | None = None
+    #: Tasks in no project, where this run read them apart from a search (listing
+    #: mode): Asana's time up to which they are read (None: not read).
+    unplaced_covered: str | None = None
+    #: Reading them failed part-way: the search bookmark cannot move.
+    unplaced_failed: bool = False
 
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
@@ -118,6 +123,11 @@ def covered_by_search(plan: WorkspacePlan, project_bookmark: t.Any) -> bool:
     return parse_timestamp(project_bookmark) >= parse_timestamp(plan.previous)
 
 
+def in_no_project(record: t.Mapping[str, t.Any]) -> bool:
+    """A top-level task in no project (a person's My Tasks)."""
+    return not record.get("memberships") and not record.get("parent")
+
+
 def project_of(record: t.Mapping[str, t.Any], plan: WorkspacePlan) -> str | None:
     """The first project of a task's ``memberships`` this run syncs (None: none)."""
     for membership in record.get("memberships") or []:
@@ -148,11 +158,13 @@ def advance(stream: AsanaStream, plan: WorkspacePlan) -> None:
             latest = max(marks, key=parse_timestamp)
             sdk_adapter.raise_bookmark(stream, {"project_gid": project}, latest)
     bookmarks = search_bookmarks(stream)
-    if plan.search is not None and not plan.searched_to_end:
+    if (plan.search is not None and not plan.searched_to_end) or plan.unplaced_failed:
         # The search could not read past an instant (a bulk edit): the next run lists
         # each project from its own bookmark, then searches again from there.
         bookmarks.pop(plan.workspace, None)
         return
+    if plan.unplaced_covered is not None:
+        listed.append(plan.unplaced_covered)
     if covered is not None:
         new = covered
     elif listed:

@@ -14,7 +14,14 @@ import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
-from tap_asana_vl.streams.search import SEARCH_PAGE, SearchTiesError
+from tap_asana_vl.streams.search import (
+    SEARCH_PAGE,
+    SearchProgress,
+    SearchTiesError,
+    SearchUnavailableError,
+    TaskSearch,
+    covered_until,
+)
 from tap_asana_vl.streams.workspace_level import SWEEP, ProjectsStream
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
@@ -190,7 +197,7 @@ class TasksStream(AsanaStream):
             try:
                 for record in plan.search.changed(plan.previous):
                     project = changed_tasks.project_of(record, plan)
-                    if project is None:
+                    if project is None and not self._wanted_without_project(record):
                         continue
                     record["project_gid"] = project
                     yield record
@@ -204,7 +211,109 @@ class TasksStream(AsanaStream):
                     workspace,
                     SEARCH_PAGE,
                 )
+        elif self.config.get("include_tasks_without_projects", True):
+            yield from self._tasks_without_projects(plan)
         self.after_emit(lambda: changed_tasks.advance(self, plan))
+
+    def _wanted_without_project(self, record: dict[str, t.Any]) -> bool:
+        """A task in no project, and the settings want those."""
+        return bool(self.config.get("include_tasks_without_projects", True)) and (
+            changed_tasks.in_no_project(record)
+        )
+
+    def _tasks_without_projects(self, plan: changed_tasks.WorkspacePlan) -> Iterator[dict]:
+        """Tasks in no project, in a run that listed each project (no project lists them).
+
+        Paid plans: the workspace's search (from the search bookmark; all of them on a
+        first run or in a reconcile pass, whose unchanged ones are re-written without
+        children). Free plans (search answers 402): each user's assigned tasks
+        (``GET /tasks?assignee=…&workspace=…``, one request per user per run).
+        """
+        workspace = plan.workspace
+        since = None if self.reconcile.due else plan.previous
+        started = self.services.server_clock.latest()
+        self.services.progress.doing(f"'tasks' in no project, workspace {workspace}")
+        try:
+            found = self._unplaced_candidates(plan, since, started)
+            for record in found:
+                if not changed_tasks.in_no_project(record):
+                    continue
+                record["project_gid"] = None
+                modified = record.get("modified_at")
+                unchanged = bool(
+                    plan.previous
+                    and modified
+                    and parse_timestamp(str(modified)) <= parse_timestamp(plan.previous)
+                )
+                if self.reconcile.due and unchanged:
+                    # Not changed: only its row is re-written (the reconcile's version).
+                    reconciling.write_unchanged(self, self.reconcile, dict(record))
+                    continue
+                yield record
+        except SkippedObjectError as exc:
+            plan.unplaced_failed = True
+            if self.reconcile.due:
+                self.reconcile.problems.append(
+                    f"tasks in no project of workspace {workspace} not read ({exc})"
+                )
+            self.logger.warning(
+                "Tasks in no project of workspace %s were not read in full (%s): the next "
+                "run reads them again",
+                workspace,
+                exc,
+            )
+
+    def _unplaced_candidates(
+        self, plan: changed_tasks.WorkspacePlan, since: str | None, started: datetime.datetime
+    ) -> Iterator[dict[str, t.Any]]:
+        """Tasks that may be in no project: the search's, else each user's assigned ones.
+
+        Sets ``plan.unplaced_covered`` once all are read.
+        """
+        workspace = plan.workspace
+        finder = TaskSearch(self, workspace, is_subtask=False, progress=SearchProgress(None))
+        searched = finder.changed(since or self.config.get("start_date"))
+        try:
+            # The first page says whether search works (402 on free plans); the rest
+            # is read as it is emitted (a first run searches every task).
+            yield from searched
+            plan.unplaced_covered = covered_until(started)
+            return
+        except SearchUnavailableError:
+            pass
+        except SearchTiesError as exc:
+            # A bulk edit the search cannot page (it stays until those tasks change):
+            # never skip them, and do not stay stuck on it either.
+            self.logger.warning(
+                "Asana's search cannot page past %s in workspace %s: listing each user's "
+                "assigned tasks instead (unassigned tasks in no project are read once the "
+                "search can page again)",
+                exc,
+                workspace,
+            )
+            if self.reconcile.due:
+                self.reconcile.problems.append(
+                    f"unassigned tasks in no project of workspace {workspace} not read"
+                )
+        yield from self._assigned_tasks(workspace, since)
+        plan.unplaced_covered = format_timestamp(started)
+
+    def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
+        """Every user's assigned tasks in the workspace, modified since ``since``."""
+        users = self.list_endpoint(
+            "/users", {"workspace": workspace, "limit": self.page_size, "opt_fields": "gid"}
+        )
+        start = since or self.config.get("start_date")
+        for user in [u["gid"] for u in users]:
+            params = {
+                "assignee": user,
+                "workspace": workspace,
+                "limit": self.page_size,
+                "opt_fields": self.opt_fields,
+            }
+            if start:
+                params["modified_since"] = format_timestamp(parse_timestamp(str(start)))
+            yield from self.list_endpoint("/tasks", params)
 
     def _from_workspace_events(self, plan: changed_tasks.WorkspacePlan) -> Iterator[dict]:
         """Tasks the workspace's events name, read again; tombstones once all is written."""

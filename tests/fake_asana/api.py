@@ -126,7 +126,12 @@ ROUTES: tuple[Route, ...] = (
         "custom_field_setting",
         "custom_field_settings_by_project",
     ),
-    Route("/tasks", "task", handler="_tasks", params=_params("project modified_since")),
+    Route(
+        "/tasks",
+        "task",
+        handler="_tasks",
+        params=_params("project assignee workspace modified_since"),
+    ),
     Route("/tasks/{task_gid}", "task", kind="single"),
     Route("/tasks/{task_gid}/stories", "story", "stories_by_task"),
     Route("/tasks/{task_gid}/subtasks", "task", "subtasks_by_parent"),
@@ -497,15 +502,36 @@ class ApiServer:
             records = [p for p in records if p["archived"] is archived]
         return records
 
-    def _tasks(self, _obj: None, query: dict[str, list[str]], _user: str) -> list[dict]:
+    def _tasks(self, _obj: None, query: dict[str, list[str]], user_gid: str) -> list[dict]:
         project = _first(query, "project")
-        if project is None:
+        assignee = _first(query, "assignee")
+        workspace = _first(query, "workspace")
+        if project is not None and (assignee is not None or workspace is not None):
+            raise ApiError(400, "project: Not implemented by this fake with assignee/workspace")
+        if project is None and (assignee is None) != (workspace is None):
+            # The spec: "If you specify assignee, you must also specify the workspace".
+            raise ApiError(400, "assignee: Must specify workspace as well")
+        if project is None and assignee is None:
             # Asana's answer without any filter (measured); the filters other than
-            # ``project`` are not implemented here (a 400 of their own).
+            # ``project`` and ``assignee`` + ``workspace`` are not implemented here.
             raise ApiError(
                 400, "You should specify one of workspace, project, tag, section, user_task_list"
             )
-        records = self.dataset.tasks_by_project[self._get("project", project)["gid"]]
+        if project is not None:
+            records = self.dataset.tasks_by_project[self._get("project", project)["gid"]]
+        else:
+            # Top-level tasks assigned to the user in the workspace, in projects or not.
+            user = self._user(str(assignee), user_gid)
+            ws = self._get("workspace", str(workspace))["gid"]
+            records = sorted(
+                (
+                    t
+                    for t in self.dataset.tasks.values()
+                    if _workspace_of(t) == ws
+                    and (t.get("assignee") or {}).get("gid") == user["gid"]
+                ),
+                key=lambda t: t["gid"],
+            )
         modified_since = _since(query, "modified_since")
         if modified_since is not None:
             # Inclusive bound (>=), the way tap-asana assumes (the spec's GET /tasks).

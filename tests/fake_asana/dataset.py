@@ -1306,6 +1306,37 @@ class Dataset:
             self.version += 1
             return task
 
+    def add_task_without_project(
+        self, workspace_gid: str, assignee_gid: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """Create a task in no project (a person's My Tasks), created and modified now.
+
+        Asana lists such a task in no project listing; ``GET /tasks?assignee=&workspace=``
+        (if assigned) and the workspace's task search find it. ``overrides`` are applied
+        last. Returns the task.
+
+        Raises:
+            KeyError: if there is no workspace (with a project) ``workspace_gid``.
+        """
+        with self.lock:
+            now = self._now_ms()
+            # Built like any task (fields, custom field values), then taken out of it.
+            project = self.projects_by_workspace[workspace_gid][0]
+            task = self._new_task(project, now, now, completed=False)
+            listing = self.tasks_by_project[project["gid"]]
+            listing[:] = [t for t in listing if t is not task]
+            task["projects"] = []
+            task["memberships"] = []
+            task["permalink_url"] = f"https://app.asana.com/1/{workspace_gid}/task/{task['gid']}"
+            assignee = self.users[assignee_gid] if assignee_gid else None
+            task["assignee"] = ref(assignee)
+            task["assignee_section"] = (
+                ref(self._my_tasks_section(assignee["gid"])) if assignee else None
+            )
+            task.update(overrides)
+            self.version += 1
+            return task
+
     def delete_story(self, gid: str) -> dict[str, Any]:
         """Delete a story (a comment); its task's ``modified_at`` stays. Returns the story.
 
