@@ -98,10 +98,14 @@ class TasksStream(AsanaStream):
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The project's events first (deletes, moves), then its changed tasks.
+        """A project's events and changed tasks, or a workspace's sweep.
 
-        Tasks an event names are re-read before the listing, so the bookmark (the
-        latest ``modified_at`` emitted) never passes a change the listing has not seen.
+        A project: its events (deletes, moves), then its changed tasks, unless the
+        workspace's search and events cover it (changed_tasks.py, workspace_events.py).
+        A workspace's sweep: what its search and events found.
+
+        Tasks an event names are re-read before the listing, so the bookmark never
+        passes a change the listing has not seen.
         """
         context = context or {}
         if context.get(SWEEP):
