@@ -62,6 +62,14 @@ def test_a_task_in_no_project_is_synced_with_its_stories_then_incrementally(fake
         listings = _per_user_listings(fake)
         assert len(listings) == users
         assert all(r.query.get("modified_since") for r in listings)
+        # Search is asked once per workspace (402), not again for tasks in no project.
+        searches = [
+            r
+            for r in fake.requests
+            if r.path.endswith("/tasks/search") and r.query.get("is_subtask") == ["false"]
+        ]
+        assert len(searches) == len(fake.dataset.workspaces)
+        assert {r.status for r in searches} == {402}
     else:
         assert _per_user_listings(fake) == []
     # Once past the search index lag (paid), nothing is emitted again.

@@ -64,6 +64,8 @@ class WorkspacePlan:
     searched_from: datetime.datetime | None = None
     #: Why this run lists each project (for the log), when it does.
     listing_because: str = ""
+    #: Search answered 402/403 in this run (it is not asked again for this workspace).
+    search_refused: bool = False
     #: Projects whose tasks context ran: gid -> Asana's time before their listing
     #: (None: not listed, the search covers them).
     projects: dict[str, str | None] = field(default_factory=dict)
@@ -106,6 +108,7 @@ def plan(stream: AsanaStream, workspace: str, *, listing_because: str | None) ->
             finder.probe(previous)
         except SearchUnavailableError as exc:
             result.listing_because = f"task search unavailable ({exc}: a free plan?)"
+            result.search_refused = True
         else:
             result.search = finder
             result.searched_from = searched_from

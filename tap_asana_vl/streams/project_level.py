@@ -278,6 +278,8 @@ class TasksStream(AsanaStream):
         finder = TaskSearch(self, workspace, is_subtask=False, progress=SearchProgress(None))
         searched = finder.changed(since or self.config.get("start_date"))
         try:
+            if plan.search_refused:
+                raise SearchUnavailableError  # refused earlier in this run: not asked again
             # The first page says whether search works (402 on free plans); the rest
             # is read as it is emitted (a first run searches every task).
             yield from searched
