@@ -39,6 +39,8 @@ from singer_sdk.helpers._state import (
     StateWriter,
 )
 
+from tap_asana_vl.timestamps import parse_timestamp
+
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -55,12 +57,14 @@ __all__ = [
     "advance_bookmark",
     "bookmark_value",
     "drop_progress",
+    "finalize_partition",
     "oauth_session",
     "own_state",
     "partition_state",
     "quiet_per_parent_stream",
     "quiet_stream_logger",
     "quiet_tap_logger",
+    "raise_bookmark",
     "route_state_messages",
     "set_metric_lines",
     "set_table_version",
@@ -112,6 +116,32 @@ def advance_bookmark(stream: Stream, record: Mapping[str, t.Any], context: Conte
         stream.state_manager.increment_state(
             dict(record), context=context, replication_key=stream.replication_key
         )
+
+
+def raise_bookmark(stream: Stream, context: Context | None, value: str) -> bool:
+    """Make ``value`` the final bookmark of ``context``'s partition if it is later.
+
+    For a partition whose own sync is over (a project whose changed tasks came from a
+    workspace search): everything up to ``value`` is written. Timestamps compare as
+    instants; returns whether the bookmark moved.
+    """
+    partition = stream.get_context_state(context)
+    current = partition.get("replication_key_value")
+    if isinstance(current, str) and parse_timestamp(current) >= parse_timestamp(value):
+        return False
+    partition["replication_key"] = stream.replication_key
+    partition["replication_key_value"] = value
+    return True
+
+
+def finalize_partition(stream: Stream, context: Context | None) -> None:
+    """Make the partition's bookmark progress of this sync final now.
+
+    The SDK does so at the end of a context's sync only when the context *is* the
+    partition; a context with more keys than ``state_partitioning_keys`` (a project and
+    its workspace) would stay unfinalized until the end of the run.
+    """
+    stream.state_manager.finalize_state(stream.get_context_state(context))
 
 
 def add_child_stream(parent: Stream, child: Stream) -> None:

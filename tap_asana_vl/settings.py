@@ -117,6 +117,18 @@ SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "include_tasks_without_projects",
+        th.BooleanType,
+        default=True,
+        title="Include tasks without projects",
+        description=(
+            "Also sync tasks that are in no project (a person's My Tasks), into tasks with "
+            "an empty memberships. Paid plans: from the workspace task search, at no extra "
+            "request. Free plans: one request per user of the workspace per run. Private "
+            "tasks of other people that are in no project stay unreachable."
+        ),
+    ),
+    th.Property(
         "subtasks_full_walk_days",
         # An integer, not a number: the SDK reads a number setting from the
         # environment (--config ENV) as a string, which then fails validation.

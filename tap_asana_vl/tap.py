@@ -35,6 +35,8 @@ from tap_asana_vl.settings import (
 )
 from tap_asana_vl.state_output import StateOutput
 from tap_asana_vl.streams import purge
+from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
+from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
 
@@ -253,6 +255,17 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             pool_size=int(self.config["max_concurrent_requests"]) + 1,
             on_request=self.progress.count_request,
         )
+
+    @cached_property
+    def search_pacer(self) -> RateLimiter:
+        """Slots for Asana's task search: 60 requests per minute, besides the quota."""
+        ceiling = float(self.config["max_requests_per_minute"])
+        return RateLimiter(min(SEARCH_REQUESTS_PER_MINUTE, ceiling))
+
+    @cached_property
+    def server_clock(self) -> ServerClock:
+        """Asana's clock as its answers show it (bookmarks of complete reads use it)."""
+        return ServerClock()
 
     @cached_property
     def progress(self) -> RunProgress:

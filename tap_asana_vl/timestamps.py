@@ -8,6 +8,8 @@ exactly that format; see ``transport.retry_after_seconds``.)
 
 from __future__ import annotations
 
+import email.utils
+import threading
 import typing as t
 
 import pendulum
@@ -63,3 +65,43 @@ def older_than(timestamp: str, days: float) -> bool:
 def minutes_before(moment: datetime.datetime, minutes: float) -> pendulum.DateTime:
     """``moment`` minus ``minutes`` minutes."""
     return pendulum.instance(moment) - pendulum.duration(minutes=minutes)
+
+
+class ServerClock:
+    """The latest time Asana's own clock showed (its answers' ``Date`` header).
+
+    Bookmarks that say "everything up to here was read" are taken from Asana's clock, not
+    the tap host's: a host clock minutes off would otherwise skip or repeat changes.
+    Thread-safe (answers arrive on several threads).
+    """
+
+    def __init__(self) -> None:
+        """No answer seen yet."""
+        self._lock = threading.Lock()
+        self._latest: datetime.datetime | None = None
+
+    def saw(self, date_header: str | None) -> None:
+        """An answer carried ``Date: date_header`` (RFC 9110 IMF-fixdate; ignored if bad)."""
+        if not date_header:
+            return
+        try:
+            moment = email.utils.parsedate_to_datetime(date_header)
+        except (TypeError, ValueError):
+            return
+        if moment.tzinfo is None:
+            return
+        with self._lock:
+            if self._latest is None or moment > self._latest:
+                self._latest = moment
+
+    def latest(self) -> pendulum.DateTime:
+        """Asana's time at the latest answer (second precision), else the host's time.
+
+        One second earlier than the header says: it is truncated to the second, and
+        what Asana had done before that answer is what it covers.
+        """
+        with self._lock:
+            latest = self._latest
+        if latest is None:
+            return now()
+        return pendulum.instance(latest).in_timezone("UTC") - pendulum.duration(seconds=1)

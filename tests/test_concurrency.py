@@ -13,8 +13,9 @@ FAST = {"max_requests_per_minute": 100_000}
 
 def _comparable(value):
     """Messages without what is run-specific: extraction times, the sync-start signpost,
-    the reconcile pass's table version and time, the events sync tokens (they carry
-    the time they were issued)."""
+    the reconcile pass's table version and time, the events sync tokens of projects and
+    workspaces (they carry the time they were issued), and the times up to which the run
+    read every project's tasks (Asana's clock when it listed them: the tasks' bookmarks)."""
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     if isinstance(value, dict):
@@ -23,6 +24,8 @@ def _comparable(value):
             for k, v in value.items()
             if k not in {"time_extracted", "replication_key_signpost", "version", "events_sync"}
             and not (k == "at" and "projects" in value)
+            and not (k == "replication_key_value" and "project_gid" in value.get("context", {}))
+            and k not in {"search_bookmarks", "workspace_events"}
         }
     return value
 
@@ -57,16 +60,19 @@ def _in_flight(requests: list, latency: float) -> list[int]:
 def test_messages_are_in_a_valid_order_and_state_never_runs_ahead(monkeypatch):
     """Each bookmark in every STATE is covered by records already written, per partition.
 
-    Tasks: a project's bookmark never passes the newest task written *for that project*.
-    Stories: the stream bookmark never passes the newest story written. Subtask search:
-    a workspace's mark never passes the newest subtask of that workspace written.
+    Tasks: a project's bookmark ("every task modified up to here is written") is only
+    written once every task of that project modified up to it is; a workspace's search
+    bookmark likewise for the workspace's tasks. Stories: the stream bookmark never
+    passes the newest story written. Subtask search: a workspace's mark never passes
+    the newest subtask of that workspace written.
     """
     # Every state the SDK offers is checked, not only those the tap writes (a subset,
     # each written when offered or later: records only accumulate in between).
     monkeypatch.setattr(TapAsanaVl, "bounded_state_output", False)
-    messages, _ = _sync(workers=10, latency=0.002)
+    messages, fake = _sync(workers=10, latency=0.002)
+    ds = fake.dataset
     schema_seen: set[str] = set()
-    task_max: dict[str, str] = {}  # project gid -> newest modified_at written
+    written_tasks: set[str] = set()
     story_max = ""
     subtask_max: dict[str, str] = {}  # workspace gid -> newest modified_at written
     checked = 0
@@ -77,8 +83,7 @@ def test_messages_are_in_a_valid_order_and_state_never_runs_ahead(monkeypatch):
             stream, record = message["stream"], message["record"]
             assert stream in schema_seen, f"RECORD of {stream} before its SCHEMA"
             if stream == "tasks":
-                project = record["project_gid"]
-                task_max[project] = max(task_max.get(project, ""), record["modified_at"])
+                written_tasks.add(record["gid"])
             elif stream == "stories":
                 story_max = max(story_max, record["created_at"])
             elif stream == "subtasks":
@@ -90,10 +95,24 @@ def test_messages_are_in_a_valid_order_and_state_never_runs_ahead(monkeypatch):
                 bookmark = partition.get("replication_key_value")
                 if bookmark:
                     project = partition["context"]["project_gid"]
-                    assert bookmark[:23] <= task_max.get(project, "")[:23], (
+                    covered = {
+                        t["gid"]
+                        for t in ds.tasks_by_project[project]
+                        if t["modified_at"][:23] <= bookmark[:23]
+                    }
+                    assert covered <= written_tasks, (
                         f"project {project}'s bookmark passed its records not yet written"
                     )
                     checked += 1
+            searched = bookmarks.get("tasks", {}).get("search_bookmarks", {})
+            for workspace, mark in searched.items():
+                covered = {
+                    t["gid"]
+                    for t in ds.tasks.values()
+                    if t["workspace"]["gid"] == workspace and t["modified_at"][:23] <= mark[:23]
+                }
+                assert covered <= written_tasks, f"workspace {workspace}'s task search ran ahead"
+                checked += 1
             stories = bookmarks.get("stories", {}).get("replication_key_value")
             if stories:
                 assert stories[:23] <= story_max[:23], "stories bookmark ran ahead"

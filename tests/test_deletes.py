@@ -52,7 +52,11 @@ def _single_home_tasks(fake: FakeAsana) -> tuple[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture
-def config(pat_config: dict[str, Any]) -> dict[str, Any]:
+def config(fake: FakeAsana, pat_config: dict[str, Any]) -> dict[str, Any]:
+    # Each project's events: where Asana does not offer a workspace's events (402). The
+    # workspace's events (one request per run) are tested in test_workspace_events.py,
+    # and the main delete/move test below runs on both.
+    fake.workspace_events_workspaces = set()
     return {**pat_config, **FAST, "include_subtasks": False, "include_attachments": False}
 
 
@@ -69,7 +73,10 @@ def test_first_run_gets_a_token_per_project_and_marks_nothing(fake, config):
     assert {r.status for r in events} == {412}
 
 
-def test_deleted_task_story_section_and_moves_become_tombstones(fake, config):
+@pytest.mark.parametrize("events", ["per project", "per workspace"])
+def test_deleted_task_story_section_and_moves_become_tombstones(fake, config, events):
+    if events == "per workspace":
+        fake.workspace_events_workspaces = set(fake.dataset.workspaces)
     first = run_tap(config)
     project, tasks = _single_home_tasks(fake)
     other = next(p for p in fake.dataset.projects if p != project)
@@ -90,10 +97,20 @@ def test_deleted_task_story_section_and_moves_become_tombstones(fake, config):
     assert _deleted(second, "tasks")[(deleted["gid"],)]["name"] == deleted["name"]
     assert set(_deleted(second, "stories")) == {(story["gid"],)}
     assert set(_deleted(second, "sections")) == {(s["gid"],) for s in icebox}
-    assert set(_deleted(second, "task_projects")) == {
-        (deleted["gid"], project),
-        (moved["gid"], project),
-    }
+    # A workspace's events do not say which projects a deleted task was in: its pair
+    # is marked by the next reconcile pass (README, Deletes and moves).
+    deleted_pairs = {(deleted["gid"], project)} if events == "per project" else set()
+    assert set(_deleted(second, "task_projects")) == deleted_pairs | {(moved["gid"], project)}
+    events_requests = [r for r in fake.requests if r.path.endswith("/events")]
+    if events == "per workspace":
+        assert {r.path for r in events_requests} == {
+            f"/api/1.0/workspaces/{w}/events" for w in fake.dataset.workspaces
+        }
+        assert len(events_requests) == len(fake.dataset.workspaces)
+    else:
+        # One per project, after one refused request per workspace.
+        assert len(fake.requests_for("/api/1.0/events")) == len(fake.dataset.projects)
+        assert {r.status for r in events_requests if "/workspaces/" in r.path} == {402}
     # The moved task is emitted again with its new membership, so its new pair appears,
     # under the project it is in now.
     assert [r["project_gid"] for r in second.records["tasks"] if r["gid"] == moved["gid"]] == [
@@ -109,6 +126,9 @@ def test_deleted_task_story_section_and_moves_become_tombstones(fake, config):
 
 
 def test_a_run_stopped_before_the_project_is_written_reads_the_events_again(fake, config):
+    # A free plan: each project's changed tasks are listed right after its events (a
+    # paid plan's search would find them after every project of the workspace).
+    fake.premium_workspaces = set()
     first = run_tap(config)
     project, tasks = _single_home_tasks(fake)
     fake.delete_task(tasks[0]["gid"])
@@ -181,6 +201,7 @@ def test_a_narrower_project_filter_marks_nothing_deleted(fake, config):
 
 
 def test_a_listing_cut_off_part_way_marks_nothing_deleted(fake, config):
+    fake.premium_workspaces = set()  # free plan: every run lists each project's tasks
     first = run_tap({**config, "page_size": 5})
     project, tasks = _single_home_tasks(fake)
     for task in tasks:

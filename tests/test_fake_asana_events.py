@@ -198,3 +198,43 @@ def test_a_task_lists_only_the_custom_fields_of_projects_it_is_in(fake: FakeAsan
     assert field not in {cf["gid"] for cf in served["custom_fields"]}
     assert served["custom_fields"], "the fields of the project it is still in stay"
     assert task["modified_at"] == before
+
+
+def test_workspace_events_hear_every_object_of_the_workspace(fake: FakeAsana) -> None:
+    """``GET /workspaces/{gid}/events`` (the spec's "Get workspace events")."""
+    ds = fake.dataset
+    project, tasks = _project_with_tasks(fake)
+    workspace = ds.projects[project]["workspace"]["gid"]
+    other = next(w for w in ds.workspaces if w != workspace)
+    path = f"/workspaces/{workspace}/events"
+    first = _get(fake, path)
+    assert first.status_code == 412
+    token = first.json()["sync"]
+    other_token = _get(fake, f"/workspaces/{other}/events").json()["sync"]
+    story = ds.stories_by_task[tasks[1]["gid"]][0]
+    ds.delete_task(tasks[0]["gid"])
+    ds.delete_story(story["gid"])
+
+    answer = _get(fake, path, sync=token).json()
+
+    assert [(e["action"], e["resource"]["gid"]) for e in answer["data"]] == [
+        ("deleted", tasks[0]["gid"]),
+        ("deleted", story["gid"]),
+    ]
+    assert answer["has_more"] is False
+    assert _get(fake, path, sync=answer["sync"]).json()["data"] == []
+    # Another workspace hears nothing of it; a project's token is not a workspace's.
+    assert _get(fake, f"/workspaces/{other}/events", sync=other_token).json()["data"] == []
+    assert _get(fake, path, sync=_token(fake, project)).status_code == 412
+
+
+def test_workspace_events_are_strict_and_may_be_refused(fake: FakeAsana) -> None:
+    workspace = next(iter(fake.dataset.workspaces))
+    path = f"/workspaces/{workspace}/events"
+    # The spec documents neither opt_fields nor resource here.
+    assert _get(fake, path, opt_fields="action").status_code == 400
+    assert _get(fake, path, resource=workspace).status_code == 400
+    fake.workspace_events_workspaces.discard(workspace)
+    refused = _get(fake, path)
+    assert refused.status_code == 402
+    assert "premium" in refused.json()["errors"][0]["message"]

@@ -143,6 +143,32 @@ def test_without_interim_markers_leaves_what_the_sdk_keeps_when_it_finalizes():
     assert set(sdk_adapter.INTERIM_KEYS) & set(json.dumps(tap.state).split('"')) == set()
 
 
+def test_finalize_partition_makes_the_progress_of_a_wider_context_the_bookmark():
+    """A project's context also names its workspace; its partition is the project."""
+    tap = _tap()
+    tasks = tap.streams["tasks"]
+    context = {**PROJECT, "workspace_gid": "9"}
+    sdk_adapter.advance_bookmark(
+        tasks, {"gid": "7", "modified_at": "2024-05-01T10:00:00Z"}, context
+    )
+    sdk_adapter.finalize_partition(tasks, context)
+    (partition,) = tap.state["bookmarks"]["tasks"]["partitions"]
+    assert partition["context"] == PROJECT
+    assert sdk_adapter.PROGRESS_MARKERS not in partition
+    assert sdk_adapter.bookmark_value(tasks, PROJECT) == "2024-05-01T10:00:00Z"
+
+
+def test_raise_bookmark_moves_a_final_bookmark_forward_only():
+    tap = _tap()
+    tasks = tap.streams["tasks"]
+    assert sdk_adapter.raise_bookmark(tasks, PROJECT, "2024-05-01T10:00:00.000Z")
+    assert not sdk_adapter.raise_bookmark(tasks, PROJECT, "2024-04-01T10:00:00.000Z")
+    # Compared as instants, not as text.
+    assert not sdk_adapter.raise_bookmark(tasks, PROJECT, "2024-05-01T11:00:00+02:00")
+    assert sdk_adapter.bookmark_value(tasks, PROJECT) == "2024-05-01T10:00:00.000Z"
+    # (That the next run's listing starts there: tests/test_task_search.py, paid then free.)
+
+
 # --- Tombstones -------------------------------------------------------------------------
 
 

@@ -66,11 +66,19 @@ def test_requests_are_the_minimum_and_ask_for_every_field(fake, pat_config):
     config = {**pat_config, **FAST}
     run_tap(config, catalog=catalog_selecting(config, set(STREAMS)))
     api = [r for r in fake.requests if r.path.startswith("/api/1.0/")]
-    # Plus one events request per project (deletes; the first is a 412 with a token).
-    events = [r for r in api if r.path == "/api/1.0/events"]
-    assert sorted(_first(r.query, "resource") for r in events) == sorted(ds.projects)
+    # Plus one events request per workspace (deletes; the first is a 412 with a token).
+    events = [r for r in api if r.path.endswith("/events")]
+    assert sorted(r.path for r in events) == sorted(
+        f"/api/1.0/workspaces/{w}/events" for w in ds.workspaces
+    )
     assert {r.status for r in events} == {412}
-    api = [r for r in api if r not in events]
+    # Plus one task search per workspace (fewer than 100 tasks each): the tasks in no
+    # project, which no project listing returns (include_tasks_without_projects).
+    searches = [r for r in api if r.path.endswith("/tasks/search")]
+    assert sorted(r.path for r in searches) == sorted(
+        f"/api/1.0/workspaces/{w}/tasks/search" for w in ds.workspaces
+    )
+    api = [r for r in api if r not in events and r not in searches]
 
     # One list call per workspace/project/task: nothing requested twice.
     keys = Counter((r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items()))) for r in api)

@@ -240,10 +240,11 @@ def tombstones(
     """
     project = changes.project_gid
     tasks = [
-        {"gid": gid, "project_gid": project, "name": name, DELETED_AT: at or now}
+        {"gid": gid, "project_gid": project or None, "name": name, DELETED_AT: at or now}
         for gid, (at, name) in sorted(changes.deleted_tasks.items())
     ]
-    pairs = {gid: at or now for gid, (at, _) in changes.deleted_tasks.items()}
+    # Changes of no project in particular (a workspace's events) name no pair.
+    pairs = {gid: at or now for gid, (at, _) in changes.deleted_tasks.items()} if project else {}
     for gid, at in changes.removed_tasks.items():
         if project not in emitted.get(gid, set()):
             pairs.setdefault(gid, at or now)

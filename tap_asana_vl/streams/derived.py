@@ -372,7 +372,7 @@ class ProjectCustomFieldValuesStream(AsanaStream):
     """One row per (project, custom field) with typed value columns.
 
     Not derived from the ``projects`` stream's records: a project passes its children
-    exactly ``{"project_gid": …}`` (the key of the tasks' bookmarks), so this stream
+    only its gid and workspace (the tasks' bookmarks are keyed by the gid), so this stream
     lists each workspace's projects itself, asking only for ``custom_fields`` and
     ``modified_at``: one request per 100 projects per workspace, none when deselected.
 

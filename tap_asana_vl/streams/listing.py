@@ -48,7 +48,9 @@ if t.TYPE_CHECKING:
 
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.progress import RunProgress
+    from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.streams.purge import Purges
+    from tap_asana_vl.timestamps import ServerClock
     from tap_asana_vl.transport import Transport
     from tap_asana_vl.user_refs import UserReferences
 
@@ -89,6 +91,14 @@ class RunServices(t.Protocol):
     @property
     def purges(self) -> Purges:
         """The run's tombstones and ACTIVATE_VERSIONs (see purge.py)."""
+
+    @property
+    def search_pacer(self) -> RateLimiter:
+        """Slots for Asana's task search (its own 60 requests per minute)."""
+
+    @property
+    def server_clock(self) -> ServerClock:
+        """Asana's clock, as its answers' ``Date`` headers show it."""
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,7 @@ class AsanaListing(RESTStream[str]):
         A refusal this stream tolerates skips the object; any other is fatal. A refusal
         for the token's OAuth scopes turns the whole stream off.
         """
+        self.services.server_clock.saw(response.headers.get("Date"))
         try:
             self.transport.check(response, listing=self.name)
         except ScopeMissingError as exc:

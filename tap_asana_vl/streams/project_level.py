@@ -6,18 +6,28 @@ import datetime
 import typing as t
 from functools import cached_property
 
+import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.purge as purge
 import tap_asana_vl.streams.reconcile as reconciling
+import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
-from tap_asana_vl.streams.workspace_level import ProjectsStream
+from tap_asana_vl.streams.search import (
+    SEARCH_PAGE,
+    SearchProgress,
+    SearchTiesError,
+    SearchUnavailableError,
+    TaskSearch,
+    covered_until,
+)
+from tap_asana_vl.streams.workspace_level import SWEEP, ProjectsStream
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -55,10 +65,13 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
-    # One bookmark per project, so an interrupted run resumes project by project. (The
-    # context a project passes is therefore exactly {"project_gid": …}: it is the key of
-    # the bookmark.)
-    state_partitioning_keys = None
+    # One bookmark per project, so an interrupted run resumes project by project. (A
+    # project also passes its workspace; the bookmark's key is the project alone. The
+    # workspace sweep has no project: its few keys go to the stream's own entry.)
+    state_partitioning_keys: t.ClassVar[list[str] | None] = ["project_gid"]
+    # Changed tasks of a workspace whose projects the search covers are found once per
+    # workspace, after its projects (see changed_tasks.py).
+    sweeps_each_workspace = True
     # Children read these even when a user deselects them.
     # (``parent``: a task re-read after an event must not be a subtask; see deletes.py.)
     required_fields = frozenset(
@@ -80,22 +93,272 @@ class TasksStream(AsanaStream):
         #: Why events are not read in this run (None: they are).
         self.events_off: str | None = None
         self._events_warned = False
+        #: How each workspace's changed tasks are found in this run (changed_tasks.py).
+        self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The project's events first (deletes, moves), then its changed tasks.
+        """A project's events and changed tasks, or a workspace's sweep.
 
-        Tasks an event names are re-read before the listing, so the bookmark (the
-        latest ``modified_at`` emitted) never passes a change the listing has not seen.
+        A project: its events (deletes, moves), then its changed tasks, unless the
+        workspace's search and events cover it (changed_tasks.py, workspace_events.py).
+        A workspace's sweep: what its search and events found.
+
+        Tasks an event names are re-read before the listing, so the bookmark never
+        passes a change the listing has not seen.
         """
         context = context or {}
+        if context.get(SWEEP):
+            yield from self._search_sweep(str(context["workspace_gid"]))
+            return
+        project = str(context["project_gid"])
         if self.reconcile.due:
-            project = str(context["project_gid"])
             self.after_emit(lambda: self.reconcile.projects_done.add(project))
-        if self.events_off is None and self._events_granted():
+        plan = self._plan(context.get("workspace_gid"))
+        per_project_events = plan is None or plan.events is None
+        if per_project_events and self.events_off is None and self._events_granted():
             yield from self._from_events(context)
+        if plan is None:
+            yield from super().source_records(context)
+            return
+        bookmark = sdk_adapter.bookmark_value(self, context)
+        if changed_tasks.covered_by_search(plan, bookmark):
+            plan.projects[project] = None  # its changes come from the workspace's search
+            return
+        # Asana's time before the listing's first request: what the listing covers.
+        plan.projects[project] = format_timestamp(self.services.server_clock.latest())
         yield from super().source_records(context)
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """As any stream; then the project's bookmark is final (resumable per project).
+
+        (Its context also names the workspace, so the SDK does not finalize it itself.)
+        """
+        yield from super().get_records(context)
+        if context and "project_gid" in context:
+            sdk_adapter.finalize_partition(self, context)
+
+    # --- Changed tasks from the workspace's search (see changed_tasks.py) -----------------
+
+    def _plan(self, workspace: t.Any) -> changed_tasks.WorkspacePlan | None:
+        """The workspace's plan for this run, decided at its first project (or sweep)."""
+        if not workspace:
+            return None
+        workspace = str(workspace)
+        if workspace not in self._plans:
+            because = None
+            if self.reconcile.due:
+                because = "a reconcile pass lists every project"
+            elif "memberships" in self.scope_skipped_fields:
+                because = "the OAuth scopes hide memberships"
+            # Events first: a workspace's events read now are never newer than the
+            # listings and the search that follow (a change in between comes twice).
+            events = self._workspace_events(workspace)
+            plan = changed_tasks.plan(self, workspace, listing_because=because)
+            plan.events = events
+            if plan.search is None:
+                self.logger.info(
+                    "Listing each project's changed tasks in workspace %s: %s",
+                    workspace,
+                    plan.listing_because,
+                )
+            self._plans[workspace] = plan
+        return self._plans[workspace]
+
+    def _workspace_events(self, workspace: str) -> workspace_events.WorkspaceEvents | None:
+        """The workspace's events, or None where each project's must be read instead."""
+        if self.events_off is not None or scopes.granted_scopes(self.config) is not None:
+            return None  # per project, where the warning is given once
+        try:
+            return workspace_events.read(self, workspace)
+        except ScopeMissingError as exc:
+            self._events_unavailable(str(exc))
+            return None
+        except SkippedObjectError as exc:
+            self.logger.info(
+                "Workspace events unavailable in workspace %s (%s): reading each project's "
+                "events (one request per project)",
+                workspace,
+                exc,
+            )
+            return None
+
+    def _search_sweep(self, workspace: str) -> Iterator[dict[str, t.Any]]:
+        """The workspace's changed tasks from its search (in projects it did not list).
+
+        A task is emitted under the first of its projects this run syncs; tasks of
+        other projects only are left out (``project_gids``, archived projects). Tasks
+        its events name are read again and emitted first (moves without a new
+        ``modified_at``), then its tombstones are written (workspace_events.py).
+        """
+        plan = self._plan(workspace)
+        if plan is None:
+            return
+        if plan.events is not None:
+            yield from self._from_workspace_events(plan)
+        if plan.search is not None:
+            self.services.progress.doing(f"'tasks' for workspace {workspace} (search)")
+            try:
+                for record in plan.search.changed(plan.previous):
+                    project = changed_tasks.project_of(record, plan)
+                    if project is None and not self._wanted_without_project(record):
+                        continue
+                    record["project_gid"] = project
+                    yield record
+                plan.searched_to_end = True
+            except SearchTiesError as exc:
+                self.logger.warning(
+                    "Asana's search cannot page past %s in workspace %s (more than %d "
+                    "tasks created and modified in the same millisecond?): the next run "
+                    "lists each project's changed tasks instead",
+                    exc,
+                    workspace,
+                    SEARCH_PAGE,
+                )
+        elif self.config.get("include_tasks_without_projects", True):
+            yield from self._tasks_without_projects(plan)
+        self.after_emit(lambda: changed_tasks.advance(self, plan))
+
+    def _wanted_without_project(self, record: dict[str, t.Any]) -> bool:
+        """A task in no project, and the settings want those."""
+        return bool(self.config.get("include_tasks_without_projects", True)) and (
+            changed_tasks.in_no_project(record)
+        )
+
+    def _tasks_without_projects(self, plan: changed_tasks.WorkspacePlan) -> Iterator[dict]:
+        """Tasks in no project, in a run that listed each project (no project lists them).
+
+        Paid plans: the workspace's search (from the search bookmark; all of them on a
+        first run or in a reconcile pass, whose unchanged ones are re-written without
+        children). Free plans (search answers 402): each user's assigned tasks
+        (``GET /tasks?assignee=…&workspace=…``, one request per user per run).
+        """
+        workspace = plan.workspace
+        since = None if self.reconcile.due else plan.previous
+        started = self.services.server_clock.latest()
+        self.services.progress.doing(f"'tasks' in no project, workspace {workspace}")
+        try:
+            found = self._unplaced_candidates(plan, since, started)
+            for record in found:
+                if not changed_tasks.in_no_project(record):
+                    continue
+                record["project_gid"] = None
+                modified = record.get("modified_at")
+                unchanged = bool(
+                    plan.previous
+                    and modified
+                    and parse_timestamp(str(modified)) <= parse_timestamp(plan.previous)
+                )
+                if self.reconcile.due and unchanged:
+                    # Not changed: only its row is re-written (the reconcile's version).
+                    reconciling.write_unchanged(self, self.reconcile, dict(record))
+                    continue
+                yield record
+        except SkippedObjectError as exc:
+            plan.unplaced_failed = True
+            if self.reconcile.due:
+                self.reconcile.problems.append(
+                    f"tasks in no project of workspace {workspace} not read ({exc})"
+                )
+            self.logger.warning(
+                "Tasks in no project of workspace %s were not read in full (%s): the next "
+                "run reads them again",
+                workspace,
+                exc,
+            )
+
+    def _unplaced_candidates(
+        self, plan: changed_tasks.WorkspacePlan, since: str | None, started: datetime.datetime
+    ) -> Iterator[dict[str, t.Any]]:
+        """Tasks that may be in no project: the search's, else each user's assigned ones.
+
+        Sets ``plan.unplaced_covered`` once all are read.
+        """
+        workspace = plan.workspace
+        finder = TaskSearch(self, workspace, is_subtask=False, progress=SearchProgress(None))
+        searched = finder.changed(since or self.config.get("start_date"))
+        try:
+            if plan.search_refused:
+                raise SearchUnavailableError  # refused earlier in this run: not asked again
+            # The first page says whether search works (402 on free plans); the rest
+            # is read as it is emitted (a first run searches every task).
+            yield from searched
+            plan.unplaced_covered = covered_until(started)
+            return
+        except SearchUnavailableError:
+            pass
+        except SearchTiesError as exc:
+            # A bulk edit the search cannot page (it stays until those tasks change):
+            # never skip them, and do not stay stuck on it either.
+            self.logger.warning(
+                "Asana's search cannot page past %s in workspace %s: listing each user's "
+                "assigned tasks instead (unassigned tasks in no project are read once the "
+                "search can page again)",
+                exc,
+                workspace,
+            )
+            if self.reconcile.due:
+                self.reconcile.problems.append(
+                    f"unassigned tasks in no project of workspace {workspace} not read"
+                )
+        yield from self._assigned_tasks(workspace, since)
+        plan.unplaced_covered = format_timestamp(started)
+
+    def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
+        """Every user's assigned tasks in the workspace, modified since ``since``."""
+        users = self.list_endpoint(
+            "/users", {"workspace": workspace, "limit": self.page_size, "opt_fields": "gid"}
+        )
+        start = since or self.config.get("start_date")
+        for user in [u["gid"] for u in users]:
+            params = {
+                "assignee": user,
+                "workspace": workspace,
+                "limit": self.page_size,
+                "opt_fields": self.opt_fields,
+            }
+            if start:
+                params["modified_since"] = format_timestamp(parse_timestamp(str(start)))
+            yield from self.list_endpoint("/tasks", params)
+
+    def _from_workspace_events(self, plan: changed_tasks.WorkspacePlan) -> Iterator[dict]:
+        """Tasks the workspace's events name, read again; tombstones once all is written."""
+        events = plan.events
+        if events is None:
+            return
+        if events.expired:
+            self.logger.warning(
+                "Asana's events token for workspace %s expired (not read for 24 h or more): "
+                "tasks, stories or sections deleted in that gap are not marked deleted; "
+                "the next run reconciles tasks. Run the tap at least daily.",
+                plan.workspace,
+            )
+        unplaced = events.bucket(workspace_events.NO_PROJECT)
+        reread = list(deletes.reread(self, events.reread_tasks, unplaced))
+        emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
+        self._reread |= set(emitted)
+
+        def finish() -> None:
+            now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
+            workspace_events.write_tombstones(self, events, emitted, now=now)
+            workspace_events.keep_token(self, events)
+            if events.expired:
+                reconciling.request(self)
+
+        self.after_emit(finish)
+        for record in reread:
+            project = changed_tasks.project_of(record, plan)
+            if project is None and emitted[str(record["gid"])]:
+                continue  # only in projects this run does not sync
+            record["project_gid"] = project
+            yield record
+
+    def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
+        """None in the sweep: a search result is changed by definition."""
+        if (context or {}).get(SWEEP):
+            return None
+        return super()._previous_bookmark(context)
 
     def _events_granted(self) -> bool:
         granted = scopes.granted_scopes(self.config)
@@ -242,6 +505,10 @@ class TasksStream(AsanaStream):
                     reconciling.read_subtasks_later(self, row)
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        context = context or {}
+        plan = self._plans.get(str(context.get("workspace_gid")))
+        if plan is not None and "project_gid" in context:
+            plan.cut_off.add(str(context["project_gid"]))
         if self.reconcile.due:
             what = self._context_description(context)
             self.reconcile.problems.append(f"{what} skipped ({exc.status})")

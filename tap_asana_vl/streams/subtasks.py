@@ -22,7 +22,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_asana_vl import sdk_adapter
-from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.errors import SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.project_level import (
     DERIVED_FIELDS,
@@ -30,25 +30,22 @@ from tap_asana_vl.streams.project_level import (
     TasksStream,
     derived_fields,
 )
+from tap_asana_vl.streams.search import (
+    SEARCH_PAGE,
+    SearchProgress,
+    SearchTiesError,
+    SearchUnavailableError,
+    TaskSearch,
+    covered_until,
+)
 from tap_asana_vl.streams.task_level import StoryListing
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
-from tap_asana_vl.timestamps import (
-    format_timestamp,
-    minutes_before,
-    now,
-    older_than,
-    parse_timestamp,
-    shift_ms,
-)
+from tap_asana_vl.timestamps import format_timestamp, now, older_than
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
-
-# How far behind edits Asana's search index may be (its docs: 10-60 s, more during
-# incidents).
-SEARCH_INDEX_LAG_MINUTES = 10
 
 
 class SubtasksStream(AsanaStream):
@@ -72,7 +69,6 @@ class SubtasksStream(AsanaStream):
     required_fields = frozenset(
         {"workspace", "num_subtasks", "modified_at", "created_at", *DERIVED_FIELDS}
     )
-    search_page = 100  # Asana's search returns at most 100 results, with no offset
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """No tree read yet."""
@@ -168,10 +164,11 @@ class SubtasksStream(AsanaStream):
         """Changed subtasks of one workspace that no changed task revealed."""
         self.services.progress.doing(f"'subtasks' for workspace {workspace}")
         bookmarks = sdk_adapter.own_state(self).setdefault("search_bookmarks", {})
-        search = _SearchProgress(bookmarks.get(workspace))
+        search = SearchProgress(bookmarks.get(workspace))
         parents: list[str] = []
         try:
-            yield from self._search_changed(workspace, search)
+            finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
+            yield from finder.changed(search.high_water or self.config.get("start_date"))
         except SearchTiesError as exc:
             self.logger.warning(
                 "Asana's search cannot page past %s in workspace %s (more than %d "
@@ -179,7 +176,7 @@ class SubtasksStream(AsanaStream):
                 "task's subtasks there instead",
                 exc,
                 workspace,
-                self.search_page,
+                SEARCH_PAGE,
             )
             parents = self._all_tasks_with_subtasks(workspace)
             self._walked_workspaces.add(workspace)
@@ -205,8 +202,7 @@ class SubtasksStream(AsanaStream):
             # mark pass "now - lag": a late-indexed change is found next run (repeats
             # are harmless, targets upsert).
             if search.high_water:
-                ceiling = format_timestamp(minutes_before(started, SEARCH_INDEX_LAG_MINUTES))
-                bookmarks[workspace] = min(search.high_water, ceiling)
+                bookmarks[workspace] = min(search.high_water, covered_until(started))
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
                 # killed during another workspace's walk redoes that one next time.
@@ -214,92 +210,6 @@ class SubtasksStream(AsanaStream):
                 walks[workspace] = format_timestamp(started)
 
         self.after_emit(advance_state)
-
-    def _search_changed(
-        self, workspace: str, search: _SearchProgress
-    ) -> Iterator[dict[str, t.Any]]:
-        """Subtasks modified since the bookmark, via search, as they arrive.
-
-        Raises ``SearchUnavailableError`` before yielding anything where search is a
-        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
-
-        Search has no offset: pages move ``modified_at.after`` up to the last result
-        (minus 1 ms, so the ties at that instant come back and are skipped as seen). A
-        full page of one single instant (a bulk edit) cannot move that way; the instant
-        is then read on its own, paged by ``created_at`` (see ``_search_instant``).
-        """
-        after = search.high_water or self.config.get("start_date")
-        if after:
-            after = format_timestamp(parse_timestamp(str(after)))
-        seen: set[str] = set()
-        while True:
-            try:
-                page = self._search_page(workspace, {"modified_at.after": after})
-            except ScopeMissingError:
-                raise  # the stream is off, not just search
-            except SkippedObjectError as exc:
-                if seen:
-                    raise
-                raise SearchUnavailableError(str(exc.status)) from None
-            new = list(self._unseen(page, seen, search))
-            yield from new
-            if len(page) < self.search_page:
-                return
-            if not new:
-                # The bound did not move the search forward (Asana treating it as
-                # inclusive?): never loop on the same page; walk instead.
-                raise SearchTiesError(after or "start")
-            first, last = page[0]["modified_at"], page[-1]["modified_at"]
-            if first == last:
-                yield from self._search_instant(workspace, last, seen, search)
-                after = last  # exclusive: everything at that instant is read now
-            else:
-                after = shift_ms(last, -1)
-
-    def _search_instant(
-        self, workspace: str, instant: str, seen: set[str], search: _SearchProgress
-    ) -> Iterator[dict[str, t.Any]]:
-        """Every subtask modified at exactly ``instant``, paged by ``created_at``."""
-        window = {
-            "modified_at.after": shift_ms(instant, -1),
-            "modified_at.before": shift_ms(instant, 1),
-        }
-        created_after: str | None = None
-        while True:
-            params = {**window, "sort_by": "created_at", "created_at.after": created_after}
-            page = self._search_page(workspace, params)
-            new = list(self._unseen(page, seen, search))
-            yield from new
-            if len(page) < self.search_page:
-                return
-            first, last = page[0]["created_at"], page[-1]["created_at"]
-            if first == last or not new:
-                # A full page created and modified in the same millisecond: search
-                # cannot tell them apart. Never skip them: walk this workspace instead.
-                raise SearchTiesError(instant)
-            created_after = shift_ms(last, -1)
-
-    def _search_page(self, workspace: str, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
-        params = {
-            "limit": self.search_page,
-            "is_subtask": "true",
-            "sort_by": "modified_at",
-            "sort_ascending": "true",
-            "opt_fields": self.opt_fields,
-            **bounds,
-        }
-        params = {k: v for k, v in params.items() if v is not None}
-        return list(self.list_endpoint(f"/workspaces/{workspace}/tasks/search", params))
-
-    @staticmethod
-    def _unseen(
-        page: list[dict[str, t.Any]], seen: set[str], search: _SearchProgress
-    ) -> Iterator[dict[str, t.Any]]:
-        for record in page:
-            if record["gid"] not in seen:
-                seen.add(record["gid"])
-                search.saw(record.get("modified_at"))
-                yield record
 
     def _full_walk_due(self, workspace: str) -> bool:
         if workspace in self._walked_workspaces:
@@ -327,25 +237,6 @@ class SubtasksStream(AsanaStream):
             except SkippedObjectError as exc:
                 self._skip({"task_gid": f"(tasks of project {project})"}, exc)
         return list(gids)
-
-
-class SearchUnavailableError(Exception):
-    """Asana's task search is not available in this workspace (a paid feature)."""
-
-
-class SearchTiesError(Exception):
-    """Search cannot move past an instant (more ties than a page holds); the argument."""
-
-
-class _SearchProgress:
-    """The newest ``modified_at`` a search returned (its safe high-water mark)."""
-
-    def __init__(self, high_water: str | None) -> None:
-        self.high_water = high_water
-
-    def saw(self, modified_at: str | None) -> None:
-        if modified_at and (self.high_water is None or modified_at > self.high_water):
-            self.high_water = modified_at
 
 
 class SubtaskStoriesStream(StoryListing):

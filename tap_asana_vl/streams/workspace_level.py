@@ -12,7 +12,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 import tap_asana_vl.streams.full_reads as full_reads
 from tap_asana_vl.errors import SkippedObjectError
-from tap_asana_vl.streams.base import AsanaStream
+from tap_asana_vl.streams.base import AsanaStream, workspace_of
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -205,6 +205,15 @@ class ProjectsStream(AsanaStream):
         if self.has_selected_descendents and context:
             workspace = str(context.get("workspace_gid"))
             self.services.progress.workspace_listed(workspace, self._to_sync)
+
+    def get_child_context(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,
+    ) -> dict[str, t.Any]:
+        """The project's gid, and its workspace (whose search may cover its tasks)."""
+        workspace = (context or {}).get("workspace_gid") or workspace_of(record)
+        return {"project_gid": record["gid"], "workspace_gid": workspace}
 
     def before_children(
         self,

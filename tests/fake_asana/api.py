@@ -67,6 +67,14 @@ _PAGE_PARAMS = frozenset({"limit", "offset", "opt_fields"})
 # GET /events (Asana's docs: events): at most this many events per answer (then
 # ``has_more``); a sync token older than this is refused with a 412 and a fresh token.
 EVENTS_PER_CALL = 100
+# GET /workspaces/{gid}/events (the spec: "Get workspace events"): every event of the
+# workspace, at most 1,000 per answer (then ``has_more``); the same 412 and tokens.
+WORKSPACE_EVENTS_TEMPLATE = "/workspaces/{workspace_gid}/events"
+WORKSPACE_EVENTS_PER_CALL = 1000
+# Asana limits some endpoints to higher tiers; the spec does not say which answer this
+# one gives where it is not offered. A 402 like search's is our guess (tests also try 403
+# through ``workspace_events_status``).
+WORKSPACE_EVENTS_UNAVAILABLE = "Workspace events are only available to premium users."
 SYNC_TOKEN_TTL = 24 * 3600.0
 SYNC_TOO_OLD = (
     "Sync token invalid or too old. If you are attempting to keep resources in sync, "
@@ -118,7 +126,12 @@ ROUTES: tuple[Route, ...] = (
         "custom_field_setting",
         "custom_field_settings_by_project",
     ),
-    Route("/tasks", "task", handler="_tasks", params=_params("project modified_since")),
+    Route(
+        "/tasks",
+        "task",
+        handler="_tasks",
+        params=_params("project assignee workspace modified_since"),
+    ),
     Route("/tasks/{task_gid}", "task", kind="single"),
     Route("/tasks/{task_gid}/stories", "story", "stories_by_task"),
     Route("/tasks/{task_gid}/subtasks", "task", "subtasks_by_parent"),
@@ -152,6 +165,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/goals", "goal", handler="_goals", params=_params("workspace")),
     Route("/events", "event", handler="_events", params=_params("resource sync"), kind="events"),
+    Route(
+        WORKSPACE_EVENTS_TEMPLATE,
+        "event",
+        handler="_events",
+        params=_params("sync"),
+        kind="events",
+    ),
 )
 
 
@@ -358,6 +378,10 @@ class ApiServer:
         self.premium_workspaces: set[str] = set(self.dataset.workspaces)
         #: Status for a request the token's scopes do not allow (Asana's is undocumented).
         self.scope_error_status = 403
+        #: Workspaces whose ``GET /workspaces/{gid}/events`` answers (default: all);
+        #: the others answer ``workspace_events_status`` (see WORKSPACE_EVENTS_UNAVAILABLE).
+        self.workspace_events_workspaces: set[str] = set(self.dataset.workspaces)
+        self.workspace_events_status = 402
         #: Seconds a sync token of ``GET /events`` stays valid (Asana: 24 h, sooner
         #: under load; tests shorten it or move the clock).
         self.sync_token_ttl = SYNC_TOKEN_TTL
@@ -410,12 +434,15 @@ class ApiServer:
                 obj = self._user(path_object[1], user_gid)  # "me" is the token's user
             elif path_object is not None:
                 obj = self._get(*path_object)
-            if route.premium is not None and obj is not None:
+            if route.template == WORKSPACE_EVENTS_TEMPLATE:
+                if obj["gid"] not in self.workspace_events_workspaces:
+                    raise ApiError(self.workspace_events_status, WORKSPACE_EVENTS_UNAVAILABLE)
+            elif route.premium is not None and obj is not None:
                 self._premium(_workspace_of(obj), route.premium)
             if route.kind == "single":
                 return self._envelope([obj], route, opt_fields, single=True)
             if route.kind == "events":
-                return self._events(query, fields)
+                return self._events(query, fields, obj)
             if route.index:
                 records = getattr(self.dataset, route.index).get(obj["gid"], [])
             else:
@@ -425,7 +452,7 @@ class ApiServer:
             return self._paginate(parts, query, route, records, opt_fields)
 
     def _check_query(self, route: Route, query: dict[str, list[str]]) -> None:
-        accepted = route.params | {"opt_fields"}
+        accepted = route.params | ({"opt_fields"} & spec.documented_params(route.template))
         if route.kind == "list":
             accepted |= {"limit", "offset"}
         for name in query:
@@ -475,15 +502,36 @@ class ApiServer:
             records = [p for p in records if p["archived"] is archived]
         return records
 
-    def _tasks(self, _obj: None, query: dict[str, list[str]], _user: str) -> list[dict]:
+    def _tasks(self, _obj: None, query: dict[str, list[str]], user_gid: str) -> list[dict]:
         project = _first(query, "project")
-        if project is None:
+        assignee = _first(query, "assignee")
+        workspace = _first(query, "workspace")
+        if project is not None and (assignee is not None or workspace is not None):
+            raise ApiError(400, "project: Not implemented by this fake with assignee/workspace")
+        if project is None and (assignee is None) != (workspace is None):
+            # The spec: "If you specify assignee, you must also specify the workspace".
+            raise ApiError(400, "assignee: Must specify workspace as well")
+        if project is None and assignee is None:
             # Asana's answer without any filter (measured); the filters other than
-            # ``project`` are not implemented here (a 400 of their own).
+            # ``project`` and ``assignee`` + ``workspace`` are not implemented here.
             raise ApiError(
                 400, "You should specify one of workspace, project, tag, section, user_task_list"
             )
-        records = self.dataset.tasks_by_project[self._get("project", project)["gid"]]
+        if project is not None:
+            records = self.dataset.tasks_by_project[self._get("project", project)["gid"]]
+        else:
+            # Top-level tasks assigned to the user in the workspace, in projects or not.
+            user = self._user(str(assignee), user_gid)
+            ws = self._get("workspace", str(workspace))["gid"]
+            records = sorted(
+                (
+                    t
+                    for t in self.dataset.tasks.values()
+                    if _workspace_of(t) == ws
+                    and (t.get("assignee") or {}).get("gid") == user["gid"]
+                ),
+                key=lambda t: t["gid"],
+            )
         modified_since = _since(query, "modified_since")
         if modified_since is not None:
             # Inclusive bound (>=), the way tap-asana assumes (the spec's GET /tasks).
@@ -569,32 +617,42 @@ class ApiServer:
         return records[:limit]
 
     # ----- events
-    def _events(self, query: dict[str, list[str]], fields: OptFields | None) -> bytes:
+    def _events(
+        self, query: dict[str, list[str]], fields: OptFields | None, workspace: dict | None
+    ) -> bytes:
         """``GET /events``: what happened to ``resource`` since the ``sync`` token.
 
         No token, or one that is unreadable, for another resource or older than
         ``sync_token_ttl``: 412 with a fresh token (events from now on). Otherwise the
         next events (at most 100, ``has_more`` if there are more) and the token to
         send next; re-sending a token gives the same answer.
+
+        ``GET /workspaces/{gid}/events`` (``workspace`` given): the same for every event
+        of the workspace, at most 1,000 per answer.
         """
-        resource = _required(query, "resource")
-        _check_gid("resource", resource)
-        if not any(resource in self._tables[kind] for kind in ("project", "task", "goal")):
-            raise ApiError(404, f"resource: Unknown object: {resource}")
+        per_call = EVENTS_PER_CALL
+        if workspace is not None:
+            resource = workspace["gid"]
+            per_call = WORKSPACE_EVENTS_PER_CALL
+        else:
+            resource = _required(query, "resource")
+            _check_gid("resource", resource)
+            if not any(resource in self._tables[kind] for kind in ("project", "task", "goal")):
+                raise ApiError(404, f"resource: Unknown object: {resource}")
         events = self.dataset.events
         after = self._decode_sync(_first(query, "sync"), resource)
         if after is None:
             latest = events[-1][0] if events else 0
             raise ApiError(412, SYNC_TOO_OLD, extra={"sync": self._encode_sync(resource, latest)})
         mine = [e for e in events if e[0] > after and resource in e[2]]
-        page = mine[:EVENTS_PER_CALL]
+        page = mine[:per_call]
         last = page[-1][0] if page else after
         data = [project(e[3], fields, self._resolve) if fields else e[3] for e in page]
         return dumps(
             {
                 "data": data,
                 "sync": self._encode_sync(resource, last),
-                "has_more": len(mine) > EVENTS_PER_CALL,
+                "has_more": len(mine) > per_call,
             }
         )
 

@@ -293,7 +293,8 @@ class Dataset:
         #: What ``GET /events`` serves: every event a mutation helper caused, oldest
         #: first, as ``(sequence number, created_at ms, subscribable gids, event)``.
         #: Asana's docs: a project's events are those of the project and of the tasks
-        #: in it (their stories included); a task's are its own and its stories'.
+        #: in it (their stories included); a task's are its own and its stories'. A
+        #: workspace hears every event of its objects (``GET /workspaces/{gid}/events``).
         self.events: list[tuple[int, int, frozenset[str], dict[str, Any]]] = []
         self.rng = random.Random(seed)
         self._next_gid = _GID_START
@@ -1201,6 +1202,15 @@ class Dataset:
         }
         if change is not None:
             event["change"] = change
+        # The workspace hears whatever its projects and tasks hear.
+        workspaces = {
+            (obj.get("workspace") or {}).get("gid")
+            for gid in subscribers
+            for obj in (self.projects.get(gid), self.tasks.get(gid), self.subtasks.get(gid))
+            if obj is not None
+        }
+        workspaces |= {(resource.get("workspace") or {}).get("gid")}
+        subscribers = set(subscribers) | {w for w in workspaces if w}
         self.events.append((len(self.events) + 1, now, frozenset(subscribers), event))
 
     def _task_subscribers(self, task: dict[str, Any]) -> set[str]:
@@ -1303,6 +1313,37 @@ class Dataset:
             task = self._new_task(project, now, now, completed=False)
             task.update(overrides)
             self._emit("added", task, self._task_subscribers(task), parent=project)
+            self.version += 1
+            return task
+
+    def add_task_without_project(
+        self, workspace_gid: str, assignee_gid: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """Create a task in no project (a person's My Tasks), created and modified now.
+
+        Asana lists such a task in no project listing; ``GET /tasks?assignee=&workspace=``
+        (if assigned) and the workspace's task search find it. ``overrides`` are applied
+        last. Returns the task.
+
+        Raises:
+            KeyError: if there is no workspace (with a project) ``workspace_gid``.
+        """
+        with self.lock:
+            now = self._now_ms()
+            # Built like any task (fields, custom field values), then taken out of it.
+            project = self.projects_by_workspace[workspace_gid][0]
+            task = self._new_task(project, now, now, completed=False)
+            listing = self.tasks_by_project[project["gid"]]
+            listing[:] = [t for t in listing if t is not task]
+            task["projects"] = []
+            task["memberships"] = []
+            task["permalink_url"] = f"https://app.asana.com/1/{workspace_gid}/task/{task['gid']}"
+            assignee = self.users[assignee_gid] if assignee_gid else None
+            task["assignee"] = ref(assignee)
+            task["assignee_section"] = (
+                ref(self._my_tasks_section(assignee["gid"])) if assignee else None
+            )
+            task.update(overrides)
             self.version += 1
             return task
 

@@ -11,6 +11,7 @@ a clock that tests move forward with ``advance_clock`` instead of sleeping). The
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import re
 import secrets
 import socket
@@ -452,6 +453,10 @@ class FakeAsana(ApiServer, OAuthServer):
     def _write(self, handler: _Handler, response: Response) -> None:
         reason = handler.responses.get(response.status, ("",))[0]
         lines = [f"HTTP/1.1 {response.status} {reason}"]
+        if not any(k.lower() == "date" for k in response.headers):
+            # Every answer of Asana's carries its clock (RFC 9110: an origin server
+            # with a clock sends Date); the fake's is its own clock (advance_clock).
+            lines.append(f"Date: {email.utils.formatdate(self.now(), usegmt=True)}")
         if response.content_type is not None:
             lines.append(f"Content-Type: {response.content_type}")
         if not any(k.lower() == "content-length" for k in response.headers):

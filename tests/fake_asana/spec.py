@@ -45,7 +45,10 @@ def documented_params(template: str) -> frozenset[str]:
 @cache
 def documented_fields(template: str) -> frozenset[str]:
     """Top-level field names the operation's ``opt_fields`` enum lists."""
-    enum = _parameters(template)["opt_fields"]["schema"]["items"]["enum"]
+    parameter = _parameters(template).get("opt_fields")
+    if parameter is None:
+        return frozenset()  # e.g. GET /workspaces/{workspace_gid}/events has no opt_fields
+    enum = parameter["schema"]["items"]["enum"]
     return frozenset(name.split(".")[0] for name in enum) - _PAGINATION
 
 

@@ -1,0 +1,188 @@
+"""Asana's workspace task search, paged by ``modified_at``: what changed since a bookmark.
+
+``GET /workspaces/{gid}/tasks/search`` (paid plans; 402 elsewhere) returns at most 100
+tasks and has no offset. Sorted by ``modified_at`` ascending, it is paged by moving
+``modified_at.after`` up to the last result (minus 1 ms, so ties at that instant come
+back and are skipped as seen); a full page of one single instant (a bulk edit) is read
+on its own, paged by ``created_at``; if even that cannot move, ``SearchTiesError``
+tells the caller to fall back to listings.
+
+Used by the tasks stream (``is_subtask=false``: changed top-level tasks) and the
+subtasks stream (``is_subtask=true``). Asana limits search to 60 requests per minute
+per token on top of the general quota: every search request waits for a slot of the
+run's search pacer (``RunServices.search_pacer``).
+
+Search lags edits (Asana's docs: 10-60 s, more during incidents): a bookmark never
+passes "now - ``SEARCH_INDEX_LAG_MINUTES``" (see ``covered_until``).
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.timestamps import (
+    format_timestamp,
+    minutes_before,
+    parse_timestamp,
+    shift_ms,
+)
+
+if t.TYPE_CHECKING:
+    import datetime
+    from collections.abc import Iterator, Mapping
+
+    from tap_asana_vl.streams.base import AsanaStream
+
+# How far behind edits Asana's search index may be (its docs: 10-60 s, more during
+# incidents).
+SEARCH_INDEX_LAG_MINUTES = 10
+#: Search returns at most this many tasks per request, with no offset.
+SEARCH_PAGE = 100
+#: Asana's own limit for search requests, per token (its docs: rate limits).
+SEARCH_REQUESTS_PER_MINUTE = 60.0
+
+
+class SearchUnavailableError(Exception):
+    """Asana's task search is not available in this workspace (a paid feature)."""
+
+
+class SearchTiesError(Exception):
+    """Search cannot move past an instant (more ties than a page holds); the argument."""
+
+
+class SearchProgress:
+    """The newest ``modified_at`` a search returned (its safe high-water mark)."""
+
+    def __init__(self, high_water: str | None) -> None:
+        """Start from the previous run's mark (None: never searched)."""
+        self.high_water = high_water
+
+    def saw(self, modified_at: str | None) -> None:
+        """A result was read: move the mark up to its ``modified_at``."""
+        if modified_at and (self.high_water is None or modified_at > self.high_water):
+            self.high_water = modified_at
+
+
+def covered_until(started: datetime.datetime) -> str:
+    """Up to when a search started at ``started`` and read to its end saw every change.
+
+    Every task modified before ``started`` minus the index lag was indexed, so a
+    complete search returned it (if it matched).
+    """
+    return format_timestamp(minutes_before(started, SEARCH_INDEX_LAG_MINUTES))
+
+
+class TaskSearch:
+    """One workspace's search for changed tasks (or subtasks), read as it is needed.
+
+    ``first_page``: the answer to the first request if the caller already has it (a
+    probe that found out whether search is available), so it is not asked twice.
+    """
+
+    def __init__(
+        self,
+        stream: AsanaStream,
+        workspace: str,
+        *,
+        is_subtask: bool,
+        progress: SearchProgress,
+    ) -> None:
+        """Search ``workspace`` through ``stream``'s request loop (auth, retries, skips)."""
+        self.stream = stream
+        self.workspace = workspace
+        self.is_subtask = is_subtask
+        self.progress = progress
+        self.first_page: list[dict[str, t.Any]] | None = None
+        #: Search requests sent (for tests and the benchmark).
+        self.requests = 0
+
+    def probe(self, after: str | None) -> None:
+        """Ask for the first page now: raises ``SearchUnavailableError`` where it is paid.
+
+        The page is kept for ``changed`` (called with the same ``after``).
+        """
+        self.first_page = self._first(after)
+
+    def changed(self, after: str | None) -> Iterator[dict[str, t.Any]]:
+        """Tasks modified after ``after`` (None: all), oldest first, each once.
+
+        Raises ``SearchUnavailableError`` before yielding anything where search is a
+        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+        """
+        if after:
+            after = format_timestamp(parse_timestamp(str(after)))
+        seen: set[str] = set()
+        page = self.first_page if self.first_page is not None else self._first(after)
+        self.first_page = None
+        while True:
+            new = list(self._unseen(page, seen))
+            yield from new
+            if len(page) < SEARCH_PAGE:
+                return
+            if not new:
+                # The bound did not move the search forward (Asana treating it as
+                # inclusive?): never loop on the same page; the caller walks instead.
+                raise SearchTiesError(after or "start")
+            first, last = page[0]["modified_at"], page[-1]["modified_at"]
+            if first == last:
+                yield from self._instant(last, seen)
+                after = last  # exclusive: everything at that instant is read now
+            else:
+                after = shift_ms(last, -1)
+            page = self._page({"modified_at.after": after})
+
+    def _first(self, after: str | None) -> list[dict[str, t.Any]]:
+        if after:
+            after = format_timestamp(parse_timestamp(str(after)))
+        try:
+            return self._page({"modified_at.after": after})
+        except ScopeMissingError:
+            raise  # the stream is off, not just search
+        except SkippedObjectError as exc:
+            raise SearchUnavailableError(str(exc.status)) from None
+
+    def _instant(self, instant: str, seen: set[str]) -> Iterator[dict[str, t.Any]]:
+        """Every task modified at exactly ``instant``, paged by ``created_at``."""
+        window = {
+            "modified_at.after": shift_ms(instant, -1),
+            "modified_at.before": shift_ms(instant, 1),
+        }
+        created_after: str | None = None
+        while True:
+            params = {**window, "sort_by": "created_at", "created_at.after": created_after}
+            page = self._page(params)
+            new = list(self._unseen(page, seen))
+            yield from new
+            if len(page) < SEARCH_PAGE:
+                return
+            first, last = page[0]["created_at"], page[-1]["created_at"]
+            if first == last or not new:
+                # A full page created and modified in the same millisecond: search
+                # cannot tell them apart. Never skip them: the caller walks instead.
+                raise SearchTiesError(instant)
+            created_after = shift_ms(last, -1)
+
+    def _page(self, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
+        params = {
+            "limit": SEARCH_PAGE,
+            "is_subtask": "true" if self.is_subtask else "false",
+            "sort_by": "modified_at",
+            "sort_ascending": "true",
+            "opt_fields": self.stream.opt_fields,
+            **bounds,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        services = self.stream.services
+        # Search has its own quota (60/min) on top of the general one.
+        services.transport.run_control.pause(services.search_pacer.reserve())
+        self.requests += 1
+        path = f"/workspaces/{self.workspace}/tasks/search"
+        return list(self.stream.list_endpoint(path, params))
+
+    def _unseen(self, page: list[dict[str, t.Any]], seen: set[str]) -> Iterator[dict[str, t.Any]]:
+        for record in page:
+            if record["gid"] not in seen:
+                seen.add(record["gid"])
+                self.progress.saw(record.get("modified_at"))
+                yield record
