@@ -27,7 +27,7 @@ from tap_asana_vl.streams.workspace_level import SWEEP, ProjectsStream
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -171,7 +171,7 @@ class TasksStream(AsanaStream):
         if self.events_off is not None or scopes.granted_scopes(self.config) is not None:
             return None  # per project, where the warning is given once
         try:
-            return workspace_events.read(self, workspace)
+            return workspace_events.read(self, workspace, frozenset(self._value_removal_streams()))
         except ScopeMissingError as exc:
             self._events_unavailable(str(exc))
             return None
@@ -338,10 +338,13 @@ class TasksStream(AsanaStream):
         reread = list(deletes.reread(self, events.reread_tasks, unplaced))
         emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
         self._reread |= set(emitted)
+        current = self._current_after_events(unplaced, reread)
 
         def finish() -> None:
             now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
             workspace_events.write_tombstones(self, events, emitted, now=now)
+            for changes in events.changes.values():
+                self._write_value_tombstones(changes, current)
             workspace_events.keep_token(self, events)
             if events.expired:
                 reconciling.request(self)
@@ -409,20 +412,14 @@ class TasksStream(AsanaStream):
         reread = list(deletes.reread(self, to_read, changes))
         self._reread = {str(record["gid"]) for record in reread}
         emitted = {str(record["gid"]): deletes.memberships_of(record) for record in reread}
-        current: dict[str, dict[str, t.Any] | None] = {
-            **dict.fromkeys(changes.deleted_tasks),
-            **{str(record["gid"]): record for record in reread},
-        }
+        current = self._current_after_events(changes, reread)
 
         def finish() -> None:
             # Every record of the project is written: tombstones next, then the token,
             # so a run stopped before this point reads the same events again.
             now = format_timestamp(datetime.datetime.now(datetime.timezone.utc))
             deletes.write_tombstones(self, changes, emitted, now=now)
-            for name, derived in value_streams.items():
-                removals = [r for r in changes.removed_values.values() if r.field == name]
-                tombstones = derived.event_tombstones(removals, current)
-                purge.write_tombstones(self.services.purges, derived, tombstones)
+            self._write_value_tombstones(changes, current)
             if reread and previous_bookmark:
                 # A re-read task may be older than the bookmark; the SDK would make it
                 # the new one and the next run would list the project again.
@@ -440,6 +437,27 @@ class TasksStream(AsanaStream):
         yield from (
             r for r in reread if project in emitted[str(r["gid"])] or not emitted[str(r["gid"])]
         )
+
+    @staticmethod
+    def _current_after_events(
+        changes: deletes.ProjectChanges, reread: list[dict[str, t.Any]]
+    ) -> dict[str, dict[str, t.Any] | None]:
+        """Each task the events named, as read again (None: deleted)."""
+        return {
+            **dict.fromkeys(changes.deleted_tasks),
+            **{str(record["gid"]): record for record in reread},
+        }
+
+    def _write_value_tombstones(
+        self,
+        changes: deletes.ProjectChanges,
+        current: Mapping[str, dict[str, t.Any] | None],
+    ) -> None:
+        """Tombstones of the derived pairs whose removal the events report (derived.py)."""
+        for name, derived in self._value_removal_streams().items():
+            removals = [r for r in changes.removed_values.values() if r.field == name]
+            tombstones = derived.event_tombstones(removals, current)
+            purge.write_tombstones(self.services.purges, derived, tombstones)
 
     def _value_removal_streams(self) -> dict[str, t.Any]:
         """Selected derived tables marking values removed per events, by task field.

@@ -50,11 +50,13 @@ class WorkspaceEvents:
     changes: dict[str, deletes.ProjectChanges] = field(default_factory=dict)
     sync: str | None = None
     expired: bool = False
+    #: Task fields whose removed values are wanted (those of selected derived tables).
+    value_fields: frozenset[str] = frozenset()
 
     def bucket(self, project: str) -> deletes.ProjectChanges:
         """The changes of ``project`` (``NO_PROJECT``: of none in particular)."""
         if project not in self.changes:
-            self.changes[project] = deletes.ProjectChanges(project)
+            self.changes[project] = deletes.ProjectChanges(project, value_fields=self.value_fields)
         return self.changes[project]
 
     def add(self, event: dict[str, t.Any]) -> None:
@@ -70,9 +72,11 @@ class WorkspaceEvents:
 
     @property
     def reread_tasks(self) -> set[str]:
-        """Tasks to read again (moved, undeleted), none deleted since."""
+        """Tasks to read again (moved, undeleted, a value removed), none deleted since."""
         deleted = set(self.bucket(NO_PROJECT).deleted_tasks)
-        return {gid for c in self.changes.values() for gid in c.reread_tasks} - deleted
+        return {
+            gid for c in self.changes.values() for gid in c.reread_tasks | c.value_removal_tasks()
+        } - deleted
 
 
 def path(workspace: str) -> str:
@@ -85,14 +89,18 @@ def tokens(stream: AsanaStream) -> dict[str, str]:
     return sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})
 
 
-def read(stream: AsanaStream, workspace: str) -> WorkspaceEvents:
+def read(
+    stream: AsanaStream, workspace: str, value_fields: frozenset[str] = frozenset()
+) -> WorkspaceEvents:
     """The workspace's events since its token (all pages, up to ``MAX_PAGES``).
+
+    ``value_fields``: task fields whose removed values to keep (deletes.ValueRemoval).
 
     Raises ``SkippedObjectError`` where Asana does not offer them (402, 403, 404) on
     the first request: the caller reads each project's events instead.
     """
     sync = sdk_adapter.own_state(stream).get(STATE_KEY, {}).get(workspace)
-    result = WorkspaceEvents(workspace, sync=sync)
+    result = WorkspaceEvents(workspace, sync=sync, value_fields=value_fields)
     for _ in range(MAX_PAGES):
         params = {"sync": result.sync} if result.sync else {}
         try:
