@@ -27,13 +27,13 @@ def _refresh_calls(fake) -> list:
 
 
 def _failed(api: list) -> list:
-    """API requests that did not succeed, except the first events call of a project,
-    which Asana answers 412 with the project's first sync token (by design)."""
+    """API requests that did not succeed, except the first events call of a project or
+    workspace, which Asana answers 412 with the first sync token (by design)."""
     return [
         r
         for r in api
         if r.status != 200
-        and not (r.path == "/api/1.0/events" and r.status == 412 and "sync" not in r.query)
+        and not (r.path.endswith("/events") and r.status == 412 and "sync" not in r.query)
     ]
 
 

@@ -168,6 +168,10 @@ def test_meltano_run_loads_postgres_and_applies_changes_incrementally(
     postgres: PostgresServer, meltano_project: Path
 ) -> None:
     with FakeAsana(build_dataset(seed=21)) as fake:
+        # Each project's events (as where Asana refuses a workspace's): they name the
+        # project of a deleted task, so its task_projects rows are marked at once. A
+        # workspace's events do not; those wait for the reconcile (test_workspace_events).
+        fake.workspace_events_workspaces = set()
         ds = fake.dataset
         env = _env(fake, postgres)
         expected = _expected_counts(ds)
@@ -630,6 +634,10 @@ def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
 ) -> None:
     """The same runs into two schemas, with and without ``hard_delete``; compare them."""
     with FakeAsana(build_dataset(seed=22)) as fake:
+        # Each project's events (as where Asana refuses a workspace's): they name the
+        # project of a deleted task, so its task_projects rows are marked at once. A
+        # workspace's events do not; those wait for the reconcile (test_workspace_events).
+        fake.workspace_events_workspaces = set()
         ds = fake.dataset
         loads = {
             schema: {

@@ -189,7 +189,9 @@ def test_state_bytes_of_a_run_stay_within_30_times_the_final_state(many_projects
     # The 20 changed tasks, and nothing lost to a state written too early or too late.
     assert len({r["gid"] for r in second.records["tasks"]}) >= 20
     third = run_tap(config, state=second.state)
-    assert third.records["tasks"] == []
+    # Nothing more: on a paid plan the workspace search stays 10 minutes behind Asana's
+    # clock (its index lags), so the tasks changed just now may come once more (README).
+    assert {r["gid"] for r in third.records["tasks"]} <= {r["gid"] for r in second.records["tasks"]}
 
 
 def test_the_sdk_writer_would_exceed_the_bound_on_the_same_runs(many_projects, monkeypatch):

@@ -138,6 +138,10 @@ class TasksStream(AsanaStream):
         yield from super().get_records(context)
         if context and "project_gid" in context:
             sdk_adapter.finalize_partition(self, context)
+        elif context and context.get(SWEEP):
+            # The SDK tracked the sweep's records in the stream's own entry; its bookmark
+            # is the workspace's search bookmark (changed_tasks.py), so that is dropped.
+            sdk_adapter.drop_progress(self, context)
 
     # --- Changed tasks from the workspace's search (see changed_tasks.py) -----------------
 
