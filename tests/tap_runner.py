@@ -9,6 +9,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -139,3 +140,42 @@ def run_cli(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProce
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def parse_lines(text: str) -> list[dict[str, Any]]:
+    """Singer messages of a tap's output, up to the line a kill cut in half."""
+    messages = []
+    for line in text.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line the kill cut in half
+    return messages
+
+
+def run_killed(
+    tmp_path: Path, config: dict[str, Any], kill_after_states: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run the tap's CLI with ``config`` and SIGKILL it once it wrote that many STATEs.
+
+    Returns the messages written before the kill and whether it was still running (a
+    run that ended first tested nothing).
+    """
+    config_path, out_path = tmp_path / "config.json", tmp_path / "out.jsonl"
+    config_path.write_text(json.dumps(config))
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out_path.read_text().count('"type":"STATE"') >= kill_after_states:
+                break
+            time.sleep(0.005)
+        running = proc.poll() is None
+        proc.kill()  # SIGKILL: no handler, no final state
+        proc.wait()
+    return parse_lines(out_path.read_text()), running

@@ -15,7 +15,7 @@ import pytest
 import tap_asana_vl.transport
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import SyncResult, catalog_selecting, run_killed, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 
@@ -190,16 +190,6 @@ def test_unknown_project_gid_fails_before_syncing_anything(fake, pat_config):
 # --- Kill and resume ------------------------------------------------------------------
 
 
-def _parse_lines(text: str) -> list[dict[str, Any]]:
-    messages = []
-    for line in text.splitlines():
-        try:
-            messages.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the line the kill cut in half
-    return messages
-
-
 @pytest.mark.parametrize("kill_after_states", [2, 5, 7])
 def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_after_states):
     dataset = build_dataset(seed=13, projects_per_workspace=4, tasks_per_project=15)
@@ -213,25 +203,10 @@ def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_a
         }
         clean = run_tap(config)
 
-        config_path, out_path = tmp_path / "config.json", tmp_path / "out.jsonl"
-        config_path.write_text(json.dumps({**config, "max_concurrent_requests": 2}))
-        with out_path.open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                if out_path.read_text().count('"type":"STATE"') >= kill_after_states:
-                    break
-                time.sleep(0.005)
-            running = proc.poll() is None
-            proc.kill()  # SIGKILL: no handler, no final state
-            proc.wait()
+        first, running = run_killed(
+            tmp_path, {**config, "max_concurrent_requests": 2}, kill_after_states
+        )
         assert running, "the run ended before the kill: nothing was tested"
-        first = _parse_lines(out_path.read_text())
         states = [m["value"] for m in first if m["type"] == "STATE"]
         assert states, "killed before any state was written"
         finished = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from tap_asana_vl.state_output import BUDGET_FACTOR, StateOutput
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, run_tap
+from tests.tap_runner import SyncResult, parse_lines, run_killed, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 # Checkpoints as often as the spacing and the budget allow: the most STATE output.
@@ -205,16 +204,6 @@ def test_the_sdk_writer_would_exceed_the_bound_on_the_same_runs(many_projects, m
     assert total > 30 * final
 
 
-def _parse_lines(text: str) -> list[dict[str, Any]]:
-    messages = []
-    for line in text.splitlines():
-        try:
-            messages.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the line the kill cut in half
-    return messages
-
-
 @pytest.mark.parametrize("kill_after_states", [2, 4])
 def test_a_run_killed_between_sparse_checkpoints_resumes_without_loss(tmp_path, kill_after_states):
     dataset = build_dataset(
@@ -223,25 +212,10 @@ def test_a_run_killed_between_sparse_checkpoints_resumes_without_loss(tmp_path, 
     with FakeAsana(dataset, latency=0.01) as fake:
         config = {"access_token": fake.pat, "api_url": fake.api_url, **EAGER}
         clean = run_tap(config)
-        config_path, out_path = tmp_path / "config.json", tmp_path / "out.jsonl"
-        config_path.write_text(json.dumps({**config, "max_concurrent_requests": 2}))
-        with out_path.open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                if out_path.read_text().count('"type":"STATE"') >= kill_after_states:
-                    break
-                time.sleep(0.005)
-            running = proc.poll() is None
-            proc.kill()  # SIGKILL: no handler, no final state
-            proc.wait()
+        first, running = run_killed(
+            tmp_path, {**config, "max_concurrent_requests": 2}, kill_after_states
+        )
         assert running, "the run ended before the kill: nothing was tested"
-        first = _parse_lines(out_path.read_text())
         states = [m["value"] for m in first if m["type"] == "STATE"]
         resumed = run_tap(config, state=states[-1])
 
@@ -273,7 +247,7 @@ def test_a_failing_run_still_writes_the_last_state_offered(tmp_path):
             check=False,
         )
     assert proc.returncode != 0
-    states = [m["value"] for m in _parse_lines(proc.stdout) if m["type"] == "STATE"]
+    states = [m["value"] for m in parse_lines(proc.stdout) if m["type"] == "STATE"]
 
     def finished(state: dict[str, Any]) -> set[str]:
         partitions = state.get("bookmarks", {}).get("tasks", {}).get("partitions", [])
