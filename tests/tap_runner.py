@@ -128,12 +128,20 @@ def catalog_selecting(config: dict[str, Any], selected: set[str]) -> dict[str, A
     return catalog
 
 
-def run_cli(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tap_asana_vl --config <file>`` as a user would, no stdin."""
+def run_cli(
+    tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tap_asana_vl --config <file> [--state <file>]`` as a user would,
+    no stdin (for runs that must fail or be seen from outside the process)."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
+    args = [sys.executable, "-m", "tap_asana_vl", "--config", str(path)]
+    if state is not None:
+        state_path = tmp_path / "state.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
     return subprocess.run(
-        [sys.executable, "-m", "tap_asana_vl", "--config", str(path)],
+        args,
         capture_output=True,
         text=True,
         timeout=120,

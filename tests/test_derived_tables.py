@@ -7,8 +7,6 @@ their cost: the requests the fake counts with and without them selected.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from typing import Any
 
@@ -18,7 +16,7 @@ from tap_asana_vl.streams.history import change_of
 from tap_asana_vl.streams.purge import TOMBSTONE_VERSION
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import SyncResult, catalog_selecting, run_cli, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 TASK_DERIVED = {
@@ -731,23 +729,7 @@ def test_a_reconcile_stopped_part_way_marks_no_derived_pair(tmp_path):
         fake.delete_task(next(t for t in fake.dataset.tasks.values() if t["followers"])["gid"])
         # Fails in the subtasks sweep, after the first workspace's tasks are written.
         fake.inject(r"/workspaces/\d+/tasks/search", status=401, times=None)
-        (tmp_path / "config.json").write_text(json.dumps({**config, "max_retries": 0}))
-        (tmp_path / "state.json").write_text(json.dumps(first.state))
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tap_asana_vl",
-                "--config",
-                str(tmp_path / "config.json"),
-                "--state",
-                str(tmp_path / "state.json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        run = run_cli(tmp_path, {**config, "max_retries": 0}, state=first.state)
     assert run.returncode != 0
     messages = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     assert any(m["type"] == "RECORD" and m["stream"] == "task_followers" for m in messages)

@@ -10,14 +10,12 @@ Never when that could mark a live row.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import SyncResult, catalog_selecting, run_cli, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 WORKSPACE_LEVEL = {"tags", "custom_fields", "projects", "users", "teams", "team_memberships"}
@@ -152,23 +150,7 @@ def test_a_run_stopped_part_way_sends_no_activation(fake, config, tmp_path):
     _delete_tag(fake)
     # Fails after the tags are written, while team memberships are being listed.
     fake.inject(r"/teams/\d+/team_memberships", status=401, times=None)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "max_retries": 0}))
-    (tmp_path / "state.json").write_text(json.dumps(first.state))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tap_asana_vl",
-            "--config",
-            str(tmp_path / "config.json"),
-            "--state",
-            str(tmp_path / "state.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_cli(tmp_path, {**config, "max_retries": 0}, state=first.state)
     assert run.returncode != 0
     messages = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     assert any(m["type"] == "RECORD" and m["stream"] == "tags" for m in messages)

@@ -10,8 +10,6 @@ the rows a warehouse ends up with, not only the messages.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 from tap_asana_vl.streams.purge import FLOOR_KEY, TOMBSTONE_VERSION
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, run_tap
+from tests.tap_runner import SyncResult, run_cli, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 DELETED_AT = "_sdc_deleted_at"
@@ -333,19 +331,7 @@ def test_a_run_stopped_part_way_sends_no_purge_and_the_next_reconcile_removes(
     later = max(fake.dataset.projects)
     assert later != project
     fake.inject(rf"/tasks\?.*project={later}", status=500, times=None)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "max_retries": 0}))
-    (tmp_path / "state.json").write_text(json.dumps(runs[1].state))
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "tap_asana_vl"),
-            *("--config", str(tmp_path / "config.json")),
-            *("--state", str(tmp_path / "state.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_cli(tmp_path, {**config, "max_retries": 0}, state=runs[1].state)
     assert run.returncode != 0
     messages = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     assert any(m["type"] == "RECORD" and m["record"].get(DELETED_AT) for m in messages)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from tap_asana_vl.state_output import BUDGET_FACTOR, StateOutput
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, parse_lines, run_killed, run_tap
+from tests.tap_runner import SyncResult, parse_lines, run_cli, run_killed, run_tap
 
 FAST = {"max_requests_per_minute": 100_000}
 # Checkpoints as often as the spacing and the budget allow: the most STATE output.
@@ -236,16 +234,7 @@ def test_a_failing_run_still_writes_the_last_state_offered(tmp_path):
         task = fake.dataset.tasks_by_project[last_project][-1]["gid"]
         fake.inject(rf"/api/1\.0/tasks/{task}/stories", 503, times=None)
         config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST, "max_retries": 0}
-        config_path = tmp_path / "config.json"
-        config_path.write_text(json.dumps(config))
-        proc = subprocess.run(
-            [sys.executable, "-m", "tap_asana_vl", "--config", str(config_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        proc = run_cli(tmp_path, config)
     assert proc.returncode != 0
     states = [m["value"] for m in parse_lines(proc.stdout) if m["type"] == "STATE"]
 
