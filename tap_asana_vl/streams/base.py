@@ -122,13 +122,13 @@ class AsanaStream(AsanaListing):
         self, batch: list[dict[str, t.Any]], context: Context | None
     ) -> list[Started]:
         """Start the prefetching children's requests for ``batch``; what was started."""
-        if not self.child_streams:
+        # Only prefetching children need the batch's child contexts (stories' children,
+        # the derived tables and history, do not: no context is built for them).
+        prefetching = [c for c in self.child_streams if isinstance(c, AsanaStream) and c.prefetch]
+        if not prefetching:
             return []
         contexts = [self.get_child_context(record, context) for record in batch]
-        return prefetch_children(
-            [c for c in self.child_streams if isinstance(c, AsanaStream)],
-            [c for c in contexts if c is not None],
-        )
+        return prefetch_children(prefetching, [c for c in contexts if c is not None])
 
     def _hand_over(
         self,

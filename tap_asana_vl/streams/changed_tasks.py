@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.streams.search import (
+    SEARCH_STATE_KEY,
     SearchProgress,
     SearchUnavailableError,
     TaskSearch,
     covered_until,
+    search_bookmarks,
 )
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
@@ -46,9 +48,6 @@ if t.TYPE_CHECKING:
     import datetime
 
     from tap_asana_vl.streams.base import AsanaStream
-
-#: Key of the search bookmarks (workspace gid -> timestamp) in the tasks state entry.
-SEARCH_STATE_KEY = "search_bookmarks"
 
 
 @dataclass
@@ -81,11 +80,6 @@ class WorkspacePlan:
     unplaced_covered: str | None = None
     #: Reading them failed part-way: the search bookmark cannot move.
     unplaced_failed: bool = False
-
-
-def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
-    """The tasks stream's search bookmarks, workspace gid -> timestamp (writable)."""
-    return sdk_adapter.own_state(stream).setdefault(SEARCH_STATE_KEY, {})
 
 
 def plan(stream: AsanaStream, workspace: str, *, listing_because: str | None) -> WorkspacePlan:

@@ -108,7 +108,7 @@ class TaskDerivedStream(DerivedStream):
         if removed is None:
             return
         gid, row = removed
-        if gid not in {_gid(item) for item in context.get(self.task_field) or []}:
+        if gid not in {gid_of(item) for item in context.get(self.task_field) or []}:
             yield {
                 "task_gid": context["task_gid"],
                 **row,
@@ -146,7 +146,7 @@ class TaskDerivedStream(DerivedStream):
                 continue
             record = current[removal.task_gid]
             if record is not None and removal.value["gid"] in {
-                _gid(item) for item in record.get(self.task_field) or []
+                gid_of(item) for item in record.get(self.task_field) or []
             }:
                 continue
             rows.append(
@@ -174,7 +174,8 @@ class TaskDerivedStream(DerivedStream):
 # --- Custom field values ----------------------------------------------------------------
 
 
-def _gid(obj: t.Any) -> str | None:
+def gid_of(obj: t.Any) -> str | None:
+    """The gid of a compact object (None for anything else)."""
     return str(obj["gid"]) if isinstance(obj, dict) and obj.get("gid") else None
 
 
@@ -201,7 +202,7 @@ def custom_field_value_row(value: Mapping[str, t.Any], deleted_at: str | None) -
         "type": value.get("resource_subtype") or value.get("type"),
         "text_value": value.get("text_value"),
         "number_value": value.get("number_value"),
-        "enum_option_gid": _gid(enum),
+        "enum_option_gid": gid_of(enum),
         "enum_option_name": enum.get("name") if isinstance(enum, dict) else None,
         "multi_enum_option_gids": multi_gids,
         "multi_enum_option_names": multi_names,
@@ -252,7 +253,7 @@ class TaskCustomFieldValuesStream(TaskDerivedStream):
         field = story.get("custom_field")
         if not str(story.get("resource_subtype") or "").endswith("_custom_field_changed"):
             return None
-        gid = _gid(field)
+        gid = gid_of(field)
         if gid is None:
             return None
         return gid, {"custom_field_gid": gid, "custom_field_name": field.get("name")}
@@ -261,75 +262,68 @@ class TaskCustomFieldValuesStream(TaskDerivedStream):
 # --- Bridges ----------------------------------------------------------------------------
 
 
-class TaskTagsStream(TaskDerivedStream):
+class TaskBridgeStream(TaskDerivedStream):
+    """Bridge: one row per (task, value of ``task_field``), made by ``value_columns``."""
+
+    removals_from_events = True
+    #: The story subtype that removes a value, and the story field that names it.
+    removal_subtype: t.ClassVar[str] = ""
+    story_field: t.ClassVar[str] = ""
+
+    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """A ``removal_subtype`` story names the value in ``story_field``."""
+        value = story.get(self.story_field)
+        gid = gid_of(value)
+        if story.get("resource_subtype") != self.removal_subtype or gid is None:
+            return None
+        return gid, self.value_columns(value)
+
+    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """From the task's ``task_field``."""
+        for value in context.get(self.task_field) or []:
+            if gid_of(value):
+                yield {
+                    "task_gid": context["task_gid"],
+                    **self.value_columns(value),
+                    self.time_column: context.get("modified_at"),
+                    "_sdc_deleted_at": None,
+                }
+
+
+class TaskTagsStream(TaskBridgeStream):
     """Bridge: one row per (task, tag)."""
 
     name = "task_tags"
     primary_keys = ("task_gid", "tag_gid")
     task_field = "tags"
-    removals_from_events = True
+    removal_subtype = "removed_from_tag"
+    story_field = "tag"
 
     def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
         """The tag's gid and name."""
-        return {"tag_gid": _gid(value), "tag_name": value.get("name")}
-
-    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
-        """``removed_from_tag`` names the tag."""
-        tag = story.get("tag")
-        if story.get("resource_subtype") != "removed_from_tag" or _gid(tag) is None:
-            return None
-        return str(_gid(tag)), {"tag_gid": _gid(tag), "tag_name": tag.get("name")}
-
-    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        """From the task's ``tags``."""
-        for tag in context.get("tags") or []:
-            if _gid(tag):
-                yield {
-                    "task_gid": context["task_gid"],
-                    "tag_gid": _gid(tag),
-                    "tag_name": tag.get("name"),
-                    "task_modified_at": context.get("modified_at"),
-                    "_sdc_deleted_at": None,
-                }
+        return {"tag_gid": gid_of(value), "tag_name": value.get("name")}
 
 
-class TaskFollowersStream(TaskDerivedStream):
+class TaskFollowersStream(TaskBridgeStream):
     """Bridge: one row per (task, follower)."""
 
     name = "task_followers"
     primary_keys = ("task_gid", "user_gid")
     task_field = "followers"
-    removals_from_events = True
+    # (If Asana writes one: a follower's removal is known from its event.)
+    removal_subtype = "followers_removed"
+    story_field = "follower"
 
     def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
         """The follower's gid and name."""
-        return {"user_gid": _gid(value), "user_name": value.get("name")}
+        return {"user_gid": gid_of(value), "user_name": value.get("name")}
 
     def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:
         """The follower."""
         return (record["user_gid"],)
 
-    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
-        """``followers_removed`` (if Asana writes one) names the follower."""
-        user = story.get("follower")
-        if story.get("resource_subtype") != "followers_removed" or _gid(user) is None:
-            return None
-        return str(_gid(user)), {"user_gid": _gid(user), "user_name": user.get("name")}
 
-    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        """From the task's ``followers``."""
-        for user in context.get("followers") or []:
-            if _gid(user):
-                yield {
-                    "task_gid": context["task_gid"],
-                    "user_gid": _gid(user),
-                    "user_name": user.get("name"),
-                    "task_modified_at": context.get("modified_at"),
-                    "_sdc_deleted_at": None,
-                }
-
-
-class TaskDependenciesStream(TaskDerivedStream):
+class TaskDependenciesStream(TaskBridgeStream):
     """Bridge: one row per (task, task it depends on), from the task's ``dependencies``.
 
     ``GET /tasks`` (and ``/subtasks``, search) document ``dependencies`` in their
@@ -340,29 +334,12 @@ class TaskDependenciesStream(TaskDerivedStream):
     name = "task_dependencies"
     primary_keys = ("task_gid", "depends_on_gid")
     task_field = "dependencies"
-    removals_from_events = True
+    removal_subtype = "dependency_removed"
+    story_field = "dependency"
 
     def value_columns(self, value: Mapping[str, t.Any]) -> dict[str, t.Any]:
         """The gid of the task it depended on."""
-        return {"depends_on_gid": _gid(value)}
-
-    def removed_by(self, story: Mapping[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
-        """``dependency_removed`` names the task it no longer depends on."""
-        blocker = story.get("dependency")
-        if story.get("resource_subtype") != "dependency_removed" or _gid(blocker) is None:
-            return None
-        return str(_gid(blocker)), {"depends_on_gid": _gid(blocker)}
-
-    def current_rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        """From the task's ``dependencies``."""
-        for blocker in context.get("dependencies") or []:
-            if _gid(blocker):
-                yield {
-                    "task_gid": context["task_gid"],
-                    "depends_on_gid": _gid(blocker),
-                    "task_modified_at": context.get("modified_at"),
-                    "_sdc_deleted_at": None,
-                }
+        return {"depends_on_gid": gid_of(value)}
 
 
 # --- Projects ---------------------------------------------------------------------------

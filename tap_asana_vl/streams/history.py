@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_asana_vl.streams.derived import DerivedStream
+from tap_asana_vl.streams.derived import DerivedStream, gid_of
 from tap_asana_vl.streams.subtasks import SubtaskStoriesStream
 from tap_asana_vl.streams.task_level import StoriesStream, is_change
 
@@ -64,10 +64,6 @@ CHANGE_COLUMNS = (
 )
 
 
-def _gid(obj: t.Any) -> str | None:
-    return str(obj["gid"]) if isinstance(obj, dict) and obj.get("gid") else None
-
-
 def _name(obj: t.Any) -> str | None:
     return obj.get("name") if isinstance(obj, dict) else None
 
@@ -93,14 +89,14 @@ def change_of(story: Mapping[str, t.Any]) -> dict[str, t.Any]:
         field, key, direction = MEMBERSHIP_CHANGES[subtype]
         obj = story.get(key)
         side = "new" if direction == "+" else "old"
-        change.update({"field": field, f"{side}_gid": _gid(obj), f"{side}_value": _name(obj)})
+        change.update({"field": field, f"{side}_gid": gid_of(obj), f"{side}_value": _name(obj)})
         if field == "project":
-            change["project_gid"] = _gid(obj)
+            change["project_gid"] = gid_of(obj)
     elif subtype in ("assigned", "unassigned"):
         assignee = story.get("assignee")
         side = "new" if subtype == "assigned" else "old"
         change.update(
-            {"field": "assignee", f"{side}_gid": _gid(assignee), f"{side}_value": _name(assignee)}
+            {"field": "assignee", f"{side}_gid": gid_of(assignee), f"{side}_value": _name(assignee)}
         )
     elif subtype in ("marked_complete", "marked_incomplete"):
         done = subtype == "marked_complete"
@@ -120,9 +116,9 @@ def change_of(story: Mapping[str, t.Any]) -> dict[str, t.Any]:
         change.update(
             {
                 "field": "section",
-                "project_gid": _gid(story.get("project")),
-                "old_gid": _gid(old),
-                "new_gid": _gid(new),
+                "project_gid": gid_of(story.get("project")),
+                "old_gid": gid_of(old),
+                "new_gid": gid_of(new),
                 "old_value": _name(old),
                 "new_value": _name(new),
             }
@@ -173,7 +169,7 @@ def _custom_field_change(story: Mapping[str, t.Any]) -> dict[str, t.Any]:
     custom_field = story.get("custom_field") or {}
     change: dict[str, t.Any] = {
         "field": _name(custom_field),
-        "custom_field_gid": _gid(custom_field),
+        "custom_field_gid": gid_of(custom_field),
     }
     for side in ("old", "new"):
         enum = story.get(f"{side}_enum_value")
@@ -183,7 +179,7 @@ def _custom_field_change(story: Mapping[str, t.Any]) -> dict[str, t.Any]:
         number = story.get(f"{side}_number_value")
         text = story.get(f"{side}_text_value")
         if enum is not None:
-            change[f"{side}_gid"] = _gid(enum)
+            change[f"{side}_gid"] = gid_of(enum)
             change[f"{side}_value"] = _name(enum)
         elif multi is not None and f"{side}_multi_enum_values" in story:
             change[f"{side}_value"] = _joined(multi, "name")
@@ -228,7 +224,7 @@ class TaskHistoryStream(DerivedStream):
             "story_gid": str(story["gid"]),
             "task_gid": context.get("task_gid"),
             "created_at": story.get("created_at"),
-            "created_by_gid": _gid(story.get("created_by")),
+            "created_by_gid": gid_of(story.get("created_by")),
             "resource_subtype": subtype,
             **dict.fromkeys(CHANGE_COLUMNS),
             **change_of(story),

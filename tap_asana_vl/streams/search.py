@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.timestamps import (
     format_timestamp,
@@ -41,6 +42,13 @@ SEARCH_INDEX_LAG_MINUTES = 10
 SEARCH_PAGE = 100
 #: Asana's own limit for search requests, per token (its docs: rate limits).
 SEARCH_REQUESTS_PER_MINUTE = 60.0
+#: Key of a stream's search bookmarks (workspace gid -> timestamp) in its state entry.
+SEARCH_STATE_KEY = "search_bookmarks"
+
+
+def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
+    """``stream``'s search bookmarks, workspace gid -> timestamp (writable)."""
+    return sdk_adapter.own_state(stream).setdefault(SEARCH_STATE_KEY, {})
 
 
 class SearchUnavailableError(Exception):

@@ -37,6 +37,7 @@ from tap_asana_vl.streams.search import (
     SearchUnavailableError,
     TaskSearch,
     covered_until,
+    search_bookmarks,
 )
 from tap_asana_vl.streams.task_level import StoryListing
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
@@ -163,7 +164,7 @@ class SubtasksStream(AsanaStream):
     def _sweep(self, workspace: str) -> Iterator[dict[str, t.Any]]:
         """Changed subtasks of one workspace that no changed task revealed."""
         self.services.progress.doing(f"'subtasks' for workspace {workspace}")
-        bookmarks = sdk_adapter.own_state(self).setdefault("search_bookmarks", {})
+        bookmarks = search_bookmarks(self)
         search = SearchProgress(bookmarks.get(workspace))
         parents: list[str] = []
         try:
