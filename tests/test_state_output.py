@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from singer_sdk import Stream
 
 from tap_asana_vl.state_output import BUDGET_FACTOR, StateOutput
 from tap_asana_vl.tap import TapAsanaVl
@@ -15,6 +16,15 @@ from tests.tap_runner import SyncResult, parse_lines, run_cli, run_killed, run_t
 FAST = {"max_requests_per_minute": 100_000}
 # Checkpoints as often as the spacing and the budget allow: the most STATE output.
 EAGER = {**FAST, "state_interval_seconds": 0}
+#: Tables made from a task's record (no request, no bookmark).
+TASK_TABLES = {
+    "task_custom_field_values",
+    "task_tags",
+    "task_followers",
+    "task_dependencies",
+    "task_history",
+    "task_projects",
+}
 
 
 class Clock:
@@ -200,6 +210,39 @@ def test_the_sdk_writer_would_exceed_the_bound_on_the_same_runs(many_projects, m
     _, second = _changed_run(fake, config)
     total, final = _state_bytes(second)
     assert total > 30 * final
+
+
+def test_tables_made_from_a_task_offer_no_state(monkeypatch):
+    """A sync of a table made from its task's record alone changes no state, so it
+    offers none (each offer encodes the whole state); the other streams still do."""
+    offers: list[str] = []
+    offer = StateOutput.offer
+    syncing: list[str] = []
+
+    def counted_offer(output: StateOutput, state: dict[str, Any]) -> None:
+        offers.append(syncing[-1] if syncing else "")
+        offer(output, state)
+
+    sync = Stream.sync
+
+    def tracked_sync(stream: Stream, context: Any = None) -> None:
+        syncing.append(stream.name)
+        try:
+            sync(stream, context)
+        finally:
+            syncing.pop()
+
+    monkeypatch.setattr(StateOutput, "offer", counted_offer)
+    monkeypatch.setattr(Stream, "sync", tracked_sync)
+    dataset = build_dataset(workspaces=1, projects_per_workspace=3, tasks_per_project=4, seed=5)
+    with FakeAsana(dataset) as fake:
+        result = run_tap({"access_token": fake.pat, "api_url": fake.api_url, **FAST})
+    assert result.records["task_tags"]
+    assert result.records["task_projects"]
+    from_tables = [name for name in offers if name in TASK_TABLES]
+    assert not from_tables
+    assert "stories" in offers
+    assert "tasks" in offers
 
 
 @pytest.mark.parametrize("kill_after_states", [2, 4])

@@ -68,6 +68,11 @@ class AsanaStream(AsanaListing):
     #: Lists every project of a workspace itself (not under ``projects``): the projects
     #: it lists count as seen by the complete reads, and its skips as theirs.
     lists_projects: t.ClassVar[bool] = False
+    #: Whether the SDK offers the tap's whole state when a sync of this stream ends (its
+    #: default). Off for streams made from their parent's record alone, with no bookmark
+    #: or state of their own: such a sync changes no state, yet the offer after it (an
+    #: encoding of the whole state, see state_output.py) came once per task and table.
+    offers_state: t.ClassVar[bool] = True
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -111,6 +116,8 @@ class AsanaStream(AsanaListing):
             # Every record is written now, so state that covers them may move forward.
             for callback in self._after_emit:
                 callback()
+            if not self.offers_state:
+                sdk_adapter.skip_state_offer(self)
         except BaseException:
             # Failing or stopped early: children prefetched for this batch are moot.
             for child in self.child_streams:

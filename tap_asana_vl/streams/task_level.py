@@ -161,6 +161,7 @@ class TaskProjectsStream(AsanaStream):
     parent_stream_type = TasksStream
     primary_keys = ("task_gid", "project_gid")
     per_parent = True
+    offers_state = False  # rows from the task record: no bookmark, no state
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Rows from the task's ``memberships``, which the task passes its children."""
