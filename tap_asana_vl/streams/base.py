@@ -73,6 +73,10 @@ class AsanaStream(AsanaListing):
     #: or state of their own: such a sync changes no state, yet the offer after it (an
     #: encoding of the whole state, see state_output.py) came once per task and table.
     offers_state: t.ClassVar[bool] = True
+    #: Whether records may hold compact user objects (``{"gid", "resource_type": "user"}``
+    #: at any depth), walked for the users table. Off for the flat rows the tap builds:
+    #: they name users by gid only (``user_gids``).
+    holds_user_objects: t.ClassVar[bool] = True
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -165,7 +169,8 @@ class AsanaStream(AsanaListing):
         references = self.services.user_references
         if references.enabled:
             for record in batch:
-                references.note_record(record)
+                if self.holds_user_objects:
+                    references.note_record(record)
                 references.note_gids(self.user_gids(record))
 
     def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:  # noqa: ARG002
