@@ -41,6 +41,7 @@ from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
 from tap_asana_vl.streams.task_level import StoriesStream
 from tap_asana_vl.streams.workspace_level import (
     WorkspacesStream,
+    note_projects_seen,
     project_listing_params,
     project_wanted,
 )
@@ -410,7 +411,7 @@ class ProjectCustomFieldValuesStream(AsanaStream):
             **project_listing_params(self.config),
         }
         for project in self.list_endpoint("/projects", params):
-            self._saw_project(str(project["gid"]))
+            note_projects_seen(self, (project["gid"],))
             if not project_wanted(self.config, project["gid"]):
                 continue
             modified = project.get("modified_at")
@@ -418,9 +419,3 @@ class ProjectCustomFieldValuesStream(AsanaStream):
                 if isinstance(value, dict) and value.get("gid"):
                     row = custom_field_value_row(value, modified)
                     yield {"project_gid": project["gid"], **row, "modified_at": modified}
-
-    def _saw_project(self, gid: str) -> None:
-        """Record ``gid`` as listed (complete reads: projects seen must be seen again)."""
-        workspaces = self.services.streams.get("workspaces")
-        if isinstance(workspaces, WorkspacesStream):
-            workspaces.full_reads.seen[full_reads.PROJECT].add(gid)
