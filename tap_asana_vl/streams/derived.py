@@ -58,7 +58,6 @@ class DerivedStream(AsanaStream):
     """Rows made from the context the parent passes; never a request of its own."""
 
     per_parent = True
-    offers_state = False  # no bookmark: rows and tombstones only, never state
     holds_user_objects = False  # flat rows: users by gid only (user_gids)
     #: Further parents whose records feed this stream too (tasks *and* subtasks).
     also_child_of: t.ClassVar[tuple[type[AsanaStream], ...]] = ()

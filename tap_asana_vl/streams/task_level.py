@@ -161,7 +161,6 @@ class TaskProjectsStream(AsanaStream):
     parent_stream_type = TasksStream
     primary_keys = ("task_gid", "project_gid")
     per_parent = True
-    offers_state = False  # rows from the task record: no bookmark, no state
     holds_user_objects = False  # flat rows, no user in them
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
