@@ -17,9 +17,8 @@ from tap_asana_vl.streams.history import change_of
 from tap_asana_vl.streams.purge import TOMBSTONE_VERSION
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_cli, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_cli, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 TASK_DERIVED = {
     "task_custom_field_values",
     "task_tags",
@@ -575,7 +574,7 @@ RECONCILING = {**FAST, "include_attachments": False, "reconcile_every_days": 0}
 
 
 def _activations(result: SyncResult) -> dict[str, int]:
-    return {m["stream"]: m["version"] for m in result.messages if m["type"] == "ACTIVATE_VERSION"}
+    return result.activated_versions()
 
 
 def _versioned_pairs(result: SyncResult, stream: str, version: int) -> set[tuple[str, str]]:

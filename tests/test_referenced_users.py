@@ -12,9 +12,8 @@ from typing import Any
 from tap_asana_vl.tap import STREAM_TYPES
 from tap_asana_vl.user_refs import UserReferences
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 USER_COLUMNS = ("user_gid", "created_by_gid")
 
 
