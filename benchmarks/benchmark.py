@@ -26,35 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tap_process import run_tap_process  # noqa: E402
 from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
 from tests.fake_asana.server import RecordedRequest  # noqa: E402
-
-RSS_WRAPPER = """
-import atexit, runpy, sys
-import tap_asana_vl
-sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
-
-def report():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
-
-atexit.register(report)
-sys.argv = ["tap-asana-vl", *sys.argv[1:]]
-runpy.run_module("tap_asana_vl", run_name="__main__")
-"""
 
 
 @dataclass
@@ -182,63 +165,27 @@ def run_tap(
     tap_root: Path = REPO,
 ) -> RunFigures:
     """Run the tap whose package is under ``tap_root`` (this tree's by default)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp, "config.json")
-        config_path.write_text(json.dumps(config))
-        # The tap runs under a tiny wrapper that reports its own peak RSS (VmHWM) at
-        # exit: rusage from wait4 would include the benchmark's memory, copied into
-        # the child by fork before exec.
-        args = [sys.executable, "-c", RSS_WRAPPER, "--config", str(config_path)]
-        if catalog is not None:
-            catalog_path = Path(tmp, "catalog.json")
-            catalog_path.write_text(json.dumps(catalog))
-            args += ["--catalog", str(catalog_path)]
-        if state is not None:
-            state_path = Path(tmp, "state.json")
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
-        out_path = Path(tmp, "out.jsonl")
-        before_requests = len(fake.requests)
-        before_429 = fake.responses_429
-        fake.peak_in_flight = 0
-        # `python -c` puts the working directory first on sys.path: the tap imported is
-        # the one under tap_root (checked below).
-        env = {**os.environ, "PYTHONPATH": str(tap_root)}
-        started = time.monotonic()
-        err_path = Path(tmp, "err.log")
-        with out_path.open("w") as out, err_path.open("w") as err:
-            proc = subprocess.run(
-                args,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                check=False,
-                cwd=tap_root,
-                env=env,
-            )
-        wall = time.monotonic() - started
-        log = err_path.read_text()
-        if proc.returncode != 0:
-            raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
-        source = Path(log.split("TAP_SOURCE ", 1)[1].split("\n", 1)[0])
-        if not source.is_relative_to(tap_root):
-            raise SystemExit(f"{name}: ran the tap from {source}, not from {tap_root}")
-        peak_kib = int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
-        records, last_state = 0, {}
-        with out_path.open() as out:
-            for line in out:
-                if line.startswith('{"type":"RECORD"'):
-                    records += 1
-                elif line.startswith('{"type":"STATE"'):
-                    last_state = json.loads(line)["value"]
+    before_requests = len(fake.requests)
+    before_429 = fake.responses_429
+    fake.peak_in_flight = 0
+    records, last_state = 0, {}
+
+    def count(line: bytes) -> None:
+        nonlocal records, last_state
+        if line.startswith(b'{"type":"RECORD"'):
+            records += 1
+        elif line.startswith(b'{"type":"STATE"'):
+            last_state = json.loads(line)["value"]
+
+    process = run_tap_process(name, config, count, catalog=catalog, state=state, tap_root=tap_root)
     api = [r for r in fake.requests[before_requests:] if r.path.startswith("/api/1.0/")]
     return RunFigures(
         name=name,
         requests=len(api),
         minimum=minimum,
-        wall=wall,
+        wall=process.wall,
         records=records,
-        peak_rss_mib=peak_kib / 1024,
+        peak_rss_mib=process.peak_rss_mib,
         responses_429=fake.responses_429 - before_429,
         failed=sum(1 for r in api if r.status >= 400 and r.status != 429 and not first_token(r)),
         state=last_state,

@@ -18,35 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tap_process import run_tap_process  # noqa: E402
 from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
-
-# Runs the tap's CLI; reports peak RSS at exit; "before" switches to the SDK's writer.
-WRAPPER = """
-import atexit, runpy, sys
-
-def report():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
-
-atexit.register(report)
-if sys.argv[1] == "sdk-state-writer":
-    from tap_asana_vl.tap import TapAsanaVl
-    TapAsanaVl.bounded_state_output = False
-sys.argv = ["tap-asana-vl", *sys.argv[2:]]
-runpy.run_module("tap_asana_vl", run_name="__main__")
-"""
 
 
 @dataclass
@@ -59,50 +39,36 @@ class Run:
     final_state_bytes: int
     final_state: dict
     peak_rss_mib: float
+    offers: int = 0
+    offer_seconds: float = 0.0
 
 
-def run_tap(config: dict, state: dict | None, name: str, *, sdk_writer: bool = False) -> Run:
-    """One tap run; stdout is read as it comes (the SDK writer's STATE output is GBs)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp, "config.json")
-        config_path.write_text(json.dumps(config))
-        mode = "sdk-state-writer" if sdk_writer else "bounded"
-        args = [sys.executable, "-c", WRAPPER, mode, "--config", str(config_path)]
-        if state is not None:
-            state_path = Path(tmp, "state.json")
-            state_path.write_text(json.dumps(state))
-            args += ["--state", str(state_path)]
-        err_path = Path(tmp, "err.log")
-        records = states = state_bytes = 0
-        last_state = b""
-        started = time.monotonic()
-        with err_path.open("w") as err:
-            proc = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
-            )
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith(b'{"type":"RECORD"'):
-                    records += 1
-                elif line.startswith(b'{"type":"STATE"'):
-                    states += 1
-                    state_bytes += len(line)
-                    last_state = line
-            proc.wait()
-        wall = time.monotonic() - started
-        log = err_path.read_text()
-        if proc.returncode != 0:
-            raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
-        peak_kib = int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
+def run_tap(config: dict, state: dict | None, name: str, *, mode: str = "bounded") -> Run:
+    """One tap run (``mode``: see tap_process.WRAPPER), its STATE lines counted."""
+    records = states = state_bytes = 0
+    last_state = b""
+
+    def count(line: bytes) -> None:
+        nonlocal records, states, state_bytes, last_state
+        if line.startswith(b'{"type":"RECORD"'):
+            records += 1
+        elif line.startswith(b'{"type":"STATE"'):
+            states += 1
+            state_bytes += len(line)
+            last_state = line
+
+    process = run_tap_process(name, config, count, state=state, mode=mode)
     return Run(
         name=name,
-        wall=wall,
+        wall=process.wall,
         records=records,
         states=states,
         state_bytes=state_bytes,
         final_state_bytes=len(last_state),
         final_state=json.loads(last_state)["value"] if last_state else {},
-        peak_rss_mib=peak_kib / 1024,
+        peak_rss_mib=process.peak_rss_mib,
+        offers=process.offers,
+        offer_seconds=process.offer_seconds,
     )
 
 
@@ -131,13 +97,19 @@ def measure_state(projects: int, tasks_per_project: int, changed: int) -> None:
             f"{len(dataset.tasks)} tasks, {len(dataset.stories)} stories; default selection",
             flush=True,
         )
+        before = run_tap(config, None, "full sync: every offer", mode="every-offer")
         full = run_tap(config, None, "full sync (bounded)")
-        print_runs([full])
+        print_runs([before, full])
         tasks = list(dataset.tasks)
         for gid in tasks[:: max(1, len(tasks) // changed)][:changed]:
             fake.touch_task(gid)
         runs = [
-            run_tap(config, full.final_state, f"{changed} changed: SDK writer", sdk_writer=True),
+            run_tap(
+                config, full.final_state, f"{changed} changed: SDK writer", mode="sdk-state-writer"
+            ),
+            run_tap(
+                config, full.final_state, f"{changed} changed: every offer", mode="every-offer"
+            ),
             run_tap(config, full.final_state, f"{changed} changed: bounded"),
         ]
         print_runs(runs)
@@ -146,7 +118,7 @@ def measure_state(projects: int, tasks_per_project: int, changed: int) -> None:
 def print_runs(runs: list[Run]) -> None:
     header = (
         f"{'run':<28}{'wall s':>8}{'records':>9}{'STATEs':>8}{'STATE bytes':>15}"
-        f"{'final state':>13}{'bytes/final':>13}{'peak RSS MiB':>14}"
+        f"{'final state':>13}{'bytes/final':>13}{'peak RSS MiB':>14}{'offers':>8}{'offer s':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -154,7 +126,8 @@ def print_runs(runs: list[Run]) -> None:
         print(
             f"{run.name:<28}{run.wall:>8.1f}{run.records:>9}{run.states:>8}"
             f"{run.state_bytes:>15,}{run.final_state_bytes:>13,}"
-            f"{run.state_bytes / max(1, run.final_state_bytes):>13.1f}{run.peak_rss_mib:>14.1f}",
+            f"{run.state_bytes / max(1, run.final_state_bytes):>13.1f}{run.peak_rss_mib:>14.1f}"
+            f"{run.offers:>8}{run.offer_seconds:>9.2f}",
             flush=True,
         )
 

@@ -377,6 +377,17 @@ def write_activate_version(stream: Stream, version: int) -> None:
         stream._write_activate_version_message(version)  # private: see the module docstring
 
 
+def skip_state_offer(stream: Stream) -> None:
+    """No STATE offer when ``stream``'s current sync ends (it changed no state).
+
+    The SDK offers the whole tap state after a sync that wrote records (its state
+    manager is not "flushed"); marking it flushed skips that one offer. A later offer
+    carries whatever else changed meanwhile, so the written states stay a subset of the
+    offered ones.
+    """
+    stream.state_manager.is_flushed = True
+
+
 def write_state(stream: Stream) -> None:
     """Write a STATE message with the tap's whole state now."""
     stream.state_manager.is_flushed = False

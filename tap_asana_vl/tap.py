@@ -381,11 +381,12 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
                     for parent in loaded.values():
                         if type(parent) is parent_type:
                             sdk_adapter.add_child_stream(parent, child)
-                # Tombstones from stories only where those are read anyway (selected).
+                # Tombstones from stories only where those are read anyway (selected):
+                # each change story is handed to the table directly, not synced to it.
                 for parent_type in getattr(child, "tombstones_from", ()):
                     for parent in loaded.values():
                         if type(parent) is parent_type and parent.selected:
-                            sdk_adapter.add_child_stream(parent, child)
+                            parent.change_story_handlers.append(child.write_story_tombstones)
         return loaded
 
 

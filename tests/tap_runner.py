@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
 from tests.fake_asana import FakeAsana
+
+#: No request quota: the fake answers at once, and what a test measures is the tap.
+FAST: dict[str, Any] = {"max_requests_per_minute": 100_000}
 
 
 @dataclass
@@ -44,6 +48,18 @@ class SyncResult:
             for stream, records in self.records.items()
             for record in records
         }
+
+    def activations(self, streams: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The run's ACTIVATE_VERSION messages in order (of ``streams`` only, if given)."""
+        return [
+            m
+            for m in self.messages
+            if m["type"] == "ACTIVATE_VERSION" and (streams is None or m["stream"] in streams)
+        ]
+
+    def activated_versions(self) -> dict[str, int]:
+        """The version of each stream's (last) ACTIVATE_VERSION in the run."""
+        return {m["stream"]: m["version"] for m in self.activations()}
 
     def gids(self, stream: str) -> list[str]:
         """Primary keys of a stream's records, in emission order."""

@@ -15,11 +15,9 @@ from singer_sdk.exceptions import FatalAPIError
 import tap_asana_vl.transport
 from tap_asana_vl.auth import AsanaAuthError
 from tests.conftest import secret_encodings
-from tests.tap_runner import run_cli, run_tap
+from tests.tap_runner import FAST, run_cli, run_tap
 
 TOKEN_PATH = r"^/-/oauth_token"
-
-FAST = {"max_requests_per_minute": 100_000}
 
 
 def _refresh_calls(fake) -> list:

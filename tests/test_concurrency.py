@@ -6,9 +6,7 @@ import time
 
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import run_cli, run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, run_cli, run_tap
 
 
 def _comparable(value):

@@ -12,9 +12,8 @@ import pytest
 from singer_sdk.exceptions import FatalAPIError
 
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 DELETED_AT = "_sdc_deleted_at"
 
 

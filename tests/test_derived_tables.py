@@ -11,14 +11,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from singer_sdk import Stream
 
 from tap_asana_vl.streams.history import change_of
 from tap_asana_vl.streams.purge import TOMBSTONE_VERSION
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_cli, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_cli, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 TASK_DERIVED = {
     "task_custom_field_values",
     "task_tags",
@@ -289,6 +289,37 @@ def test_removed_tag_and_dependency_are_marked_deleted_from_the_tasks_stories():
     assert current == {u["gid"] for u in follower_task["followers"]}
 
 
+def test_a_removal_story_marks_its_pair_without_a_sync_per_story(monkeypatch):
+    """The tables get each change story directly: they are synced once per task or
+    subtask emitted, never once per story, and the story's tombstone still comes (the
+    events saying the same are lost here, so only the story can mark the pair)."""
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        first = run_tap(config)
+        ds = fake.dataset
+        tagged = next(t for t in ds.tasks.values() if t["tags"])
+        tag = tagged["tags"][0]["gid"]
+        tag_story = ds.remove_from_task(tagged["gid"], "tags", tag)
+        with ds.lock:
+            ds.events.clear()
+        syncs: Counter[str] = Counter()
+        sync = Stream.sync
+
+        def counted(stream: Stream, context: Any = None) -> None:
+            syncs[stream.name] += 1
+            sync(stream, context)
+
+        monkeypatch.setattr(Stream, "sync", counted)
+        second = run_tap(config, state=first.state)
+
+    tags = _current(second, "task_tags", ("task_gid", "tag_gid"))
+    assert tags[(tagged["gid"], tag)]["_sdc_deleted_at"] == tag_story["created_at"]
+    assert [r for r in second.records["task_history"] if r["story_gid"] == tag_story["gid"]]
+    emitted = len(second.records["tasks"]) + len(second.records["subtasks"])
+    assert emitted
+    assert {name: syncs[name] for name in TASK_DERIVED} == dict.fromkeys(TASK_DERIVED, emitted)
+
+
 def _removal_event_time(fake: FakeAsana, task_gid: str, field: str, gid: str) -> str:
     """When the fake's events say ``gid`` was removed from ``field`` of the task."""
     (at,) = [
@@ -471,22 +502,26 @@ def test_a_changed_task_and_a_subtask_found_by_search_re_emit_all_their_rows():
 
 
 def test_derived_tables_hang_under_tasks_subtasks_and_selected_stories():
-    """Fed by tasks and subtasks; by stories only when those are selected (read anyway)."""
+    """Fed by tasks and subtasks; by stories only when those are selected (read anyway),
+    and then as handlers of each change story, not as child streams synced per story."""
 
     def children(catalog: dict | None) -> dict[str, set[str]]:
         tap = TapAsanaVl(config={"access_token": "x"}, catalog=catalog, parse_env_config=False)
-        return {name: {c.name for c in s.child_streams} for name, s in tap.streams.items()}
+        return {
+            name: {c.name for c in s.child_streams}
+            | {f"story:{h.__self__.name}" for h in getattr(s, "change_story_handlers", [])}
+            for name, s in tap.streams.items()
+        }
 
     everything = children(None)
     for parent in ("tasks", "subtasks"):
         assert everything[parent] >= TASK_DERIVED, parent
     for parent in ("stories", "subtask_stories"):
-        assert everything[parent] >= TASK_DERIVED, parent
-        assert "task_history" in everything[parent]
+        assert everything[parent] == {"task_history"} | {f"story:{n}" for n in TASK_DERIVED}
     config = {"access_token": "x"}
     without_stories = children(catalog_selecting(config, {"tasks", "subtasks", "task_tags"}))
-    assert "task_tags" not in without_stories["stories"]
-    assert "task_tags" not in without_stories["subtask_stories"]
+    assert "story:task_tags" not in without_stories["stories"]
+    assert "story:task_tags" not in without_stories["subtask_stories"]
     assert "task_tags" in without_stories["subtasks"]
 
 
@@ -539,7 +574,7 @@ RECONCILING = {**FAST, "include_attachments": False, "reconcile_every_days": 0}
 
 
 def _activations(result: SyncResult) -> dict[str, int]:
-    return {m["stream"]: m["version"] for m in result.messages if m["type"] == "ACTIVATE_VERSION"}
+    return result.activated_versions()
 
 
 def _versioned_pairs(result: SyncResult, stream: str, version: int) -> set[tuple[str, str]]:

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, catalog_selecting, run_cli, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_cli, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 WORKSPACE_LEVEL = {"tags", "custom_fields", "projects", "users", "teams", "team_memberships"}
 PROJECT_LEVEL = {"sections", "project_memberships", "project_custom_field_settings"}
 
@@ -35,7 +34,7 @@ def config(pat_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _activated(result: SyncResult) -> dict[str, int]:
-    return {m["stream"]: m["version"] for m in result.messages if m["type"] == "ACTIVATE_VERSION"}
+    return result.activated_versions()
 
 
 def _versioned(result: SyncResult, stream: str, version: int) -> set[str]:

@@ -17,9 +17,8 @@ import pytest
 
 from tap_asana_vl.streams.purge import FLOOR_KEY, TOMBSTONE_VERSION
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, run_cli, run_tap
+from tests.tap_runner import FAST, SyncResult, run_cli, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 DELETED_AT = "_sdc_deleted_at"
 VERSION = "_sdc_table_version"
 #: Streams that get tombstones from Asana's events (deletes.py).

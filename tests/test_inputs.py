@@ -19,9 +19,8 @@ import pytest
 from tap_asana_vl.cli_errors import one_line
 from tap_asana_vl.inputs import check_state
 from tap_asana_vl.tap import STREAM_NAMES, TapAsanaVl
-from tests.tap_runner import catalog_selecting, run_tap
+from tests.tap_runner import FAST, catalog_selecting, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 TASKS_PARTITION = {"context": {"project_gid": "1200000000269941"}}
 
 

@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_tap
 
 
 @pytest.fixture
@@ -32,9 +30,7 @@ RECONCILED = {"tasks", "task_projects"}
 
 def _activations(result: SyncResult) -> list[dict[str, Any]]:
     """The reconcile's ACTIVATE_VERSION messages (full-table streams have their own)."""
-    return [
-        m for m in result.messages if m["type"] == "ACTIVATE_VERSION" and m["stream"] in RECONCILED
-    ]
+    return result.activations(RECONCILED)
 
 
 def _versioned_pairs(result: SyncResult, version: int) -> set[tuple[str, str]]:

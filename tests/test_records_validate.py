@@ -12,9 +12,7 @@ from typing import Any
 import jsonschema
 
 from tap_asana_vl.tap import STREAM_TYPES
-from tests.tap_runner import run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, run_tap
 
 
 def test_every_record_of_every_stream_matches_its_schema_message(fake, pat_config):

@@ -10,10 +10,10 @@ from collections import Counter
 from typing import Any
 
 from tap_asana_vl.tap import STREAM_TYPES
+from tap_asana_vl.user_refs import UserReferences
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 USER_COLUMNS = ("user_gid", "created_by_gid")
 
 
@@ -85,3 +85,26 @@ def test_listed_users_cost_no_lookup_and_users_deselected_cost_nothing():
         run_tap(config, catalog=catalog_selecting(config, others))
         assert not _user_lookups(fake)
         assert not [r for r in fake.requests if r.path == "/api/1.0/users"]
+
+
+def test_flat_rows_the_tap_builds_are_not_walked_for_user_objects(monkeypatch):
+    """Derived tables' and task_projects' rows name users by gid only: walking them for
+    compact user objects would find none, so only the records Asana sent are walked."""
+    walked: list[frozenset[str]] = []
+    note_record = UserReferences.note_record
+
+    def recorded(references: UserReferences, record: dict[str, Any]) -> None:
+        walked.append(frozenset(record))
+        note_record(references, record)
+
+    monkeypatch.setattr(UserReferences, "note_record", recorded)
+    with FakeAsana(build_dataset(seed=11)) as fake:
+        result = run_tap({"access_token": fake.pat, "api_url": fake.api_url, **FAST})
+
+    flat = {"task_tags", "task_followers", "task_history", "task_projects"}
+    flat_shapes = {frozenset(r) for name in flat for r in result.records[name]}
+    assert flat_shapes
+    assert walked
+    assert not flat_shapes & set(walked)
+    # Users named only in flat rows are still in the users table (from their gids).
+    assert _referenced(result) <= {r["gid"] for r in result.records["users"]}

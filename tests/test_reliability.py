@@ -15,9 +15,7 @@ import pytest
 import tap_asana_vl.transport
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_killed, run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_killed, run_tap
 
 
 @pytest.fixture(autouse=True)

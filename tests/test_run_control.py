@@ -15,9 +15,7 @@ import pytest
 import tap_asana_vl.transport
 from tap_asana_vl.run_control import FIRST_SUCCESS_WITHIN_SECONDS, OutageError, RunControl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import run_cli, run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, run_cli, run_tap
 
 
 class Clock:

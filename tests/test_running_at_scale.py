@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import TAP_ADDED_FIELDS, SyncResult, run_tap
+from tests.tap_runner import FAST, TAP_ADDED_FIELDS, SyncResult, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 # The tap's own "through which parent" keys: a multi-homed task is listed through a
 # project of each job, and a derived row names the project it was found under.
 THROUGH = TAP_ADDED_FIELDS

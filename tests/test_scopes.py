@@ -17,10 +17,9 @@ from tap_asana_vl.oauth import common as auth_command
 from tap_asana_vl.tap import STREAM_TYPES
 from tests import spec_scopes
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
-from tests.tap_runner import run_tap
+from tests.tap_runner import FAST, run_tap
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "tap_asana_vl" / "schemas"
-FAST = {"max_requests_per_minute": 100_000}
 BY_NAME = {stream_type.name: stream_type for stream_type in STREAM_TYPES}
 # The spec's single-object GET of each stream's records: where its field tables are.
 OBJECT_GET = {

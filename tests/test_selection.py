@@ -15,9 +15,8 @@ import pytest
 
 from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, catalog_selecting, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 KEYS = {stream_type.name: stream_type.primary_keys for stream_type in STREAM_TYPES}
 
 SELECTIONS = [

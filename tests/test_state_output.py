@@ -6,15 +6,24 @@ import json
 from typing import Any
 
 import pytest
+from singer_sdk import Stream
 
 from tap_asana_vl.state_output import BUDGET_FACTOR, StateOutput
 from tap_asana_vl.tap import TapAsanaVl
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import SyncResult, parse_lines, run_cli, run_killed, run_tap
+from tests.tap_runner import FAST, SyncResult, parse_lines, run_cli, run_killed, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 # Checkpoints as often as the spacing and the budget allow: the most STATE output.
 EAGER = {**FAST, "state_interval_seconds": 0}
+#: Tables made from a task's record (no request, no bookmark).
+TASK_TABLES = {
+    "task_custom_field_values",
+    "task_tags",
+    "task_followers",
+    "task_dependencies",
+    "task_history",
+    "task_projects",
+}
 
 
 class Clock:
@@ -200,6 +209,45 @@ def test_the_sdk_writer_would_exceed_the_bound_on_the_same_runs(many_projects, m
     _, second = _changed_run(fake, config)
     total, final = _state_bytes(second)
     assert total > 30 * final
+
+
+def test_only_streams_with_a_bookmark_offer_state_when_their_sync_ends(monkeypatch):
+    """A child stream without a bookmark (derived tables, sections, attachments …,
+    synced once per task or project) moves no bookmark, so it offers no state (each
+    offer encodes the whole state); streams with one, and the top-level ones, do."""
+    offers: list[str] = []
+    offer = StateOutput.offer
+    syncing: list[str] = []
+
+    def counted_offer(output: StateOutput, state: dict[str, Any]) -> None:
+        offers.append(syncing[-1] if syncing else "")
+        offer(output, state)
+
+    sync = Stream.sync
+
+    def tracked_sync(stream: Stream, context: Any = None) -> None:
+        syncing.append(stream.name)
+        try:
+            sync(stream, context)
+        finally:
+            syncing.pop()
+
+    monkeypatch.setattr(StateOutput, "offer", counted_offer)
+    monkeypatch.setattr(Stream, "sync", tracked_sync)
+    dataset = build_dataset(workspaces=1, projects_per_workspace=3, tasks_per_project=4, seed=5)
+    with FakeAsana(dataset) as fake:
+        result = run_tap({"access_token": fake.pat, "api_url": fake.api_url, **FAST})
+    tap = result.tap
+    assert tap is not None
+    without_bookmark = {
+        name
+        for name, stream in tap.streams.items()
+        if stream.replication_key is None and stream.parent_stream_type is not None
+    }
+    assert without_bookmark >= TASK_TABLES | {"sections", "subtasks"}
+    assert all(result.records[name] for name in TASK_TABLES | {"sections", "subtasks"})
+    assert not [name for name in offers if name in without_bookmark]
+    assert {"stories", "tasks", "projects", "workspaces"} <= set(offers)
 
 
 @pytest.mark.parametrize("kill_after_states", [2, 4])

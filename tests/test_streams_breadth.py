@@ -11,9 +11,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_asana_vl.tap import STREAM_TYPES, TapAsanaVl
 from tests.fake_asana.dataset import iso_ms
-from tests.tap_runner import TAP_ADDED_FIELDS, as_served, catalog_selecting, run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, TAP_ADDED_FIELDS, as_served, catalog_selecting, run_tap
 
 
 def _gids(result, stream: str) -> set[str]:

@@ -13,11 +13,10 @@ import pytest
 from tap_asana_vl.streams.paging import opt_fields_for
 from tap_asana_vl.tap import STREAM_TYPES
 from tests.fake_asana import FakeAsana, build_dataset
-from tests.tap_runner import as_served, catalog_selecting, run_tap
+from tests.tap_runner import FAST, as_served, catalog_selecting, run_tap
 
 SCHEMA_DIR = "tap_asana_vl/schemas"
 STREAMS = ("workspaces", "users", "projects", "tasks", "stories")
-FAST = {"max_requests_per_minute": 100_000}
 STREAM_PATHS = {stream_type.name: stream_type.path for stream_type in STREAM_TYPES}
 
 

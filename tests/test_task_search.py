@@ -12,9 +12,7 @@ import time
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tests.fake_asana import FakeAsana
 from tests.fake_asana.dataset import build_dataset, iso_ms, parse_iso_ms
-from tests.tap_runner import run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, run_tap
 
 
 def _project_listings(fake) -> list:

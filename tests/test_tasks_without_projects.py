@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.tap_runner import run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+from tests.tap_runner import FAST, run_tap
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
-from tests.tap_runner import run_tap
+from tests.tap_runner import FAST, run_tap
 
-FAST = {"max_requests_per_minute": 100_000}
 DELETED_AT = "_sdc_deleted_at"
 
 

@@ -68,6 +68,24 @@ class AsanaStream(AsanaListing):
     #: Lists every project of a workspace itself (not under ``projects``): the projects
     #: it lists count as seen by the complete reads, and its skips as theirs.
     lists_projects: t.ClassVar[bool] = False
+    #: Whether records may hold compact user objects (``{"gid", "resource_type": "user"}``
+    #: at any depth), walked for the users table. Off for the flat rows the tap builds:
+    #: they name users by gid only (``user_gids``).
+    holds_user_objects: t.ClassVar[bool] = True
+
+    @property
+    def offers_state(self) -> bool:
+        """Whether the SDK offers the tap's whole state when a sync of this stream ends.
+
+        Not for a child stream without a bookmark (derived tables, sections,
+        attachments …, synced once per task or project): its sync moves no bookmark,
+        yet each offer encodes the whole state (state_output.py), ~7 ms at 2,000
+        projects. What such a stream keeps in the state itself (an events token, a
+        walk's date) goes out with the next offer: that of a stream with a bookmark, or
+        the run's end. Every STATE written is still one offered, so it covers only
+        records already written; a failing run's checkpoint may be a little older.
+        """
+        return self.replication_key is not None or self.parent_stream_type is None
 
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
@@ -111,6 +129,8 @@ class AsanaStream(AsanaListing):
             # Every record is written now, so state that covers them may move forward.
             for callback in self._after_emit:
                 callback()
+            if not self.offers_state:
+                sdk_adapter.skip_state_offer(self)
         except BaseException:
             # Failing or stopped early: children prefetched for this batch are moot.
             for child in self.child_streams:
@@ -158,7 +178,8 @@ class AsanaStream(AsanaListing):
         references = self.services.user_references
         if references.enabled:
             for record in batch:
-                references.note_record(record)
+                if self.holds_user_objects:
+                    references.note_record(record)
                 references.note_gids(self.user_gids(record))
 
     def user_gids(self, record: dict[str, t.Any]) -> Iterable[str]:  # noqa: ARG002

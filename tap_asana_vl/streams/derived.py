@@ -41,6 +41,7 @@ from tap_asana_vl.streams.subtasks import SubtasksStream, SubtaskStoriesStream
 from tap_asana_vl.streams.task_level import StoriesStream
 from tap_asana_vl.streams.workspace_level import (
     WorkspacesStream,
+    note_projects_seen,
     project_listing_params,
     project_wanted,
 )
@@ -57,6 +58,7 @@ class DerivedStream(AsanaStream):
     """Rows made from the context the parent passes; never a request of its own."""
 
     per_parent = True
+    holds_user_objects = False  # flat rows: users by gid only (user_gids)
     #: Further parents whose records feed this stream too (tasks *and* subtasks).
     also_child_of: t.ClassVar[tuple[type[AsanaStream], ...]] = ()
 
@@ -81,40 +83,57 @@ class DerivedStream(AsanaStream):
 class TaskDerivedStream(DerivedStream):
     """Rows of each task and subtask emitted in this run, and tombstones from its stories.
 
-    Under a task (or subtask), the rows of its current values. Under one of its stories
-    (only where ``stories`` / ``subtask_stories`` are selected, so read anyway:
-    ``tombstones_from``), a story that removed a value the task no longer has yields
-    that pair again with ``_sdc_deleted_at`` = the story's time.
+    Under a task (or subtask), the rows of its current values. Where ``stories`` /
+    ``subtask_stories`` are selected (so read anyway: ``tombstones_from``), each change
+    story is handed to ``write_story_tombstones`` (no sync of this stream per story): a
+    story that removed a value the task no longer has writes that pair again with
+    ``_sdc_deleted_at`` = the story's time.
     """
 
     path = "/tasks/{task_gid}"  # never requested: rows come from the task record
     required_scope = "tasks:read"
     parent_stream_type = TasksStream
     also_child_of = (SubtasksStream,)
-    #: Parents whose records (stories) reveal removals; wired only when they are
-    #: selected, so a tombstone never costs a request.
+    #: Streams whose change stories reveal removals; the tap hands their stories to
+    #: ``write_story_tombstones`` only where they are selected, so a tombstone never
+    #: costs a request.
     tombstones_from: t.ClassVar[tuple[type[AsanaStream], ...]] = (
         StoriesStream,
         SubtaskStoriesStream,
     )
 
     def rows(self, context: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
-        """Current rows under a task; tombstones under one of its stories."""
-        story = context.get("story")
-        if story is None:
-            yield from self.current_rows(context)
+        """The rows of the task's current values."""
+        return self.current_rows(context)
+
+    def write_story_tombstones(self, context: Mapping[str, t.Any]) -> None:
+        """Write the tombstone of the change story ``context`` carries, if it has one.
+
+        ``context``: what a story passes its children (``story_child_context``). Called
+        by the story listing for each change story, instead of a sync of this stream per
+        story (a story yields at most one row, always a tombstone).
+        """
+        if not self.selected or not self.wanted(context):
             return
+        row = self.story_tombstone(context)
+        if row is not None:
+            purge.write_tombstones(self.services.purges, self, [row])
+
+    def story_tombstone(self, context: Mapping[str, t.Any]) -> dict[str, t.Any] | None:
+        """The pair the story in ``context`` removed, if the task no longer has it."""
+        story = context.get("story") or {}
         removed = self.removed_by(story)
         if removed is None:
-            return
+            return None
         gid, row = removed
-        if gid not in {gid_of(item) for item in context.get(self.task_field) or []}:
-            yield {
-                "task_gid": context["task_gid"],
-                **row,
-                self.time_column: context.get("modified_at"),
-                "_sdc_deleted_at": story.get("created_at"),
-            }
+        if gid in {gid_of(item) for item in context.get(self.task_field) or []}:
+            return None
+        return {
+            "task_gid": context["task_gid"],
+            **row,
+            self.time_column: context.get("modified_at"),
+            "_sdc_deleted_at": story.get("created_at"),
+        }
 
     #: The task field the rows come from, and the column holding the task's modified_at.
     task_field: t.ClassVar[str] = ""
@@ -391,7 +410,7 @@ class ProjectCustomFieldValuesStream(AsanaStream):
             **project_listing_params(self.config),
         }
         for project in self.list_endpoint("/projects", params):
-            self._saw_project(str(project["gid"]))
+            note_projects_seen(self, (project["gid"],))
             if not project_wanted(self.config, project["gid"]):
                 continue
             modified = project.get("modified_at")
@@ -399,9 +418,3 @@ class ProjectCustomFieldValuesStream(AsanaStream):
                 if isinstance(value, dict) and value.get("gid"):
                     row = custom_field_value_row(value, modified)
                     yield {"project_gid": project["gid"], **row, "modified_at": modified}
-
-    def _saw_project(self, gid: str) -> None:
-        """Record ``gid`` as listed (complete reads: projects seen must be seen again)."""
-        workspaces = self.services.streams.get("workspaces")
-        if isinstance(workspaces, WorkspacesStream):
-            workspaces.full_reads.seen[full_reads.PROJECT].add(gid)

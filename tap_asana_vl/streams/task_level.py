@@ -12,8 +12,9 @@ from tap_asana_vl.streams.project_level import DERIVED_FIELDS, TasksStream
 from tap_asana_vl.streams.reconcile import task_project_rows
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
 # Scopes some story fields need beyond stories:read (Asana's spec, GET /stories/{gid}).
@@ -66,8 +67,8 @@ HISTORY_FIELDS = frozenset(
 class StoryListing(AsanaStream):
     """Stories of one task (or subtask): what ``stories`` and ``subtask_stories`` share.
 
-    A change story is handed to the stream's children (task_history and the derived
-    tables' tombstones); a comment is not.
+    A change story is handed to the stream's children (task_history) and to the
+    ``change_story_handlers`` (the derived tables' tombstones); a comment is not.
     """
 
     path = "/tasks/{task_gid}/stories"
@@ -76,6 +77,22 @@ class StoryListing(AsanaStream):
     replication_key = "created_at"
     prefetch = True
     required_fields = HISTORY_FIELDS
+
+    def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
+        """No change story handlers until the tap adds some."""
+        super().__init__(tap, *args, **kwargs)
+        #: Called with each change story's child context (``story_child_context``) once
+        #: the story is written: the derived tables' tombstones, which the tap adds here
+        #: rather than as child streams, so a story costs no sync of each table (most
+        #: stories remove nothing).
+        self.change_story_handlers: list[Callable[[Mapping[str, t.Any]], None]] = []
+
+    def after_children(self, record: dict[str, t.Any], context: Context | None) -> None:
+        """Hand a change story to the ``change_story_handlers``."""
+        if self.change_story_handlers and is_change(record):
+            story_context = story_child_context(record, context)
+            for handler in self.change_story_handlers:
+                handler(story_context)
 
     def get_child_context(
         self, record: dict[str, t.Any], context: Context | None
@@ -144,6 +161,7 @@ class TaskProjectsStream(AsanaStream):
     parent_stream_type = TasksStream
     primary_keys = ("task_gid", "project_gid")
     per_parent = True
+    holds_user_objects = False  # flat rows, no user in them
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Rows from the task's ``memberships``, which the task passes its children."""

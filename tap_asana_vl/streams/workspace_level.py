@@ -24,6 +24,17 @@ if t.TYPE_CHECKING:
 SWEEP = "sweep"
 
 
+def note_projects_seen(stream: AsanaStream, gids: Iterable[str]) -> None:
+    """Record ``gids`` as listed in this run by ``stream`` (``lists_projects``).
+
+    The complete reads (full_reads.py) require every project seen before to be seen
+    again; the run's one record of them is kept with the workspaces stream's plan.
+    """
+    workspaces = stream.services.streams.get("workspaces")
+    if isinstance(workspaces, WorkspacesStream):
+        workspaces.full_reads.seen[full_reads.PROJECT].update(str(gid) for gid in gids)
+
+
 class WorkspacesStream(AsanaStream):
     """Workspaces and organizations the token can see (``workspace_gids`` narrows them).
 
@@ -196,10 +207,7 @@ class ProjectsStream(AsanaStream):
         yield from projects
 
     def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
-        workspaces = self.services.streams.get("workspaces")
-        if isinstance(workspaces, WorkspacesStream):
-            seen = workspaces.full_reads.seen[full_reads.PROJECT]
-            seen.update(str(p["gid"]) for p in projects)
+        note_projects_seen(self, (p["gid"] for p in projects))
         self._to_sync = sum(project_wanted(self.config, p["gid"]) for p in projects)
         self._position = 0
         if self.has_selected_descendents and context:

@@ -1,0 +1,132 @@
+"""Run the real tap (``python -m tap_asana_vl``) as a subprocess, for the benchmarks.
+
+The tap runs under a tiny wrapper that reports, at exit, its own peak RSS (VmHWM:
+rusage from wait4 would include the benchmark's memory, copied into the child by fork
+before exec) and the states it offered (how many, seconds spent deciding). Its stdout
+is handed over line by line as it comes (the SDK writer's STATE output can be GBs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Modes: "bounded" (the tap as it is), "sdk-state-writer" (the SDK's own STATE writer),
+#: "every-offer" (every stream offers the state after its sync, as before tables made
+#: from a task's record stopped offering one).
+WRAPPER = """
+import atexit, runpy, sys, time
+import tap_asana_vl
+sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
+offers = [0, 0.0]
+try:  # a baseline revision may predate the bounded STATE output
+    from tap_asana_vl import sdk_adapter, state_output
+except ImportError:
+    state_output = None
+if state_output is not None:
+    offer = state_output.StateOutput.offer
+
+    def timed_offer(output, state):
+        started = time.perf_counter()
+        try:
+            return offer(output, state)
+        finally:
+            offers[0] += 1
+            offers[1] += time.perf_counter() - started
+
+    state_output.StateOutput.offer = timed_offer
+
+def report():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
+    sys.stderr.write(f"STATE_OFFERS {offers[0]} {offers[1]:.3f}\\n")
+
+atexit.register(report)
+if sys.argv[1] == "sdk-state-writer":
+    from tap_asana_vl.tap import TapAsanaVl
+    TapAsanaVl.bounded_state_output = False
+if sys.argv[1] == "every-offer":
+    sdk_adapter.skip_state_offer = lambda stream: None
+sys.argv = ["tap-asana-vl", *sys.argv[2:]]
+runpy.run_module("tap_asana_vl", run_name="__main__")
+"""
+
+
+@dataclass
+class TapProcess:
+    """What one run of the tap reported about itself."""
+
+    wall: float
+    peak_rss_mib: float
+    offers: int
+    offer_seconds: float
+
+
+def run_tap_process(
+    name: str,
+    config: dict,
+    on_line: Callable[[bytes], None],
+    *,
+    catalog: dict | None = None,
+    state: dict | None = None,
+    mode: str = "bounded",
+    tap_root: Path = REPO,
+) -> TapProcess:
+    """Run the tap whose package is under ``tap_root``; each stdout line to ``on_line``.
+
+    Exits the benchmark (naming the run) if the tap fails or was imported from
+    elsewhere than ``tap_root``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, "-c", WRAPPER, mode]
+        for option, value in (("--config", config), ("--catalog", catalog), ("--state", state)):
+            if value is not None:
+                path = Path(tmp, option.strip("-") + ".json")
+                path.write_text(json.dumps(value))
+                args += [option, str(path)]
+        # `python -c` puts the working directory first on sys.path: the tap imported is
+        # the one under tap_root (checked below).
+        env = {**os.environ, "PYTHONPATH": str(tap_root)}
+        err_path = Path(tmp, "err.log")
+        started = time.monotonic()
+        with err_path.open("w") as err:
+            proc = subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=tap_root,
+                env=env,
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                on_line(line)
+            proc.wait()
+        wall = time.monotonic() - started
+        log = err_path.read_text()
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: the tap failed ({proc.returncode}):\n{log[-3000:]}")
+    source = Path(log.split("TAP_SOURCE ", 1)[1].split("\n", 1)[0])
+    if not source.is_relative_to(tap_root):
+        raise SystemExit(f"{name}: ran the tap from {source}, not from {tap_root}")
+    offers, offer_seconds = log.rsplit("STATE_OFFERS ", 1)[1].split()[:2]
+    return TapProcess(
+        wall=wall,
+        peak_rss_mib=int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024,
+        offers=int(offers),
+        offer_seconds=float(offer_seconds),
+    )
