@@ -49,6 +49,7 @@ STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
 SUBTASKS = "subtasks"
 SUBTASK_STORIES = "subtask_stories"
+STORIES = "stories"
 #: Derived tables made of each task's and subtask's record (streams/derived.py).
 DERIVED = ("task_custom_field_values", "task_tags", "task_followers", "task_dependencies")
 
@@ -219,12 +220,14 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
             f"start_date changed from {entry.get('start_date')} to {start} "
             "(a later one leaves tasks out; clear the state to start over)"
         )
+    stories_in_full = not problems and _read_every_story(stream, reconcile)
     previous = entry.get("projects")
     if previous is None and not problems:
         entry.update(
             at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
         )
         entry.pop("requested", None)
+        _record_stories(stream, stories_in_full)
         sdk_adapter.write_state(stream)
         stream.logger.info(
             "Reconcile pass: first one, %d projects recorded; the next one marks what is gone",
@@ -244,6 +247,9 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         return
     for versioned in _versioned_streams(stream):
         purge.activate(stream.services.purges, versioned, reconcile.version)
+    # Before a candidate of this run is recorded: only an earlier run's is confirmed.
+    _confirm_stories(stream, reconcile)
+    _record_stories(stream, stories_in_full)
     entry.update(
         at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
     )
@@ -255,6 +261,53 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         len(reconcile.projects_done),
         ", ".join(s.name for s in _versioned_streams(stream)),
     )
+
+
+def _read_every_story(stream: AsanaStream, reconcile: Reconcile) -> bool:
+    """Whether this run read the stories of every task in scope (see purge.py, stories).
+
+    A reconcile lists every task of every project (and every task in no project), and
+    emits those its bookmark does not say unchanged: with no bookmark (a first run,
+    after ``state clear`` or ``--full-refresh``) that is all of them, and each one's
+    stories are read. So: no task listed unchanged (``on_unchanged``), none re-written
+    without being emitted, and nothing skipped or cut off in the stories stream or above
+    it (the caller checked the reconcile's own problems).
+    """
+    stories = stream.services.streams.get(STORIES)
+    if stories is None or not stories.selected:
+        return False
+    if stream.stats.unchanged_dropped or reconcile.rewritten:
+        return False
+    return not full_reads.skip_problems(full_reads.lineage(stories))
+
+
+def _record_stories(stream: AsanaStream, read_in_full: bool) -> None:
+    """A run that read every story: its version is the stories' candidate floor."""
+    stories = stream.services.streams.get(STORIES)
+    if read_in_full and stories is not None and purge.record_candidate(stories) is not None:
+        stream.logger.info(
+            "Every task's stories read in full: the next reconcile pass makes this the "
+            "stories' floor (then deleted comments are removed with hard_delete)"
+        )
+
+
+def _confirm_stories(stream: AsanaStream, reconcile: Reconcile) -> None:
+    """A reconcile that activates confirms the stories' candidate of an earlier run.
+
+    Every task in scope is listed and those gone are marked now, under the scope the
+    candidate was read under (``purge.plan`` drops one of another scope): the stories
+    that run did not write are deleted ones or those of tasks marked now.
+    """
+    stories = stream.services.streams.get(STORIES)
+    if stories is None:
+        return
+    confirmed = purge.confirm(stream.services.purges, stories, reconcile.version)
+    if confirmed is not None:
+        stream.logger.info(
+            "Reconcile pass: stories read in full at version %d are the stories' floor; "
+            "stories not seen since are marked deleted by the target",
+            confirmed,
+        )
 
 
 def _earlier(start: t.Any, previous: t.Any) -> bool:
