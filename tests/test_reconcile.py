@@ -160,15 +160,67 @@ def test_no_reconcile_before_its_time_or_without_task_projects(fake, config):
     assert _activations(third) == []
 
 
-def test_an_expired_events_token_requests_a_reconcile_next_run(fake, config):
+@pytest.mark.parametrize("workspace_events", [True, False])
+def test_events_older_than_a_day_reconcile_in_the_same_run(fake, config, workspace_events):
+    """Asana refuses tokens older than 24 h: the run that finds them reconciles."""
+    if not workspace_events:
+        fake.workspace_events_workspaces = set()  # each project's events instead
     weekly = {**config, "reconcile_every_days": 7}
     first = run_tap(weekly)
+    task = next(iter(fake.dataset.tasks))
+    fake.delete_task(task)  # its event is lost with the token
     fake.advance_clock(25 * 3600)
+
     second = run_tap(weekly, state=first.state)
+
+    assert "Reconcile pass in this run: Asana's events were last read at" in second.logs
+    assert "expired (not read for 24 h or more)" in second.logs
+    assert "this run reconciles tasks" in second.logs
+    assert {m["stream"] for m in _activations(second)} == RECONCILED
+    assert "requested" not in second.state["bookmarks"]["tasks"]["reconcile"]
+    version = _activations(second)[0]["version"]
+    # The deleted task is the row not re-written: the target marks it.
+    written = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] == "tasks" and m.get("version") == version
+    }
+    assert written == set(fake.dataset.tasks)
+    assert task not in written
+    # Fresh tokens now: the next run is not a reconcile.
+    third = run_tap(weekly, state=second.state)
+    assert _activations(third) == []
+
+
+def test_a_token_refused_sooner_requests_a_reconcile_next_run(fake, config):
+    """Asana may refuse a younger token (under load): the 412 asks the next run."""
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    fake.sync_token_ttl = 3600.0
+    fake.advance_clock(2 * 3600)
+    second = run_tap(weekly, state=first.state)
+    assert "Reconcile pass in this run" not in second.logs
+    assert "the next run reconciles tasks" in second.logs
+    assert _activations(second) == []
     assert second.state["bookmarks"]["tasks"]["reconcile"]["requested"] is True
     third = run_tap(weekly, state=second.state)
     assert {m["stream"] for m in _activations(third)} == RECONCILED
     assert "requested" not in third.state["bookmarks"]["tasks"]["reconcile"]
+
+
+def test_events_of_a_project_no_longer_synced_do_not_reconcile(fake, config):
+    """Only the newest token's age counts: a stale one (a project left) never expires it."""
+    fake.workspace_events_workspaces = set()
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    state = first.state
+    partitions = state["bookmarks"]["tasks"]["partitions"]
+    dated = [p for p in partitions if p.get("events_sync_at")]
+    assert dated
+    dated[0]["events_sync_at"] = "2001-01-01T00:00:00Z"  # a project not read since
+    second = run_tap(weekly, state=state)
+    assert "Reconcile pass in this run" not in second.logs
+    assert _activations(second) == []
 
 
 def test_a_later_start_date_stops_the_activation(fake, config):

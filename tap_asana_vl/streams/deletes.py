@@ -48,6 +48,9 @@ EVENTS_PATH = "/events"
 SYNC_STATE_KEY = "events_sync"
 #: Key of the time a project's token was found expired (changes may have been missed).
 EXPIRED_STATE_KEY = "events_expired_at"
+#: Key of when the project's token was received (Asana's time): its age says when it
+#: expires, so a run can reconcile at once instead of finding out (reconcile.py).
+RECEIVED_STATE_KEY = "events_sync_at"
 # Pages of events read per project per run at most (100 events each): a project with
 # more queued than this is read on, from the last token, by the next run.
 MAX_EVENT_PAGES = 50

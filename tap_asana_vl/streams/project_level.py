@@ -335,8 +335,9 @@ class TasksStream(AsanaStream):
             self.logger.warning(
                 "Asana's events token for workspace %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles tasks. Run the tap at least daily.",
+                "%s reconciles tasks. Run the tap at least daily.",
                 plan.workspace,
+                "this run" if self.reconcile.due else "the next run",
             )
         unplaced = events.bucket(workspace_events.NO_PROJECT)
         reread = list(deletes.reread(self, events.reread_tasks, unplaced))
@@ -400,13 +401,15 @@ class TasksStream(AsanaStream):
         except ScopeMissingError as exc:
             self._events_unavailable(str(exc))
             return
+        received_at = format_timestamp(self.services.server_clock.latest())
         changes = result.changes
         if result.expired:
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles tasks. Run the tap at least daily.",
+                "%s reconciles tasks. Run the tap at least daily.",
                 project,
+                "this run" if self.reconcile.due else "the next run",
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
         # Tasks a value was removed from are read again too: their current record says
@@ -430,6 +433,7 @@ class TasksStream(AsanaStream):
                 sdk_adapter.advance_bookmark(self, {"modified_at": previous_bookmark}, context)
             if result.sync:
                 state[deletes.SYNC_STATE_KEY] = result.sync
+                state[deletes.RECEIVED_STATE_KEY] = received_at
             if result.expired:
                 state[deletes.EXPIRED_STATE_KEY] = now
                 reconciling.request(self)

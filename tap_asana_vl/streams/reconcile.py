@@ -34,8 +34,10 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.purge as purge
+import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
@@ -50,6 +52,8 @@ BRIDGE = "task_projects"
 SUBTASKS = "subtasks"
 SUBTASK_STORIES = "subtask_stories"
 STORIES = "stories"
+#: Hours Asana keeps events: an events token older than that is refused (412).
+EVENTS_KEPT_HOURS = 24
 #: Derived tables made of each task's and subtask's record (streams/derived.py).
 DERIVED = ("task_custom_field_values", "task_tags", "task_followers", "task_dependencies")
 
@@ -116,7 +120,17 @@ def plan(stream: AsanaStream) -> Reconcile:
         or _now() - parse_timestamp(str(last)) >= datetime.timedelta(days=every)
     )
     if not due:
-        return Reconcile(due=False)
+        expired = events_expired(stream)
+        if expired is None:
+            return Reconcile(due=False)
+        # Asana will refuse the tokens (412) and the deletes since are lost: reconcile in
+        # this run rather than in the next one, which a 412 would ask for.
+        stream.logger.info(
+            "Reconcile pass in this run: Asana's events were last read at %s, more than "
+            "%d hours ago (their sync tokens have expired)",
+            expired,
+            EVENTS_KEPT_HOURS,
+        )
     version = int(time.time() * 1000)
     versioned = _versioned_streams(stream)
     for each in versioned:
@@ -130,6 +144,31 @@ def plan(stream: AsanaStream) -> Reconcile:
             ", ".join(left_out),
         )
     return Reconcile(due=True, version=version, derived=derived)
+
+
+def events_expired(stream: AsanaStream) -> str | None:
+    """When Asana's events were last read, if that is over ``EVENTS_KEPT_HOURS`` ago.
+
+    Asana keeps events 24 hours and refuses older tokens. The newest token the state
+    holds (a workspace's or a project's) says when the last run read events; the tokens
+    of projects since deleted or left are older still, and do not count. Asana's clock
+    (its answers' ``Date``), as when the tokens were received. None: not known to be
+    expired (no token with its time yet; a token refused sooner is found by its 412).
+    """
+    state = sdk_adapter.own_state(stream)
+    times = list((state.get(workspace_events.RECEIVED_STATE_KEY) or {}).values())
+    times += [
+        partition[deletes.RECEIVED_STATE_KEY]
+        for partition in state.get("partitions") or []
+        if partition.get(deletes.RECEIVED_STATE_KEY)
+    ]
+    if not times:
+        return None
+    newest = max(parse_timestamp(str(time_)) for time_ in times)
+    now = stream.services.server_clock.latest()
+    if now - newest < datetime.timedelta(hours=EVENTS_KEPT_HOURS):
+        return None
+    return format_timestamp(newest)
 
 
 def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
