@@ -192,17 +192,39 @@ def test_events_older_than_a_day_reconcile_in_the_same_run(fake, config, workspa
     assert _activations(third) == []
 
 
-def test_a_token_refused_sooner_requests_a_reconcile_next_run(fake, config):
-    """Asana may refuse a younger token (under load): the 412 asks the next run."""
+@pytest.mark.parametrize("workspace_events", [True, False])
+def test_a_token_refused_before_any_listing_reconciles_in_the_same_run(
+    fake, config, workspace_events
+):
+    """Asana may refuse a younger token (under load): found at the run's first events."""
+    if not workspace_events:
+        fake.workspace_events_workspaces = set()
     weekly = {**config, "reconcile_every_days": 7}
     first = run_tap(weekly)
     fake.sync_token_ttl = 3600.0
     fake.advance_clock(2 * 3600)
     second = run_tap(weekly, state=first.state)
-    assert "Reconcile pass in this run" not in second.logs
+    assert "Reconcile pass in this run: Asana refused the events token of" in second.logs
+    assert "this run reconciles tasks" in second.logs
+    assert {m["stream"] for m in _activations(second)} == RECONCILED
+    assert "requested" not in second.state["bookmarks"]["tasks"]["reconcile"]
+
+
+def test_a_token_refused_after_a_listing_requests_a_reconcile_next_run(fake, config):
+    """A later project's token refused: its listings are under way, the next run reconciles."""
+    fake.workspace_events_workspaces = set()
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    later = max(fake.dataset.projects)
+    body = {"errors": [{"message": "Sync token invalid or too old."}], "sync": "fresh"}
+    fake.inject(rf"/events\?.*resource={later}", status=412, body=body)
+    second = run_tap(weekly, state=first.state)
+    assert f"events token for project {later} expired" in second.logs
     assert "the next run reconciles tasks" in second.logs
+    assert "Reconcile pass in this run" not in second.logs
     assert _activations(second) == []
     assert second.state["bookmarks"]["tasks"]["reconcile"]["requested"] is True
+    fake.clear_faults()
     third = run_tap(weekly, state=second.state)
     assert {m["stream"] for m in _activations(third)} == RECONCILED
     assert "requested" not in third.state["bookmarks"]["tasks"]["reconcile"]

@@ -164,6 +164,8 @@ class EventsResult:
     sync: str | None
     #: True when Asana refused a token the tap had (changes in the gap were not seen).
     expired: bool = False
+    #: Asana's time when the token was received (its age says when it expires).
+    received_at: str | None = None
 
 
 def is_events_response(response: requests.Response) -> bool:

@@ -1,8 +1,10 @@
 """The reconcile pass: tasks, subtasks and their rows that are gone, without Asana's events.
 
 Events are delivered at most once and expire after 24 hours, so some deletes and moves
-are never reported. Every ``reconcile_every_days`` days (and in the run after a
-project's events token expired) the tasks stream lists every project's tasks in full
+are never reported. Every ``reconcile_every_days`` days, and when events were lost (in a
+run whose newest events token is over 24 hours old, or whose first events request Asana
+refused before anything was listed; else in the run after a refused token) the tasks
+stream lists every project's tasks in full
 instead of only the changed ones, and writes with one Singer table version (the run's
 start, in ms): every live task's row and (task, project) pair (changed tasks through the
 usual sync, unchanged ones directly: their stories are asked nothing) and, with
@@ -24,7 +26,8 @@ it are not listed).
 
 State: the time of the last reconcile, whether one is requested, its ``start_date`` and
 the gids of the projects it saw, in the tasks stream's entry (grows with projects, never
-with tasks).
+with tasks). A run that read every task's stories also records the stories' candidate
+floor, and the next reconcile that activates confirms it (``purge.py``).
 """
 
 from __future__ import annotations
@@ -98,8 +101,11 @@ class Reconcile:
     derived: list[AsanaStream] = field(default_factory=list)
 
 
-def plan(stream: AsanaStream) -> Reconcile:
-    """Whether this run reconciles (decided once, before the first project)."""
+def plan(stream: AsanaStream, refused: str | None = None) -> Reconcile:
+    """Whether this run reconciles (decided once, before the first project's listing).
+
+    ``refused``: whose events token Asana refused (412) before anything was listed.
+    """
     state = sdk_adapter.own_state(stream).get(STATE_KEY) or {}
     every = int(stream.config.get("reconcile_every_days", 7))
     if not _versioned_streams(stream):
@@ -120,17 +126,24 @@ def plan(stream: AsanaStream) -> Reconcile:
         or _now() - parse_timestamp(str(last)) >= datetime.timedelta(days=every)
     )
     if not due:
+        # Deletes since the last events read are lost: reconcile in this run rather than
+        # in the next one, which a refused token (412) would ask for.
         expired = events_expired(stream)
-        if expired is None:
+        if expired is not None:
+            stream.logger.info(
+                "Reconcile pass in this run: Asana's events were last read at %s, more "
+                "than %d hours ago (their sync tokens have expired)",
+                expired,
+                EVENTS_KEPT_HOURS,
+            )
+        elif refused is not None:
+            stream.logger.info(
+                "Reconcile pass in this run: Asana refused the events token of %s (412) "
+                "before anything was listed",
+                refused,
+            )
+        else:
             return Reconcile(due=False)
-        # Asana will refuse the tokens (412) and the deletes since are lost: reconcile in
-        # this run rather than in the next one, which a 412 would ask for.
-        stream.logger.info(
-            "Reconcile pass in this run: Asana's events were last read at %s, more than "
-            "%d hours ago (their sync tokens have expired)",
-            expired,
-            EVENTS_KEPT_HOURS,
-        )
     version = int(time.time() * 1000)
     versioned = _versioned_streams(stream)
     for each in versioned:
