@@ -359,3 +359,23 @@ def test_no_subtask_comments_activation_when_one_listing_is_skipped(fake, config
         for m in second.messages
         if m["type"] == "ACTIVATE_VERSION" and m["stream"] in {"subtasks", "subtask_stories"}
     ]
+
+
+def test_old_tokens_reconcile_nothing_when_events_are_not_read(fake, config, oauth_config):
+    """Granular OAuth scopes read no events: tokens kept from before stay old for good."""
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    fake.advance_clock(25 * 3600)
+    scopes = "workspaces:read users:read projects:read tasks:read"
+    granular = {
+        **weekly,
+        **oauth_config,
+        "oauth_scopes": scopes,
+        "refresh_token": fake.issue_refresh_token(oauth_config["client_id"], scopes=scopes.split()),
+    }
+    granular.pop("access_token", None)
+    catalog = catalog_selecting(granular, {"workspaces", "projects", "tasks", "task_projects"})
+    second = run_tap(granular, state=first.state, catalog=catalog)
+    assert "Not reading Asana's events in this run" in second.logs
+    assert "Reconcile pass in this run" not in second.logs
+    assert _activations(second) == []

@@ -41,7 +41,7 @@ import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.purge as purge
 import tap_asana_vl.streams.workspace_events as workspace_events
-from tap_asana_vl import sdk_adapter
+from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -166,8 +166,12 @@ def events_expired(stream: AsanaStream) -> str | None:
     holds (a workspace's or a project's) says when the last run read events; the tokens
     of projects since deleted or left are older still, and do not count. Asana's clock
     (its answers' ``Date``), as when the tokens were received. None: not known to be
-    expired (no token with its time yet; a token refused sooner is found by its 412).
+    expired (no token with its time yet; a token refused sooner is found by its 412), or
+    events not read in this run (granular OAuth scopes: the tokens kept stay old, and
+    would make every run a reconcile).
     """
+    if scopes.granted_scopes(stream.config) is not None:
+        return None
     state = sdk_adapter.own_state(stream)
     times = list((state.get(workspace_events.RECEIVED_STATE_KEY) or {}).values())
     times += [
