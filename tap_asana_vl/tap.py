@@ -319,7 +319,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         self.user_references.enabled = bool(users is not None and users.selected)
         self.progress.start_heartbeat()
         # Deletes (issue 14): a stream with a floor writes with a version above it.
-        purge.plan(self.streams.values())
+        purge.plan(self.streams.values(), self.logger)
         try:
             super().sync_all()
             # Deletes (issue 14): the reconcile pass ends after every record is written.

@@ -675,10 +675,13 @@ def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
         # Not a reconcile (the last one is recent): deletes come from Asana's events.
         run_both()
 
+        # Stories have a floor too (the first run read every story; the reconcile
+        # confirmed it): the deleted comment is gone with hard_delete.
         gone = {
             "tasks": {(deleted_task["gid"],)},
             "task_projects": {(deleted_task["gid"], project), (moved_task["gid"], project)},
             "sections": {(s["gid"],) for s in empty_sections},
+            "stories": {(deleted_story["gid"],)},
         }
         exists = {
             "tasks": {(gid,) for gid in ds.tasks},
@@ -712,10 +715,9 @@ def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
             if table in exists:
                 assert set(hard) == exists[table], table
                 assert not any(marked for _, marked in hard.values()), table
-        # Stories have no floor (no run after the first reads every story): a deleted
-        # comment's tombstone stays, marked, with hard_delete too (see the README).
         stories = _rows(postgres, "asana_hard", "stories")
-        assert {k for k, (_, marked) in stories.items() if marked} == {(deleted_story["gid"],)}
+        assert (deleted_story["gid"],) not in stories
+        assert not any(marked for _, marked in stories.values())
         assert _query(
             postgres,
             "select _sdc_deleted_at is not null from asana_hard.task_projects "

@@ -15,16 +15,17 @@ from typing import Any
 
 import pytest
 
-from tap_asana_vl.streams.purge import FLOOR_KEY, TOMBSTONE_VERSION
+from tap_asana_vl.streams.purge import CANDIDATE_KEY, FLOOR_KEY, SCOPE_KEY, TOMBSTONE_VERSION
 from tests.fake_asana import FakeAsana
-from tests.tap_runner import FAST, SyncResult, run_cli, run_tap
+from tests.tap_runner import FAST, SyncResult, catalog_selecting, run_cli, run_tap
 
 DELETED_AT = "_sdc_deleted_at"
 VERSION = "_sdc_table_version"
 #: Streams that get tombstones from Asana's events (deletes.py).
 TOMBSTONED = ("tasks", "task_projects", "stories", "sections")
-#: Of those, the ones a floor can come from (a reconcile, a complete read).
-WITH_FLOOR = {"tasks", "task_projects", "sections"}
+#: Of those, the ones a floor can come from (a reconcile, a complete read; stories: the
+#: first run's complete read, confirmed by the next reconcile).
+WITH_FLOOR = {"tasks", "task_projects", "sections", "stories"}
 
 
 class Warehouse:
@@ -122,6 +123,11 @@ def floor_runs(config: dict[str, Any]) -> list[SyncResult]:
     first = run_tap(config)
     second = run_tap({**config, "reconcile_every_days": 0}, state=first.state)
     assert set(activations(second)) >= WITH_FLOOR
+    # The stories' floor is the version the first run wrote every story with.
+    candidate = first.state["bookmarks"]["stories"][CANDIDATE_KEY]
+    assert activations(second)["stories"] == [candidate]
+    assert second.state["bookmarks"]["stories"][FLOOR_KEY] == candidate
+    assert CANDIDATE_KEY not in second.state["bookmarks"]["stories"]
     return [first, second]
 
 
@@ -177,12 +183,12 @@ def test_tombstones_carry_version_1_and_a_run_ends_with_activate_version_of_the_
         assert all(v is not None and v >= floor for v in versions), stream
     # tasks and task_projects (no reconcile in this run): ACTIVATE_VERSION of the floor,
     # after every record; sections: the run's own complete read (its version is above
-    # the tombstones'); stories: no floor, so none.
+    # the tombstones'); stories: their floor (the first run's complete read).
     activated = activations(third)
     assert activated["tasks"] == activated["task_projects"] == [floor]
     assert activated["sections"] == [third.state["bookmarks"]["sections"][FLOOR_KEY]]
     assert activated["sections"][0] > floor
-    assert "stories" not in activated
+    assert activated["stories"] == [runs[1].state["bookmarks"]["stories"][FLOOR_KEY]]
     kinds = [m["type"] for m in third.messages]
     assert kinds.index("ACTIVATE_VERSION") > max(i for i, k in enumerate(kinds) if k == "RECORD")
     # The floor of a stream not activated in this run stays what it was.
@@ -197,21 +203,27 @@ def test_hard_delete_removes_exactly_the_tombstones_and_soft_is_unchanged(fake, 
 
     hard = load(*runs, third, hard=True)
     soft = load(*runs, third, hard=False)
-    for stream in ("tasks", "task_projects", "sections"):
+    for stream in ("tasks", "task_projects", "sections", "stories"):
         # Soft: the tombstones are marked, everything in Asana is there, unmarked.
         assert soft.marked(stream) == gone[stream], stream
-        assert soft.live(stream) == exists[stream], stream
+        assert exists[stream] <= soft.live(stream), stream
         # Hard: the same rows, without the tombstones; nothing else differs.
         assert hard.marked(stream) == set(), stream
         assert hard.tables[stream] == {
             k: r for k, r in soft.tables[stream].items() if k not in gone[stream]
         }, stream
-    # Stories have no floor: their tombstone stays, marked, with hard_delete too. (The
-    # deleted task's comments stay live: Asana sends no event for them; see the README.)
-    assert hard.marked("stories") == soft.marked("stories") == gone["stories"]
-    assert hard.tables["stories"] == soft.tables["stories"]
-    assert exists["stories"] <= hard.live("stories")
-
+    for stream in ("tasks", "task_projects", "sections"):
+        assert soft.live(stream) == exists[stream], stream
+    # The deleted task's comments stay live: Asana sends no event for them, and no
+    # floor can reach them (see the README, Deletes).
+    deleted_task = next(iter(gone["tasks"]))[0]
+    orphans = {
+        k
+        for k, r in hard.tables["stories"].items()
+        if (r.get("target") or {}).get("gid") == deleted_task
+    }
+    assert orphans
+    assert soft.live("stories") - exists["stories"] == orphans
     # Without hard_delete the purge changes nothing: the same rows as without it.
     purge = [
         m
@@ -238,11 +250,19 @@ def test_no_floor_no_purge_and_tombstones_stay_marked(fake, config):
     # activates them, above the tombstones' version, so they go.
     assert hard.marked("sections") == set()
     assert hard.live("sections") == asana_now(fake)["sections"]
-    # The next reconcile deletes the tasks' tombstones (version 1 < its version).
+    # Stories: the first run read every story, a candidate only until a reconcile.
+    stories_state = second.state["bookmarks"]["stories"]
+    assert CANDIDATE_KEY in stories_state
+    assert FLOOR_KEY not in stories_state
+    # The next reconcile deletes the tasks' tombstones (version 1 < its version), and
+    # confirms the stories' floor: their tombstone goes too.
     third = run_tap({**config, "reconcile_every_days": 0}, state=second.state)
     hard.apply(third.messages)
     assert hard.marked("tasks") == hard.marked("task_projects") == set()
     assert hard.live("tasks") == asana_now(fake)["tasks"]
+    assert activations(third)["stories"] == [stories_state[CANDIDATE_KEY]]
+    assert hard.marked("stories") == set()
+    assert asana_now(fake)["stories"] <= hard.live("stories")
 
 
 def test_no_tombstones_no_purge(fake, config):
@@ -308,6 +328,11 @@ def test_a_purge_never_touches_a_live_row_whatever_the_run_skipped(fake, config,
     for hard in (True, False):
         before = load(*runs, hard=hard)
         warehouse = load(*runs, third, hard=hard)
+        # Stories: the deleted task's comments stay live (nothing marks them). A filter
+        # changes the scope of the stories' floor, which is dropped: the tombstone stays.
+        kept = not hard or disruption == "project filter"
+        assert before.live("stories") & exists["stories"] <= warehouse.live("stories"), hard
+        assert warehouse.marked("stories") == (gone["stories"] if kept else set()), hard
         for stream in ("tasks", "task_projects", "sections"):
             # Every row that was there and still exists in Asana is there, unmarked
             # (with the filter, the moved task's new pair is not written: its new
@@ -395,3 +420,76 @@ def test_no_purge_when_the_run_writes_below_the_floor(fake, config):
     assert hard.live("sections") == asana_now(fake)["sections"]
     # tasks write with at least their floor (purge.plan): purged as usual.
     assert hard.marked("tasks") == set()
+
+
+# --- The stories' floor (purge.py): a complete read, confirmed by the next reconcile ----
+
+
+def _delete_a_story(fake: FakeAsana) -> tuple[str]:
+    """Delete a comment of a task that stays; its key."""
+    _, tasks = single_home_tasks(fake)
+    story = fake.dataset.stories_by_task[tasks[-1]["gid"]][-1]
+    fake.delete_story(story["gid"])
+    return (story["gid"],)
+
+
+def test_a_changed_scope_drops_the_stories_floor_for_good(fake, config):
+    runs = floor_runs(config)
+    earlier = {**config, "start_date": "2000-01-01T00:00:00Z"}
+    deleted = _delete_a_story(fake)
+
+    third = run_tap(earlier, state=runs[1].state)
+
+    # A task that comes into scope again may have comments in the warehouse from before
+    # the floor's run: no purge may reach them, so the floor is gone.
+    stories_state = third.state["bookmarks"]["stories"]
+    assert not {FLOOR_KEY, CANDIDATE_KEY, SCOPE_KEY} & set(stories_state)
+    assert "stories: start_date changed since its last complete read" in third.logs
+    assert "stories" not in activations(third)
+    hard = load(*runs, third, hard=True)
+    assert hard.marked("stories") == {deleted}
+    # Back to the first scope: the floor does not come back (nothing confirms it again).
+    again = _delete_a_story(fake)
+    fourth = run_tap({**config, "reconcile_every_days": 0}, state=third.state)
+    assert "stories" not in activations(fourth)
+    assert not {FLOOR_KEY, CANDIDATE_KEY} & set(fourth.state["bookmarks"]["stories"])
+    hard.apply(fourth.messages)
+    assert hard.marked("stories") == {deleted, again}
+
+
+def _first_run_blocks(fake: FakeAsana, how: str) -> None:
+    other = _other_project(fake)
+    if how == "stories of a task refused":
+        task = next(t for t in fake.dataset.tasks_by_project[other] if t["gid"])
+        fake.inject(rf"/tasks/{task['gid']}/stories", status=403, times=None)
+    else:
+        fake.inject(rf"/tasks\?.*project={other}", status=403, times=None)
+
+
+@pytest.mark.parametrize("how", ["stories of a task refused", "project skipped"])
+def test_a_first_run_that_did_not_read_every_story_gives_no_floor(fake, config, how):
+    _first_run_blocks(fake, how)
+    first = run_tap(config)
+    fake.clear_faults()
+    assert CANDIDATE_KEY not in first.state["bookmarks"].get("stories", {})
+    # Nor does any later run (they read changed tasks' stories only): deleted comments
+    # stay marked, with hard_delete too.
+    second = run_tap({**config, "reconcile_every_days": 0}, state=first.state)
+    deleted = _delete_a_story(fake)
+    third = run_tap({**config, "reconcile_every_days": 0}, state=second.state)
+    for run in (second, third):
+        assert "stories" not in activations(run)
+        assert not {FLOOR_KEY, CANDIDATE_KEY} & set(run.state["bookmarks"].get("stories", {}))
+    assert load(first, second, third, hard=True).marked("stories") == {deleted}
+
+
+def test_stories_selected_after_the_first_run_give_no_floor(fake, config):
+    """Tasks listed unchanged have their stories never read: no candidate."""
+    without = {"workspaces", "projects", "tasks", "task_projects"}
+    first = run_tap(config, catalog=catalog_selecting(config, without))
+    catalog = catalog_selecting(config, without | {"stories"})
+    second = run_tap({**config, "reconcile_every_days": 0}, state=first.state, catalog=catalog)
+    third = run_tap({**config, "reconcile_every_days": 0}, state=second.state, catalog=catalog)
+    for run in (second, third):
+        assert "stories" not in activations(run)
+        assert not {FLOOR_KEY, CANDIDATE_KEY} & set(run.state["bookmarks"].get("stories", {}))

@@ -156,15 +156,89 @@ def test_no_reconcile_before_its_time_or_without_task_projects(fake, config):
     assert _activations(third) == []
 
 
-def test_an_expired_events_token_requests_a_reconcile_next_run(fake, config):
+@pytest.mark.parametrize("workspace_events", [True, False])
+def test_events_older_than_a_day_reconcile_in_the_same_run(fake, config, workspace_events):
+    """Asana refuses tokens older than 24 h: the run that finds them reconciles."""
+    if not workspace_events:
+        fake.workspace_events_workspaces = set()  # each project's events instead
     weekly = {**config, "reconcile_every_days": 7}
     first = run_tap(weekly)
+    task = next(iter(fake.dataset.tasks))
+    fake.delete_task(task)  # its event is lost with the token
     fake.advance_clock(25 * 3600)
+
     second = run_tap(weekly, state=first.state)
+
+    assert "Reconcile pass in this run: Asana's events were last read at" in second.logs
+    assert "expired (not read for 24 h or more)" in second.logs
+    assert "this run reconciles tasks" in second.logs
+    assert {m["stream"] for m in _activations(second)} == RECONCILED
+    assert "requested" not in second.state["bookmarks"]["tasks"]["reconcile"]
+    version = _activations(second)[0]["version"]
+    # The deleted task is the row not re-written: the target marks it.
+    written = {
+        m["record"]["gid"]
+        for m in second.messages
+        if m["type"] == "RECORD" and m["stream"] == "tasks" and m.get("version") == version
+    }
+    assert written == set(fake.dataset.tasks)
+    assert task not in written
+    # Fresh tokens now: the next run is not a reconcile.
+    third = run_tap(weekly, state=second.state)
+    assert _activations(third) == []
+
+
+@pytest.mark.parametrize("workspace_events", [True, False])
+def test_a_token_refused_before_any_listing_reconciles_in_the_same_run(
+    fake, config, workspace_events
+):
+    """Asana may refuse a younger token (under load): found at the run's first events."""
+    if not workspace_events:
+        fake.workspace_events_workspaces = set()
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    fake.sync_token_ttl = 3600.0
+    fake.advance_clock(2 * 3600)
+    second = run_tap(weekly, state=first.state)
+    assert "Reconcile pass in this run: Asana refused the events token of" in second.logs
+    assert "this run reconciles tasks" in second.logs
+    assert {m["stream"] for m in _activations(second)} == RECONCILED
+    assert "requested" not in second.state["bookmarks"]["tasks"]["reconcile"]
+
+
+def test_a_token_refused_after_a_listing_requests_a_reconcile_next_run(fake, config):
+    """A later project's token refused: its listings are under way, the next run reconciles."""
+    fake.workspace_events_workspaces = set()
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    later = max(fake.dataset.projects)
+    body = {"errors": [{"message": "Sync token invalid or too old."}], "sync": "fresh"}
+    fake.inject(rf"/events\?.*resource={later}", status=412, body=body)
+    second = run_tap(weekly, state=first.state)
+    assert f"events token for project {later} expired" in second.logs
+    assert "the next run reconciles tasks" in second.logs
+    assert "Reconcile pass in this run" not in second.logs
+    assert _activations(second) == []
     assert second.state["bookmarks"]["tasks"]["reconcile"]["requested"] is True
+    fake.clear_faults()
     third = run_tap(weekly, state=second.state)
     assert {m["stream"] for m in _activations(third)} == RECONCILED
     assert "requested" not in third.state["bookmarks"]["tasks"]["reconcile"]
+
+
+def test_events_of_a_project_no_longer_synced_do_not_reconcile(fake, config):
+    """Only the newest token's age counts: a stale one (a project left) never expires it."""
+    fake.workspace_events_workspaces = set()
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    state = first.state
+    partitions = state["bookmarks"]["tasks"]["partitions"]
+    dated = [p for p in partitions if p.get("events_sync_at")]
+    assert dated
+    dated[0]["events_sync_at"] = "2001-01-01T00:00:00Z"  # a project not read since
+    second = run_tap(weekly, state=state)
+    assert "Reconcile pass in this run" not in second.logs
+    assert _activations(second) == []
 
 
 def test_a_later_start_date_stops_the_activation(fake, config):
@@ -281,3 +355,23 @@ def test_no_subtask_comments_activation_when_one_listing_is_skipped(fake, config
         for m in second.messages
         if m["type"] == "ACTIVATE_VERSION" and m["stream"] in {"subtasks", "subtask_stories"}
     ]
+
+
+def test_old_tokens_reconcile_nothing_when_events_are_not_read(fake, config, oauth_config):
+    """Granular OAuth scopes read no events: tokens kept from before stay old for good."""
+    weekly = {**config, "reconcile_every_days": 7}
+    first = run_tap(weekly)
+    fake.advance_clock(25 * 3600)
+    scopes = "workspaces:read users:read projects:read tasks:read"
+    granular = {
+        **weekly,
+        **oauth_config,
+        "oauth_scopes": scopes,
+        "refresh_token": fake.issue_refresh_token(oauth_config["client_id"], scopes=scopes.split()),
+    }
+    granular.pop("access_token", None)
+    catalog = catalog_selecting(granular, {"workspaces", "projects", "tasks", "task_projects"})
+    second = run_tap(granular, state=first.state, catalog=catalog)
+    assert "Not reading Asana's events in this run" in second.logs
+    assert "Reconcile pass in this run" not in second.logs
+    assert _activations(second) == []

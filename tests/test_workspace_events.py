@@ -66,7 +66,7 @@ def test_an_incremental_run_costs_no_request_per_project_for_tasks(fake, config)
     assert len([r for r in fake.requests if r.path.endswith("/tasks/search")]) == workspaces
 
 
-def test_an_expired_workspace_token_marks_nothing_and_asks_for_a_reconcile(fake, config):
+def test_an_expired_workspace_token_marks_nothing_and_the_run_reconciles(fake, config):
     first = run_tap(config)
     task = _single_home_task(fake.dataset)
     fake.delete_task(task["gid"])
@@ -76,7 +76,10 @@ def test_an_expired_workspace_token_marks_nothing_and_asks_for_a_reconcile(fake,
 
     assert "events token for workspace" in second.logs
     assert not _deleted_tasks(second)
-    assert second.state["bookmarks"]["tasks"]["reconcile"].get("requested")
+    # The token was over 24 h old: this run is a reconcile (reconcile.py), no next one.
+    assert "this run reconciles tasks" in second.logs
+    assert "requested" not in second.state["bookmarks"]["tasks"]["reconcile"]
+    assert any(m["type"] == "ACTIVATE_VERSION" and m["stream"] == "tasks" for m in second.messages)
     workspace = task["workspace"]["gid"]
     tokens = second.state["bookmarks"]["tasks"]["workspace_events"]
     assert tokens[workspace] != first.state["bookmarks"]["tasks"]["workspace_events"][workspace]

@@ -48,6 +48,9 @@ EVENTS_PATH = "/events"
 SYNC_STATE_KEY = "events_sync"
 #: Key of the time a project's token was found expired (changes may have been missed).
 EXPIRED_STATE_KEY = "events_expired_at"
+#: Key of when the project's token was received (Asana's time): its age says when it
+#: expires, so a run can reconcile at once instead of finding out (reconcile.py).
+RECEIVED_STATE_KEY = "events_sync_at"
 # Pages of events read per project per run at most (100 events each): a project with
 # more queued than this is read on, from the last token, by the next run.
 MAX_EVENT_PAGES = 50
@@ -161,6 +164,8 @@ class EventsResult:
     sync: str | None
     #: True when Asana refused a token the tap had (changes in the gap were not seen).
     expired: bool = False
+    #: Asana's time when the token was received (its age says when it expires).
+    received_at: str | None = None
 
 
 def is_events_response(response: requests.Response) -> bool:

@@ -95,6 +95,8 @@ class TasksStream(AsanaStream):
         self._events_warned = False
         #: How each workspace's changed tasks are found in this run (changed_tasks.py).
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
+        #: Each workspace's events, read once (None: each project's are read instead).
+        self._workspace_events_read: dict[str, workspace_events.WorkspaceEvents | None] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
@@ -113,12 +115,16 @@ class TasksStream(AsanaStream):
             yield from self._search_sweep(str(context["workspace_gid"]))
             return
         project = str(context["project_gid"])
+        # Events before the reconcile is decided: an expired token (412) found before
+        # anything is listed makes this run the reconcile pass (reconcile.py).
+        events = None
+        if self._workspace_events_once(context.get("workspace_gid")) is None:
+            events = self._read_project_events(context)
         if self.reconcile.due:
             self.after_emit(lambda: self.reconcile.projects_done.add(project))
         plan = self._plan(context.get("workspace_gid"))
-        per_project_events = plan is None or plan.events is None
-        if per_project_events and self.events_off is None and self._events_granted():
-            yield from self._from_events(context)
+        if events is not None:
+            yield from self._from_events(context, events)
         if plan is None:
             yield from super().source_records(context)
             return
@@ -158,7 +164,7 @@ class TasksStream(AsanaStream):
                 because = "the OAuth scopes hide memberships"
             # Events first: a workspace's events read now are never newer than the
             # listings and the search that follow (a change in between comes twice).
-            events = self._workspace_events(workspace)
+            events = self._workspace_events_once(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
             plan.events = events
             if plan.search is None:
@@ -169,6 +175,18 @@ class TasksStream(AsanaStream):
                 )
             self._plans[workspace] = plan
         return self._plans[workspace]
+
+    def _workspace_events_once(self, workspace: t.Any) -> workspace_events.WorkspaceEvents | None:
+        """The workspace's events, read at its first project (or sweep); see below."""
+        if not workspace:
+            return None
+        workspace = str(workspace)
+        if workspace not in self._workspace_events_read:
+            events = self._workspace_events(workspace)
+            self._workspace_events_read[workspace] = events
+            if events is not None and events.expired:
+                self._reconcile_at_once(f"workspace {workspace}")
+        return self._workspace_events_read[workspace]
 
     def _workspace_events(self, workspace: str) -> workspace_events.WorkspaceEvents | None:
         """The workspace's events, or None where each project's must be read instead."""
@@ -335,8 +353,9 @@ class TasksStream(AsanaStream):
             self.logger.warning(
                 "Asana's events token for workspace %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles tasks. Run the tap at least daily.",
+                "%s reconciles tasks. Run the tap at least daily.",
                 plan.workspace,
+                "this run" if self.reconcile.due else "the next run",
             )
         unplaced = events.bucket(workspace_events.NO_PROJECT)
         reread = list(deletes.reread(self, events.reread_tasks, unplaced))
@@ -386,27 +405,52 @@ class TasksStream(AsanaStream):
                 reason,
             )
 
-    def _from_events(self, context: Context) -> Iterable[dict[str, t.Any]]:
+    def _read_project_events(self, context: Context) -> deletes.EventsResult | None:
+        """The project's events since its token (None: events are not read in this run).
+
+        A token Asana refused before anything was listed makes this run the reconcile.
+        """
+        if self.events_off is not None or not self._events_granted():
+            return None
         project = str(context["project_gid"])
         state = deletes.project_events_state(self, context)
-        value_streams = self._value_removal_streams()
         try:
             result = deletes.read_events(
                 self,
                 project,
                 state.get(deletes.SYNC_STATE_KEY),
-                value_fields=frozenset(value_streams),
+                value_fields=frozenset(self._value_removal_streams()),
             )
         except ScopeMissingError as exc:
             self._events_unavailable(str(exc))
-            return
+            return None
+        result.received_at = format_timestamp(self.services.server_clock.latest())
+        if result.expired:
+            self._reconcile_at_once(f"project {project}")
+        return result
+
+    def _reconcile_at_once(self, refused: str) -> None:
+        """Asana refused an events token: reconcile in this run if not decided yet.
+
+        Decided at the first project, after its events and before any listing; a
+        token refused later asks the next run (``reconciling.request``).
+        """
+        if "reconcile" not in self.__dict__:
+            self.__dict__["reconcile"] = reconciling.plan(self, refused=refused)
+
+    def _from_events(self, context: Context, result: deletes.EventsResult) -> Iterable[dict]:
+        """Tasks the project's events name, read again; tombstones once all is written."""
+        project = str(context["project_gid"])
+        state = deletes.project_events_state(self, context)
+        received_at = result.received_at
         changes = result.changes
         if result.expired:
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
                 "tasks, stories or sections deleted in that gap are not marked deleted; "
-                "the next run reconciles tasks. Run the tap at least daily.",
+                "%s reconciles tasks. Run the tap at least daily.",
                 project,
+                "this run" if self.reconcile.due else "the next run",
             )
         previous_bookmark = sdk_adapter.bookmark_value(self, context)
         # Tasks a value was removed from are read again too: their current record says
@@ -430,6 +474,8 @@ class TasksStream(AsanaStream):
                 sdk_adapter.advance_bookmark(self, {"modified_at": previous_bookmark}, context)
             if result.sync:
                 state[deletes.SYNC_STATE_KEY] = result.sync
+                if received_at:
+                    state[deletes.RECEIVED_STATE_KEY] = received_at
             if result.expired:
                 state[deletes.EXPIRED_STATE_KEY] = now
                 reconciling.request(self)

@@ -21,8 +21,25 @@ marked. This module makes one more ACTIVATE_VERSION delete exactly the tombstone
   yet, and there are none. A live row is never touched, whatever this run skipped: its
   version says it was written at or after the floor, not by this run.
 
-A stream without a floor (none activated yet by this version of the tap; ``stories``,
-which no run reads in full after the first) keeps its tombstones as marked rows.
+A stream without a floor (none activated yet by this version of the tap) keeps its
+tombstones as marked rows.
+
+``stories`` have no complete read of their own after the first run (a later run reads
+the comments of changed tasks only), so their floor comes in two steps (``record_candidate``,
+``confirm``; the tasks stream's reconcile decides when, see reconcile.py):
+
+- Every record of the stream carries the run's version (``VERSIONED_ALWAYS``), floor or not.
+- A run that read every task's stories (no bookmark: a first run, after ``state clear`` or
+  ``--full-refresh``; nothing skipped or cut off; no filter; not stopped) wrote every
+  story of every task in scope with its version V: the *candidate*, kept with the scope
+  settings it was read under (``scope_of``).
+- A later run whose reconcile pass activates (every task in scope listed, those gone
+  marked) confirms it: ACTIVATE_VERSION(V) marks (deletes) the stories V's run did not
+  see, which are stories deleted before it or of tasks the reconcile marks too, and V
+  becomes the floor.
+- A change of the scope settings drops the candidate and the floor for good (``plan``): a
+  story of a task that comes into scope again may be in the warehouse from before V's run
+  with an older version, and nothing would re-write it.
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ from tap_asana_vl import sdk_adapter
 
 if t.TYPE_CHECKING:
     import logging
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from singer_sdk import Stream
 
@@ -45,6 +62,21 @@ TOMBSTONE_VERSION = 1
 DELETED_AT = "_sdc_deleted_at"
 #: Key of a stream's floor in its state entry.
 FLOOR_KEY = "table_version_floor"
+#: Key of a floor not confirmed yet (``stories``: see ``record_candidate``).
+CANDIDATE_KEY = "table_version_candidate"
+#: Key of the scope settings a candidate or floor was recorded under (``scope_of``).
+SCOPE_KEY = "table_version_scope"
+#: Streams whose records always carry the run's version (a candidate can come from any
+#: run that reads them in full, and must be the version every row of that run carries).
+VERSIONED_ALWAYS = frozenset({"stories"})
+#: The settings that decide which tasks (so which stories) a run reads, with defaults.
+SCOPE_SETTINGS: dict[str, t.Any] = {
+    "start_date": None,
+    "workspace_gids": None,
+    "project_gids": None,
+    "include_archived_projects": True,
+    "include_tasks_without_projects": True,
+}
 
 
 @dataclass
@@ -63,18 +95,92 @@ def floor(stream: Stream) -> int | None:
     return int(value) if value is not None else None
 
 
-def plan(streams: Iterable[Stream]) -> None:
+def candidate(stream: Stream) -> int | None:
+    """The version of ``stream``'s last complete read not confirmed yet (None: none)."""
+    value = sdk_adapter.stored_state(stream).get(CANDIDATE_KEY)
+    return int(value) if value is not None else None
+
+
+def scope_of(config: Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The scope settings of ``config`` (an empty list counts as unset)."""
+    scope = {}
+    for name, default in SCOPE_SETTINGS.items():
+        value = config.get(name, default)
+        scope[name] = default if value in (None, []) else value
+    return scope
+
+
+def plan(streams: Iterable[Stream], logger: logging.Logger | None = None) -> None:
     """Before the first record: each stream with a floor writes with a version above it.
 
     The run's start in ms is above every earlier run's (the floor too, unless the
     clock went back: then the floor itself). A reconcile or a complete read may set a
-    later version of its own; it is later still.
+    later version of its own; it is later still. A floor or candidate recorded under
+    other scope settings is dropped first (``drop_if_scope_changed``).
     """
     version = int(time.time() * 1000)
     for stream in streams:
-        stream_floor = floor(stream)
-        if stream_floor is not None and stream.selected:
-            sdk_adapter.set_table_version(stream, max(version, stream_floor))
+        if not stream.selected:
+            continue
+        drop_if_scope_changed(stream, logger)
+        marks = [mark for mark in (floor(stream), candidate(stream)) if mark is not None]
+        if marks or stream.name in VERSIONED_ALWAYS:
+            sdk_adapter.set_table_version(stream, max([version, *marks]))
+
+
+def drop_if_scope_changed(stream: Stream, logger: logging.Logger | None = None) -> bool:
+    """Forget ``stream``'s floor and candidate if the scope settings changed since.
+
+    Only for a floor recorded with its scope (``record_candidate``). Whether one is dropped.
+    """
+    recorded = sdk_adapter.stored_state(stream).get(SCOPE_KEY)
+    if recorded is None or recorded == scope_of(stream.config):
+        return False
+    entry = sdk_adapter.own_state(stream)
+    changed = sorted(k for k, v in scope_of(stream.config).items() if recorded.get(k) != v)
+    for key in (FLOOR_KEY, CANDIDATE_KEY, SCOPE_KEY):
+        entry.pop(key, None)
+    if logger is not None:
+        logger.info(
+            "%s: %s changed since its last complete read, so its deleted rows stay marked "
+            "(not removed with hard_delete) until a run reads it in full again "
+            "(state clear or --full-refresh)",
+            stream.name,
+            ", ".join(changed),
+        )
+    return True
+
+
+def record_candidate(stream: Stream) -> int | None:
+    """Record that this run read every row of ``stream`` in scope: its version, a candidate.
+
+    Not if a floor or a candidate exists already (the first one stays: its run is the
+    one the confirming reconcile's conditions are checked against). Returns the version.
+    """
+    if not stream.selected or floor(stream) is not None or candidate(stream) is not None:
+        return None
+    version = sdk_adapter.table_version(stream)
+    if version is None:
+        return None
+    entry = sdk_adapter.own_state(stream)
+    entry[CANDIDATE_KEY] = version
+    entry[SCOPE_KEY] = scope_of(stream.config)
+    return version
+
+
+def confirm(purges: Purges, stream: Stream, before: int) -> int | None:
+    """Make ``stream``'s candidate its floor: ACTIVATE_VERSION of it (see the module doc).
+
+    For a reconcile that activates in a run after the candidate's (``before``: its
+    version), under the same scope (``plan`` dropped a candidate of another one).
+    Returns the new floor.
+    """
+    version = candidate(stream)
+    if not stream.selected or version is None or version >= before:
+        return None
+    activate(purges, stream, version)
+    sdk_adapter.own_state(stream).pop(CANDIDATE_KEY, None)
+    return version
 
 
 def activate(purges: Purges, stream: Stream, version: int) -> None:

@@ -1,8 +1,10 @@
 """The reconcile pass: tasks, subtasks and their rows that are gone, without Asana's events.
 
 Events are delivered at most once and expire after 24 hours, so some deletes and moves
-are never reported. Every ``reconcile_every_days`` days (and in the run after a
-project's events token expired) the tasks stream lists every project's tasks in full
+are never reported. Every ``reconcile_every_days`` days, and when events were lost (in a
+run whose newest events token is over 24 hours old, or whose first events request Asana
+refused before anything was listed; else in the run after a refused token) the tasks
+stream lists every project's tasks in full
 instead of only the changed ones, and writes with one Singer table version (the run's
 start, in ms): every live task's row and (task, project) pair (changed tasks through the
 usual sync, unchanged ones directly: their stories are asked nothing) and, with
@@ -24,7 +26,8 @@ it are not listed).
 
 State: the time of the last reconcile, whether one is requested, its ``start_date`` and
 the gids of the projects it saw, in the tasks stream's entry (grows with projects, never
-with tasks).
+with tasks). A run that read every task's stories also records the stories' candidate
+floor, and the next reconcile that activates confirms it (``purge.py``).
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.purge as purge
-from tap_asana_vl import sdk_adapter
+import tap_asana_vl.streams.workspace_events as workspace_events
+from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -49,6 +54,9 @@ STATE_KEY = "reconcile"
 BRIDGE = "task_projects"
 SUBTASKS = "subtasks"
 SUBTASK_STORIES = "subtask_stories"
+STORIES = "stories"
+#: Hours Asana keeps events: an events token older than that is refused (412).
+EVENTS_KEPT_HOURS = 24
 #: Derived tables made of each task's and subtask's record (streams/derived.py).
 DERIVED = ("task_custom_field_values", "task_tags", "task_followers", "task_dependencies")
 
@@ -93,8 +101,11 @@ class Reconcile:
     derived: list[AsanaStream] = field(default_factory=list)
 
 
-def plan(stream: AsanaStream) -> Reconcile:
-    """Whether this run reconciles (decided once, before the first project)."""
+def plan(stream: AsanaStream, refused: str | None = None) -> Reconcile:
+    """Whether this run reconciles (decided once, before the first project's listing).
+
+    ``refused``: whose events token Asana refused (412) before anything was listed.
+    """
     state = sdk_adapter.own_state(stream).get(STATE_KEY) or {}
     every = int(stream.config.get("reconcile_every_days", 7))
     if not _versioned_streams(stream):
@@ -115,7 +126,24 @@ def plan(stream: AsanaStream) -> Reconcile:
         or _now() - parse_timestamp(str(last)) >= datetime.timedelta(days=every)
     )
     if not due:
-        return Reconcile(due=False)
+        # Deletes since the last events read are lost: reconcile in this run rather than
+        # in the next one, which a refused token (412) would ask for.
+        expired = events_expired(stream)
+        if expired is not None:
+            stream.logger.info(
+                "Reconcile pass in this run: Asana's events were last read at %s, more "
+                "than %d hours ago (their sync tokens have expired)",
+                expired,
+                EVENTS_KEPT_HOURS,
+            )
+        elif refused is not None:
+            stream.logger.info(
+                "Reconcile pass in this run: Asana refused the events token of %s (412) "
+                "before anything was listed",
+                refused,
+            )
+        else:
+            return Reconcile(due=False)
     version = int(time.time() * 1000)
     versioned = _versioned_streams(stream)
     for each in versioned:
@@ -129,6 +157,35 @@ def plan(stream: AsanaStream) -> Reconcile:
             ", ".join(left_out),
         )
     return Reconcile(due=True, version=version, derived=derived)
+
+
+def events_expired(stream: AsanaStream) -> str | None:
+    """When Asana's events were last read, if that is over ``EVENTS_KEPT_HOURS`` ago.
+
+    Asana keeps events 24 hours and refuses older tokens. The newest token the state
+    holds (a workspace's or a project's) says when the last run read events; the tokens
+    of projects since deleted or left are older still, and do not count. Asana's clock
+    (its answers' ``Date``), as when the tokens were received. None: not known to be
+    expired (no token with its time yet; a token refused sooner is found by its 412), or
+    events not read in this run (granular OAuth scopes: the tokens kept stay old, and
+    would make every run a reconcile).
+    """
+    if scopes.granted_scopes(stream.config) is not None:
+        return None
+    state = sdk_adapter.own_state(stream)
+    times = list((state.get(workspace_events.RECEIVED_STATE_KEY) or {}).values())
+    times += [
+        partition[deletes.RECEIVED_STATE_KEY]
+        for partition in state.get("partitions") or []
+        if partition.get(deletes.RECEIVED_STATE_KEY)
+    ]
+    if not times:
+        return None
+    newest = max(parse_timestamp(str(time_)) for time_ in times)
+    now = stream.services.server_clock.latest()
+    if now - newest < datetime.timedelta(hours=EVENTS_KEPT_HOURS):
+        return None
+    return format_timestamp(newest)
 
 
 def _versioned_streams(stream: AsanaStream) -> list[AsanaStream]:
@@ -219,12 +276,14 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
             f"start_date changed from {entry.get('start_date')} to {start} "
             "(a later one leaves tasks out; clear the state to start over)"
         )
+    stories_in_full = not problems and _read_every_story(stream, reconcile)
     previous = entry.get("projects")
     if previous is None and not problems:
         entry.update(
             at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
         )
         entry.pop("requested", None)
+        _record_stories(stream, stories_in_full)
         sdk_adapter.write_state(stream)
         stream.logger.info(
             "Reconcile pass: first one, %d projects recorded; the next one marks what is gone",
@@ -244,6 +303,9 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         return
     for versioned in _versioned_streams(stream):
         purge.activate(stream.services.purges, versioned, reconcile.version)
+    # Before a candidate of this run is recorded: only an earlier run's is confirmed.
+    _confirm_stories(stream, reconcile)
+    _record_stories(stream, stories_in_full)
     entry.update(
         at=format_timestamp(_now()), projects=sorted(reconcile.projects_done), start_date=start
     )
@@ -255,6 +317,53 @@ def finish(stream: AsanaStream, reconcile: Reconcile) -> None:
         len(reconcile.projects_done),
         ", ".join(s.name for s in _versioned_streams(stream)),
     )
+
+
+def _read_every_story(stream: AsanaStream, reconcile: Reconcile) -> bool:
+    """Whether this run read the stories of every task in scope (see purge.py, stories).
+
+    A reconcile lists every task of every project (and every task in no project), and
+    emits those its bookmark does not say unchanged: with no bookmark (a first run,
+    after ``state clear`` or ``--full-refresh``) that is all of them, and each one's
+    stories are read. So: no task listed unchanged (``on_unchanged``), none re-written
+    without being emitted, and nothing skipped or cut off in the stories stream or above
+    it (the caller checked the reconcile's own problems).
+    """
+    stories = stream.services.streams.get(STORIES)
+    if stories is None or not stories.selected:
+        return False
+    if stream.stats.unchanged_dropped or reconcile.rewritten:
+        return False
+    return not full_reads.skip_problems(full_reads.lineage(stories))
+
+
+def _record_stories(stream: AsanaStream, read_in_full: bool) -> None:
+    """A run that read every story: its version is the stories' candidate floor."""
+    stories = stream.services.streams.get(STORIES)
+    if read_in_full and stories is not None and purge.record_candidate(stories) is not None:
+        stream.logger.info(
+            "Every task's stories read in full: the next reconcile pass makes this the "
+            "stories' floor (then deleted comments are removed with hard_delete)"
+        )
+
+
+def _confirm_stories(stream: AsanaStream, reconcile: Reconcile) -> None:
+    """A reconcile that activates confirms the stories' candidate of an earlier run.
+
+    Every task in scope is listed and those gone are marked now, under the scope the
+    candidate was read under (``purge.plan`` drops one of another scope): the stories
+    that run did not write are deleted ones or those of tasks marked now.
+    """
+    stories = stream.services.streams.get(STORIES)
+    if stories is None:
+        return
+    confirmed = purge.confirm(stream.services.purges, stories, reconcile.version)
+    if confirmed is not None:
+        stream.logger.info(
+            "Reconcile pass: stories read in full at version %d are the stories' floor; "
+            "stories not seen since are marked deleted by the target",
+            confirmed,
+        )
 
 
 def _earlier(start: t.Any, previous: t.Any) -> bool:

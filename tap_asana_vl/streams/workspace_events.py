@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 import tap_asana_vl.streams.deletes as deletes
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SyncTokenRefusedError
+from tap_asana_vl.timestamps import format_timestamp
 
 if t.TYPE_CHECKING:
     from tap_asana_vl.streams.base import AsanaStream
 
 #: Key of the workspace events tokens (workspace gid -> token) in the tasks state entry.
 STATE_KEY = "workspace_events"
+#: Key of when each token was received (workspace gid -> Asana's time), same entry.
+RECEIVED_STATE_KEY = "workspace_events_at"
 #: Pages read per workspace per run at most (1,000 events each); the rest next run.
 MAX_PAGES = 20
 #: Bucket of the events that belong to no project in particular.
@@ -52,6 +55,8 @@ class WorkspaceEvents:
     expired: bool = False
     #: Task fields whose removed values are wanted (those of selected derived tables).
     value_fields: frozenset[str] = frozenset()
+    #: Asana's time when the token was received (its age says when it expires).
+    received_at: str | None = None
 
     def bucket(self, project: str) -> deletes.ProjectChanges:
         """The changes of ``project`` (``NO_PROJECT``: of none in particular)."""
@@ -101,6 +106,7 @@ def read(
     """
     sync = sdk_adapter.own_state(stream).get(STATE_KEY, {}).get(workspace)
     result = WorkspaceEvents(workspace, sync=sync, value_fields=value_fields)
+    result.received_at = format_timestamp(stream.services.server_clock.latest())
     for _ in range(MAX_PAGES):
         params = {"sync": result.sync} if result.sync else {}
         try:
@@ -133,3 +139,6 @@ def keep_token(stream: AsanaStream, events: WorkspaceEvents) -> None:
     """Store the token to send next run (once the workspace is written)."""
     if events.sync:
         tokens(stream)[events.workspace] = events.sync
+        if events.received_at:
+            received = sdk_adapter.own_state(stream).setdefault(RECEIVED_STATE_KEY, {})
+            received[events.workspace] = events.received_at
