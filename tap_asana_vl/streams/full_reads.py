@@ -34,6 +34,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.project_children as project_children
 import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SkippedObjectError
@@ -141,6 +142,11 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
     lost: dict[str, list[str]] = {}
     # Only the levels a selected stream needs: projects are not even listed when no
     # selected stream is below them (and asking for each one seen before would cost).
+    children = project_children.plan_of(root)
+    if children is not None:
+        projects = root.services.streams.get("projects")
+        listed_in_full = projects is not None and not skip_problems(lineage(projects))
+        children.finish(listing_complete=listed_in_full)
     kinds = [WORKSPACE] if reads.streams else []
     if any(stream.full_read_level == PROJECT for stream in reads.streams.values()):
         kinds.append(PROJECT)
@@ -167,6 +173,9 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
         level = stream.full_read_level
         problems = scope_filters(config, level) + skip_problems(lineage(stream))
         problems += lost[WORKSPACE] + (lost[PROJECT] if level == PROJECT else [])
+        # Re-read only for projects that changed: not every row was written (see
+        # project_children.py), so no table-wide ACTIVATE_VERSION.
+        problems += project_children.unread_problems(stream)
         if problems:
             blocked.append(f"{name}: {summarize(problems)}")
             continue

@@ -9,6 +9,7 @@ from functools import cached_property
 import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.project_children as project_children
 import tap_asana_vl.streams.purge as purge
 import tap_asana_vl.streams.reconcile as reconciling
 import tap_asana_vl.streams.workspace_events as workspace_events
@@ -564,7 +565,7 @@ class TasksStream(AsanaStream):
         }
 
 
-class SectionsStream(AsanaStream):
+class SectionsStream(project_children.ProjectChildStream):
     """Sections (columns / headings) of each project."""
 
     name = "sections"
@@ -576,7 +577,7 @@ class SectionsStream(AsanaStream):
     prefetch = True
 
 
-class ProjectMembershipsStream(AsanaStream):
+class ProjectMembershipsStream(project_children.ProjectChildStream):
     """Who is a member of each project, with what access level."""
 
     name = "project_memberships"
@@ -588,7 +589,7 @@ class ProjectMembershipsStream(AsanaStream):
     prefetch = True
 
 
-class ProjectCustomFieldSettingsStream(AsanaStream):
+class ProjectCustomFieldSettingsStream(project_children.ProjectChildStream):
     """Which custom fields each project uses."""
 
     name = "project_custom_field_settings"
@@ -600,7 +601,7 @@ class ProjectCustomFieldSettingsStream(AsanaStream):
     prefetch = True
 
 
-class StatusUpdatesStream(AsanaStream):
+class StatusUpdatesStream(project_children.ProjectChildStream):
     """Status updates of each project (the replacement for project statuses)."""
 
     name = "status_updates"
