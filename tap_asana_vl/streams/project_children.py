@@ -82,6 +82,8 @@ class ChildrenPlan:
     refresh_because: str | None
     #: The bookkeeping kept in state (mutated as projects are done).
     entry: dict[str, t.Any]
+    #: Whether digests are kept (not when every run is a refresh).
+    keep_digests: bool = True
     #: Digest of each project listed in this run.
     listed: dict[str, str] = field(default_factory=dict)
     #: Projects whose events in this run named one of their sections.
@@ -94,8 +96,8 @@ class ChildrenPlan:
 
     @property
     def digests(self) -> dict[str, str]:
-        """Digest of each project at the last read of its children."""
-        return self.entry.setdefault("digests", {})
+        """Digest of each project at the last read of its children (writable)."""
+        return self.entry.setdefault("digests", {}) if self.keep_digests else {}
 
     def saw(self, projects: Iterable[Mapping[str, t.Any]]) -> None:
         """The projects listed in a workspace (raw records, before any filter)."""
@@ -118,6 +120,8 @@ class ChildrenPlan:
 
     def project_done(self, project: str) -> None:
         """Every child of ``project`` is written: its digest is kept, or dropped."""
+        if not self.keep_digests:
+            return
         if project in self.failed or project not in self.listed:
             self.digests.pop(project, None)
         elif project in self.read:
@@ -157,7 +161,11 @@ def plan(projects: AsanaStream) -> ChildrenPlan:
     elif _now() - parse_timestamp(str(last)) >= datetime.timedelta(days=every):
         because = f"last full read over {every} days ago"
     result = ChildrenPlan(
-        streams=streams, refresh=because is not None, refresh_because=because, entry=entry
+        streams=streams,
+        refresh=because is not None,
+        refresh_because=because,
+        entry=entry,
+        keep_digests=every != 0,
     )
     if streams and because is None:
         projects.logger.info(
@@ -182,6 +190,13 @@ def plan_of(stream: AsanaStream) -> ChildrenPlan | None:
     # Made when the projects are first listed (``ProjectsStream.children_plan``).
     found = vars(projects).get("children_plan") if projects is not None else None
     return found if isinstance(found, ChildrenPlan) else None
+
+
+def note_section_events(stream: AsanaStream, project: str) -> None:
+    """Events read in this run name a section of ``project``: its children are read."""
+    children = plan_of(stream)
+    if children is not None:
+        children.section_events.add(project)
 
 
 def unread_problems(stream: AsanaStream) -> list[str]:

@@ -162,6 +162,9 @@ class TasksStream(AsanaStream):
             events = self._workspace_events(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
             plan.events = events
+            for project, changes in (events.changes if events else {}).items():
+                if project and changes.touched_sections:
+                    project_children.note_section_events(self, project)
             if plan.search is None:
                 self.logger.info(
                     "Listing each project's changed tasks in workspace %s: %s",
@@ -402,6 +405,8 @@ class TasksStream(AsanaStream):
             self._events_unavailable(str(exc))
             return
         changes = result.changes
+        if changes.touched_sections:
+            project_children.note_section_events(self, project)
         if result.expired:
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
