@@ -167,7 +167,9 @@ def plan(projects: AsanaStream) -> ChildrenPlan:
         entry=entry,
         keep_digests=every != 0,
     )
-    if streams and because is None:
+    if streams and because is not None:
+        projects.logger.info("Reading %s for every project (%s)", ", ".join(streams), because)
+    elif streams:
         projects.logger.info(
             "Re-reading %s only for projects that changed (full refresh every %d days; "
             "rows gone from Asana are marked at the refresh)",

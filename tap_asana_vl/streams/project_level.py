@@ -405,7 +405,8 @@ class TasksStream(AsanaStream):
             self._events_unavailable(str(exc))
             return
         changes = result.changes
-        if changes.touched_sections:
+        if changes.touched_sections or result.expired:
+            # (Expired: events of its sections may have been missed; read them again.)
             project_children.note_section_events(self, project)
         if result.expired:
             self.logger.warning(
