@@ -8,14 +8,18 @@ the target that rows with an older version are gone: target-postgres sets their
 them. The target's rows are the memory; the version says which were seen.
 
 Streams read in full on every run (tags, custom fields, projects, teams, memberships,
-users, portfolios, goals; sections, project memberships, custom field settings and
-status updates of every project) take part on every run (``full_read_level``); tasks
-and ``task_projects`` only in a reconcile pass (``reconcile.py``). Both go through the
-conditions here, because ACTIVATE_VERSION is table-wide and must never mark a live row:
+users, portfolios, goals) take part on every run (``full_read_level``); sections,
+project memberships, custom field settings and status updates of every project only in
+a run that read every project's (``project_children.py``: changed projects only, and all
+at a periodic refresh); tasks and ``task_projects`` only in a reconcile pass
+(``reconcile.py``). All go through the conditions here, because ACTIVATE_VERSION is
+table-wide and must never mark a live row:
 
 - no setting leaves rows out of the run (``scope_filters``): ``workspace_gids`` for
   every stream, also ``project_gids`` / ``include_archived_projects: false`` for what is
   listed per project (and projects themselves);
+- a per-project child read for every project, not only the changed ones
+  (``project_children.unread_problems``);
 - the stream and every stream above it read in full: no 402/403/404 skip, no listing cut
   off, no OAuth scope that turns one off (``skip_problems``); the run not stopped part-way
   (ACTIVATE_VERSION is written last);

@@ -142,13 +142,14 @@ class ChildrenPlan:
 
 def plan(projects: AsanaStream) -> ChildrenPlan:
     """Whether this run is a refresh (decided once, when projects are first listed)."""
-    entry = sdk_adapter.own_state(projects).setdefault(STATE_KEY, {})
     every = int(projects.config.get(SETTING, DEFAULT_REFRESH_DAYS))
     streams = sorted(
         child.name
         for child in projects.child_streams
         if isinstance(child, ProjectChildStream) and child.selected
     )
+    # None selected: nothing to keep (what an earlier run kept stays as it was).
+    entry = sdk_adapter.own_state(projects).setdefault(STATE_KEY, {}) if streams else {}
     last = entry.get("refreshed_at")
     because = None
     if every == 0:
