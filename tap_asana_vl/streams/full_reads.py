@@ -144,13 +144,13 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
     config = root.config
     entry = sdk_adapter.own_state(root).setdefault(STATE_KEY, {})
     lost: dict[str, list[str]] = {}
-    # Only the levels a selected stream needs: projects are not even listed when no
-    # selected stream is below them (and asking for each one seen before would cost).
     children = project_children.plan_of(root)
     if children is not None:
         projects = root.services.streams.get("projects")
         listed_in_full = projects is not None and not skip_problems(lineage(projects))
         children.finish(listing_complete=listed_in_full)
+    # Only the levels a selected stream needs: projects are not even listed when no
+    # selected stream is below them (and asking for each one seen before would cost).
     kinds = [WORKSPACE] if reads.streams else []
     if any(stream.full_read_level == PROJECT for stream in reads.streams.values()):
         kinds.append(PROJECT)
