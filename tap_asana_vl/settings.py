@@ -157,6 +157,20 @@ SETTINGS_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "project_children_refresh_days",
+        # An integer: see subtasks_full_walk_days.
+        th.IntegerType(minimum=0),
+        default=7,
+        title="Project children refresh (days)",
+        description=(
+            "Re-read every project's sections, project memberships, custom field settings "
+            "and status updates this often (1 request per project each); in between only "
+            "those of projects whose record or events show a change. Rows of these streams "
+            "gone from Asana are marked deleted at this refresh. 0 re-reads every project "
+            "on every run."
+        ),
+    ),
+    th.Property(
         "include_attachments",
         th.BooleanType,
         default=True,

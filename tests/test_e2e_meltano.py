@@ -659,9 +659,13 @@ def test_hard_delete_removes_deleted_rows_and_changes_nothing_else(
                 )
 
         # A first run, then a reconcile: tasks and task_projects get their floor (every
-        # live row re-written with one version), sections theirs (a complete read).
+        # live row re-written with one version), sections theirs (a complete read: every
+        # project's sections re-read, which the first run's refresh would otherwise
+        # leave to the next refresh).
         run_both()
-        run_both(TAP_ASANA_VL_RECONCILE_EVERY_DAYS="0")
+        run_both(
+            TAP_ASANA_VL_RECONCILE_EVERY_DAYS="0", TAP_ASANA_VL_PROJECT_CHILDREN_REFRESH_DAYS="0"
+        )
         assert _rows(postgres, "asana_hard", "tasks") == _rows(postgres, "asana_soft", "tasks")
 
         deleted_task, moved_task, commented, project, other = _delete_and_move_targets(ds)

@@ -30,6 +30,9 @@ def config(pat_config: dict[str, Any]) -> dict[str, Any]:
         "include_attachments": False,
         # Full-table deletes only; the reconcile pass has its own tests.
         "reconcile_every_days": 10_000,
+        # Every project's children read on every run: these tests are about the complete
+        # reads; test_project_children.py tests runs that read changed projects only.
+        "project_children_refresh_days": 0,
     }
 
 

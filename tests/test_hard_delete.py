@@ -115,7 +115,15 @@ def config(fake: FakeAsana, pat_config: dict[str, Any]) -> dict[str, Any]:
     # of a deleted task, so its task_projects rows get tombstones too. A workspace's
     # events do not (test_workspace_events.py): those rows wait for the reconcile.
     fake.workspace_events_workspaces = set()
-    return {**pat_config, **FAST, "include_subtasks": False, "include_attachments": False}
+    return {
+        **pat_config,
+        **FAST,
+        "include_subtasks": False,
+        "include_attachments": False,
+        # Sections' floor from a complete read on every run; partial runs (projects
+        # left alone) are in test_project_children.py.
+        "project_children_refresh_days": 0,
+    }
 
 
 def floor_runs(config: dict[str, Any]) -> list[SyncResult]:

@@ -89,6 +89,9 @@ class ProjectChanges:
     deleted_stories: dict[str, str] = field(default_factory=dict)
     #: Deleted sections: gid -> (deleted at, last name).
     deleted_sections: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: Sections any event named (added, changed, removed, deleted): the project's
+    #: sections are read again (project_children.py).
+    touched_sections: set[str] = field(default_factory=set)
     #: Task fields whose removed values are wanted (those of selected derived tables).
     value_fields: frozenset[str] = frozenset()
     #: Values removed from tasks and not added back since: (task, field, value gid) ->
@@ -129,6 +132,7 @@ class ProjectChanges:
             elif action == "undeleted":
                 self.deleted_stories.pop(gid, None)
         elif kind == "section":
+            self.touched_sections.add(gid)
             if action == "deleted":
                 self.deleted_sections[gid] = (at, name)
             elif action == "undeleted":

@@ -8,14 +8,18 @@ the target that rows with an older version are gone: target-postgres sets their
 them. The target's rows are the memory; the version says which were seen.
 
 Streams read in full on every run (tags, custom fields, projects, teams, memberships,
-users, portfolios, goals; sections, project memberships, custom field settings and
-status updates of every project) take part on every run (``full_read_level``); tasks
-and ``task_projects`` only in a reconcile pass (``reconcile.py``). Both go through the
-conditions here, because ACTIVATE_VERSION is table-wide and must never mark a live row:
+users, portfolios, goals) take part on every run (``full_read_level``); sections,
+project memberships, custom field settings and status updates of every project only in
+a run that read every project's (``project_children.py``: changed projects only, and all
+at a periodic refresh); tasks and ``task_projects`` only in a reconcile pass
+(``reconcile.py``). All go through the conditions here, because ACTIVATE_VERSION is
+table-wide and must never mark a live row:
 
 - no setting leaves rows out of the run (``scope_filters``): ``workspace_gids`` for
   every stream, also ``project_gids`` / ``include_archived_projects: false`` for what is
   listed per project (and projects themselves);
+- a per-project child read for every project, not only the changed ones
+  (``project_children.unread_problems``);
 - the stream and every stream above it read in full: no 402/403/404 skip, no listing cut
   off, no OAuth scope that turns one off (``skip_problems``); the run not stopped part-way
   (ACTIVATE_VERSION is written last);
@@ -34,6 +38,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import tap_asana_vl.streams.project_children as project_children
 import tap_asana_vl.streams.purge as purge
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import SkippedObjectError
@@ -139,6 +144,11 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
     config = root.config
     entry = sdk_adapter.own_state(root).setdefault(STATE_KEY, {})
     lost: dict[str, list[str]] = {}
+    children = project_children.plan_of(root)
+    if children is not None:
+        projects = root.services.streams.get("projects")
+        listed_in_full = projects is not None and not skip_problems(lineage(projects))
+        children.finish(listing_complete=listed_in_full)
     # Only the levels a selected stream needs: projects are not even listed when no
     # selected stream is below them (and asking for each one seen before would cost).
     kinds = [WORKSPACE] if reads.streams else []
@@ -167,6 +177,9 @@ def finish(root: AsanaStream, reads: FullReads) -> None:
         level = stream.full_read_level
         problems = scope_filters(config, level) + skip_problems(lineage(stream))
         problems += lost[WORKSPACE] + (lost[PROJECT] if level == PROJECT else [])
+        # Re-read only for projects that changed: not every row was written (see
+        # project_children.py), so no table-wide ACTIVATE_VERSION.
+        problems += project_children.unread_problems(stream)
         if problems:
             blocked.append(f"{name}: {summarize(problems)}")
             continue

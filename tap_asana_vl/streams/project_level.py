@@ -9,6 +9,7 @@ from functools import cached_property
 import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.project_children as project_children
 import tap_asana_vl.streams.purge as purge
 import tap_asana_vl.streams.reconcile as reconciling
 import tap_asana_vl.streams.workspace_events as workspace_events
@@ -167,6 +168,9 @@ class TasksStream(AsanaStream):
             events = self._workspace_events_once(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
             plan.events = events
+            for project, changes in (events.changes if events else {}).items():
+                if project and changes.touched_sections:
+                    project_children.note_section_events(self, project)
             if plan.search is None:
                 self.logger.info(
                     "Listing each project's changed tasks in workspace %s: %s",
@@ -444,6 +448,9 @@ class TasksStream(AsanaStream):
         state = deletes.project_events_state(self, context)
         received_at = result.received_at
         changes = result.changes
+        if changes.touched_sections or result.expired:
+            # (Expired: events of its sections may have been missed; read them again.)
+            project_children.note_section_events(self, project)
         if result.expired:
             self.logger.warning(
                 "Asana's events token for project %s expired (not read for 24 h or more): "
@@ -610,7 +617,7 @@ class TasksStream(AsanaStream):
         }
 
 
-class SectionsStream(AsanaStream):
+class SectionsStream(project_children.ProjectChildStream):
     """Sections (columns / headings) of each project."""
 
     name = "sections"
@@ -622,7 +629,7 @@ class SectionsStream(AsanaStream):
     prefetch = True
 
 
-class ProjectMembershipsStream(AsanaStream):
+class ProjectMembershipsStream(project_children.ProjectChildStream):
     """Who is a member of each project, with what access level."""
 
     name = "project_memberships"
@@ -634,7 +641,7 @@ class ProjectMembershipsStream(AsanaStream):
     prefetch = True
 
 
-class ProjectCustomFieldSettingsStream(AsanaStream):
+class ProjectCustomFieldSettingsStream(project_children.ProjectChildStream):
     """Which custom fields each project uses."""
 
     name = "project_custom_field_settings"
@@ -646,7 +653,7 @@ class ProjectCustomFieldSettingsStream(AsanaStream):
     prefetch = True
 
 
-class StatusUpdatesStream(AsanaStream):
+class StatusUpdatesStream(project_children.ProjectChildStream):
     """Status updates of each project (the replacement for project statuses)."""
 
     name = "status_updates"

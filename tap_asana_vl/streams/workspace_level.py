@@ -11,6 +11,7 @@ from functools import cached_property
 from singer_sdk.exceptions import ConfigValidationError
 
 import tap_asana_vl.streams.full_reads as full_reads
+import tap_asana_vl.streams.project_children as project_children
 from tap_asana_vl.errors import SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 
@@ -206,7 +207,19 @@ class ProjectsStream(AsanaStream):
         self._count_projects(projects, context)
         yield from projects
 
+    @cached_property
+    def children_plan(self) -> project_children.ChildrenPlan:
+        """Which projects' children this run re-reads (see project_children.py)."""
+        return project_children.plan(self)
+
+    def requests_field(self, name: str) -> bool:
+        """As any stream; plus what tells whether a project's children changed."""
+        return super().requests_field(name) or (
+            name in project_children.SIGNAL_FIELDS and project_children.any_selected(self)
+        )
+
     def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
+        self.children_plan.saw(projects)
         note_projects_seen(self, (p["gid"] for p in projects))
         self._to_sync = sum(project_wanted(self.config, p["gid"]) for p in projects)
         self._position = 0
@@ -234,8 +247,9 @@ class ProjectsStream(AsanaStream):
             name = record.get("name") or record["gid"]
             self.services.progress.project_started(self._position, self._to_sync, name)
 
-    def after_children(self, *_: t.Any) -> None:
+    def after_children(self, record: dict[str, t.Any], *_: t.Any) -> None:
         """Everything under the project is written: one progress line for it."""
+        self.children_plan.project_done(str(record["gid"]))
         if self.has_selected_descendents:
             self.services.progress.project_done()
 

@@ -1385,6 +1385,85 @@ class Dataset:
             self.version += 1
             return section
 
+    def add_section(self, project_gid: str, name: str = "New section") -> dict[str, Any]:
+        """Add a section to a project, created now; returns it.
+
+        The project's record does not change (Asana's docs: its ``modified_at`` does not
+        reflect changes of associations); its events say ``added`` with the project as
+        ``parent``.
+
+        Raises:
+            KeyError: if there is no project ``project_gid``.
+        """
+        with self.lock:
+            project = self.projects[project_gid]
+            section = {
+                "gid": self.gid(),
+                "resource_type": "section",
+                "name": name,
+                "created_at": iso_ms(self._now_ms()),
+                "project": ref(project),
+                "projects": [ref(project)],
+            }
+            self.sections[section["gid"]] = section
+            self.sections_by_project[project_gid].append(section)
+            self._emit("added", section, {project_gid}, parent=project)
+            self.version += 1
+            return section
+
+    def rename_section(self, gid: str, name: str) -> dict[str, Any]:
+        """Rename a section; its project's record stays, its events say ``changed``.
+
+        Raises:
+            KeyError: if there is no project section ``gid``.
+        """
+        with self.lock:
+            section = self.sections[gid]
+            section["name"] = name
+            change = {"field": "name", "action": "changed", "new_value": name}
+            self._emit("changed", section, {section["project"]["gid"]}, change=change)
+            self.version += 1
+            return section
+
+    def add_status_update(self, project_gid: str, title: str = "Weekly update") -> dict[str, Any]:
+        """Post a status update on a project now: it becomes the project's
+        ``current_status_update`` (the spec: "The latest status update posted to this
+        project"). Returns it.
+
+        Raises:
+            KeyError: if there is no project ``project_gid``.
+        """
+        with self.lock:
+            project = self.projects[project_gid]
+            author = self.users[self.me_gid]
+            now = iso_ms(self._now_ms())
+            update = {
+                "gid": self.gid(),
+                "resource_type": "status_update",
+                "title": title,
+                "resource_subtype": "project_status_update",
+                "text": "",
+                "html_text": _body(""),
+                "status_type": "on_track",
+                "author": ref(author),
+                "created_at": now,
+                "created_by": ref(author),
+                "hearted": False,
+                "hearts": [],
+                "liked": False,
+                "likes": [],
+                "reaction_summary": [],
+                "modified_at": now,
+                "num_hearts": 0,
+                "num_likes": 0,
+                "parent": ref(project),
+            }
+            self.status_updates[update["gid"]] = update
+            self.status_updates_by_parent.setdefault(project_gid, []).append(update)
+            project["current_status_update"] = ref(update)
+            self.version += 1
+            return update
+
     def move_task(
         self,
         gid: str,
@@ -1460,6 +1539,7 @@ class Dataset:
                     self.custom_field_settings.pop(setting["gid"], None)
             settings[:] = kept
             project = self.projects[project_gid]
+            project["custom_field_settings"] = list(kept)
             project["custom_fields"] = [
                 cf for cf in project["custom_fields"] if cf["gid"] != field_gid
             ]
