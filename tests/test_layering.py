@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "streams.reconcile": 2,
     "streams.full_reads": 2,
     "streams.purge": 2,
+    "streams.project_children": 2,
     # The HTTP transport and its parts.
     "transport": 1,
     "session": 1,
