@@ -75,6 +75,9 @@ class WorkspacePlan:
     #: The workspace's events, where Asana offers them per workspace (None: each
     #: project's events are read instead; see workspace_events.py).
     events: workspace_events.WorkspaceEvents | None = None
+    #: Tasks the workspace's sweep reads again for its events (known before any
+    #: project's listing, which may deliver them too).
+    rereads_in_sweep: frozenset[str] = frozenset()
     #: Tasks in no project, where this run read them apart from a search (listing
     #: mode): Asana's time up to which they are read (None: not read).
     unplaced_covered: str | None = None
@@ -118,6 +121,18 @@ def covered_by_search(plan: WorkspacePlan, project_bookmark: t.Any) -> bool:
     if plan.search is None or not plan.previous or not isinstance(project_bookmark, str):
         return False
     return parse_timestamp(project_bookmark) >= parse_timestamp(plan.previous)
+
+
+def searched_again(plan: WorkspacePlan, record: t.Mapping[str, t.Any]) -> bool:
+    """Whether the workspace's search (read in its sweep) may return this listed task.
+
+    It returns the tasks modified after the search bookmark, so a project listed in a
+    run that searches (its bookmark was older) may deliver some of them first.
+    """
+    if plan.search is None or not plan.previous:
+        return False
+    modified = record.get("modified_at")
+    return not modified or parse_timestamp(str(modified)) > parse_timestamp(plan.previous)
 
 
 def in_no_project(record: t.Mapping[str, t.Any]) -> bool:

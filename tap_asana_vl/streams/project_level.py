@@ -161,6 +161,8 @@ class TasksStream(AsanaStream):
             events = self._workspace_events(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
             plan.events = events
+            if events is not None:
+                plan.rereads_in_sweep = frozenset(events.reread_tasks)
             if plan.search is None:
                 self.logger.info(
                     "Listing each project's changed tasks in workspace %s: %s",
@@ -360,6 +362,27 @@ class TasksStream(AsanaStream):
                 continue  # only in projects this run does not sync
             record["project_gid"] = project
             yield record
+
+    def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """Whether this run may deliver the task again, so its gid must be remembered.
+
+        A task in several projects is listed under each; one re-read for an event may
+        be listed or searched after; one a project listing delivers in a run that
+        searches may be among the search's results (or the sweep's re-reads). Any
+        other task is delivered once, so a run keeps no gid per task.
+        """
+        if "memberships" in self.scope_skipped_fields:
+            return True  # where else it lives cannot be told
+        gid = str(record.get("gid"))
+        if len(deletes.memberships_of(record)) > 1 or gid in self._reread:
+            return True
+        context = context or {}
+        if context.get(SWEEP):
+            return False  # the workspace's last source: its re-reads came first
+        plan = self._plans.get(str(context.get("workspace_gid")))
+        return plan is not None and (
+            gid in plan.rereads_in_sweep or changed_tasks.searched_again(plan, record)
+        )
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
         """None in the sweep: a search result is changed by definition."""

@@ -116,7 +116,9 @@ class TaskSearch:
         """Tasks modified after ``after`` (None: all), oldest first, each once.
 
         Raises ``SearchUnavailableError`` before yielding anything where search is a
-        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+        paid feature. Only the gids at the last page's newest instant (those the next
+        page returns again) and the newest ``modified_at`` are kept in memory, so a
+        search of every task (a first run) keeps no gid per task.
         """
         if after:
             after = format_timestamp(parse_timestamp(str(after)))
@@ -133,9 +135,12 @@ class TaskSearch:
                 # inclusive?): never loop on the same page; the caller walks instead.
                 raise SearchTiesError(after or "start")
             first, last = page[0]["modified_at"], page[-1]["modified_at"]
+            # The next page starts at ``last``: only the ties there can come back.
+            seen = {r["gid"] for r in page if r["modified_at"] == last}
             if first == last:
                 yield from self._instant(last, seen)
                 after = last  # exclusive: everything at that instant is read now
+                seen = set()
             else:
                 after = shift_ms(last, -1)
             page = self._page({"modified_at.after": after})
@@ -150,25 +155,34 @@ class TaskSearch:
         except SkippedObjectError as exc:
             raise SearchUnavailableError(str(exc.status)) from None
 
-    def _instant(self, instant: str, seen: set[str]) -> Iterator[dict[str, t.Any]]:
-        """Every task modified at exactly ``instant``, paged by ``created_at``."""
+    def _instant(self, instant: str, earlier: set[str]) -> Iterator[dict[str, t.Any]]:
+        """Every task modified at exactly ``instant``, paged by ``created_at``.
+
+        ``earlier``: those at ``instant`` already yielded (at most a page), skipped on
+        any page; of this paging's own, only the ties at a page's last ``created_at``
+        can come back.
+        """
         window = {
             "modified_at.after": shift_ms(instant, -1),
             "modified_at.before": shift_ms(instant, 1),
         }
         created_after: str | None = None
+        ties: set[str] = set()
         while True:
             params = {**window, "sort_by": "created_at", "created_at.after": created_after}
             page = self._page(params)
-            new = list(self._unseen(page, seen))
+            fresh = [r for r in page if r["gid"] not in earlier]
+            new = list(self._unseen(fresh, ties))
             yield from new
             if len(page) < SEARCH_PAGE:
                 return
             first, last = page[0]["created_at"], page[-1]["created_at"]
-            if first == last or not new:
+            if first == last:
                 # A full page created and modified in the same millisecond: search
                 # cannot tell them apart. Never skip them: the caller walks instead.
+                # (Otherwise the bound moves on, even past a page of ``earlier`` ones.)
                 raise SearchTiesError(instant)
+            ties = {r["gid"] for r in page if r["created_at"] == last}
             created_after = shift_ms(last, -1)
 
     def _page(self, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:

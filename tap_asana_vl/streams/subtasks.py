@@ -32,6 +32,7 @@ from tap_asana_vl.streams.project_level import (
 )
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
+    SEARCH_STATE_KEY,
     SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
@@ -41,7 +42,7 @@ from tap_asana_vl.streams.search import (
 )
 from tap_asana_vl.streams.task_level import StoryListing
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
-from tap_asana_vl.timestamps import format_timestamp, now, older_than
+from tap_asana_vl.timestamps import format_timestamp, now, older_than, parse_timestamp
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -80,6 +81,8 @@ class SubtasksStream(AsanaStream):
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
         self._trees_to_read: dict[str, list[str]] = {}
+        #: The sweep is delivering walked trees (after its search), not search results.
+        self._walking = False
 
     def read_tree_later(self, workspace: str, task_gid: str) -> None:
         """Read ``task_gid``'s subtree in ``workspace``'s sweep (for a reconcile pass).
@@ -89,6 +92,24 @@ class SubtasksStream(AsanaStream):
         """
         if self.config["include_subtasks"]:
             self._trees_to_read.setdefault(workspace, []).append(task_gid)
+
+    def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """Whether this run may deliver the subtask again, so its gid must be remembered.
+
+        One read under a task may be among the workspace sweep's search results (those
+        modified after the workspace's subtask search bookmark; every one when it has
+        none); one the sweep's search finds may be in a tree the sweep walks after it.
+        One the sweep walks is its last delivery (walks skip trees already read).
+        """
+        if "task_gid" in (context or {}):
+            after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(
+                workspace_of(record)
+            )
+            modified = record.get("modified_at")
+            return not (after and modified) or parse_timestamp(str(modified)) > parse_timestamp(
+                str(after)
+            )
+        return not self._walking
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
@@ -194,7 +215,11 @@ class SubtasksStream(AsanaStream):
                 parents = self._all_tasks_with_subtasks(workspace)
                 self._walked_workspaces.add(workspace)
         parents += self._trees_to_read.pop(workspace, [])
-        yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+        self._walking = True
+        try:
+            yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+        finally:
+            self._walking = False
         walked = workspace in self._walked_workspaces
         started = now()
 
