@@ -17,6 +17,7 @@ from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectEr
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
+    OverlapMemory,
     SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
@@ -203,14 +204,22 @@ class TasksStream(AsanaStream):
             return
         if plan.events is not None:
             yield from self._from_workspace_events(plan)
-        if plan.search is not None:
+        if plan.search is not None and plan.searched_from is not None:
             self.services.progress.doing(f"'tasks' for workspace {workspace} (search)")
+            # The search re-reads the last run's overlap window: what it delivered there
+            # unchanged is skipped, with its stories (search.OverlapMemory).
+            overlap = OverlapMemory(self, workspace, covered_until(plan.searched_from))
+            plan.overlap = overlap
             try:
                 for record in plan.search.changed(plan.previous):
+                    if overlap.delivered_before(record):
+                        self.stats.unchanged_dropped += 1
+                        continue
                     project = changed_tasks.project_of(record, plan)
                     if project is None and not self._wanted_without_project(record):
                         continue
                     record["project_gid"] = project
+                    overlap.note(record)
                     yield record
                 plan.searched_to_end = True
             except SearchTiesError as exc:

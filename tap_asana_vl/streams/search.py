@@ -44,11 +44,70 @@ SEARCH_PAGE = 100
 SEARCH_REQUESTS_PER_MINUTE = 60.0
 #: Key of a stream's search bookmarks (workspace gid -> timestamp) in its state entry.
 SEARCH_STATE_KEY = "search_bookmarks"
+#: Key of what its searches delivered inside the overlap window (workspace gid ->
+#: {task gid: modified_at}; see ``OverlapMemory``).
+OVERLAP_STATE_KEY = "search_overlap"
 
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
     """``stream``'s search bookmarks, workspace gid -> timestamp (writable)."""
     return sdk_adapter.own_state(stream).setdefault(SEARCH_STATE_KEY, {})
+
+
+class OverlapMemory:
+    """What a workspace's search delivered inside its overlap window, kept across runs.
+
+    The search bookmark stays ``SEARCH_INDEX_LAG_MINUTES`` behind Asana's clock, so the
+    next run's search returns every task modified in those minutes again. Their gid and
+    ``modified_at`` are kept in state (only those after the bookmark: a window's
+    changes, never a workspace's tasks), and a task returned again with the same
+    ``modified_at`` is skipped, with its children (stories); one modified since is
+    delivered.
+    """
+
+    def __init__(self, stream: AsanaStream, workspace: str, window_from: str) -> None:
+        """Read the previous run's memory; remember results modified after ``window_from``.
+
+        ``window_from``: no later than the bookmark this run's search can reach.
+        """
+        stored = sdk_adapter.stored_state(stream).get(OVERLAP_STATE_KEY) or {}
+        self.previous: dict[str, str] = dict(stored.get(workspace) or {})
+        self.window_from = parse_timestamp(window_from)
+        self.delivered: dict[str, str] = {}
+
+    def delivered_before(self, record: Mapping[str, t.Any]) -> bool:
+        """Whether an earlier run delivered ``record`` as it is now (same ``modified_at``)."""
+        modified = record.get("modified_at")
+        return bool(modified) and self.previous.get(str(record.get("gid"))) == modified
+
+    def note(self, record: Mapping[str, t.Any]) -> None:
+        """``record`` is delivered in this run: the next run need not deliver it again."""
+        modified = record.get("modified_at")
+        if modified and parse_timestamp(str(modified)) > self.window_from:
+            self.delivered[str(record.get("gid"))] = str(modified)
+
+    def save(self, stream: AsanaStream, workspace: str, bookmark: str | None) -> None:
+        """Keep what the next search from ``bookmark`` returns again (None: nothing)."""
+        memory = sdk_adapter.own_state(stream).setdefault(OVERLAP_STATE_KEY, {})
+        kept = {}
+        if bookmark is not None:
+            after = parse_timestamp(bookmark)
+            kept = {
+                gid: modified
+                for gid, modified in {**self.previous, **self.delivered}.items()
+                if parse_timestamp(modified) > after
+            }
+        if kept:
+            memory[workspace] = kept
+        else:
+            memory.pop(workspace, None)
+
+
+def forget_overlap(stream: AsanaStream, workspace: str) -> None:
+    """Drop a workspace's overlap memory (its next search starts elsewhere)."""
+    own = sdk_adapter.own_state(stream)
+    if own.get(OVERLAP_STATE_KEY):
+        own[OVERLAP_STATE_KEY].pop(workspace, None)
 
 
 class SearchUnavailableError(Exception):

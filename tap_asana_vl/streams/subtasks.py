@@ -33,6 +33,7 @@ from tap_asana_vl.streams.project_level import (
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
     SEARCH_STATE_KEY,
+    OverlapMemory,
     SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
@@ -188,9 +189,17 @@ class SubtasksStream(AsanaStream):
         bookmarks = search_bookmarks(self)
         search = SearchProgress(bookmarks.get(workspace))
         parents: list[str] = []
+        # The search re-reads the last run's overlap window: what it delivered there
+        # unchanged is skipped, with its stories (search.OverlapMemory).
+        overlap = OverlapMemory(self, workspace, covered_until(now()))
         try:
             finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
-            yield from finder.changed(search.high_water or self.config.get("start_date"))
+            for record in finder.changed(search.high_water or self.config.get("start_date")):
+                if overlap.delivered_before(record):
+                    self.stats.unchanged_dropped += 1
+                    continue
+                overlap.note(record)
+                yield record
         except SearchTiesError as exc:
             self.logger.warning(
                 "Asana's search cannot page past %s in workspace %s (more than %d "
@@ -229,6 +238,7 @@ class SubtasksStream(AsanaStream):
             # are harmless, targets upsert).
             if search.high_water:
                 bookmarks[workspace] = min(search.high_water, covered_until(started))
+            overlap.save(self, workspace, bookmarks.get(workspace))
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
                 # killed during another workspace's walk redoes that one next time.
