@@ -71,3 +71,20 @@ def test_a_subtask_read_under_a_changed_task_is_remembered_only_if_search_return
     assert changed["gid"] in remembered
     assert unchanged["gid"] not in remembered
     assert _remembered(second, "tasks") == set()
+
+
+def test_a_reconcile_rewrites_each_unchanged_task_once_remembering_only_multi_homed_ones(
+    fake, pat_config
+):
+    ds = fake.dataset
+    config = {**pat_config, **FAST, "include_subtasks": False, "reconcile_every_days": 0}
+    first = run_tap(config)
+
+    second = run_tap(config, state=first.state)
+
+    rewritten = Counter(second.gids("tasks"))
+    in_projects = {gid for gid, task in ds.tasks.items() if task["projects"]}
+    assert in_projects <= set(rewritten)
+    assert {gid: n for gid, n in rewritten.items() if n > 1} == {}
+    multi = {gid for gid, task in ds.tasks.items() if len(task["projects"]) > 1}
+    assert second.tap.streams["tasks"].reconcile.rewritten == multi
