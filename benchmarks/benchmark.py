@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def minimum_requests(fake: FakeAsana, changed_tasks: set[str] | None, first: boo
       project's tasks and searches every top-level task for those in no project; a
       re-sync searches the changed ones instead of listing any project;
     - no search (free plans): one task listing (at least) per project, each user's
-      assigned tasks (tasks in no project: one users page, one request per user), and
+      assigned tasks (tasks in no project: the users, then a listing per user), and
       search's 402, once per run.
 
     Plus one stories page per emitted task (all on a first run, the changed ones after).
@@ -186,7 +187,14 @@ def minimum_requests(fake: FakeAsana, changed_tasks: set[str] | None, first: boo
                 total += search_pages(len([gid for gid in top_level if gid in changed]))
         else:
             total += listings
-            total += 1 + users  # users (gid only), then each one's assigned tasks
+            # Users (gid only), then each one's assigned tasks (in projects or not).
+            assigned = Counter(
+                (ds.tasks[gid].get("assignee") or {}).get("gid")
+                for gid in top_level
+                if first or gid in changed
+            )
+            total += pages(users)
+            total += sum(pages(assigned[user["gid"]]) for user in ds.users_by_workspace[ws])
             total += 1  # search's 402, once per run
     stories_for = ds.tasks if first else changed
     total += sum(pages(len(ds.stories_by_task.get(gid, []))) for gid in stories_for)
@@ -194,8 +202,11 @@ def minimum_requests(fake: FakeAsana, changed_tasks: set[str] | None, first: boo
 
 
 def first_token(request: RecordedRequest) -> bool:
-    """A project's first events call, which Asana answers 412 with a sync token."""
-    events = request.path == "/api/1.0/events"
+    """A first events call (a project's or a workspace's): Asana answers 412 and a token."""
+    path = request.path
+    events = path == "/api/1.0/events" or (
+        path.startswith("/api/1.0/workspaces/") and path.endswith("/events")
+    )
     return events and request.status == 412 and "sync" not in request.query
 
 
