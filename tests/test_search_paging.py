@@ -10,7 +10,9 @@ from __future__ import annotations
 import typing as t
 from types import SimpleNamespace
 
-from tap_asana_vl.streams.search import SEARCH_PAGE, SearchProgress, TaskSearch
+import pytest
+
+from tap_asana_vl.streams.search import SEARCH_PAGE, SearchProgress, SearchTiesError, TaskSearch
 from tap_asana_vl.timestamps import parse_timestamp
 
 
@@ -91,3 +93,16 @@ def test_a_search_from_a_bookmark_yields_only_later_tasks():
     gids = [record["gid"] for record in search.changed(_ts(5000))]
 
     assert gids == [f"c{n:04d}" for n in range(120)]
+
+
+def test_a_search_ignoring_its_bound_stops_without_repeating_a_task():
+    tasks = _tasks()[:100]
+    stub = _SearchStub(tasks)
+    stub.list_endpoint = lambda _path, _params: [dict(task) for task in tasks]  # type: ignore[method-assign]
+    search = TaskSearch(stub, "w1", is_subtask=False, progress=SearchProgress(None))  # type: ignore[arg-type]
+    gids: list[str] = []
+
+    with pytest.raises(SearchTiesError):
+        gids.extend(record["gid"] for record in search.changed(None))
+
+    assert sorted(gids) == sorted(task["gid"] for task in tasks)

@@ -185,7 +185,11 @@ class TaskSearch:
         page = self.first_page if self.first_page is not None else self._first(after)
         self.first_page = None
         while True:
-            new = list(self._unseen(page, seen))
+            # A result at or before the bound was read already (on an earlier page, or
+            # it is a repeat a search ignoring its bound would send again).
+            bound = parse_timestamp(after) if after else None
+            fresh = [r for r in page if bound is None or parse_timestamp(r["modified_at"]) > bound]
+            new = list(self._unseen(fresh, seen))
             yield from new
             if len(page) < SEARCH_PAGE:
                 return
