@@ -6,7 +6,8 @@ fake dataset served over loopback HTTP:
 
   a) full sync, b) re-sync with nothing changed, c) re-sync after K tasks changed,
 
-and prints, per run: requests made vs the theoretical minimum, wall time vs the
+and prints, per run: requests made vs the fewest a correct sync makes on the same path
+(search on paid plans, each project listed with ``--free-plan``), wall time vs the
 rate-limit bound (requests / allowed rate) and their ratio, records/s, the tap's peak
 RSS and the 429s it received. Figures are ratios measured in one run, so they hold on
 a noisy machine. Examples:
@@ -29,6 +30,7 @@ import math
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="max_concurrent_requests")
     parser.add_argument("--changed", type=int, default=50, help="K tasks changed before run c")
     parser.add_argument(
+        "--free-plan",
+        action="store_true",
+        help="Asana's task search refused (402) as on a free plan: each project is listed",
+    )
+    parser.add_argument(
         "--compare-latencies",
         default=None,
         help="comma-separated latencies in seconds (e.g. 0.1,0.5): full syncs only, "
@@ -117,30 +124,72 @@ def core_catalog(config: dict) -> dict:
 
 
 def minimum_requests(fake: FakeAsana, changed_tasks: set[str] | None, first: bool) -> int:
-    """Fewest requests a correct sync can make for this dataset."""
+    """Fewest requests a correct sync of the core streams makes, on the tap's path.
+
+    Every run: the workspaces, each workspace's users and projects. Then per workspace,
+    by what Asana offers it:
+
+    - events: one workspace events request (the first run's is answered 412 with the
+      first sync token); where they are not offered (``workspace_events_workspaces``)
+      that request's 402 and one events request per project;
+    - search offered (paid plans, ``premium_workspaces``): a first run lists every
+      project's tasks and searches every top-level task for those in no project; a
+      re-sync searches the changed ones instead of listing any project;
+    - no search (free plans): one task listing (at least) per project, each user's
+      assigned tasks (tasks in no project: the users, then a listing per user), and
+      search's 402, once per run.
+
+    Plus one stories page per emitted task (all on a first run, the changed ones after).
+    A search reads ⌊n / 100⌋ + 1 pages for n results (no offset: a full page needs one
+    more request to know it was the last); a listing ⌈n / 100⌉, at least one.
+    """
     ds = fake.dataset
     pages = lambda n: max(1, math.ceil(n / 100))  # noqa: E731
+    search_pages = lambda n: n // 100 + 1  # noqa: E731
+    changed = changed_tasks or set()
     total = pages(len(ds.workspaces))
     for ws in ds.workspaces:
-        total += pages(len(ds.users_by_workspace[ws])) + pages(len(ds.projects_by_workspace[ws]))
-    for project, tasks in ds.tasks_by_project.items():
-        if first:
-            total += pages(len(tasks))
+        users = len(ds.users_by_workspace[ws])
+        total += pages(users) + pages(len(ds.projects_by_workspace[ws]))
+        projects = [p["gid"] for p in ds.projects_by_workspace[ws]]
+        top_level = [gid for gid, t in ds.tasks.items() if t["workspace"]["gid"] == ws]
+        listed = {
+            project: [
+                t for t in ds.tasks_by_project.get(project, []) if first or t["gid"] in changed
+            ]
+            for project in projects
+        }
+        listings = sum(pages(len(tasks)) for tasks in listed.values())
+        total += 1  # workspace events (or the 402 saying to read each project's)
+        if ws not in fake.workspace_events_workspaces:
+            total += len(projects)
+        if ws in fake.premium_workspaces:
+            if first:
+                total += listings + search_pages(len(top_level))
+            else:
+                total += search_pages(len([gid for gid in top_level if gid in changed]))
         else:
-            listed = [t for t in tasks if t["gid"] in (changed_tasks or set())]
-            total += pages(len(listed))
-        del project
-    # Deletes and moves: one events request per project per run (the first run's is
-    # answered 412 with the project's first sync token); fewer than 100 events here.
-    total += len(ds.tasks_by_project)
-    stories_for = ds.tasks if first else (changed_tasks or set())
+            total += listings
+            # Users (gid only), then each one's assigned tasks (in projects or not).
+            assigned = Counter(
+                (ds.tasks[gid].get("assignee") or {}).get("gid")
+                for gid in top_level
+                if first or gid in changed
+            )
+            total += pages(users)
+            total += sum(pages(assigned[user["gid"]]) for user in ds.users_by_workspace[ws])
+            total += 1  # search's 402, once per run
+    stories_for = ds.tasks if first else changed
     total += sum(pages(len(ds.stories_by_task.get(gid, []))) for gid in stories_for)
     return total
 
 
 def first_token(request: RecordedRequest) -> bool:
-    """A project's first events call, which Asana answers 412 with a sync token."""
-    events = request.path == "/api/1.0/events"
+    """A first events call (a project's or a workspace's): Asana answers 412 and a token."""
+    path = request.path
+    events = path == "/api/1.0/events" or (
+        path.startswith("/api/1.0/workspaces/") and path.endswith("/events")
+    )
     return events and request.status == 412 and "sync" not in request.query
 
 
@@ -206,6 +255,8 @@ def main() -> None:
     allowed = args.rate_limit or None
     with FakeAsana(dataset, latency=args.latency, rate_limit_per_minute=allowed) as fake:
         fake.cache_responses = True  # nothing changes mid-run; keeps the fake fast
+        if args.free_plan:
+            fake.premium_workspaces.clear()
         config: dict = {"access_token": fake.pat, "api_url": fake.api_url}
         if args.tap_rate is not None:
             config["max_requests_per_minute"] = args.tap_rate
@@ -222,6 +273,7 @@ def main() -> None:
         print(
             f"dataset: {len(ds.workspaces)} workspaces, {len(ds.users)} users, "
             f"{len(ds.projects)} projects, {len(ds.tasks)} tasks, {len(ds.stories)} stories; "
+            f"{'free plan (no search)' if args.free_plan else 'paid plan (search)'}; "
             f"latency {args.latency * 1000:.0f} ms; quota "
             f"{f'{allowed}/min' if allowed else 'none'}; tap config "
             f"{ {k: v for k, v in config.items() if k not in {'access_token', 'api_url'}} }"

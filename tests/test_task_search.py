@@ -217,13 +217,57 @@ def test_a_change_during_the_search_lag_is_found_by_the_next_run(fake, pat_confi
     fourth = run_tap(config, state=third.state)
 
     assert [t["gid"] for t in third.records["tasks"]] == [changed["gid"]]
-    # Within the lag it is found again (repeats are harmless: targets upsert) ...
-    assert [t["gid"] for t in fourth.records["tasks"]] == [changed["gid"]]
+    # Within the lag the search finds it again, but it was delivered as it is: skipped.
+    assert fourth.records["tasks"] == []
+    assert third.state["bookmarks"]["tasks"]["search_overlap"][workspace] == {
+        changed["gid"]: changed["modified_at"]
+    }
     fake.advance_clock(11 * 60)
     fifth = run_tap(config, state=fourth.state)
     sixth = run_tap(config, state=fifth.state)
-    # ... and not once the lag has passed.
+    # Once the lag has passed the search no longer returns it, and nothing is kept.
+    assert fifth.records["tasks"] == []
     assert sixth.records["tasks"] == []
+    assert workspace not in sixth.state["bookmarks"]["tasks"].get("search_overlap", {})
+
+
+def test_inside_the_overlap_only_tasks_changed_again_are_emitted_again(fake, pat_config):
+    """Two runs inside the search overlap: unchanged tasks cost no request the second time."""
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    fake.advance_clock(11 * 60)
+    ds = fake.dataset
+    workspace = next(iter(ds.workspaces))
+    single = [
+        t
+        for t in ds.tasks.values()
+        if t["workspace"]["gid"] == workspace
+        and len(t["projects"]) == 1
+        and not ds.projects[t["projects"][0]["gid"]]["archived"]
+    ]
+    kept, again = single[0], single[1]
+    ds.add_story(kept["gid"], "one comment")
+    ds.add_story(again["gid"], "one comment")
+    second = run_tap(config, state=first.state)
+    assert {t["gid"] for t in second.records["tasks"]} == {kept["gid"], again["gid"]}
+    fake.advance_clock(2 * 60)  # still inside the 10-minute overlap
+    ds.add_story(again["gid"], "another comment")
+    fake.reset_log()
+
+    third = run_tap(config, state=second.state)
+
+    # Both come back from the search; the one changed since is emitted with its stories.
+    assert [t["gid"] for t in third.records["tasks"]] == [again["gid"]]
+    story_requests = {r.path.split("/")[4] for r in fake.requests if r.path.endswith("/stories")}
+    assert kept["gid"] not in story_requests
+    assert again["gid"] in story_requests
+    assert {s["target"]["gid"] for s in third.records["stories"]} == {again["gid"]}
+    # Both stay remembered while inside the window, with their current modified_at.
+    overlap = third.state["bookmarks"]["tasks"]["search_overlap"][workspace]
+    assert overlap == {
+        kept["gid"]: ds.tasks[kept["gid"]]["modified_at"],
+        again["gid"]: ds.tasks[again["gid"]]["modified_at"],
+    }
 
 
 def test_a_reconcile_pass_lists_every_project(fake, pat_config):
@@ -285,3 +329,24 @@ def test_search_requests_are_paced_at_asanas_search_limit(fake, pat_config):
     started = time.monotonic()
     waits = [pacer.reserve() for _ in range(3)]
     assert waits[2] - (time.monotonic() - started) >= 1.0  # 60/min: a second apart
+
+
+def test_inside_the_overlap_an_unchanged_subtask_is_not_emitted_again(fake, pat_config):
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    fake.advance_clock(11 * 60)
+    ds = fake.dataset
+    subtask = next(iter(ds.subtasks.values()))
+    ds.add_story(subtask["gid"], "a comment on a subtask")
+    second = run_tap(config, state=first.state)
+    assert subtask["gid"] in second.gids("subtasks")
+    fake.advance_clock(60)
+    fake.reset_log()
+
+    third = run_tap(config, state=second.state)
+
+    assert subtask["gid"] not in third.gids("subtasks")
+    assert not [r for r in fake.requests if r.path.endswith(f"/{subtask['gid']}/stories")]
+    ds.touch_task(subtask["gid"])
+    fourth = run_tap(config, state=third.state)
+    assert fourth.gids("subtasks") == [subtask["gid"]]

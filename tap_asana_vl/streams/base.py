@@ -284,18 +284,31 @@ class AsanaStream(AsanaListing):
         return True
 
     def _is_repeat(self, record: dict[str, t.Any], context: Context | None) -> bool:
-        """True for a record already emitted in this run (multi-homed task, shared user)."""
+        """True for a record already emitted in this run (multi-homed task, shared user).
+
+        Only gids that ``may_come_again`` are remembered, so what a run keeps grows with
+        the objects reachable twice, not with every object emitted.
+        """
         if not self.deduplicate:
             return False
         gid = str(record.get("gid"))
         if gid not in self._emitted:
-            self._emitted.add(gid)
+            if self.may_come_again(record, context):
+                self._emitted.add(gid)
             return False
         self.stats.duplicates_dropped += 1
         if self.replication_key and self.replication_method == "INCREMENTAL":
             # Delivered under another parent; this partition's bookmark must still pass
             # it, or every later run would list it here again and re-request its children.
             sdk_adapter.advance_bookmark(self, record, context)
+        return True
+
+    def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:  # noqa: ARG002
+        """Whether a later part of this run may deliver ``record`` again (``deduplicate``).
+
+        Override to remember fewer gids: a stream that can tell which records are
+        reachable only once keeps memory flat in the number of records.
+        """
         return True
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:

@@ -36,10 +36,12 @@ import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.streams.search import (
     SEARCH_STATE_KEY,
+    OverlapMemory,
     SearchProgress,
     SearchUnavailableError,
     TaskSearch,
     covered_until,
+    forget_overlap,
     search_bookmarks,
 )
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
@@ -75,6 +77,11 @@ class WorkspacePlan:
     #: The workspace's events, where Asana offers them per workspace (None: each
     #: project's events are read instead; see workspace_events.py).
     events: workspace_events.WorkspaceEvents | None = None
+    #: Tasks the workspace's sweep reads again for its events (known before any
+    #: project's listing, which may deliver them too).
+    rereads_in_sweep: frozenset[str] = frozenset()
+    #: What the last run's search delivered in its overlap window (set when searching).
+    overlap: OverlapMemory | None = None
     #: Tasks in no project, where this run read them apart from a search (listing
     #: mode): Asana's time up to which they are read (None: not read).
     unplaced_covered: str | None = None
@@ -120,6 +127,18 @@ def covered_by_search(plan: WorkspacePlan, project_bookmark: t.Any) -> bool:
     return parse_timestamp(project_bookmark) >= parse_timestamp(plan.previous)
 
 
+def searched_again(plan: WorkspacePlan, record: t.Mapping[str, t.Any]) -> bool:
+    """Whether the workspace's search (read in its sweep) may return this listed task.
+
+    It returns the tasks modified after the search bookmark, so a project listed in a
+    run that searches (its bookmark was older) may deliver some of them first.
+    """
+    if plan.search is None or not plan.previous:
+        return False
+    modified = record.get("modified_at")
+    return not modified or parse_timestamp(str(modified)) > parse_timestamp(plan.previous)
+
+
 def in_no_project(record: t.Mapping[str, t.Any]) -> bool:
     """A top-level task in no project (a person's My Tasks)."""
     return not record.get("memberships") and not record.get("parent")
@@ -159,6 +178,7 @@ def advance(stream: AsanaStream, plan: WorkspacePlan) -> None:
         # The search could not read past an instant (a bulk edit): the next run lists
         # each project from its own bookmark, then searches again from there.
         bookmarks.pop(plan.workspace, None)
+        forget_overlap(stream, plan.workspace)
         return
     if plan.unplaced_covered is not None:
         listed.append(plan.unplaced_covered)
@@ -170,6 +190,11 @@ def advance(stream: AsanaStream, plan: WorkspacePlan) -> None:
         new = format_timestamp(stream.services.server_clock.latest())
     else:
         return  # every project cut off: nothing proven
-    if plan.previous and parse_timestamp(plan.previous) > parse_timestamp(new):
-        return
-    bookmarks[plan.workspace] = new
+    if not (plan.previous and parse_timestamp(plan.previous) > parse_timestamp(new)):
+        bookmarks[plan.workspace] = new
+    if plan.overlap is not None:
+        plan.overlap.save(stream, plan.workspace, bookmarks.get(plan.workspace))
+    else:
+        # A run that listed each project: what it wrote is not remembered, so the next
+        # search may deliver tasks modified during it once more (targets upsert).
+        forget_overlap(stream, plan.workspace)

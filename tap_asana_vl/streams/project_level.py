@@ -18,6 +18,7 @@ from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectEr
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
+    OverlapMemory,
     SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
@@ -168,6 +169,8 @@ class TasksStream(AsanaStream):
             events = self._workspace_events_once(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
             plan.events = events
+            if events is not None:
+                plan.rereads_in_sweep = frozenset(events.reread_tasks)
             for project, changes in (events.changes if events else {}).items():
                 if project and changes.touched_sections:
                     project_children.note_section_events(self, project)
@@ -223,14 +226,22 @@ class TasksStream(AsanaStream):
             return
         if plan.events is not None:
             yield from self._from_workspace_events(plan)
-        if plan.search is not None:
+        if plan.search is not None and plan.searched_from is not None:
             self.services.progress.doing(f"'tasks' for workspace {workspace} (search)")
+            # The search re-reads the last run's overlap window: what it delivered there
+            # unchanged is skipped, with its stories (search.OverlapMemory).
+            overlap = OverlapMemory(self, workspace, covered_until(plan.searched_from))
+            plan.overlap = overlap
             try:
                 for record in plan.search.changed(plan.previous):
+                    if overlap.delivered_before(record):
+                        self.stats.unchanged_dropped += 1
+                        continue
                     project = changed_tasks.project_of(record, plan)
                     if project is None and not self._wanted_without_project(record):
                         continue
                     record["project_gid"] = project
+                    overlap.note(record)
                     yield record
                 plan.searched_to_end = True
             except SearchTiesError as exc:
@@ -383,6 +394,27 @@ class TasksStream(AsanaStream):
                 continue  # only in projects this run does not sync
             record["project_gid"] = project
             yield record
+
+    def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """Whether this run may deliver the task again, so its gid must be remembered.
+
+        A task in several projects is listed under each; one re-read for an event may
+        be listed or searched after; one a project listing delivers in a run that
+        searches may be among the search's results (or the sweep's re-reads). Any
+        other task is delivered once, so a run keeps no gid per task.
+        """
+        if "memberships" in self.scope_skipped_fields:
+            return True  # where else it lives cannot be told
+        gid = str(record.get("gid"))
+        if len(deletes.memberships_of(record)) > 1 or gid in self._reread:
+            return True
+        context = context or {}
+        if context.get(SWEEP):
+            return False  # the workspace's last source: its re-reads came first
+        plan = self._plans.get(str(context.get("workspace_gid")))
+        return plan is not None and (
+            gid in plan.rereads_in_sweep or changed_tasks.searched_again(plan, record)
+        )
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
         """None in the sweep: a search result is changed by definition."""

@@ -238,11 +238,14 @@ def write_unchanged(stream: AsanaStream, reconcile: Reconcile, record: dict[str,
     gid = str(record["gid"])
     if gid in reconcile.rewritten:
         return  # a multi-homed task, listed unchanged under another project
-    reconcile.rewritten.add(gid)
+    rows = list(task_project_rows(gid, record.get("memberships")))
+    if len(rows) != 1:
+        # Only a task listed under several projects (or one whose projects are hidden)
+        # comes again: remembering just those keeps a reconcile's memory flat in tasks.
+        reconcile.rewritten.add(gid)
     sdk_adapter.write_records(stream, [record])
     bridge = stream.services.streams.get(BRIDGE)
     if bridge is not None:
-        rows = list(task_project_rows(gid, record.get("memberships")))
         sdk_adapter.write_records(bridge, rows)
     # The derived tables' rows, from the context a task gives them (its record's fields),
     # exactly as when it is emitted: the same code makes them.

@@ -44,11 +44,70 @@ SEARCH_PAGE = 100
 SEARCH_REQUESTS_PER_MINUTE = 60.0
 #: Key of a stream's search bookmarks (workspace gid -> timestamp) in its state entry.
 SEARCH_STATE_KEY = "search_bookmarks"
+#: Key of what its searches delivered inside the overlap window (workspace gid ->
+#: {task gid: modified_at}; see ``OverlapMemory``).
+OVERLAP_STATE_KEY = "search_overlap"
 
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
     """``stream``'s search bookmarks, workspace gid -> timestamp (writable)."""
     return sdk_adapter.own_state(stream).setdefault(SEARCH_STATE_KEY, {})
+
+
+class OverlapMemory:
+    """What a workspace's search delivered inside its overlap window, kept across runs.
+
+    The search bookmark stays ``SEARCH_INDEX_LAG_MINUTES`` behind Asana's clock, so the
+    next run's search returns every task modified in those minutes again. Their gid and
+    ``modified_at`` are kept in state (only those after the bookmark: a window's
+    changes, never a workspace's tasks), and a task returned again with the same
+    ``modified_at`` is skipped, with its children (stories); one modified since is
+    delivered.
+    """
+
+    def __init__(self, stream: AsanaStream, workspace: str, window_from: str) -> None:
+        """Read the previous run's memory; remember results modified after ``window_from``.
+
+        ``window_from``: no later than the bookmark this run's search can reach.
+        """
+        stored = sdk_adapter.stored_state(stream).get(OVERLAP_STATE_KEY) or {}
+        self.previous: dict[str, str] = dict(stored.get(workspace) or {})
+        self.window_from = parse_timestamp(window_from)
+        self.delivered: dict[str, str] = {}
+
+    def delivered_before(self, record: Mapping[str, t.Any]) -> bool:
+        """Whether an earlier run delivered ``record`` as it is now (same ``modified_at``)."""
+        modified = record.get("modified_at")
+        return bool(modified) and self.previous.get(str(record.get("gid"))) == modified
+
+    def note(self, record: Mapping[str, t.Any]) -> None:
+        """``record`` is delivered in this run: the next run need not deliver it again."""
+        modified = record.get("modified_at")
+        if modified and parse_timestamp(str(modified)) > self.window_from:
+            self.delivered[str(record.get("gid"))] = str(modified)
+
+    def save(self, stream: AsanaStream, workspace: str, bookmark: str | None) -> None:
+        """Keep what the next search from ``bookmark`` returns again (None: nothing)."""
+        memory = sdk_adapter.own_state(stream).setdefault(OVERLAP_STATE_KEY, {})
+        kept = {}
+        if bookmark is not None:
+            after = parse_timestamp(bookmark)
+            kept = {
+                gid: modified
+                for gid, modified in {**self.previous, **self.delivered}.items()
+                if parse_timestamp(modified) > after
+            }
+        if kept:
+            memory[workspace] = kept
+        else:
+            memory.pop(workspace, None)
+
+
+def forget_overlap(stream: AsanaStream, workspace: str) -> None:
+    """Drop a workspace's overlap memory (its next search starts elsewhere)."""
+    own = sdk_adapter.own_state(stream)
+    if own.get(OVERLAP_STATE_KEY):
+        own[OVERLAP_STATE_KEY].pop(workspace, None)
 
 
 class SearchUnavailableError(Exception):
@@ -116,7 +175,9 @@ class TaskSearch:
         """Tasks modified after ``after`` (None: all), oldest first, each once.
 
         Raises ``SearchUnavailableError`` before yielding anything where search is a
-        paid feature. Only gids and the newest ``modified_at`` are kept in memory.
+        paid feature. Only the gids at the last page's newest instant (those the next
+        page returns again) and the newest ``modified_at`` are kept in memory, so a
+        search of every task (a first run) keeps no gid per task.
         """
         if after:
             after = format_timestamp(parse_timestamp(str(after)))
@@ -124,7 +185,11 @@ class TaskSearch:
         page = self.first_page if self.first_page is not None else self._first(after)
         self.first_page = None
         while True:
-            new = list(self._unseen(page, seen))
+            # A result at or before the bound was read already (on an earlier page, or
+            # it is a repeat a search ignoring its bound would send again).
+            bound = parse_timestamp(after) if after else None
+            fresh = [r for r in page if bound is None or parse_timestamp(r["modified_at"]) > bound]
+            new = list(self._unseen(fresh, seen))
             yield from new
             if len(page) < SEARCH_PAGE:
                 return
@@ -133,9 +198,12 @@ class TaskSearch:
                 # inclusive?): never loop on the same page; the caller walks instead.
                 raise SearchTiesError(after or "start")
             first, last = page[0]["modified_at"], page[-1]["modified_at"]
+            # The next page starts at ``last``: only the ties there can come back.
+            seen = {r["gid"] for r in page if r["modified_at"] == last}
             if first == last:
                 yield from self._instant(last, seen)
                 after = last  # exclusive: everything at that instant is read now
+                seen = set()
             else:
                 after = shift_ms(last, -1)
             page = self._page({"modified_at.after": after})
@@ -150,25 +218,34 @@ class TaskSearch:
         except SkippedObjectError as exc:
             raise SearchUnavailableError(str(exc.status)) from None
 
-    def _instant(self, instant: str, seen: set[str]) -> Iterator[dict[str, t.Any]]:
-        """Every task modified at exactly ``instant``, paged by ``created_at``."""
+    def _instant(self, instant: str, earlier: set[str]) -> Iterator[dict[str, t.Any]]:
+        """Every task modified at exactly ``instant``, paged by ``created_at``.
+
+        ``earlier``: those at ``instant`` already yielded (at most a page), skipped on
+        any page; of this paging's own, only the ties at a page's last ``created_at``
+        can come back.
+        """
         window = {
             "modified_at.after": shift_ms(instant, -1),
             "modified_at.before": shift_ms(instant, 1),
         }
         created_after: str | None = None
+        ties: set[str] = set()
         while True:
             params = {**window, "sort_by": "created_at", "created_at.after": created_after}
             page = self._page(params)
-            new = list(self._unseen(page, seen))
+            fresh = [r for r in page if r["gid"] not in earlier]
+            new = list(self._unseen(fresh, ties))
             yield from new
             if len(page) < SEARCH_PAGE:
                 return
             first, last = page[0]["created_at"], page[-1]["created_at"]
-            if first == last or not new:
+            if first == last:
                 # A full page created and modified in the same millisecond: search
                 # cannot tell them apart. Never skip them: the caller walks instead.
+                # (Otherwise the bound moves on, even past a page of ``earlier`` ones.)
                 raise SearchTiesError(instant)
+            ties = {r["gid"] for r in page if r["created_at"] == last}
             created_after = shift_ms(last, -1)
 
     def _page(self, bounds: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:

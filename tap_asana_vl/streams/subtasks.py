@@ -32,6 +32,8 @@ from tap_asana_vl.streams.project_level import (
 )
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
+    SEARCH_STATE_KEY,
+    OverlapMemory,
     SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
@@ -41,7 +43,7 @@ from tap_asana_vl.streams.search import (
 )
 from tap_asana_vl.streams.task_level import StoryListing
 from tap_asana_vl.streams.workspace_level import project_listing_params, project_wanted
-from tap_asana_vl.timestamps import format_timestamp, now, older_than
+from tap_asana_vl.timestamps import format_timestamp, now, older_than, parse_timestamp
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -80,6 +82,8 @@ class SubtasksStream(AsanaStream):
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
         self._trees_to_read: dict[str, list[str]] = {}
+        #: The sweep is delivering walked trees (after its search), not search results.
+        self._walking = False
 
     def read_tree_later(self, workspace: str, task_gid: str) -> None:
         """Read ``task_gid``'s subtree in ``workspace``'s sweep (for a reconcile pass).
@@ -89,6 +93,24 @@ class SubtasksStream(AsanaStream):
         """
         if self.config["include_subtasks"]:
             self._trees_to_read.setdefault(workspace, []).append(task_gid)
+
+    def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:
+        """Whether this run may deliver the subtask again, so its gid must be remembered.
+
+        One read under a task may be among the workspace sweep's search results (those
+        modified after the workspace's subtask search bookmark; every one when it has
+        none); one the sweep's search finds may be in a tree the sweep walks after it.
+        One the sweep walks is its last delivery (walks skip trees already read).
+        """
+        if "task_gid" in (context or {}):
+            after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(
+                workspace_of(record)
+            )
+            modified = record.get("modified_at")
+            return not (after and modified) or parse_timestamp(str(modified)) > parse_timestamp(
+                str(after)
+            )
+        return not self._walking
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
@@ -167,9 +189,17 @@ class SubtasksStream(AsanaStream):
         bookmarks = search_bookmarks(self)
         search = SearchProgress(bookmarks.get(workspace))
         parents: list[str] = []
+        # The search re-reads the last run's overlap window: what it delivered there
+        # unchanged is skipped, with its stories (search.OverlapMemory).
+        overlap = OverlapMemory(self, workspace, covered_until(now()))
         try:
             finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
-            yield from finder.changed(search.high_water or self.config.get("start_date"))
+            for record in finder.changed(search.high_water or self.config.get("start_date")):
+                if overlap.delivered_before(record):
+                    self.stats.unchanged_dropped += 1
+                    continue
+                overlap.note(record)
+                yield record
         except SearchTiesError as exc:
             self.logger.warning(
                 "Asana's search cannot page past %s in workspace %s (more than %d "
@@ -194,7 +224,11 @@ class SubtasksStream(AsanaStream):
                 parents = self._all_tasks_with_subtasks(workspace)
                 self._walked_workspaces.add(workspace)
         parents += self._trees_to_read.pop(workspace, [])
-        yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+        self._walking = True
+        try:
+            yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+        finally:
+            self._walking = False
         walked = workspace in self._walked_workspaces
         started = now()
 
@@ -204,6 +238,7 @@ class SubtasksStream(AsanaStream):
             # are harmless, targets upsert).
             if search.high_water:
                 bookmarks[workspace] = min(search.high_water, covered_until(started))
+            overlap.save(self, workspace, bookmarks.get(workspace))
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
                 # killed during another workspace's walk redoes that one next time.
