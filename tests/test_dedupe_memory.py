@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.tap_runner import run_tap
-
-FAST = {"max_requests_per_minute": 100_000}
+import tap_asana_vl.streams.subtasks as subtasks_module
+from tests.tap_runner import FAST, run_tap
 
 
 def _remembered(result, stream: str) -> set[str]:
@@ -88,3 +87,75 @@ def test_a_reconcile_rewrites_each_unchanged_task_once_remembering_only_multi_ho
     assert {gid: n for gid, n in rewritten.items() if n > 1} == {}
     multi = {gid for gid, task in ds.tasks.items() if len(task["projects"]) > 1}
     assert second.tap.streams["tasks"].reconcile.rewritten == multi
+
+
+def test_a_subtask_edited_after_its_first_delivery_is_emitted_again_in_the_same_run(
+    fake, pat_config, monkeypatch
+):
+    """A newer copy is a change, not a repeat: dropping it lost the edit for good.
+
+    The subtask is read under its changed parent, then edited before the workspace's
+    subtask search returns it: the search's copy must be emitted (before, it was dropped
+    as a repeat yet remembered as delivered, so the next run skipped it too).
+    """
+    ds = fake.dataset
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    parent = next(
+        gid
+        for gid, subtasks in ds.subtasks_by_parent.items()
+        if gid in ds.tasks and subtasks and len(ds.tasks[gid]["projects"]) == 1
+    )
+    subtask = ds.subtasks_by_parent[parent][0]["gid"]
+    fake.touch_task(parent)
+    fake.touch_task(subtask)
+    workspace = ds.get_task(subtask)["workspace"]["gid"]
+    sweep = subtasks_module.SubtasksStream._sweep
+
+    def edited_before_the_sweep(stream, swept):
+        if swept == workspace:
+            fake.touch_task(subtask, at=_later(ds.get_task(subtask)["modified_at"]))
+            ds.get_task(subtask)["name"] = "edited during the run"
+        yield from sweep(stream, swept)
+
+    monkeypatch.setattr(subtasks_module.SubtasksStream, "_sweep", edited_before_the_sweep)
+    second = run_tap(config, state=first.state)
+    monkeypatch.setattr(subtasks_module.SubtasksStream, "_sweep", sweep)
+    third = run_tap(config, state=second.state)
+
+    copies = [
+        r for r in second.records["subtasks"] + third.records["subtasks"] if r["gid"] == subtask
+    ]
+    assert copies, "the changed subtask was never emitted"
+    truth = ds.get_task(subtask)
+    assert (copies[-1]["modified_at"], copies[-1]["name"]) == (
+        truth["modified_at"],
+        "edited during the run",
+    )
+
+
+def test_each_subtask_tree_is_walked_once_when_the_full_walk_and_the_reconcile_meet(
+    fake, pat_config
+):
+    """Free plan, every run both a full walk and a reconcile: each tree read once per run."""
+    fake.premium_workspaces.clear()  # no search: subtasks come from walks
+    config = {**pat_config, **FAST, "reconcile_every_days": 0, "subtasks_full_walk_days": 0}
+    first = run_tap(config)
+    already = len(fake.requests)
+
+    second = run_tap(config, state=first.state)
+
+    counts = Counter(second.gids("subtasks"))
+    assert counts
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    walked = Counter(r.path for r in fake.requests[already:] if r.path.endswith("/subtasks"))
+    assert walked
+    assert max(walked.values()) == 1
+
+
+def _later(timestamp: str) -> str:
+    """A ``modified_at`` 1 s after ``timestamp`` (Asana's format: ms, Z)."""
+    from datetime import datetime, timedelta
+
+    moved = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(seconds=1)
+    return moved.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moved.microsecond // 1000:03d}Z"

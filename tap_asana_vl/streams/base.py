@@ -90,7 +90,8 @@ class AsanaStream(AsanaListing):
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
         super().__init__(tap, *args, **kwargs)
-        self._emitted: set[str] = set()
+        #: gid -> ``modified_at`` as emitted, of records this run may deliver again.
+        self._emitted: dict[str, str | None] = {}
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
         if self.per_parent or self.prefetch:
@@ -292,9 +293,16 @@ class AsanaStream(AsanaListing):
         if not self.deduplicate:
             return False
         gid = str(record.get("gid"))
+        modified = record.get("modified_at")
         if gid not in self._emitted:
             if self.may_come_again(record, context):
-                self._emitted.add(gid)
+                self._emitted[gid] = modified
+            return False
+        emitted = self._emitted[gid]
+        if modified and emitted and parse_timestamp(str(modified)) > parse_timestamp(emitted):
+            # Edited after its first delivery in this run: the newer copy is a change,
+            # not a repeat (dropping it would leave the older copy in the warehouse).
+            self._emitted[gid] = modified
             return False
         self.stats.duplicates_dropped += 1
         if self.replication_key and self.replication_method == "INCREMENTAL":

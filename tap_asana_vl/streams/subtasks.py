@@ -226,7 +226,9 @@ class SubtasksStream(AsanaStream):
         parents += self._trees_to_read.pop(workspace, [])
         self._walking = True
         try:
-            yield from self._subtrees([gid for gid in parents if gid not in self._trees_read])
+            # A parent may be listed twice (the full walk and the reconcile's): one walk.
+            unique = dict.fromkeys(parents)
+            yield from self._subtrees([gid for gid in unique if gid not in self._trees_read])
         finally:
             self._walking = False
         walked = workspace in self._walked_workspaces
