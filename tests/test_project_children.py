@@ -238,3 +238,28 @@ def test_an_expired_events_token_reads_that_projects_children_again(fake, config
     fake.reset_log()
     run_tap(config, state=second.state)
     assert children_read(fake) == {}
+
+
+def test_a_project_failing_on_every_run_does_not_make_every_run_a_refresh(fake, config):
+    """Only the failing project is read again; the others wait for the refresh."""
+    project = next(iter(fake.dataset.projects))
+    fake.inject(rf"/projects/{project}/sections", status=403, times=None)
+    first = run_tap(config)  # the first read: every project, one of them refused
+    fake.reset_log()
+    second = run_tap(config, state=first.state)
+    assert set(children_read(fake)) == {project}
+    assert "for every project" not in second.logs
+
+
+def test_a_child_stream_deselected_then_selected_again_reads_every_project(fake, config):
+    """While deselected its changes were not read: selecting it again is a refresh."""
+    four = {"projects", *CHILDREN}
+    first = run_tap(config, catalog=catalog_selecting(config, four))
+    project = next(iter(fake.dataset.projects))
+    posted = fake.dataset.add_status_update(project, title="Posted while deselected")
+    without = catalog_selecting(config, four - {"status_updates"})
+    second = run_tap(config, state=first.state, catalog=without)
+    fake.reset_log()
+    third = run_tap(config, state=second.state, catalog=catalog_selecting(config, four))
+    assert set(children_read(fake)) == all_projects(fake)
+    assert posted["gid"] in {r["gid"] for r in third.records["status_updates"]}

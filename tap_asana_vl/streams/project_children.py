@@ -139,7 +139,9 @@ class ChildrenPlan:
         if listing_complete:
             for gone in set(self.digests) - set(self.listed):
                 del self.digests[gone]
-        if not self.unread and not self.failed and self.read:
+        # A project that failed is read again next run (its digest is gone) and blocks
+        # the ACTIVATE (full_reads): it must not turn every run into a refresh.
+        if not self.unread and self.read:
             self.entry["refreshed_at"] = format_timestamp(_now())
             self.entry["streams"] = sorted(self.streams)
 
@@ -154,6 +156,10 @@ def plan(projects: AsanaStream) -> ChildrenPlan:
     )
     # None selected: nothing to keep (what an earlier run kept stays as it was).
     entry = sdk_adapter.own_state(projects).setdefault(STATE_KEY, {}) if streams else {}
+    if set(entry.get("streams") or []) - set(streams):
+        # One deselected: the digests kept from now on no longer cover it, so when it is
+        # selected again it counts as newly selected (a refresh).
+        entry["streams"] = sorted(set(entry["streams"]) & set(streams))
     last = entry.get("refreshed_at")
     because = None
     if every == 0:
@@ -215,7 +221,8 @@ def unread_problems(stream: AsanaStream) -> list[str]:
         return []
     return [
         f"{len(children.unread)} unchanged projects not re-read "
-        f"(re-read at the full refresh, every {stream.config.get(SETTING)} days)"
+        f"(re-read at the full refresh, every "
+        f"{stream.config.get(SETTING, DEFAULT_REFRESH_DAYS)} days)"
     ]
 
 
