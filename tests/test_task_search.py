@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import tap_asana_vl.streams.search as search_module
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tests.fake_asana import FakeAsana
 from tests.fake_asana.dataset import build_dataset, iso_ms, parse_iso_ms
@@ -350,3 +351,31 @@ def test_inside_the_overlap_an_unchanged_subtask_is_not_emitted_again(fake, pat_
     ds.touch_task(subtask["gid"])
     fourth = run_tap(config, state=third.state)
     assert fourth.gids("subtasks") == [subtask["gid"]]
+
+
+def test_a_bulk_edit_inside_the_overlap_is_not_remembered_but_delivered_again(
+    fake, pat_config, monkeypatch
+):
+    """Past the memory's limit the state keeps nothing of the window: delivered again."""
+    monkeypatch.setattr(search_module, "OVERLAP_MEMORY_LIMIT", 1)
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    fake.advance_clock(11 * 60)
+    ds = fake.dataset
+    workspace = next(iter(ds.workspaces))
+    edited = [
+        t
+        for t in ds.tasks.values()
+        if t["workspace"]["gid"] == workspace
+        and len(t["projects"]) == 1
+        and not ds.projects[t["projects"][0]["gid"]]["archived"]
+    ][:2]
+    for task in edited:
+        ds.add_story(task["gid"], "bulk edit")
+    second = run_tap(config, state=first.state)
+    assert workspace not in (second.state["bookmarks"]["tasks"].get("search_overlap") or {})
+    fake.advance_clock(2 * 60)
+
+    third = run_tap(config, state=second.state)
+
+    assert {t["gid"] for t in edited} <= {t["gid"] for t in third.records["tasks"]}

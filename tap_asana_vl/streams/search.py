@@ -47,6 +47,10 @@ SEARCH_STATE_KEY = "search_bookmarks"
 #: Key of what its searches delivered inside the overlap window (workspace gid ->
 #: {task gid: modified_at}; see ``OverlapMemory``).
 OVERLAP_STATE_KEY = "search_overlap"
+#: Most tasks remembered per workspace: a bulk edit of more inside the window is not
+#: remembered at all (the next run delivers them again, which is only a cost), so the
+#: state stays small whatever an automation touches.
+OVERLAP_MEMORY_LIMIT = 10_000
 
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
@@ -97,7 +101,7 @@ class OverlapMemory:
                 for gid, modified in {**self.previous, **self.delivered}.items()
                 if parse_timestamp(modified) > after
             }
-        if kept:
+        if kept and len(kept) <= OVERLAP_MEMORY_LIMIT:
             memory[workspace] = kept
         else:
             memory.pop(workspace, None)
