@@ -240,6 +240,19 @@ def test_an_expired_events_token_reads_that_projects_children_again(fake, config
     assert children_read(fake) == {}
 
 
+def test_an_expired_workspace_events_token_reads_every_projects_children_again(fake, config):
+    """A workspace's events name no project: which sections changed is unknown."""
+    first = run_tap(config)
+    fake.advance_clock(25 * 3600)  # the workspace's token expires (Asana: 24 h)
+    fake.reset_log()
+    second = run_tap(config, state=first.state)
+    assert "events token for workspace" in second.logs
+    assert children_read(fake) == every_child(fake)
+    fake.reset_log()
+    run_tap(config, state=second.state)
+    assert children_read(fake) == {}
+
+
 def test_a_project_failing_on_every_run_does_not_make_every_run_a_refresh(fake, config):
     """Only the failing project is read again; the others wait for the refresh."""
     project = next(iter(fake.dataset.projects))

@@ -212,6 +212,23 @@ def note_section_events(stream: AsanaStream, project: str) -> None:
         children.section_events.add(project)
 
 
+def note_events_lost(stream: AsanaStream, workspace: str) -> None:
+    """A workspace's events token expired: section changes anywhere may have been missed.
+
+    A workspace's events do not say which projects they were of, so every project's
+    children are read in this run (a refresh; projects already done stay as read).
+    """
+    children = plan_of(stream)
+    if children is not None and children.streams and not children.refresh:
+        children.refresh = True
+        children.refresh_because = f"events token of workspace {workspace} expired"
+        stream.logger.info(
+            "Reading %s for every project (%s)",
+            ", ".join(children.streams),
+            children.refresh_because,
+        )
+
+
 def unread_problems(stream: AsanaStream) -> list[str]:
     """Why ``stream`` was not read for every project in this run (none: it was)."""
     if not isinstance(stream, ProjectChildStream):

@@ -174,6 +174,8 @@ class TasksStream(AsanaStream):
             for project, changes in (events.changes if events else {}).items():
                 if project and changes.touched_sections:
                     project_children.note_section_events(self, project)
+            if events is not None and events.expired:
+                project_children.note_events_lost(self, workspace)
             if plan.search is None:
                 self.logger.info(
                     "Listing each project's changed tasks in workspace %s: %s",
