@@ -34,7 +34,7 @@ from tap_asana_vl.settings import (
     hide_secret_values,
 )
 from tap_asana_vl.state_output import StateOutput
-from tap_asana_vl.streams import purge
+from tap_asana_vl.streams import children_plan, purge
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
@@ -276,6 +276,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
     def user_references(self) -> UserReferences:
         """Users the emitted records reference (``users`` completes itself from them)."""
         return UserReferences()
+
+    @cached_property
+    def children_plans(self) -> children_plan.ChildrenPlans:
+        """The run's plan of per-project children reads (see project_children.py)."""
+        return children_plan.ChildrenPlans()
 
     @cached_property
     def purges(self) -> purge.Purges:

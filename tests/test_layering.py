@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "streams.full_reads": 2,
     "streams.purge": 2,
     "streams.project_children": 2,
+    "streams.children_plan": 2,
     # The HTTP transport and its parts.
     "transport": 1,
     "session": 1,

@@ -49,6 +49,7 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.auth import AsanaAuthenticator
     from tap_asana_vl.progress import RunProgress
     from tap_asana_vl.rate_limit import RateLimiter
+    from tap_asana_vl.streams.children_plan import ChildrenPlans
     from tap_asana_vl.streams.purge import Purges
     from tap_asana_vl.timestamps import ServerClock
     from tap_asana_vl.transport import Transport
@@ -91,6 +92,10 @@ class RunServices(t.Protocol):
     @property
     def purges(self) -> Purges:
         """The run's tombstones and ACTIVATE_VERSIONs (see purge.py)."""
+
+    @property
+    def children_plans(self) -> ChildrenPlans:
+        """Which projects' children the run re-reads (see project_children.py)."""
 
     @property
     def search_pacer(self) -> RateLimiter:

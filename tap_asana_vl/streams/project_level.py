@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 
 import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
@@ -95,6 +94,8 @@ class TasksStream(AsanaStream):
         #: Why events are not read in this run (None: they are).
         self.events_off: str | None = None
         self._events_warned = False
+        #: This run's reconcile pass, decided once (``reconcile``, ``_reconcile_at_once``).
+        self._reconcile: reconciling.Reconcile | None = None
         #: How each workspace's changed tasks are found in this run (changed_tasks.py).
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Each workspace's events, read once (None: each project's are read instead).
@@ -473,8 +474,8 @@ class TasksStream(AsanaStream):
         Decided at the first project, after its events and before any listing; a
         token refused later asks the next run (``reconciling.request``).
         """
-        if "reconcile" not in self.__dict__:
-            self.__dict__["reconcile"] = reconciling.plan(self, refused=refused)
+        if self._reconcile is None:
+            self._reconcile = reconciling.plan(self, refused=refused)
 
     def _from_events(self, context: Context, result: deletes.EventsResult) -> Iterable[dict]:
         """Tasks the project's events name, read again; tombstones once all is written."""
@@ -592,10 +593,16 @@ class TasksStream(AsanaStream):
 
     # --- Reconcile pass (see reconcile.py) -------------------------------------------------
 
-    @cached_property
+    @property
     def reconcile(self) -> reconciling.Reconcile:
-        """The reconcile pass of this run (decided before the first project)."""
-        return reconciling.plan(self)
+        """The reconcile pass of this run, decided at its first use and kept.
+
+        ``source_records`` reads the first project's (or workspace's) events before its
+        first use, so a token Asana refused there makes this run the reconcile pass.
+        """
+        if self._reconcile is None:
+            self._reconcile = reconciling.plan(self)
+        return self._reconcile
 
     def get_starting_timestamp(self, context: Context | None) -> datetime.datetime | None:
         """``modified_since``: none (or ``start_date``) when reconciling, else the bookmark."""
@@ -625,8 +632,8 @@ class TasksStream(AsanaStream):
 
     def finish_run(self) -> None:
         """After every stream synced: the reconcile pass's ACTIVATE_VERSION, if any."""
-        if "reconcile" in self.__dict__:
-            reconciling.finish(self, self.reconcile)
+        if self._reconcile is not None:
+            reconciling.finish(self, self._reconcile)
 
     # --- Children --------------------------------------------------------------------------
 

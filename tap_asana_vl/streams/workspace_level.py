@@ -14,6 +14,7 @@ import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.project_children as project_children
 from tap_asana_vl.errors import SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
+from tap_asana_vl.streams.children_plan import SIGNAL_FIELDS, ChildrenPlan
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -208,14 +209,16 @@ class ProjectsStream(AsanaStream):
         yield from projects
 
     @cached_property
-    def children_plan(self) -> project_children.ChildrenPlan:
+    def children_plan(self) -> ChildrenPlan:
         """Which projects' children this run re-reads (see project_children.py)."""
-        return project_children.plan(self)
+        made = project_children.plan(self)
+        self.services.children_plans.current = made  # what the child streams consult
+        return made
 
     def requests_field(self, name: str) -> bool:
         """As any stream; plus what tells whether a project's children changed."""
         return super().requests_field(name) or (
-            name in project_children.SIGNAL_FIELDS and project_children.any_selected(self)
+            name in SIGNAL_FIELDS and project_children.any_selected(self)
         )
 
     def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
