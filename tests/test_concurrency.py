@@ -12,8 +12,10 @@ from tests.tap_runner import FAST, run_cli, run_tap
 def _comparable(value):
     """Messages without what is run-specific: extraction times, the sync-start signpost,
     the reconcile pass's table version and time, the events sync tokens of projects and
-    workspaces (they carry the time they were issued), and the times up to which the run
-    read every project's tasks (Asana's clock when it listed them: the tasks' bookmarks)."""
+    workspaces (they carry the time they were issued) and when they were received, the
+    stories' candidate floor (the run's table version), the children's refresh time, and
+    the times up to which the run read every project's tasks (Asana's clock when it
+    listed them: the tasks' bookmarks)."""
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     if isinstance(value, dict):
@@ -23,7 +25,8 @@ def _comparable(value):
             if k not in {"time_extracted", "replication_key_signpost", "version", "events_sync"}
             and not (k == "at" and "projects" in value)
             and not (k == "replication_key_value" and "project_gid" in value.get("context", {}))
-            and k not in {"search_bookmarks", "workspace_events"}
+            and k not in {"search_bookmarks", "workspace_events", "workspace_events_at"}
+            and k not in {"events_sync_at", "table_version_candidate", "refreshed_at"}
         }
     return value
 
