@@ -77,8 +77,11 @@ def test_a_401_mid_sync_refreshes_once_and_retries(fake, oauth_config):
 def test_a_second_401_for_the_same_request_fails_clearly(fake, oauth_config):
     task = next(iter(fake.dataset.tasks))
     fake.inject(rf"/api/1\.0/tasks/{task}/stories", 401, times=2)
+    # One request at a time: with others in flight, one may succeed with the refreshed
+    # token between the two 401s, and a token that has worked may be refreshed once
+    # more (AsanaOAuthAuthenticator.reject) while the run is already failing.
     with pytest.raises(AsanaAuthError, match="tap-asana-vl-auth"):
-        run_tap({**oauth_config, **FAST})
+        run_tap({**oauth_config, **FAST, "max_concurrent_requests": 1})
     assert len(_refresh_calls(fake)) == 2
 
 
