@@ -24,16 +24,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tap_process import run_tap_process  # noqa: E402
 from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
 from tests.fake_asana.server import RecordedRequest  # noqa: E402
 
@@ -78,29 +76,19 @@ def kind(request: RecordedRequest) -> str:
 
 def run(fake: FakeAsana, config: dict, selected: set[str], state: dict | None) -> tuple:
     """Run the tap as a subprocess; (wall seconds, requests by kind, final state)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {name: Path(tmp, f"{name}.json") for name in ("config", "catalog", "state")}
-        paths["config"].write_text(json.dumps(config))
-        paths["catalog"].write_text(json.dumps(catalog(config, selected)))
-        args = [sys.executable, "-m", "tap_asana_vl", "--config", str(paths["config"])]
-        args += ["--catalog", str(paths["catalog"])]
-        if state is not None:
-            paths["state"].write_text(json.dumps(state))
-            args += ["--state", str(paths["state"])]
-        before = len(fake.requests)
-        started = time.monotonic()
-        proc = subprocess.run(
-            args, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-        )
-        wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"the tap failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     last_state: dict = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith('{"type":"STATE"'):
+
+    def keep_state(line: bytes) -> None:
+        nonlocal last_state
+        if line.startswith(b'{"type":"STATE"'):
             last_state = json.loads(line)["value"]
+
+    before = len(fake.requests)
+    process = run_tap_process(
+        "run", config, keep_state, catalog=catalog(config, selected), state=state
+    )
     counts = Counter(kind(r) for r in fake.requests[before:] if r.path.startswith("/api/"))
-    return wall, counts, last_state
+    return process.wall, counts, last_state
 
 
 def main() -> None:
