@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import tap_asana_vl.streams.unplaced_search as unplaced_search
 from tests.tap_runner import FAST, run_tap
 
 
@@ -56,26 +57,33 @@ def _my_tasks(fake, count: int) -> list[dict]:
     return made
 
 
-def _on_first_search(fake, workspace: str, action) -> None:
+def _on_first_search(fake, workspace: str, action, *, then_list: str) -> list[bool]:
     """Run ``action`` once the fake has answered the workspace's first task search.
 
     The answer is computed before ``action`` runs: the search saw the data before it.
+    Listings of project ``then_list`` are answered after it (waiting up to 5 s for it),
+    so the order does not depend on how fast each thread of the tap runs. Returns, per
+    such listing, whether ``action`` had run before it was answered.
     """
     original = fake._api
     done = threading.Event()
+    listed_after: list[bool] = []
 
     def api(method, sub_path, query, token):
+        if sub_path == "/tasks" and query.get("project") == [then_list]:
+            listed_after.append(done.wait(5))
         response = original(method, sub_path, query, token)
         if (
             not done.is_set()
             and sub_path.startswith(f"/workspaces/{workspace}/tasks/search")
             and query.get("is_subtask") == ["false"]
         ):
-            done.set()
             action()
+            done.set()
         return response
 
     fake._api = api
+    return listed_after
 
 
 def _last_live_project(fake, workspace: str) -> str:
@@ -85,25 +93,18 @@ def _last_live_project(fake, workspace: str) -> str:
 
 def test_a_first_paid_run_searches_while_listing_and_writes_what_a_sequential_run_did(fake, config):
     unplaced = {t["gid"] for t in _my_tasks(fake, 3)}
-    # Listings slower than the search's few pages: sequential, the search would come last.
-    fake.latency = 0.02
+    # The first workspace's last project (later workspaces' searches wait for the search
+    # pacer's next slots, after the earlier workspace's: their listings may come first).
+    workspace = next(iter(fake.dataset.workspaces))
+    last = _last_live_project(fake, workspace)
+    searched_first = _on_first_search(fake, workspace, lambda: None, then_list=last)
 
     first = run_tap(config)
 
-    # The first workspace synced (later ones wait for the search pacer's next slots,
-    # after the earlier workspace's searches: their listings may all come first here).
-    workspace = next(
-        w
-        for w in fake.dataset.workspaces
-        if _project_listings(fake)[0].query["project"][0]
-        in {p["gid"] for p in fake.dataset.projects_by_workspace[w]}
-    )
-    listings = [
-        r
-        for p in fake.dataset.projects_by_workspace[workspace]
-        for r in _project_listings(fake, p["gid"])
-    ]
-    assert _task_searches(fake, workspace)[0].time < max(r.time for r in listings)
+    # Its listing was answered after the search was (sequential: the search came last,
+    # after every listing, and the listing would wait in vain).
+    assert searched_first
+    assert all(searched_first)
     # Every task exactly once (as a sequential run writes them), those in no project
     # with no project; nothing else of the workspace's search is written.
     tasks = first.records["tasks"]
@@ -125,7 +126,10 @@ def test_a_failing_run_stops_the_search_running_meanwhile(fake, config):
     _my_tasks(fake, 450)
     workspace = next(iter(fake.dataset.workspaces))
     last = _last_live_project(fake, workspace)
-    fake.latency = 0.02
+    # The project listed before it waits for the search (a fault bypasses the hook), so
+    # the failing listing comes once the search has started.
+    live = [p["gid"] for p in fake.dataset.projects_by_workspace[workspace] if not p["archived"]]
+    _on_first_search(fake, workspace, lambda: None, then_list=live[-2])
     fake.inject(
         rf"/api/1\.0/tasks\?.*project={last}",
         400,
@@ -156,13 +160,15 @@ def test_a_task_moved_into_a_project_after_the_search_saw_it_in_none_is_written_
     workspace = next(iter(fake.dataset.workspaces))
     (task, *_) = [t for t in _my_tasks(fake, 1) if t["workspace"]["gid"] == workspace]
     target = _last_live_project(fake, workspace)
-    _on_first_search(fake, workspace, lambda: fake.move_task(task["gid"], add_to=target))
-    fake.latency = 0.02
+    moved = _on_first_search(
+        fake, workspace, lambda: fake.move_task(task["gid"], add_to=target), then_list=target
+    )
 
     first = run_tap(config)
 
-    # (The move came before that project's listing.)
-    assert _task_searches(fake, workspace)[0].time < _project_listings(fake, target)[0].time
+    # The search ran while the projects were listed: the move came before that listing.
+    assert moved
+    assert all(moved)
     rows = [r for r in first.records["tasks"] if r["gid"] == task["gid"]]
     # The listing's copy is the newer: the search's older one must not overwrite it.
     assert rows
@@ -185,13 +191,15 @@ def test_a_task_moved_out_of_a_project_before_its_listing_is_found_by_the_next_r
         if [p["gid"] for p in t["projects"]] == [target] and not t.get("parent")
     )
     # Asana may not change modified_at for a move: the harder case.
-    _on_first_search(fake, workspace, lambda: fake.move_task(task["gid"], remove_from=target))
-    fake.latency = 0.02
+    moved = _on_first_search(
+        fake, workspace, lambda: fake.move_task(task["gid"], remove_from=target), then_list=target
+    )
 
     first = run_tap(config)
 
     # The search saw it in the project, whose listing came after it left: not in this run.
-    assert _task_searches(fake, workspace)[0].time < _project_listings(fake, target)[0].time
+    assert moved
+    assert all(moved)
     assert task["gid"] not in {r["gid"] for r in first.records["tasks"]}
 
     fake.reset_log()
@@ -200,3 +208,16 @@ def test_a_task_moved_out_of_a_project_before_its_listing_is_found_by_the_next_r
     assert rows
     assert rows[-1]["memberships"] == []
     assert rows[-1]["project_gid"] is None
+
+
+def test_more_tasks_in_no_project_than_the_buffer_holds_are_all_written_once(
+    fake, config, monkeypatch
+):
+    # The search waits for the sweep once the buffer is full, then reads on.
+    monkeypatch.setattr(unplaced_search, "BUFFERED", 7)
+    unplaced = [t["gid"] for t in _my_tasks(fake, 130)]
+
+    first = run_tap(config)
+
+    written = [r["gid"] for r in first.records["tasks"] if r["project_gid"] is None]
+    assert sorted(written) == sorted(unplaced)

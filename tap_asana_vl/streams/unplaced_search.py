@@ -76,8 +76,6 @@ class UnplacedSearch:
         stream: AsanaStream,
         workspace: str,
         after: str | None,
-        *,
-        buffered: int = BUFFERED,
     ) -> None:
         """Start searching ``workspace`` for tasks modified after ``after`` (None: all)."""
         self.workspace = workspace
@@ -87,7 +85,7 @@ class UnplacedSearch:
         progress = SearchProgress(None)
         self._finder = TaskSearch(stream, workspace, is_subtask=False, progress=progress)
         self._after = after
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=buffered)
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=BUFFERED)
         self._lock = threading.Lock()
         #: Candidates read but not yet taken: gid -> ``modified_at``.
         self._waiting: dict[str, str | None] = {}
