@@ -21,7 +21,8 @@ the last listing of every project started. A project whose bookmark is older tha
 search bookmark (new, back in ``project_gids``, cut off last time) is listed, from its
 own bookmark. The first run (no search bookmark), a reconcile pass, ``--full-refresh``
 (no state) and a token whose scopes hide ``memberships`` (search results could not be
-matched to projects) list every project, as before.
+matched to projects) list every project, as before; their search for tasks in no
+project runs meanwhile (unplaced_search.py), its start bounding the search bookmark.
 
 The search bookmark is kept in the tasks stream's state entry (``search_bookmarks``,
 one timestamp per workspace: state does not grow with tasks).
@@ -50,6 +51,7 @@ if t.TYPE_CHECKING:
     import datetime
 
     from tap_asana_vl.streams.base import AsanaStream
+    from tap_asana_vl.streams.unplaced_search import UnplacedSearch
 
 
 @dataclass
@@ -87,6 +89,9 @@ class WorkspacePlan:
     unplaced_covered: str | None = None
     #: Reading them failed part-way: the search bookmark cannot move.
     unplaced_failed: bool = False
+    #: Listing mode: the search for tasks in no project, started with the plan and read
+    #: while the projects are listed (unplaced_search.py); None: not searched that way.
+    unplaced_search: UnplacedSearch | None = None
 
 
 def plan(stream: AsanaStream, workspace: str, *, listing_because: str | None) -> WorkspacePlan:

@@ -18,12 +18,11 @@ from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
     OverlapMemory,
-    SearchProgress,
     SearchTiesError,
     SearchUnavailableError,
-    TaskSearch,
     covered_until,
 )
+from tap_asana_vl.streams.unplaced_search import UnplacedSearch
 from tap_asana_vl.streams.workspace_level import SWEEP, ProjectsStream
 from tap_asana_vl.timestamps import format_timestamp, parse_timestamp
 
@@ -183,6 +182,11 @@ class TasksStream(AsanaStream):
                     workspace,
                     plan.listing_because,
                 )
+                if not plan.search_refused and self.config.get(
+                    "include_tasks_without_projects", True
+                ):
+                    # Read while the projects are listed; the sweep emits what it found.
+                    plan.unplaced_search = self._search_unplaced(workspace, plan.previous)
             self._plans[workspace] = plan
         return self._plans[workspace]
 
@@ -276,7 +280,13 @@ class TasksStream(AsanaStream):
         """
         workspace = plan.workspace
         since = None if self.reconcile.due else plan.previous
-        started = self.services.server_clock.latest()
+        if plan.unplaced_search is None and not plan.search_refused:
+            plan.unplaced_search = self._search_unplaced(workspace, plan.previous)
+        started = (
+            plan.unplaced_search.started
+            if plan.unplaced_search is not None
+            else self.services.server_clock.latest()
+        )
         self.services.progress.doing(f"'tasks' in no project, workspace {workspace}")
         try:
             found = self._unplaced_candidates(plan, since, started)
@@ -316,14 +326,12 @@ class TasksStream(AsanaStream):
         Sets ``plan.unplaced_covered`` once all are read.
         """
         workspace = plan.workspace
-        finder = TaskSearch(self, workspace, is_subtask=False, progress=SearchProgress(None))
-        searched = finder.changed(since or self.config.get("start_date"))
         try:
-            if plan.search_refused:
+            if plan.unplaced_search is None:
                 raise SearchUnavailableError  # refused earlier in this run: not asked again
-            # The first page says whether search works (402 on free plans); the rest
-            # is read as it is emitted (a first run searches every task).
-            yield from searched
+            # The search ran while the projects were listed (unplaced_search.py); its
+            # first page said whether search works (402 on free plans).
+            yield from plan.unplaced_search.candidates()
             plan.unplaced_covered = covered_until(started)
             return
         except SearchUnavailableError:
@@ -344,6 +352,15 @@ class TasksStream(AsanaStream):
                 )
         yield from self._assigned_tasks(workspace, since)
         plan.unplaced_covered = format_timestamp(started)
+
+    def _search_unplaced(self, workspace: str, previous: str | None) -> UnplacedSearch:
+        """Start searching for the workspace's tasks in no project (from its bookmark).
+
+        All of them (from ``start_date``) on a first run or in a reconcile pass, whose
+        unchanged ones are re-written.
+        """
+        since = None if self.reconcile.due else previous
+        return UnplacedSearch(self, workspace, since or self.config.get("start_date"))
 
     def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
         """Every user's assigned tasks in the workspace, modified since ``since``."""
@@ -416,7 +433,11 @@ class TasksStream(AsanaStream):
             return False  # the workspace's last source: its re-reads came first
         plan = self._plans.get(str(context.get("workspace_gid")))
         return plan is not None and (
-            gid in plan.rereads_in_sweep or changed_tasks.searched_again(plan, record)
+            gid in plan.rereads_in_sweep
+            or changed_tasks.searched_again(plan, record)
+            # Found in no project by the search running meanwhile, now listed: moved
+            # into a project since; the sweep's older copy must not overwrite this one.
+            or (plan.unplaced_search is not None and plan.unplaced_search.waiting(gid))
         )
 
     def _previous_bookmark(self, context: Context | None) -> datetime.datetime | None:
