@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "streams.paging": 2,
     "streams.deletes": 2,
     "streams.search": 2,
+    "streams.unplaced_search": 2,
     "streams.changed_tasks": 2,
     "streams.workspace_events": 2,
     "streams.reconcile": 2,

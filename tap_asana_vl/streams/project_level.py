@@ -360,7 +360,9 @@ class TasksStream(AsanaStream):
         unchanged ones are re-written.
         """
         since = None if self.reconcile.due else previous
-        return UnplacedSearch(self, workspace, since or self.config.get("start_date"))
+        return UnplacedSearch(
+            self, workspace, since or self.config.get("start_date"), changed_tasks.in_no_project
+        )
 
     def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
         """Every user's assigned tasks in the workspace, modified since ``since``."""

@@ -49,12 +49,11 @@ import threading
 import typing as t
 
 from tap_asana_vl.run_control import StoppedError
-from tap_asana_vl.streams.changed_tasks import in_no_project
 from tap_asana_vl.streams.search import SearchProgress, TaskSearch
 
 if t.TYPE_CHECKING:
     import datetime
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from tap_asana_vl.streams.base import AsanaStream
 
@@ -76,8 +75,12 @@ class UnplacedSearch:
         stream: AsanaStream,
         workspace: str,
         after: str | None,
+        keep: Callable[[dict[str, t.Any]], bool],
     ) -> None:
-        """Start searching ``workspace`` for tasks modified after ``after`` (None: all)."""
+        """Start searching ``workspace`` for tasks modified after ``after`` (None: all).
+
+        Only results ``keep`` accepts (tasks in no project) are held for the sweep.
+        """
         self.workspace = workspace
         #: Asana's time just before the first search request (what a complete read covers).
         self.started: datetime.datetime = stream.services.server_clock.latest()
@@ -85,6 +88,7 @@ class UnplacedSearch:
         progress = SearchProgress(None)
         self._finder = TaskSearch(stream, workspace, is_subtask=False, progress=progress)
         self._after = after
+        self._keep = keep
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=BUFFERED)
         self._lock = threading.Lock()
         #: Candidates read but not yet taken: gid -> ``modified_at``.
@@ -143,7 +147,7 @@ class UnplacedSearch:
         try:
             with self._run_control.cancellable(self._cancelled):
                 for record in self._finder.changed(self._after):
-                    if not in_no_project(record):
+                    if not self._keep(record):
                         continue  # a project's listing delivers it
                     with self._lock:
                         self._waiting[str(record.get("gid"))] = record.get("modified_at")
