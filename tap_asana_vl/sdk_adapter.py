@@ -134,6 +134,22 @@ def raise_bookmark(stream: Stream, context: Context | None, value: str) -> bool:
     return True
 
 
+def write_starting_value(stream: Stream, context: Context | None) -> None:
+    """Record the partition's starting bookmark now, as the SDK does when its sync starts.
+
+    For a listing started before the SDK syncs its context (read ahead on the pool):
+    its ``modified_since`` comes from that value, and the state entry is made here, on
+    the main thread. The SDK writes the same value again when the sync starts.
+    """
+    stream.state_manager.write_starting_replication_value(
+        context=context,
+        replication_method=stream.replication_method,
+        replication_key=stream.replication_key,
+        config=dict(stream.config),
+        compare_start_date_fn=stream.compare_start_date,
+    )
+
+
 def finalize_partition(stream: Stream, context: Context | None) -> None:
     """Make the partition's bookmark progress of this sync final now.
 

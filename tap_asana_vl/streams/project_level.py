@@ -66,6 +66,9 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
+    # A project's first page of tasks is requested while the previous project's tasks
+    # and stories are synced (see ``ready_to_read_ahead``).
+    reads_ahead = True
     # One bookmark per project, so an interrupted run resumes project by project. (A
     # project also passes its workspace; the bookmark's key is the project alone. The
     # workspace sweep has no project: its few keys go to the stream's own entry.)
@@ -100,6 +103,8 @@ class TasksStream(AsanaStream):
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Each workspace's events, read once (None: each project's are read instead).
         self._workspace_events_read: dict[str, workspace_events.WorkspaceEvents | None] = {}
+        #: Asana's time before each project's listing read ahead was started.
+        self._read_ahead_at: dict[str, datetime.datetime] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
@@ -132,12 +137,40 @@ class TasksStream(AsanaStream):
             yield from super().source_records(context)
             return
         bookmark = sdk_adapter.bookmark_value(self, context)
+        read_ahead_at = self._read_ahead_at.pop(project, None)
         if changed_tasks.covered_by_search(plan, bookmark):
+            self.prefetches.drop(project)
             plan.projects[project] = None  # its changes come from the workspace's search
             return
-        # Asana's time before the listing's first request: what the listing covers.
-        plan.projects[project] = format_timestamp(self.services.server_clock.latest())
+        # Asana's time before the listing's first request (its first page may have been
+        # read ahead): what the listing covers.
+        listed_at = read_ahead_at if project in self.prefetches else None
+        plan.projects[project] = format_timestamp(listed_at or self.services.server_clock.latest())
         yield from super().source_records(context)
+
+    def ready_to_read_ahead(self, context: Context) -> bool:
+        """Whether the project's first page of tasks may be requested now, ahead.
+
+        Only where nothing read at the project's own turn decides its listing: the run's
+        reconcile decision and its workspace's plan are made (at the workspace's first
+        project), the workspace's events were read (a project's own events come before
+        its listing), and no project there may be covered by the search instead (a
+        paid plan's re-sync lists only projects its search cannot cover). The
+        project's starting bookmark (its ``modified_since``) is written here, on the
+        main thread, as the SDK does when the project's sync starts.
+        """
+        workspace = str(context.get("workspace_gid") or "")
+        plan = self._plans.get(workspace)
+        if (
+            self._reconcile is None
+            or plan is None
+            or self._workspace_events_read.get(workspace) is None
+            or (plan.search is not None and plan.previous)
+        ):
+            return False
+        sdk_adapter.write_starting_value(self, context)
+        self._read_ahead_at[str(context["project_gid"])] = self.services.server_clock.latest()
+        return True
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """As any stream; then the project's bookmark is final (resumable per project).
