@@ -103,8 +103,9 @@ class TasksStream(AsanaStream):
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Each workspace's events, read once (None: each project's are read instead).
         self._workspace_events_read: dict[str, workspace_events.WorkspaceEvents | None] = {}
-        #: Asana's time before each project's listing read ahead was started.
-        self._read_ahead_at: dict[str, datetime.datetime] = {}
+        #: Projects whose first page is read ahead: Asana's time before it was started,
+        #: and the bookmark it lists from (the SDK's is written when the project starts).
+        self._read_ahead: dict[str, tuple[datetime.datetime, t.Any]] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
@@ -137,14 +138,14 @@ class TasksStream(AsanaStream):
             yield from super().source_records(context)
             return
         bookmark = sdk_adapter.bookmark_value(self, context)
-        read_ahead_at = self._read_ahead_at.pop(project, None)
+        read_ahead = self._read_ahead.pop(project, None)
         if changed_tasks.covered_by_search(plan, bookmark):
             self.prefetches.drop(project)
             plan.projects[project] = None  # its changes come from the workspace's search
             return
         # Asana's time before the listing's first request (its first page may have been
         # read ahead): what the listing covers.
-        listed_at = read_ahead_at if project in self.prefetches else None
+        listed_at = read_ahead[0] if read_ahead and project in self.prefetches else None
         plan.projects[project] = format_timestamp(listed_at or self.services.server_clock.latest())
         yield from super().source_records(context)
 
@@ -156,8 +157,9 @@ class TasksStream(AsanaStream):
         project), the workspace's events were read (a project's own events come before
         its listing), and no project there may be covered by the search instead (a
         paid plan's re-sync lists only projects its search cannot cover). The
-        project's starting bookmark (its ``modified_since``) is written here, on the
-        main thread, as the SDK does when the project's sync starts.
+        project's starting bookmark (its ``modified_since``) is read here, on the main
+        thread, without writing the state: the SDK makes the project's state entry when
+        its sync starts, so checkpoints stay as in a sequential run.
         """
         workspace = str(context.get("workspace_gid") or "")
         plan = self._plans.get(workspace)
@@ -168,8 +170,10 @@ class TasksStream(AsanaStream):
             or (plan.search is not None and plan.previous)
         ):
             return False
-        sdk_adapter.write_starting_value(self, context)
-        self._read_ahead_at[str(context["project_gid"])] = self.services.server_clock.latest()
+        self._read_ahead[str(context["project_gid"])] = (
+            self.services.server_clock.latest(),
+            sdk_adapter.starting_value(self, context),
+        )
         return True
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
@@ -642,6 +646,10 @@ class TasksStream(AsanaStream):
         if self.reconcile.due:
             start = self.config.get("start_date")
             return parse_timestamp(str(start)) if start else None
+        read_ahead = self._read_ahead.get(str((context or {}).get("project_gid")))
+        if read_ahead is not None:
+            # A first page read ahead, before the SDK wrote the project's starting value.
+            return parse_timestamp(str(read_ahead[1])) if read_ahead[1] else None
         return super().get_starting_timestamp(context)
 
     def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:
