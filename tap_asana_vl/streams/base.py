@@ -6,7 +6,9 @@
 - **Children** get what they need of a record in the context its stream passes them
   (``get_child_context``; tap-github style), never by reading another stream; a child
   decides from that context alone whether it has anything to fetch (``wanted``), and
-  children that cost a request per parent are fetched ahead of time (``prefetch.py``).
+  children that cost a request per parent are fetched ahead of time, and the first page
+  of those with many records per parent is read ahead for the next parents
+  (``prefetch.py``).
 - **Hooks** around each record's children (``before_children``, ``after_children``)
   and after a context's last record (``after_emit``), for progress lines and for state
   a stream keeps itself.
@@ -119,9 +121,11 @@ class AsanaStream(AsanaListing):
         those of the next batch (its page is listed first): while the SDK waits for the
         last children of one batch, the next batch's are already under way, so the
         number of requests in flight never drains to the listing's one request at a
-        time. The SDK still writes every message from this thread, in its usual order,
-        so output and state stay exactly as in a sequential run; only the waiting
-        overlaps.
+        time. Children that read ahead (each project's tasks) get the first page of
+        their listing for the next records started before this record's children are
+        synced (``_hand_over``), so a parent boundary does not drain it either. The SDK
+        still writes every message from this thread, in its usual order, so output and
+        state stay exactly as in a sequential run; only the waiting overlaps.
         """
         self._after_emit = []
         self._reading_ahead = {}
