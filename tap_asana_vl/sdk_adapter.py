@@ -134,6 +134,28 @@ def raise_bookmark(stream: Stream, context: Context | None, value: str) -> bool:
     return True
 
 
+def starting_value(stream: Stream, context: Context | None) -> t.Any:
+    """The bookmark the SDK will start ``context``'s partition from, without writing state.
+
+    As ``write_starting_replication_value`` computes it when the partition's sync starts
+    (its final bookmark, or ``start_date`` if later or if there is none), but read
+    only: for a listing started ahead of that sync, whose partition entry must not
+    appear in the state (or move in its order) before the sync starts.
+    """
+    keys = stream.state_partitioning_keys
+    wanted = {key: (context or {}).get(key) for key in keys} if keys else None
+    partitions = stored_state(stream).get("partitions") or []
+    state = next((p for p in partitions if p.get("context") == wanted), {}) if wanted else {}
+    value = None
+    bookmark = state.get("replication_key_value")
+    if bookmark and stream.replication_key == state.get("replication_key"):
+        value = bookmark
+    start_date = stream.config.get("start_date")
+    if start_date:
+        value = stream.compare_start_date(value, start_date) if value else start_date
+    return value
+
+
 def finalize_partition(stream: Stream, context: Context | None) -> None:
     """Make the partition's bookmark progress of this sync final now.
 

@@ -6,7 +6,9 @@
 - **Children** get what they need of a record in the context its stream passes them
   (``get_child_context``; tap-github style), never by reading another stream; a child
   decides from that context alone whether it has anything to fetch (``wanted``), and
-  children that cost a request per parent are fetched ahead of time (``prefetch.py``).
+  children that cost a request per parent are fetched ahead of time, and the first page
+  of those with many records per parent is read ahead for the next parents
+  (``prefetch.py``).
 - **Hooks** around each record's children (``before_children``, ``after_children``)
   and after a context's last record (``after_emit``), for progress lines and for state
   a stream keeps itself.
@@ -26,7 +28,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.listing import AsanaListing
-from tap_asana_vl.streams.prefetch import Prefetches, Started, prefetch_children
+from tap_asana_vl.streams.prefetch import Prefetches, Started, prefetch_children, read_ahead
 from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -41,6 +43,10 @@ M = t.TypeVar("M", bound="metrics.Meter")
 
 #: Why each tolerated refusal skips an object, as the summary says it.
 SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
+#: How many of the next parents a reading-ahead child's first page is requested for:
+#: two, so that a parent synced in less than a round trip (a project with nothing
+#: changed) still finds the next one's page under way. At most that many pages held.
+READ_AHEAD_RECORDS = 2
 
 
 class AsanaStream(AsanaListing):
@@ -53,6 +59,11 @@ class AsanaStream(AsanaListing):
     #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
     #: the SDK asking for it parent by parent. For per-parent children such as stories.
     prefetch: t.ClassVar[bool] = False
+    #: Start the first page of this (child) stream's listing for the next parents while
+    #: the SDK syncs it for the current one (see prefetch.py): for children with many
+    #: records per parent (a project's tasks), whose first request would otherwise wait
+    #: until the previous parent's last records (and their children) are written.
+    reads_ahead: t.ClassVar[bool] = False
     #: Synced once per parent record (per task, per project): log totals, not each sync.
     per_parent: t.ClassVar[bool] = False
     #: Also synced once per workspace, with the context ``{"workspace_gid": …}``, after
@@ -94,6 +105,8 @@ class AsanaStream(AsanaListing):
         self._emitted: dict[str, str | None] = {}
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
+        #: Children's listings read ahead, by the gid of the record they are for.
+        self._reading_ahead: dict[str, list[Started]] = {}
         if self.per_parent or self.prefetch:
             sdk_adapter.quiet_per_parent_stream(self)
 
@@ -108,11 +121,14 @@ class AsanaStream(AsanaListing):
         those of the next batch (its page is listed first): while the SDK waits for the
         last children of one batch, the next batch's are already under way, so the
         number of requests in flight never drains to the listing's one request at a
-        time. The SDK still writes every message from this thread, in its usual order,
-        so output and state stay exactly as in a sequential run; only the waiting
-        overlaps.
+        time. Children that read ahead (each project's tasks) get the first page of
+        their listing for the next records started before this record's children are
+        synced (``_hand_over``), so a parent boundary does not drain it either. The SDK
+        still writes every message from this thread, in its usual order, so output and
+        state stay exactly as in a sequential run; only the waiting overlaps.
         """
         self._after_emit = []
+        self._reading_ahead = {}
         progress = self.services.progress
         if self.context_label is None or self.context_label[0] == "workspace":
             # What the heartbeat names during a long listing; per-project and per-task
@@ -123,10 +139,10 @@ class AsanaStream(AsanaListing):
             for batch in _batched(self._records_to_emit(context), self.page_size):
                 started = self._prefetch_children_of(batch, context)
                 if ahead is not None:
-                    yield from self._hand_over(*ahead, context)
+                    yield from self._hand_over(*ahead, context, following=batch)
                 ahead = (batch, started)
             if ahead is not None:
-                yield from self._hand_over(*ahead, context)
+                yield from self._hand_over(*ahead, context, following=[])
             # Every record is written now, so state that covers them may move forward.
             for callback in self._after_emit:
                 callback()
@@ -135,7 +151,7 @@ class AsanaStream(AsanaListing):
         except BaseException:
             # Failing or stopped early: children prefetched for this batch are moot.
             for child in self.child_streams:
-                if isinstance(child, AsanaStream) and child.prefetch:
+                if isinstance(child, AsanaStream) and (child.prefetch or child.reads_ahead):
                     child.prefetches.discard()
             raise
 
@@ -156,23 +172,63 @@ class AsanaStream(AsanaListing):
         batch: list[dict[str, t.Any]],
         started: list[Started],
         context: Context | None,
+        following: list[dict[str, t.Any]],
     ) -> Iterator[dict[str, t.Any]]:
-        """Yield ``batch`` to the SDK, which syncs each record's children and writes it."""
+        """Yield ``batch`` to the SDK, which syncs each record's children and writes it.
+
+        ``following``: the records handed over after it (the next batch), whose
+        children's listings may be read ahead while this batch's are synced.
+        """
         progress = self.services.progress
         self.stats.records += len(batch)
         if self.selected:
             progress.count_records(self.name, len(batch))
             self._note_user_references(batch)
-        for record in batch:
+        reading_ahead = [
+            c for c in self.child_streams if isinstance(c, AsanaStream) and c.reads_ahead
+        ]
+        upcoming = [*batch, *following] if reading_ahead else []
+        for index, record in enumerate(batch):
+            if reading_ahead:
+                # Before this record's children are synced, so the next records' first
+                # requests overlap them.
+                nexts = upcoming[index + 1 : index + 1 + READ_AHEAD_RECORDS]
+                self._read_ahead_children(reading_ahead, nexts, context)
             self.before_children(record, context)
             yield record
             # The SDK asks for the next record only once this one's children
             # are synced and the record is written.
             self.after_children(record, context)
+            # Read ahead for this record but not taken (a child the SDK did not sync,
+            # or that decided not to list): nobody will take it now.
+            for prefetches, key, fetch in self._reading_ahead.pop(str(record.get("gid")), []):
+                prefetches.forget(key, fetch)
         # Fetches of this batch nobody took (a child the SDK did not sync for some
         # record) would otherwise keep running and hold their results.
         for prefetches, key, fetch in started:
             prefetches.forget(key, fetch)
+
+    def _read_ahead_children(
+        self,
+        children: list[AsanaStream],
+        records: list[dict[str, t.Any]],
+        context: Context | None,
+    ) -> None:
+        """Start the reading-ahead children's first pages for ``records`` (not yet started).
+
+        A child may not be ready to list a record yet (what decides its listing is
+        found at its first parent): it is asked again before the next record.
+        """
+        for record in records:
+            gid = str(record.get("gid"))
+            if gid in self._reading_ahead:
+                continue
+            child_context = self.get_child_context(record, context)
+            if child_context is None:
+                continue
+            started = read_ahead(children, child_context)
+            if started:
+                self._reading_ahead[gid] = started
 
     def _note_user_references(self, batch: list[dict[str, t.Any]]) -> None:
         """Tell the run which users the records about to be emitted reference."""
@@ -206,7 +262,7 @@ class AsanaStream(AsanaListing):
         if self.scope_off is not None or (
             self.parent_stream_type is not None and not self.wanted(context or {})
         ):
-            if self.prefetch:
+            if self.prefetch or self.reads_ahead:
                 self.prefetches.drop(self.prefetch_key(context))
             return
         # Asana's `modified_since` is inclusive, so the record(s) that set the previous
@@ -258,12 +314,25 @@ class AsanaStream(AsanaListing):
 
         Override for streams whose records are derived or gathered differently.
         """
-        prefetched = self.prefetches.take(self.prefetch_key(context)) if self.prefetch else None
+        prefetched = (
+            self.prefetches.take(self.prefetch_key(context))
+            if self.prefetch or self.reads_ahead
+            else None
+        )
         return self.fetch(context or {}) if prefetched is None else prefetched
 
     def fetch(self, context: Context) -> Iterable[dict[str, t.Any]]:
         """The records of ``context`` from Asana (what a prefetch runs ahead of time)."""
         return self.list_records(context)
+
+    def ready_to_read_ahead(self, context: Context) -> bool:  # noqa: ARG002
+        """Whether this stream's listing for ``context`` may be started ahead now.
+
+        Called on the main thread just before the listing is started on the pool:
+        override to refuse where decisions taken at an earlier parent must come first,
+        and to ready what the listing reads on the pool.
+        """
+        return True
 
     def prefetch_key(self, context: Context | None) -> str | None:
         """The parent a context is for (the gid named by ``context_label``)."""

@@ -8,17 +8,24 @@ starts every wanted child listing of the batch on the run's thread pool; when th
 then syncs a child for one parent, the child takes the result that is ready (or waits
 for it). Messages are still written by the SDK, from the main thread, in its usual
 order: only the waiting overlaps.
+
+A child with many records per parent (a project's tasks) is instead *read ahead*
+(``read_ahead``): while the SDK syncs it for one parent, the first page of the next
+parents' listings is already requested, so its first request does not wait for the
+previous parent's last records to be written. Only that first page is held; the rest of
+the listing is read on, from the main thread, when the SDK gets to that parent.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import typing as t
 
 from tap_asana_vl.errors import SkippedObjectError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from concurrent.futures import Executor, Future
 
     from singer_sdk.helpers.types import Context
@@ -26,9 +33,11 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.run_control import RunControl
 
 Records = list[dict[str, t.Any]]
+#: A listing's first records, and the listing itself, to be read on from there.
+Head = tuple[Records, "Iterator[dict[str, t.Any]]"]
 #: One fetch started: whose it is, for which parent, and the fetch itself.
 Started = tuple["Prefetches", str, "Fetch"]
-Fetch = tuple["Future[Records]", threading.Event]
+Fetch = tuple["Future[Records | Head]", threading.Event]
 
 
 class PrefetchingChild(t.Protocol):
@@ -49,6 +58,16 @@ class PrefetchingChild(t.Protocol):
         """The child's records for ``context``, from Asana."""
 
 
+class ReadingAheadChild(PrefetchingChild, t.Protocol):
+    """What ``read_ahead`` needs of a child stream."""
+
+    reads_ahead: bool
+    page_size: int
+
+    def ready_to_read_ahead(self, context: Context) -> bool:
+        """Whether the child's listing for ``context`` may start now (readies it)."""
+
+
 class Prefetches:
     """One child stream's listings started ahead of time, by parent."""
 
@@ -58,19 +77,36 @@ class Prefetches:
         self._run_control = run_control
         self._started: dict[str, Fetch] = {}
 
-    def start(self, key: str, fetch: Callable[[], Iterable[dict[str, t.Any]]]) -> Fetch:
-        """Start ``fetch`` for parent ``key`` on the pool."""
+    def start(
+        self,
+        key: str,
+        fetch: Callable[[], Iterable[dict[str, t.Any]]],
+        *,
+        first: int | None = None,
+    ) -> Fetch:
+        """Start ``fetch`` for parent ``key`` on the pool: all of it, or its ``first`` records.
+
+        With ``first`` (a page's worth), the listing stops after them; whoever takes it
+        reads on from there (the next page is requested then, on that thread).
+        """
         cancelled = threading.Event()
 
-        def run() -> Records:
+        def run() -> Records | Head:
             # Dropped by its consumer (discard), the fetch stops at its next wait.
             with self._run_control.cancellable(cancelled):
-                return list(fetch())
+                if first is None:
+                    return list(fetch())
+                listing = iter(fetch())
+                return list(itertools.islice(listing, first)), listing
 
         started = self._started[key] = (self._executor.submit(run), cancelled)
         return started
 
-    def take(self, key: str | None) -> Records | None:
+    def __contains__(self, key: str) -> bool:
+        """Whether a fetch for ``key`` is started and not taken or dropped yet."""
+        return key in self._started
+
+    def take(self, key: str | None) -> Iterable[dict[str, t.Any]] | None:
         """The records fetched for ``key`` (waiting for them); None if never started.
 
         A skipped object (one task deleted since it was listed) is re-raised for its
@@ -80,12 +116,16 @@ class Prefetches:
         if started is None:
             return None
         try:
-            return started[0].result()
+            result = started[0].result()
         except SkippedObjectError:
             raise
         except BaseException:
             self.discard()
             raise
+        if isinstance(result, tuple):
+            head, rest = result
+            return itertools.chain(head, rest)
+        return result
 
     def drop(self, key: str | None) -> None:
         """Stop the fetch for ``key``: nobody will consume it."""
@@ -128,4 +168,32 @@ def prefetch_children(
             if key is not None and child.wanted(context):
                 fetch = child.prefetches.start(key, lambda c=context, s=child: s.fetch(c))
                 started.append((child.prefetches, key, fetch))
+    return started
+
+
+def read_ahead(
+    children: Iterable[ReadingAheadChild],
+    child_context: Context,
+) -> list[Started]:
+    """Start the first page of each reading-ahead child's listing for ``child_context``.
+
+    ``child_context`` is what the parent will pass its children for a record it hands
+    over later (the next project); each child decides whether it may list that parent
+    now (``wanted``, ``ready_to_read_ahead``). Returns what was started, for the parent
+    to ``forget`` once that record is synced (nobody took it: a child the SDK did not
+    sync for it, or that decided not to list after all).
+    """
+    started: list[Started] = []
+    for child in children:
+        if not child.reads_ahead or not (child.selected or child.has_selected_descendents):
+            continue
+        key = child.prefetch_key(child_context)
+        if key is None or key in child.prefetches or not child.wanted(child_context):
+            continue
+        if not child.ready_to_read_ahead(child_context):
+            continue
+        fetch = child.prefetches.start(
+            key, lambda c=child_context, s=child: s.fetch(c), first=child.page_size
+        )
+        started.append((child.prefetches, key, fetch))
     return started

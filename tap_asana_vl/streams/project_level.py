@@ -65,6 +65,9 @@ class TasksStream(AsanaStream):
     child_context_key = "task_gid"
     tap_fields = frozenset({"project_gid"})
     deduplicate = True
+    # A project's first page of tasks is requested while the previous project's tasks
+    # and stories are synced (see ``ready_to_read_ahead``).
+    reads_ahead = True
     # One bookmark per project, so an interrupted run resumes project by project. (A
     # project also passes its workspace; the bookmark's key is the project alone. The
     # workspace sweep has no project: its few keys go to the stream's own entry.)
@@ -99,6 +102,9 @@ class TasksStream(AsanaStream):
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Each workspace's events, read once (None: each project's are read instead).
         self._workspace_events_read: dict[str, workspace_events.WorkspaceEvents | None] = {}
+        #: Projects whose first page is read ahead: Asana's time before it was started,
+        #: and the bookmark it lists from (the SDK's is written when the project starts).
+        self._read_ahead: dict[str, tuple[datetime.datetime, t.Any]] = {}
 
     # --- Deletes and moves (Asana's events; see deletes.py) ------------------------------
 
@@ -131,12 +137,43 @@ class TasksStream(AsanaStream):
             yield from super().source_records(context)
             return
         bookmark = sdk_adapter.bookmark_value(self, context)
+        read_ahead = self._read_ahead.pop(project, None)
         if changed_tasks.covered_by_search(plan, bookmark):
+            self.prefetches.drop(project)
             plan.projects[project] = None  # its changes come from the workspace's search
             return
-        # Asana's time before the listing's first request: what the listing covers.
-        plan.projects[project] = format_timestamp(self.services.server_clock.latest())
+        # Asana's time before the listing's first request (its first page may have been
+        # read ahead): what the listing covers.
+        listed_at = read_ahead[0] if read_ahead and project in self.prefetches else None
+        plan.projects[project] = format_timestamp(listed_at or self.services.server_clock.latest())
         yield from super().source_records(context)
+
+    def ready_to_read_ahead(self, context: Context) -> bool:
+        """Whether the project's first page of tasks may be requested now, ahead.
+
+        Only where nothing read at the project's own turn decides its listing: the run's
+        reconcile decision and its workspace's plan are made (at the workspace's first
+        project), the workspace's events were read (a project's own events come before
+        its listing), and no project there may be covered by the search instead (a
+        paid plan's re-sync lists only projects its search cannot cover). The
+        project's starting bookmark (its ``modified_since``) is read here, on the main
+        thread, without writing the state: the SDK makes the project's state entry when
+        its sync starts, so checkpoints stay as in a sequential run.
+        """
+        workspace = str(context.get("workspace_gid") or "")
+        plan = self._plans.get(workspace)
+        if (
+            self._reconcile is None
+            or plan is None
+            or self._workspace_events_read.get(workspace) is None
+            or (plan.search is not None and plan.previous)
+        ):
+            return False
+        self._read_ahead[str(context["project_gid"])] = (
+            self.services.server_clock.latest(),
+            sdk_adapter.starting_value(self, context),
+        )
+        return True
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """As any stream; then the project's bookmark is final (resumable per project).
@@ -632,6 +669,10 @@ class TasksStream(AsanaStream):
         if self.reconcile.due:
             start = self.config.get("start_date")
             return parse_timestamp(str(start)) if start else None
+        read_ahead = self._read_ahead.get(str((context or {}).get("project_gid")))
+        if read_ahead is not None:
+            # A first page read ahead, before the SDK wrote the project's starting value.
+            return parse_timestamp(str(read_ahead[1])) if read_ahead[1] else None
         return super().get_starting_timestamp(context)
 
     def on_unchanged(self, record: dict[str, t.Any], context: Context | None) -> None:

@@ -1,0 +1,179 @@
+"""The next projects' first page of tasks is requested while a project is still synced.
+
+Without it, each project's first request waits until the previous project's last stories
+are written: requests in flight drain to none at every project boundary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+
+from tap_asana_vl.timestamps import parse_timestamp
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.tap_runner import FAST, catalog_selecting, run_cli, run_tap
+from tests.test_concurrency import _comparable
+
+CORE = {"workspaces", "users", "projects", "tasks", "stories"}
+LATENCY = 0.1
+#: When the re-sync tests edit tasks: the same in every run, after any bookmark.
+TOUCHED = "2030-01-01T00:00:00.000Z"
+
+
+def _dataset():
+    return build_dataset(
+        seed=7, workspaces=1, projects_per_workspace=6, tasks_per_project=4, archived_every=100
+    )
+
+
+def _sync(fake: FakeAsana, **settings) -> object:
+    config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST, **settings}
+    return run_tap(config, catalog=catalog_selecting(config, CORE))
+
+
+def _first_task_pages(fake: FakeAsana) -> dict[str, float]:
+    """When each project's first page of tasks was requested."""
+    return {
+        r.query["project"][0]: r.time
+        for r in reversed(fake.requests_for("/tasks"))
+        if "project" in r.query and "offset" not in r.query
+    }
+
+
+def _last_story_answers(fake: FakeAsana, project_of_task: dict[str, str]) -> dict[str, float]:
+    """When each project's last stories request was answered (arrival + latency)."""
+    last: dict[str, float] = {}
+    for request in fake.requests_for("/tasks/"):
+        parts = request.path.rstrip("/").split("/")
+        if parts[-1] == "stories" and parts[-2] in project_of_task:
+            project = project_of_task[parts[-2]]
+            last[project] = max(last.get(project, 0.0), request.time + fake.latency)
+    return last
+
+
+@pytest.mark.parametrize("plan", ["paid", "free"])
+def test_next_projects_first_page_is_requested_before_the_previous_project_ends(plan):
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        if plan == "free":
+            fake.premium_workspaces.clear()  # search answers 402: every project listed
+        result = _sync(fake, max_concurrent_requests=10)
+        project_of_task = {r["gid"]: r["project_gid"] for r in result.records["tasks"]}
+        projects = list(dict.fromkeys(project_of_task.values()))
+        first_pages = _first_task_pages(fake)
+        last_stories = _last_story_answers(fake, project_of_task)
+    assert len(projects) == 6
+    # From the third project on (the workspace's plan is decided at its first project,
+    # so the second is not read ahead), a project's first page is requested while the
+    # previous project's stories are still being answered.
+    for previous, project in itertools.pairwise(projects[2:]):
+        assert first_pages[project] < last_stories[previous], (previous, project)
+    # Only the waiting overlaps: the same messages as one request at a time, no latency.
+    with FakeAsana(_dataset()) as fake:
+        if plan == "free":
+            fake.premium_workspaces.clear()
+        sequential = _sync(fake, max_concurrent_requests=1)
+    assert _comparable(result.messages) == _comparable(sequential.messages)
+
+
+def test_a_project_cut_off_at_its_read_ahead_first_page_is_skipped_as_in_a_sequential_run():
+    def run(latency: float, workers: int):
+        with FakeAsana(_dataset(), latency=latency) as fake:
+            previous, gone = list(fake.dataset.projects)[2:4]
+            # The project was deleted after the projects were listed: its tasks 404.
+            fake.inject(rf"/api/1\.0/tasks\?project={gone}&", 404, times=None)
+            result = _sync(fake, max_concurrent_requests=workers)
+            return result, fake, previous, gone
+
+    read_ahead, fake, previous, gone = run(LATENCY, 10)
+    sequential, _, _, _ = run(0.0, 1)
+    assert _comparable(read_ahead.messages) == _comparable(sequential.messages)
+    assert f"tasks: project {gone} (not found)" in read_ahead.logs
+    # Its page was read ahead: requested while the previous project was synced.
+    project_of_task = {r["gid"]: r["project_gid"] for r in read_ahead.records["tasks"]}
+    assert previous in project_of_task.values()
+    tried = [r for r in fake.requests_for("/tasks") if r.query.get("project") == [gone]]
+    assert tried
+    assert tried[0].time < _last_story_answers(fake, project_of_task)[previous]
+
+
+def test_a_failing_run_drops_the_read_ahead_and_ends_promptly(tmp_path):
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        projects = list(fake.dataset.projects)
+        tasks_of = fake.dataset.tasks_by_project
+        # The fourth project's first page fails transiently for good (minutes of
+        # backoff) while it is read ahead; a story of the third fails fatally.
+        fake.inject(rf"/api/1\.0/tasks\?project={projects[3]}&", 503, times=None)
+        failing = tasks_of[projects[2]][-1]["gid"]
+        fake.inject(rf"/api/1\.0/tasks/{failing}/stories", 400, times=None)
+        started = time.monotonic()
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        proc = run_cli(tmp_path, config)
+        elapsed = time.monotonic() - started
+        tried = [r for r in fake.requests_for("/tasks") if r.query.get("project") == [projects[3]]]
+    assert proc.returncode != 0
+    assert "/stories" in proc.stderr
+    assert tried, "the fourth project's first page was not read ahead"
+    assert elapsed < 30
+    # No task of the fourth project was written.
+    records = [json.loads(line) for line in proc.stdout.splitlines() if '"RECORD"' in line]
+    assert not [
+        m for m in records if m["stream"] == "tasks" and m["record"]["project_gid"] == projects[3]
+    ]
+    assert [m for m in records if m["stream"] == "tasks"]
+
+
+def test_a_free_plan_resync_reads_ahead_from_each_projects_bookmark():
+    def resync(latency: float, workers: int):
+        with FakeAsana(_dataset()) as fake:
+            fake.premium_workspaces.clear()
+            first = _sync(fake, max_concurrent_requests=workers)
+            for project in list(fake.dataset.projects)[1:]:
+                fake.touch_task(fake.dataset.tasks_by_project[project][0]["gid"], at=TOUCHED)
+            fake.latency = latency
+            start = len(fake.requests)
+            config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+            config["max_concurrent_requests"] = workers
+            second = run_tap(config, catalog=catalog_selecting(config, CORE), state=first.state)
+            listings = [
+                r
+                for r in fake.requests[start:]
+                if r.path.endswith("/tasks") and "project" in r.query
+            ]
+            bookmarks = {
+                p["context"]["project_gid"]: p["replication_key_value"]
+                for p in first.state["bookmarks"]["tasks"]["partitions"]
+            }
+            return second, listings, bookmarks
+
+    read_ahead, listings, bookmarks = resync(LATENCY, 10)
+    sequential, _, _ = resync(0.0, 1)
+    assert _without_table_versions(read_ahead.messages) == _without_table_versions(
+        sequential.messages
+    )
+    assert len(read_ahead.records["tasks"]) >= 5
+    # Every project's listing, read ahead or not, asked only for what changed since
+    # its own bookmark.
+    assert len(listings) == 6
+    for listing in listings:
+        since = listing.query["modified_since"][0]
+        bookmark = bookmarks[listing.query["project"][0]]
+        assert parse_timestamp(since) == parse_timestamp(bookmark)
+    # And listings overlapped: the next project's was under way before one was answered.
+    arrivals = sorted(r.time for r in listings)
+    assert any(later < earlier + LATENCY for earlier, later in itertools.pairwise(arrivals))
+
+
+def _without_table_versions(messages: list[dict]) -> object:
+    """As ``_comparable``, also without the table version floors (a re-sync's run time)."""
+
+    def strip(value: object) -> object:
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "table_version_floor"}
+        return value
+
+    return strip(_comparable(messages))
