@@ -177,3 +177,20 @@ def _without_table_versions(messages: list[dict]) -> object:
         return value
 
     return strip(_comparable(messages))
+
+
+def test_free_plan_users_assigned_tasks_are_requested_ahead_of_each_other():
+    # Free plans find tasks in no project through each user's assigned tasks: one
+    # listing per user, which one after another would each wait a round trip alone.
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()
+        result = _sync(fake, max_concurrent_requests=10)
+        assigned = sorted(r.time for r in fake.requests_for("/tasks") if "assignee" in r.query)
+        users = len(fake.dataset.users)
+    assert len(assigned) == users >= 3
+    # Every user's listing is under way before the first one is answered.
+    assert assigned[-1] < assigned[0] + LATENCY
+    with FakeAsana(_dataset()) as fake:
+        fake.premium_workspaces.clear()
+        sequential = _sync(fake, max_concurrent_requests=1)
+    assert _comparable(result.messages) == _comparable(sequential.messages)

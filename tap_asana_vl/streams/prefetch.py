@@ -197,3 +197,28 @@ def read_ahead(
         )
         started.append((child.prefetches, key, fetch))
     return started
+
+
+def listings_in_order(
+    prefetches: Prefetches,
+    keys: list[str],
+    listing: Callable[[str], Iterable[dict[str, t.Any]]],
+    *,
+    depth: int,
+    first: int,
+) -> Iterator[dict[str, t.Any]]:
+    """Each key's listing in turn, the first page of the next ``depth`` keys requested meanwhile.
+
+    For many short listings read one after another (each user's assigned tasks): one at
+    a time, each would cost a round trip with nothing else in flight. Records come in
+    the order of ``keys`` and, within a key, of its listing; at most ``depth`` + 1 first
+    pages are held. Leaving early (or failing) drops what was started and not taken.
+    """
+    try:
+        for index, key in enumerate(keys):
+            for upcoming in keys[index : index + depth + 1]:
+                if upcoming not in prefetches:
+                    prefetches.start(upcoming, lambda k=upcoming: listing(k), first=first)
+            yield from prefetches.take(key) or ()
+    finally:
+        prefetches.discard()
