@@ -72,6 +72,59 @@ def test_a_subtask_read_under_a_changed_task_is_remembered_only_if_search_return
     assert _remembered(second, "tasks") == set()
 
 
+def _subtask_searches(fake) -> list:
+    return [
+        r
+        for r in fake.requests
+        if r.path.endswith("/tasks/search") and r.query.get("is_subtask") == ["true"]
+    ]
+
+
+def test_a_free_plan_first_run_remembers_no_subtask(fake, pat_config):
+    """No search on a free plan: a subtask read under its task cannot come again.
+
+    Before, a run without a subtask search bookmark (every free-plan run) remembered
+    every subtask read under a task, for a search that answers 402. The search is asked
+    once per workspace, as before, and every subtask is still delivered once.
+    """
+    fake.premium_workspaces.clear()
+    ds = fake.dataset
+
+    result = run_tap({**pat_config, **FAST})
+
+    counts = Counter(result.gids("subtasks"))
+    assert set(counts) == set(ds.subtasks)
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    assert _remembered(result, "subtasks") == set()
+    workspaces = {ds.get_task(gid)["workspace"]["gid"] for gid in ds.subtasks}
+    assert len(_subtask_searches(fake)) == len(workspaces)
+
+
+def test_a_paid_first_run_remembers_the_subtasks_its_search_returns_again(fake, pat_config):
+    """With search, a first run's sweep returns every subtask: those read under a task
+    are remembered (and dropped there), and the search is not asked more than before."""
+    ds = fake.dataset
+
+    result = run_tap({**pat_config, **FAST})
+
+    counts = Counter(result.gids("subtasks"))
+    assert set(counts) == set(ds.subtasks)
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    in_premium = {
+        gid
+        for gid in ds.subtasks
+        if ds.get_task(gid)["workspace"]["gid"] in fake.premium_workspaces
+    }
+    assert in_premium
+    assert in_premium <= _remembered(result, "subtasks")
+    pages = Counter(
+        (r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items())))
+        for r in _subtask_searches(fake)
+    )
+    assert pages
+    assert max(pages.values()) == 1  # the early first page is not asked again
+
+
 def test_a_reconcile_rewrites_each_unchanged_task_once_remembering_only_multi_homed_ones(
     fake, pat_config
 ):
