@@ -299,11 +299,15 @@ class AsanaStream(AsanaListing):
                 self._emitted[gid] = modified
             return False
         emitted = self._emitted[gid]
+        # Forgotten once no later part of the run can deliver it (e.g. a task's last
+        # project is listed), so the memory holds what is still to come, not all seen.
+        last = not self.may_come_again(record, context)
         if modified and emitted and parse_timestamp(str(modified)) > parse_timestamp(emitted):
             # Edited after its first delivery in this run: the newer copy is a change,
             # not a repeat (dropping it would leave the older copy in the warehouse).
-            self._emitted[gid] = modified
+            self._forget_or_update(gid, modified, last=last)
             return False
+        self._forget_or_update(gid, emitted, last=last)
         self.stats.duplicates_dropped += 1
         if self.replication_key and self.replication_method == "INCREMENTAL":
             # Delivered under another parent; this partition's bookmark must still pass
@@ -311,11 +315,18 @@ class AsanaStream(AsanaListing):
             sdk_adapter.advance_bookmark(self, record, context)
         return True
 
+    def _forget_or_update(self, gid: str, modified: str | None, *, last: bool) -> None:
+        if last:
+            del self._emitted[gid]
+        else:
+            self._emitted[gid] = modified
+
     def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:  # noqa: ARG002
         """Whether a later part of this run may deliver ``record`` again (``deduplicate``).
 
-        Override to remember fewer gids: a stream that can tell which records are
-        reachable only once keeps memory flat in the number of records.
+        Asked at its first delivery (False: not remembered) and at each repeat (False:
+        forgotten). Override to remember fewer gids: a stream that can tell which
+        records are reachable only once keeps memory flat in the number of records.
         """
         return True
 
