@@ -189,6 +189,7 @@ def measure_memory_of(
                     os.environ["TAP_BENCH_TRACEMALLOC"] = str(out)
                 label = f"{name}, {len(dataset.tasks)} tasks"
                 runs.append(run_tap(tap_config(fake), None, label, tap_root=root))
+                print(f"  {label}: peak RSS {runs[-1].peak_rss_mib:.1f} MiB", flush=True)
         del dataset
     print_runs(runs)
 
