@@ -37,9 +37,7 @@ def test_a_multi_homed_task_is_emitted_once_and_a_single_homed_one_is_not_rememb
     # ... and forgotten there once each of its projects was listed: only those with a
     # project this run does not list (archived, say) are still remembered at the end.
     listed = {
-        project
-        for plan in result.tap.streams["tasks"]._plans.values()
-        for project in plan.projects
+        project for plan in result.tap.streams["tasks"]._plans.values() for project in plan.projects
     }
     still_to_come = {
         gid for gid in multi if not {p["gid"] for p in ds.tasks[gid]["projects"]} <= listed

@@ -22,7 +22,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_asana_vl import sdk_adapter
-from tap_asana_vl.errors import SkippedObjectError
+from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.project_level import (
     DERIVED_FIELDS,
@@ -109,8 +109,8 @@ class SubtasksStream(AsanaStream):
             workspace = workspace_of(record)
             after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(workspace)
             modified = record.get("modified_at")
-            if after and modified:
-                return parse_timestamp(str(modified)) > parse_timestamp(str(after))
+            if after:
+                return not modified or parse_timestamp(str(modified)) > parse_timestamp(str(after))
             # No bookmark (a first run, or a free plan, which never has one): the
             # search would return every subtask, if the workspace has search at all.
             return self._sweep_searches(workspace)
@@ -121,7 +121,8 @@ class SubtasksStream(AsanaStream):
 
         Asked once per workspace, with the sweep's own first request (kept for it), so
         a free plan does not remember every subtask read under a task for a search that
-        never comes. Any other failure leaves the question to the sweep.
+        never comes. A missing scope is left to the sweep; other failures are raised,
+        as the sweep's would be.
         """
         if not workspace:
             return True
@@ -131,9 +132,8 @@ class SubtasksStream(AsanaStream):
                 finder.probe(self.config.get("start_date"))
             except SearchUnavailableError as exc:
                 self._probed[workspace] = exc
-            except Exception:  # noqa: BLE001 - the sweep asks again and handles it
-                self.logger.debug("Subtask search probe failed in %s", workspace, exc_info=True)
-                return True
+            except ScopeMissingError:
+                return True  # the sweep meets it again and turns the stream off, as before
             else:
                 self._probed[workspace] = finder
         return isinstance(self._probed[workspace], TaskSearch)
