@@ -15,7 +15,7 @@ from tests.tap_runner import FAST, run_tap
 
 
 def _remembered(result, stream: str) -> set[str]:
-    return set(result.tap.streams[stream]._emitted)
+    return {str(gid) for gid in result.tap.streams[stream]._emitted}
 
 
 def test_a_multi_homed_task_is_emitted_once_and_a_single_homed_one_is_not_remembered(
@@ -124,6 +124,10 @@ def test_a_paid_first_run_remembers_the_subtasks_its_search_returns_again(fake, 
     }
     assert in_premium
     assert in_premium <= _remembered(result, "subtasks")
+    # Kept compact: ints (gid, modified_at in microseconds), not the records' strings.
+    memory = result.tap.streams["subtasks"]._emitted
+    assert all(type(gid) is int and type(stamp) is int for gid, stamp in memory.items())
+    assert all(type(gid) is int for gid in result.tap.streams["subtasks"]._trees_read)
     pages = Counter(
         (r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items())))
         for r in _subtask_searches(fake)

@@ -17,6 +17,7 @@ How records are read from Asana is in ``listing.py``.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import typing as t
 from functools import cached_property
@@ -90,8 +91,9 @@ class AsanaStream(AsanaListing):
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
         super().__init__(tap, *args, **kwargs)
-        #: gid -> ``modified_at`` as emitted, of records this run may deliver again.
-        self._emitted: dict[str, str | None] = {}
+        #: gid -> ``modified_at`` as emitted, of records this run may deliver again, both
+        #: compact (``gid_key``, ``_stamp``): ints, not the record's strings.
+        self._emitted: dict[int | str, int | None] = {}
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
         if self.per_parent or self.prefetch:
@@ -292,8 +294,8 @@ class AsanaStream(AsanaListing):
         """
         if not self.deduplicate:
             return False
-        gid = str(record.get("gid"))
-        modified = record.get("modified_at")
+        gid = gid_key(record.get("gid"))
+        modified = _stamp(record.get("modified_at"))
         if gid not in self._emitted:
             if self.may_come_again(record, context):
                 self._emitted[gid] = modified
@@ -302,7 +304,7 @@ class AsanaStream(AsanaListing):
         # Forgotten once no later part of the run can deliver it (e.g. a task's last
         # project is listed), so the memory holds what is still to come, not all seen.
         last = not self.may_come_again(record, context)
-        if modified and emitted and parse_timestamp(str(modified)) > parse_timestamp(emitted):
+        if modified is not None and emitted is not None and modified > emitted:
             # Edited after its first delivery in this run: the newer copy is a change,
             # not a repeat (dropping it would leave the older copy in the warehouse).
             self._forget_or_update(gid, modified, last=last)
@@ -315,7 +317,7 @@ class AsanaStream(AsanaListing):
             sdk_adapter.advance_bookmark(self, record, context)
         return True
 
-    def _forget_or_update(self, gid: str, modified: str | None, *, last: bool) -> None:
+    def _forget_or_update(self, gid: int | str, modified: int | None, *, last: bool) -> None:
         if last:
             del self._emitted[gid]
         else:
@@ -435,6 +437,24 @@ class AsanaStream(AsanaListing):
             len(stats.skipped),
             (": " + "; ".join(stats.skipped)) if stats.skipped else "",
         )
+
+
+def gid_key(gid: object) -> int | str:
+    """A gid as a run's memory keeps it: an int where it is one (Asana's are digits).
+
+    32 bytes instead of its ~65-byte string, and a new object, not one of a record's
+    strings left behind among freed records.
+    """
+    text = str(gid)
+    return int(text) if text.isascii() and text.isdigit() and text[:1] != "0" else text
+
+
+def _stamp(modified: object) -> int | None:
+    """A ``modified_at`` as microseconds since the epoch (None: none or unreadable)."""
+    if not modified:
+        return None
+    moment = parse_timestamp(str(modified))
+    return calendar.timegm(moment.utctimetuple()) * 1_000_000 + moment.microsecond
 
 
 def workspace_of(record: Mapping[str, t.Any]) -> str:

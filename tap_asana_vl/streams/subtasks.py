@@ -23,7 +23,7 @@ import typing as t
 
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
-from tap_asana_vl.streams.base import AsanaStream, workspace_of
+from tap_asana_vl.streams.base import AsanaStream, gid_key, workspace_of
 from tap_asana_vl.streams.project_level import (
     DERIVED_FIELDS,
     TASK_FIELD_SCOPES,
@@ -77,7 +77,7 @@ class SubtasksStream(AsanaStream):
         """No tree read yet."""
         super().__init__(*args, **kwargs)
         # Tasks whose subtree was read (or refused) in this run, from any thread.
-        self._trees_read: set[str] = set()
+        self._trees_read: set[int | str] = set()  # gid_key: compact
         self._walked_workspaces: set[str] = set()
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
@@ -176,7 +176,7 @@ class SubtasksStream(AsanaStream):
 
     def _subtree(self, task_gid: str, *, root: bool = False) -> list[dict[str, t.Any]]:
         """The subtasks below ``task_gid``; one unreadable subtree below it is skipped."""
-        self._trees_read.add(task_gid)
+        self._trees_read.add(gid_key(task_gid))
         try:
             records = list(self.list_records({"task_gid": task_gid}))
         except SkippedObjectError as exc:
@@ -262,7 +262,9 @@ class SubtasksStream(AsanaStream):
         try:
             # A parent may be listed twice (the full walk and the reconcile's): one walk.
             unique = dict.fromkeys(parents)
-            yield from self._subtrees([gid for gid in unique if gid not in self._trees_read])
+            yield from self._subtrees(
+                [gid for gid in unique if gid_key(gid) not in self._trees_read]
+            )
         finally:
             self._walking = False
         walked = workspace in self._walked_workspaces
