@@ -2,8 +2,9 @@
 
 Tasks in several projects are listed under each and subtasks read under a changed task
 may come back from the workspace's subtask search: those are remembered (their second
-copy is dropped); a task in one project, or a subtask the search will not return, is
-delivered once and not remembered (``AsanaStream.may_come_again``).
+copy is dropped), a task only until its last project is listed; a task in one project,
+or a subtask the search will not return (none on a free plan), is delivered once and
+not remembered (``AsanaStream.may_come_again``).
 """
 
 from __future__ import annotations
