@@ -295,11 +295,11 @@ class AsanaStream(AsanaListing):
         if not self.deduplicate:
             return False
         gid = gid_key(record.get("gid"))
-        modified = _stamp(record.get("modified_at"))
         if gid not in self._emitted:
             if self.may_come_again(record, context):
-                self._emitted[gid] = modified
+                self._emitted[gid] = _stamp(record.get("modified_at"))
             return False
+        modified = _stamp(record.get("modified_at"))
         emitted = self._emitted[gid]
         # Forgotten once no later part of the run can deliver it (e.g. a task's last
         # project is listed), so the memory holds what is still to come, not all seen.
@@ -450,7 +450,7 @@ def gid_key(gid: object) -> int | str:
 
 
 def _stamp(modified: object) -> int | None:
-    """A ``modified_at`` as microseconds since the epoch (None: none or unreadable)."""
+    """A ``modified_at`` as microseconds since the epoch (None: none)."""
     if not modified:
         return None
     moment = parse_timestamp(str(modified))
