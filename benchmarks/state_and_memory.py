@@ -8,23 +8,30 @@ Two measurements (issue 15), each with the real tap as a subprocess:
           own STATE writer (every state it offers: "before") and with the tap's bounded
           output ("after"). Prints STATE messages, their bytes, the final state's size
           and the ratio, which the tap keeps <= 30.
-  memory  full syncs of 10,000 and 100,000 tasks: the tap's peak RSS (VmHWM).
+  memory  full syncs of 10,000, 30,000 and 100,000 tasks: the tap's peak RSS (VmHWM),
+          search's 60/min pacing lifted (it only adds wall time: 22 minutes at 100k).
+          ``--baseline REV`` also runs the tap of git revision REV ("before")
+          against the same fake, interleaved; ``--trace DIR`` writes each run's
+          tracemalloc figures (traced peak, biggest lines at the end) there.
 
   python benchmarks/state_and_memory.py state
-  python benchmarks/state_and_memory.py memory
+  python benchmarks/state_and_memory.py memory [--baseline 51c70e4] [--trace /tmp/trace]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.benchmark import export_tap  # noqa: E402
 from benchmarks.tap_process import run_tap_process  # noqa: E402
 from tests.fake_asana import FakeAsana, build_dataset  # noqa: E402
 
@@ -43,7 +50,14 @@ class Run:
     offer_seconds: float = 0.0
 
 
-def run_tap(config: dict, state: dict | None, name: str, *, mode: str = "bounded") -> Run:
+def run_tap(
+    config: dict,
+    state: dict | None,
+    name: str,
+    *,
+    mode: str = "bounded",
+    tap_root: Path = REPO,
+) -> Run:
     """One tap run (``mode``: see tap_process.WRAPPER), its STATE lines counted."""
     records = states = state_bytes = 0
     last_state = b""
@@ -57,7 +71,7 @@ def run_tap(config: dict, state: dict | None, name: str, *, mode: str = "bounded
             state_bytes += len(line)
             last_state = line
 
-    process = run_tap_process(name, config, count, state=state, mode=mode)
+    process = run_tap_process(name, config, count, state=state, mode=mode, tap_root=tap_root)
     return Run(
         name=name,
         wall=process.wall,
@@ -132,7 +146,25 @@ def print_runs(runs: list[Run]) -> None:
         )
 
 
-def measure_memory(sizes: list[int], tasks_per_project: int) -> None:
+def measure_memory(
+    sizes: list[int], tasks_per_project: int, baseline: str | None, trace: Path | None
+) -> None:
+    os.environ["TAP_BENCH_NO_SEARCH_PACING"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        taps = [("after", REPO)]
+        if baseline:
+            # A revision of this repository, or a directory holding a tap_asana_vl package.
+            root = Path(baseline)
+            if not (root / "tap_asana_vl").is_dir():
+                root = export_tap(baseline, Path(tmp))
+            taps.insert(0, ("before", root))
+            print(f"before = {baseline}, after = this tree", flush=True)
+        measure_memory_of(taps, sizes, tasks_per_project, trace)
+
+
+def measure_memory_of(
+    taps: list[tuple[str, Path]], sizes: list[int], tasks_per_project: int, trace: Path | None
+) -> None:
     runs = []
     for total in sizes:
         dataset = build_dataset(
@@ -150,7 +182,14 @@ def measure_memory(sizes: list[int], tasks_per_project: int) -> None:
                 f"{len(dataset.stories)} stories",
                 flush=True,
             )
-            runs.append(run_tap(tap_config(fake), None, f"full sync, {len(dataset.tasks)} tasks"))
+            for name, root in taps:
+                if trace is not None:
+                    trace.mkdir(parents=True, exist_ok=True)
+                    out = trace / f"{name}-{len(dataset.tasks)}.txt"
+                    os.environ["TAP_BENCH_TRACEMALLOC"] = str(out)
+                label = f"{name}, {len(dataset.tasks)} tasks"
+                runs.append(run_tap(tap_config(fake), None, label, tap_root=root))
+                print(f"  {label}: peak RSS {runs[-1].peak_rss_mib:.1f} MiB", flush=True)
         del dataset
     print_runs(runs)
 
@@ -163,13 +202,15 @@ def main() -> None:
     state.add_argument("--tasks-per-project", type=int, default=5)
     state.add_argument("--changed", type=int, default=20)
     memory = sub.add_parser("memory", help="peak RSS of full syncs")
-    memory.add_argument("--tasks", type=int, nargs="+", default=[10_000, 100_000])
+    memory.add_argument("--tasks", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     memory.add_argument("--tasks-per-project", type=int, default=500)
+    memory.add_argument("--baseline", help="git revision (or directory) of the 'before' tap")
+    memory.add_argument("--trace", type=Path, help="directory for tracemalloc figures")
     args = parser.parse_args()
     if args.what == "state":
         measure_state(args.projects, args.tasks_per_project, args.changed)
     else:
-        measure_memory(args.tasks, args.tasks_per_project)
+        measure_memory(args.tasks, args.tasks_per_project, args.baseline, args.trace)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,26 @@ REPO = Path(__file__).resolve().parent.parent
 #: "every-offer" (every stream offers the state after its sync, as before tables made
 #: from a task's record stopped offering one).
 WRAPPER = """
-import atexit, runpy, sys, time
+import atexit, os, runpy, sys, time
+if os.environ.get("TAP_BENCH_TRACEMALLOC"):
+    import tracemalloc
+    tracemalloc.start(int(os.environ.get("TAP_BENCH_TRACE_FRAMES", "1")))
+    import threading
+    near_peak = [0, None]
+
+    def watch_peak():  # a snapshot near the traced peak, once a second at most
+        while True:
+            time.sleep(1.0)
+            current = tracemalloc.get_traced_memory()[0]
+            if current > near_peak[0] * 1.02:
+                near_peak[:] = [current, tracemalloc.take_snapshot()]
+
+    threading.Thread(target=watch_peak, daemon=True).start()
 import tap_asana_vl
+if os.environ.get("TAP_BENCH_NO_SEARCH_PACING"):
+    # Search's 60/min only adds wall time (minutes at 100k tasks), not memory.
+    import tap_asana_vl.tap
+    tap_asana_vl.tap.SEARCH_REQUESTS_PER_MINUTE = float("inf")
 sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
 offers = [0, 0.0]
 try:  # a baseline revision may predate the bounded STATE output
@@ -54,6 +72,21 @@ def report():
             if line.startswith("VmHWM:"):
                 sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
     sys.stderr.write(f"STATE_OFFERS {offers[0]} {offers[1]:.3f}\\n")
+    if os.environ.get("TAP_BENCH_TRACEMALLOC"):
+        current, peak = tracemalloc.get_traced_memory()
+        snapshot = tracemalloc.take_snapshot()
+        with open(os.environ["TAP_BENCH_TRACEMALLOC"], "w") as out:
+            out.write(f"traced now {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB\\n")
+            for stat in snapshot.statistics("lineno")[:40]:
+                out.write(f"{stat}\\n")
+            if near_peak[1] is not None:
+                out.write(f"\\nnear the peak ({near_peak[0] / 2**20:.1f} MiB), minus the end:\\n")
+                for stat in near_peak[1].compare_to(snapshot, "lineno")[:25]:
+                    out.write(f"{stat}\\n")
+            if tracemalloc.get_traceback_limit() > 1:  # where the biggest ones come from
+                for stat in snapshot.statistics("traceback")[:15]:
+                    out.write(f"\\n{stat.size / 1024:.0f} KiB in {stat.count} blocks:\\n")
+                    out.write("\\n".join(stat.traceback.format(limit=8)) + "\\n")
 
 atexit.register(report)
 if sys.argv[1] == "sdk-state-writer":

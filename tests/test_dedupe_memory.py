@@ -2,8 +2,9 @@
 
 Tasks in several projects are listed under each and subtasks read under a changed task
 may come back from the workspace's subtask search: those are remembered (their second
-copy is dropped); a task in one project, or a subtask the search will not return, is
-delivered once and not remembered (``AsanaStream.may_come_again``).
+copy is dropped), a task only until its last project is listed; a task in one project,
+or a subtask the search will not return (none on a free plan), is delivered once and
+not remembered (``AsanaStream.may_come_again``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tests.tap_runner import FAST, run_tap
 
 
 def _remembered(result, stream: str) -> set[str]:
-    return set(result.tap.streams[stream]._emitted)
+    return {str(gid) for gid in result.tap.streams[stream]._emitted}
 
 
 def test_a_multi_homed_task_is_emitted_once_and_a_single_homed_one_is_not_remembered(
@@ -34,9 +35,16 @@ def test_a_multi_homed_task_is_emitted_once_and_a_single_homed_one_is_not_rememb
     assert {gid: n for gid, n in counts.items() if n > 1} == {}
     # Each multi-homed task was listed under a second project and dropped there.
     assert "duplicates dropped" in result.logs
-    remembered = _remembered(result, "tasks")
-    assert remembered == multi
-    assert not remembered & single
+    # ... and forgotten there once each of its projects was listed: only those with a
+    # project this run does not list (archived, say) are still remembered at the end.
+    listed = {
+        project for plan in result.tap.streams["tasks"]._plans.values() for project in plan.projects
+    }
+    still_to_come = {
+        gid for gid in multi if not {p["gid"] for p in ds.tasks[gid]["projects"]} <= listed
+    }
+    assert len(still_to_come) < len(multi)
+    assert _remembered(result, "tasks") == still_to_come
 
 
 def test_a_subtask_read_under_a_changed_task_is_remembered_only_if_search_returns_it(
@@ -70,6 +78,63 @@ def test_a_subtask_read_under_a_changed_task_is_remembered_only_if_search_return
     assert changed["gid"] in remembered
     assert unchanged["gid"] not in remembered
     assert _remembered(second, "tasks") == set()
+
+
+def _subtask_searches(fake) -> list:
+    return [
+        r
+        for r in fake.requests
+        if r.path.endswith("/tasks/search") and r.query.get("is_subtask") == ["true"]
+    ]
+
+
+def test_a_free_plan_first_run_remembers_no_subtask(fake, pat_config):
+    """No search on a free plan: a subtask read under its task cannot come again.
+
+    Before, a run without a subtask search bookmark (every free-plan run) remembered
+    every subtask read under a task, for a search that answers 402. The search is asked
+    once per workspace, as before, and every subtask is still delivered once.
+    """
+    fake.premium_workspaces.clear()
+    ds = fake.dataset
+
+    result = run_tap({**pat_config, **FAST})
+
+    counts = Counter(result.gids("subtasks"))
+    assert set(counts) == set(ds.subtasks)
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    assert _remembered(result, "subtasks") == set()
+    workspaces = {ds.get_task(gid)["workspace"]["gid"] for gid in ds.subtasks}
+    assert len(_subtask_searches(fake)) == len(workspaces)
+
+
+def test_a_paid_first_run_remembers_the_subtasks_its_search_returns_again(fake, pat_config):
+    """With search, a first run's sweep returns every subtask: those read under a task
+    are remembered (and dropped there), and the search is not asked more than before."""
+    ds = fake.dataset
+
+    result = run_tap({**pat_config, **FAST})
+
+    counts = Counter(result.gids("subtasks"))
+    assert set(counts) == set(ds.subtasks)
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    in_premium = {
+        gid
+        for gid in ds.subtasks
+        if ds.get_task(gid)["workspace"]["gid"] in fake.premium_workspaces
+    }
+    assert in_premium
+    assert in_premium <= _remembered(result, "subtasks")
+    # Kept compact: ints (gid, modified_at in microseconds), not the records' strings.
+    memory = result.tap.streams["subtasks"]._emitted
+    assert all(type(gid) is int and type(stamp) is int for gid, stamp in memory.items())
+    assert all(type(gid) is int for gid in result.tap.streams["subtasks"]._trees_read)
+    pages = Counter(
+        (r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items())))
+        for r in _subtask_searches(fake)
+    )
+    assert pages
+    assert max(pages.values()) == 1  # the early first page is not asked again
 
 
 def test_a_reconcile_rewrites_each_unchanged_task_once_remembering_only_multi_homed_ones(

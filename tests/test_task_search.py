@@ -379,3 +379,24 @@ def test_a_bulk_edit_inside_the_overlap_is_not_remembered_but_delivered_again(
     third = run_tap(config, state=second.state)
 
     assert {t["gid"] for t in edited} <= {t["gid"] for t in third.records["tasks"]}
+
+
+def test_the_overlap_memory_holds_nothing_during_the_run_once_past_its_limit(monkeypatch):
+    """A bulk edit inside the window is not remembered at the end, so it is not held
+    during the run either (before, every recent result was kept until the save)."""
+    monkeypatch.setattr(search_module, "OVERLAP_MEMORY_LIMIT", 3)
+    state: dict = {}
+    monkeypatch.setattr(search_module.sdk_adapter, "stored_state", lambda stream: {})
+    monkeypatch.setattr(search_module.sdk_adapter, "own_state", lambda stream: state)
+    memory = search_module.OverlapMemory(None, "1", "2026-01-01T00:00:00.000Z")
+    recent = "2026-01-01T00:05:00.000Z"
+    for gid in range(3):
+        memory.note({"gid": str(gid), "modified_at": recent})
+    assert len(memory.delivered) == 3  # within the limit: kept
+
+    for gid in range(3, 10):
+        memory.note({"gid": str(gid), "modified_at": recent})
+
+    assert memory.delivered == {}
+    memory.save(None, "1", "2026-01-01T00:01:00.000Z")
+    assert "1" not in state[search_module.OVERLAP_STATE_KEY]

@@ -19,6 +19,7 @@ How records are read from Asana is in ``listing.py``.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import typing as t
 from functools import cached_property
@@ -101,8 +102,9 @@ class AsanaStream(AsanaListing):
     def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up per-run bookkeeping."""
         super().__init__(tap, *args, **kwargs)
-        #: gid -> ``modified_at`` as emitted, of records this run may deliver again.
-        self._emitted: dict[str, str | None] = {}
+        #: gid -> ``modified_at`` as emitted, of records this run may deliver again, both
+        #: compact (``gid_key``, ``_stamp``): ints, not the record's strings.
+        self._emitted: dict[int | str, int | None] = {}
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
         #: Children's listings read ahead, by the gid of the record they are for.
@@ -361,18 +363,22 @@ class AsanaStream(AsanaListing):
         """
         if not self.deduplicate:
             return False
-        gid = str(record.get("gid"))
-        modified = record.get("modified_at")
+        gid = gid_key(record.get("gid"))
         if gid not in self._emitted:
             if self.may_come_again(record, context):
-                self._emitted[gid] = modified
+                self._emitted[gid] = _stamp(record.get("modified_at"))
             return False
+        modified = _stamp(record.get("modified_at"))
         emitted = self._emitted[gid]
-        if modified and emitted and parse_timestamp(str(modified)) > parse_timestamp(emitted):
+        # Forgotten once no later part of the run can deliver it (e.g. a task's last
+        # project is listed), so the memory holds what is still to come, not all seen.
+        last = not self.may_come_again(record, context)
+        if modified is not None and emitted is not None and modified > emitted:
             # Edited after its first delivery in this run: the newer copy is a change,
             # not a repeat (dropping it would leave the older copy in the warehouse).
-            self._emitted[gid] = modified
+            self._forget_or_update(gid, modified, last=last)
             return False
+        self._forget_or_update(gid, emitted, last=last)
         self.stats.duplicates_dropped += 1
         if self.replication_key and self.replication_method == "INCREMENTAL":
             # Delivered under another parent; this partition's bookmark must still pass
@@ -380,11 +386,18 @@ class AsanaStream(AsanaListing):
             sdk_adapter.advance_bookmark(self, record, context)
         return True
 
+    def _forget_or_update(self, gid: int | str, modified: int | None, *, last: bool) -> None:
+        if last:
+            del self._emitted[gid]
+        else:
+            self._emitted[gid] = modified
+
     def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:  # noqa: ARG002
         """Whether a later part of this run may deliver ``record`` again (``deduplicate``).
 
-        Override to remember fewer gids: a stream that can tell which records are
-        reachable only once keeps memory flat in the number of records.
+        Asked at its first delivery (False: not remembered) and at each repeat (False:
+        forgotten). Override to remember fewer gids: a stream that can tell which
+        records are reachable only once keeps memory flat in the number of records.
         """
         return True
 
@@ -493,6 +506,24 @@ class AsanaStream(AsanaListing):
             len(stats.skipped),
             (": " + "; ".join(stats.skipped)) if stats.skipped else "",
         )
+
+
+def gid_key(gid: object) -> int | str:
+    """A gid as a run's memory keeps it: an int where it is one (Asana's are digits).
+
+    32 bytes instead of its ~65-byte string, and a new object, not one of a record's
+    strings left behind among freed records.
+    """
+    text = str(gid)
+    return int(text) if text.isascii() and text.isdigit() and text[:1] != "0" else text
+
+
+def _stamp(modified: object) -> int | None:
+    """A ``modified_at`` as microseconds since the epoch (None: none)."""
+    if not modified:
+        return None
+    moment = parse_timestamp(str(modified))
+    return calendar.timegm(moment.utctimetuple()) * 1_000_000 + moment.microsecond
 
 
 def workspace_of(record: Mapping[str, t.Any]) -> str:

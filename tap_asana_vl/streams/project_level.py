@@ -473,20 +473,24 @@ class TasksStream(AsanaStream):
     def may_come_again(self, record: dict[str, t.Any], context: Context | None) -> bool:
         """Whether this run may deliver the task again, so its gid must be remembered.
 
-        A task in several projects is listed under each; one re-read for an event may
-        be listed or searched after; one a project listing delivers in a run that
-        searches may be among the search's results (or the sweep's re-reads). Any
-        other task is delivered once, so a run keeps no gid per task.
+        A task in several projects is listed under each, until the last of them is
+        listed; one re-read for an event may be listed or searched after; one a project
+        listing delivers in a run that searches may be among the search's results (or
+        the sweep's re-reads). Any other task is delivered once, so a run keeps no gid
+        per task, and a multi-homed one only until its projects are all listed.
         """
         if "memberships" in self.scope_skipped_fields:
             return True  # where else it lives cannot be told
         gid = str(record.get("gid"))
-        if len(deletes.memberships_of(record)) > 1 or gid in self._reread:
+        if gid in self._reread:
             return True
         context = context or {}
+        plan = self._plans.get(str(context.get("workspace_gid")))
+        projects = deletes.memberships_of(record)
+        if len(projects) > 1 and (plan is None or not projects <= plan.projects.keys()):
+            return True  # a project of it is still to be listed (or may be)
         if context.get(SWEEP):
             return False  # the workspace's last source: its re-reads came first
-        plan = self._plans.get(str(context.get("workspace_gid")))
         return plan is not None and (
             gid in plan.rereads_in_sweep
             or changed_tasks.searched_again(plan, record)

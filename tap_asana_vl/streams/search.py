@@ -78,6 +78,10 @@ class OverlapMemory:
         self.previous: dict[str, str] = dict(stored.get(workspace) or {})
         self.window_from = parse_timestamp(window_from)
         self.delivered: dict[str, str] = {}
+        #: More than the limit fell in the window: nothing is remembered (see ``save``),
+        #: so nothing more is kept during the run either (a bulk edit of recent tasks
+        #: would otherwise hold every one of them until the end).
+        self.overflowed = False
 
     def delivered_before(self, record: Mapping[str, t.Any]) -> bool:
         """Whether an earlier run delivered ``record`` as it is now (same ``modified_at``)."""
@@ -87,8 +91,12 @@ class OverlapMemory:
     def note(self, record: Mapping[str, t.Any]) -> None:
         """``record`` is delivered in this run: the next run need not deliver it again."""
         modified = record.get("modified_at")
-        if modified and parse_timestamp(str(modified)) > self.window_from:
-            self.delivered[str(record.get("gid"))] = str(modified)
+        if self.overflowed or not modified or parse_timestamp(str(modified)) <= self.window_from:
+            return
+        self.delivered[str(record.get("gid"))] = str(modified)
+        if len(self.delivered) > OVERLAP_MEMORY_LIMIT:
+            self.overflowed = True
+            self.delivered = {}
 
     def save(self, stream: AsanaStream, workspace: str, bookmark: str | None) -> None:
         """Keep what the next search from ``bookmark`` returns again (None: nothing)."""
@@ -101,7 +109,7 @@ class OverlapMemory:
                 for gid, modified in {**self.previous, **self.delivered}.items()
                 if parse_timestamp(modified) > after
             }
-        if kept and len(kept) <= OVERLAP_MEMORY_LIMIT:
+        if kept and len(kept) <= OVERLAP_MEMORY_LIMIT and not self.overflowed:
             memory[workspace] = kept
         else:
             memory.pop(workspace, None)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import typing as t
 
 from tap_asana_vl import sdk_adapter
-from tap_asana_vl.errors import SkippedObjectError
-from tap_asana_vl.streams.base import AsanaStream, workspace_of
+from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.streams.base import AsanaStream, gid_key, workspace_of
 from tap_asana_vl.streams.project_level import (
     DERIVED_FIELDS,
     TASK_FIELD_SCOPES,
@@ -77,13 +77,16 @@ class SubtasksStream(AsanaStream):
         """No tree read yet."""
         super().__init__(*args, **kwargs)
         # Tasks whose subtree was read (or refused) in this run, from any thread.
-        self._trees_read: set[str] = set()
+        self._trees_read: set[int | str] = set()  # gid_key: compact
         self._walked_workspaces: set[str] = set()
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
         self._trees_to_read: dict[str, list[str]] = {}
         #: The sweep is delivering walked trees (after its search), not search results.
         self._walking = False
+        #: Per workspace: the sweep's search, its first page asked early to learn
+        #: whether search works there (see ``_sweep_searches``), or its refusal.
+        self._probed: dict[str, TaskSearch | SearchUnavailableError] = {}
 
     def read_tree_later(self, workspace: str, task_gid: str) -> None:
         """Read ``task_gid``'s subtree in ``workspace``'s sweep (for a reconcile pass).
@@ -103,14 +106,37 @@ class SubtasksStream(AsanaStream):
         One the sweep walks is its last delivery (walks skip trees already read).
         """
         if "task_gid" in (context or {}):
-            after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(
-                workspace_of(record)
-            )
+            workspace = workspace_of(record)
+            after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(workspace)
             modified = record.get("modified_at")
-            return not (after and modified) or parse_timestamp(str(modified)) > parse_timestamp(
-                str(after)
-            )
+            if after:
+                return not modified or parse_timestamp(str(modified)) > parse_timestamp(str(after))
+            # No bookmark (a first run, or a free plan, which never has one): the
+            # search would return every subtask, if the workspace has search at all.
+            return self._sweep_searches(workspace)
         return not self._walking
+
+    def _sweep_searches(self, workspace: str | None) -> bool:
+        """Whether the workspace's sweep searches (False where search answers 402).
+
+        Asked once per workspace, with the sweep's own first request (kept for it), so
+        a free plan does not remember every subtask read under a task for a search that
+        never comes. A missing scope is left to the sweep; other failures are raised,
+        as the sweep's would be.
+        """
+        if not workspace:
+            return True
+        if workspace not in self._probed:
+            finder = TaskSearch(self, workspace, is_subtask=True, progress=SearchProgress(None))
+            try:
+                finder.probe(self.config.get("start_date"))
+            except SearchUnavailableError as exc:
+                self._probed[workspace] = exc
+            except ScopeMissingError:
+                return True  # the sweep meets it again and turns the stream off, as before
+            else:
+                self._probed[workspace] = finder
+        return isinstance(self._probed[workspace], TaskSearch)
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
@@ -150,7 +176,7 @@ class SubtasksStream(AsanaStream):
 
     def _subtree(self, task_gid: str, *, root: bool = False) -> list[dict[str, t.Any]]:
         """The subtasks below ``task_gid``; one unreadable subtree below it is skipped."""
-        self._trees_read.add(task_gid)
+        self._trees_read.add(gid_key(task_gid))
         try:
             records = list(self.list_records({"task_gid": task_gid}))
         except SkippedObjectError as exc:
@@ -193,7 +219,15 @@ class SubtasksStream(AsanaStream):
         # unchanged is skipped, with its stories (search.OverlapMemory).
         overlap = OverlapMemory(self, workspace, covered_until(now()))
         try:
-            finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
+            if workspace in self._probed:
+                # Asked while reading trees under tasks (no bookmark): its answer is this.
+                probed = self._probed.pop(workspace)
+                if isinstance(probed, SearchUnavailableError):
+                    raise probed
+                finder = probed
+                finder.progress = search
+            else:
+                finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
             for record in finder.changed(search.high_water or self.config.get("start_date")):
                 if overlap.delivered_before(record):
                     self.stats.unchanged_dropped += 1
@@ -228,7 +262,9 @@ class SubtasksStream(AsanaStream):
         try:
             # A parent may be listed twice (the full walk and the reconcile's): one walk.
             unique = dict.fromkeys(parents)
-            yield from self._subtrees([gid for gid in unique if gid not in self._trees_read])
+            yield from self._subtrees(
+                [gid for gid in unique if gid_key(gid) not in self._trees_read]
+            )
         finally:
             self._walking = False
         walked = workspace in self._walked_workspaces

@@ -13,7 +13,7 @@ from singer_sdk.exceptions import ConfigValidationError
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.project_children as project_children
 from tap_asana_vl.errors import SkippedObjectError
-from tap_asana_vl.streams.base import AsanaStream, workspace_of
+from tap_asana_vl.streams.base import AsanaStream, gid_key, workspace_of
 from tap_asana_vl.streams.children_plan import SIGNAL_FIELDS, ChildrenPlan
 
 if t.TYPE_CHECKING:
@@ -148,7 +148,7 @@ class UsersStream(AsanaStream):
             yield from super().source_records(context)
             return
         for reference in self.services.user_references.seen():
-            if reference["gid"] in self._emitted:
+            if gid_key(reference["gid"]) in self._emitted:
                 continue
             try:
                 found = list(
