@@ -194,3 +194,22 @@ def test_free_plan_users_assigned_tasks_are_requested_ahead_of_each_other():
         fake.premium_workspaces.clear()
         sequential = _sync(fake, max_concurrent_requests=1)
     assert _comparable(result.messages) == _comparable(sequential.messages)
+
+
+def test_a_projects_second_page_is_read_ahead_too():
+    # A project's first page may hold tasks already written for an earlier project
+    # (multi-homed); its first batch then needs records of its second page, which must
+    # not wait until the project's turn (a round trip with nothing else in flight).
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        result = _sync(fake, max_concurrent_requests=10, page_size=2)
+        project_of_task = {r["gid"]: r["project_gid"] for r in result.records["tasks"]}
+        projects = list(dict.fromkeys(project_of_task.values()))
+        second_pages = {
+            r.query["project"][0]: r.time
+            for r in reversed(fake.requests_for("/tasks"))
+            if "project" in r.query and "offset" in r.query
+        }
+        last_stories = _last_story_answers(fake, project_of_task)
+    assert len(projects) == 6
+    for previous, project in itertools.pairwise(projects[2:]):
+        assert second_pages[project] < last_stories[previous], (previous, project)

@@ -46,7 +46,8 @@ M = t.TypeVar("M", bound="metrics.Meter")
 SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
 #: How many of the next parents a reading-ahead child's first page is requested for:
 #: two, so that a parent synced in less than a round trip (a project with nothing
-#: changed) still finds the next one's page under way. At most that many pages held.
+#: changed) still finds the next one's page under way. At most twice that many pages
+#: held (a first page and the one after it).
 READ_AHEAD_RECORDS = 2
 
 

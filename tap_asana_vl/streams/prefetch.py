@@ -12,8 +12,9 @@ order: only the waiting overlaps.
 A child with many records per parent (a project's tasks) is instead *read ahead*
 (``read_ahead``): while the SDK syncs it for one parent, the first page of the next
 parents' listings is already requested, so its first request does not wait for the
-previous parent's last records to be written. Only that first page is held; the rest of
-the listing is read on, from the main thread, when the SDK gets to that parent.
+previous parent's last records to be written. Only that first page (and the second, if
+there is one: the first batch may need some of it) is held; the rest of the listing is
+read on, from the main thread, when the SDK gets to that parent.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class Prefetches:
     ) -> Fetch:
         """Start ``fetch`` for parent ``key`` on the pool: all of it, or its ``first`` records.
 
-        With ``first`` (a page's worth), the listing stops after them; whoever takes it
-        reads on from there (the next page is requested then, on that thread).
+        With ``first`` (a page's worth), the listing stops one record after them (the
+        next page, if any, is read too); whoever takes it reads on from there.
         """
         cancelled = threading.Event()
 
@@ -97,7 +98,10 @@ class Prefetches:
                 if first is None:
                     return list(fetch())
                 listing = iter(fetch())
-                return list(itertools.islice(listing, first)), listing
+                # One record past the page, so that the next page is requested here too
+                # (and held by the listing): the page's records may be repeats that the
+                # consumer's first batch has to make up from the next page.
+                return list(itertools.islice(listing, first + 1)), listing
 
         started = self._started[key] = (self._executor.submit(run), cancelled)
         return started
