@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 
 import pytest
@@ -213,3 +214,59 @@ def test_a_projects_second_page_is_read_ahead_too():
     assert len(projects) == 6
     for previous, project in itertools.pairwise(projects[2:]):
         assert second_pages[project] < last_stories[previous], (previous, project)
+
+
+def test_a_task_moved_out_of_a_project_read_ahead_keeps_its_newer_copy():
+    # A project's page read ahead holds a task that is then moved into an earlier
+    # project, whose listing writes the moved (newer) copy first: the page's older copy
+    # must not be written after it, as a sequential run would never do.
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()
+        workspace = next(iter(fake.dataset.workspaces))
+        live = [p["gid"] for p in fake.dataset.projects_by_workspace[workspace]]
+        source, target = live[3], live[1]
+        task = next(
+            t
+            for t in fake.dataset.tasks.values()
+            if [p["gid"] for p in t["projects"]] == [source] and not t.get("parent")
+        )
+        answer = fake._api
+        moved = threading.Event()
+
+        def api(method, sub_path, query, token):
+            if sub_path == "/tasks" and query.get("project") == [target]:
+                moved.wait(3)  # the target's listing comes after the move
+            response = answer(method, sub_path, query, token)
+            if (
+                not moved.is_set()
+                and sub_path == "/tasks"
+                and query.get("project") == [source]
+                and "offset" not in query
+            ):
+                # Right after the source's first page (read ahead) was answered.
+                fake.move_task(task["gid"], remove_from=source, add_to=target)
+                moved.set()
+            return response
+
+        fake._api = api
+        result = _sync(fake, max_concurrent_requests=10, page_size=2)
+    assert moved.is_set()
+    copies = [r["project_gid"] for r in result.records["tasks"] if r["gid"] == task["gid"]]
+    assert copies == [target], copies
+
+
+def test_a_project_refused_at_its_second_page_still_writes_its_first():
+    # The read-ahead reads a project's second page too; refused there (access lost
+    # between the two pages), the first page's tasks are still written, as in turn.
+    def run(latency: float, workers: int):
+        with FakeAsana(_dataset(), latency=latency) as fake:
+            gone = list(fake.dataset.projects)[3]
+            fake.inject(rf"/api/1\.0/tasks\?project={gone}&.*offset=", 404, times=None)
+            result = _sync(fake, max_concurrent_requests=workers, page_size=2)
+            return result, gone
+
+    read_ahead, gone = run(LATENCY, 10)
+    sequential, _ = run(0.0, 1)
+    assert [r for r in read_ahead.records["tasks"] if r["project_gid"] == gone]
+    assert f"tasks: project {gone} (not found)" in read_ahead.logs
+    assert _comparable(read_ahead.messages) == _comparable(sequential.messages)

@@ -77,6 +77,8 @@ class Prefetches:
         self._executor = executor
         self._run_control = run_control
         self._started: dict[str, Fetch] = {}
+        #: Gids of the records each read-ahead (``first``) has read so far, not taken yet.
+        self._held: dict[str, set[str]] = {}
 
     def start(
         self,
@@ -91,20 +93,43 @@ class Prefetches:
         next page, if any, is read too); whoever takes it reads on from there.
         """
         cancelled = threading.Event()
+        held: set[str] | None = None
+        if first is not None:
+            held = self._held[key] = set()
 
         def run() -> Records | Head:
             # Dropped by its consumer (discard), the fetch stops at its next wait.
             with self._run_control.cancellable(cancelled):
-                if first is None:
+                if first is None or held is None:
                     return list(fetch())
                 listing = iter(fetch())
-                # One record past the page, so that the next page is requested here too
-                # (and held by the listing): the page's records may be repeats that the
-                # consumer's first batch has to make up from the next page.
-                return list(itertools.islice(listing, first + 1)), listing
+                head: Records = []
+                try:
+                    # One record past the page, so that the next page is requested here
+                    # too (and held by the listing): the page's records may be repeats
+                    # that the consumer's first batch has to make up from the next page.
+                    for record in itertools.islice(listing, first + 1):
+                        held.add(str(record.get("gid")))
+                        head.append(record)
+                except SkippedObjectError as exc:
+                    if not head:
+                        raise
+                    # The next page is refused: the first is delivered, as it would be
+                    # read in turn, and the refusal comes where that page would.
+                    return head, _raising(exc)
+                return head, listing
 
         started = self._started[key] = (self._executor.submit(run), cancelled)
         return started
+
+    def holds(self, gid: str) -> bool:
+        """Whether a read-ahead not taken yet has read a record ``gid`` (it will deliver it).
+
+        Read ahead, a listing delivers records read before others delivered now: a task
+        moved between two projects in the meantime comes from the later one first, and
+        then in an older copy from the one read ahead. Whoever dedupes asks this.
+        """
+        return any(gid in held for held in list(self._held.values()))
 
     def __contains__(self, key: str) -> bool:
         """Whether a fetch for ``key`` is started and not taken or dropped yet."""
@@ -119,6 +144,7 @@ class Prefetches:
         started = self._started.pop(key, None) if key is not None else None
         if started is None:
             return None
+        self._held.pop(str(key), None)
         try:
             result = started[0].result()
         except SkippedObjectError:
@@ -134,6 +160,7 @@ class Prefetches:
     def drop(self, key: str | None) -> None:
         """Stop the fetch for ``key``: nobody will consume it."""
         started = self._started.pop(key, None) if key is not None else None
+        self._held.pop(str(key), None)
         if started is not None:
             started[1].set()
             started[0].cancel()
@@ -149,6 +176,13 @@ class Prefetches:
             cancelled.set()
             future.cancel()
         self._started.clear()
+        self._held.clear()
+
+
+def _raising(error: BaseException) -> Iterator[dict[str, t.Any]]:
+    """A listing's rest that fails with ``error`` where it is reached."""
+    raise error
+    yield  # a generator: nothing is raised before the rest is read
 
 
 def prefetch_children(

@@ -482,7 +482,9 @@ class TasksStream(AsanaStream):
         if "memberships" in self.scope_skipped_fields:
             return True  # where else it lives cannot be told
         gid = str(record.get("gid"))
-        if gid in self._reread:
+        if gid in self._reread or self.prefetches.holds(gid):
+            # An event's re-read comes again, and so does a task a project's page read
+            # ahead holds (moved there meanwhile: that copy is older).
             return True
         context = context or {}
         plan = self._plans.get(str(context.get("workspace_gid")))
