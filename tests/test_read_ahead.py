@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
 from tap_asana_vl.timestamps import parse_timestamp
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import FAST, catalog_selecting, run_cli, run_tap
@@ -188,9 +189,12 @@ def test_free_plan_users_assigned_tasks_are_requested_ahead_of_each_other():
         result = _sync(fake, max_concurrent_requests=10)
         assigned = sorted(r.time for r in fake.requests_for("/tasks") if "assignee" in r.query)
         users = len(fake.dataset.users)
-    assert len(assigned) == users >= 3
-    # Every user's listing is under way before the first one is answered.
-    assert assigned[-1] < assigned[0] + LATENCY
+    ahead = USERS_READ_AHEAD
+    assert len(assigned) == users > ahead + 1
+    # The next users' listings are under way before the first one is answered, and no
+    # more than that (each holds a page of tasks).
+    assert assigned[ahead] < assigned[0] + LATENCY
+    assert sum(1 for time in assigned if time < assigned[0] + LATENCY * 0.9) == ahead + 1
     with FakeAsana(_dataset()) as fake:
         fake.premium_workspaces.clear()
         sequential = _sync(fake, max_concurrent_requests=1)

@@ -89,8 +89,8 @@ class Prefetches:
     ) -> Fetch:
         """Start ``fetch`` for parent ``key`` on the pool: all of it, or its ``first`` records.
 
-        With ``first`` (a page's worth), the listing stops one record after them (the
-        next page, if any, is read too); whoever takes it reads on from there.
+        With ``first``, the listing stops after that many records; whoever takes it
+        reads on from there.
         """
         cancelled = threading.Event()
         held: set[str] | None = None
@@ -105,10 +105,7 @@ class Prefetches:
                 listing = iter(fetch())
                 head: Records = []
                 try:
-                    # One record past the page, so that the next page is requested here
-                    # too (and held by the listing): the page's records may be repeats
-                    # that the consumer's first batch has to make up from the next page.
-                    for record in itertools.islice(listing, first + 1):
+                    for record in itertools.islice(listing, first):
                         held.add(str(record.get("gid")))
                         head.append(record)
                 except SkippedObjectError as exc:
@@ -230,8 +227,11 @@ def read_ahead(
             continue
         if not child.ready_to_read_ahead(child_context):
             continue
+        # One record past the first page, so that the second is requested too (and held
+        # by the listing): the first page's records may be repeats (tasks written for an
+        # earlier project) that the child's first batch has to make up from the second.
         fetch = child.prefetches.start(
-            key, lambda c=child_context, s=child: s.fetch(c), first=child.page_size
+            key, lambda c=child_context, s=child: s.fetch(c), first=child.page_size + 1
         )
         started.append((child.prefetches, key, fetch))
     return started

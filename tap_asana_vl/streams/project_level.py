@@ -44,9 +44,9 @@ TASK_FIELD_SCOPES: dict[str, tuple[str, ...]] = {
 # Fields of a task (or subtask) its derived tables are made of (streams/derived.py):
 # passed to its children, so those tables cost no request.
 #: Users whose assigned tasks are requested ahead of the one being read (free plans'
-#: tasks in no project): 5 listings in flight make 10 users/s at 500 ms instead of 2,
-#: while holding at most 10 pages of tasks (each user's first two).
-USERS_READ_AHEAD = 4
+#: tasks in no project): 3 listings in flight make 6 users/s at 500 ms instead of 2,
+#: while holding at most 3 pages of tasks (a page of 100 tasks decodes to ~2 MB).
+USERS_READ_AHEAD = 2
 DERIVED_FIELDS = ("modified_at", "custom_fields", "tags", "followers", "dependencies")
 
 
