@@ -23,6 +23,7 @@ from tap_asana_vl import inputs, sdk_adapter, streams
 from tap_asana_vl.auth import build_authenticator
 from tap_asana_vl.cli_errors import errors_in_one_line
 from tap_asana_vl.concurrency import InFlightLimit
+from tap_asana_vl.heap import HeapTrimmer
 from tap_asana_vl.progress import RunProgress
 from tap_asana_vl.rate_limit import RateLimiter
 from tap_asana_vl.run_control import RunControl
@@ -268,6 +269,11 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return ServerClock()
 
     @cached_property
+    def heap(self) -> HeapTrimmer:
+        """Gives the memory freed between batches back to the system (see heap.py)."""
+        return HeapTrimmer()
+
+    @cached_property
     def progress(self) -> RunProgress:
         """Run-wide counts and the progress lines (one per project, a heartbeat)."""
         return RunProgress(self.logger)
@@ -323,6 +329,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         # Collected only for a users table to complete (see user_refs.py).
         self.user_references.enabled = bool(users is not None and users.selected)
         self.progress.start_heartbeat()
+        self.heap.start()  # before the pool's threads allocate
         # Deletes (issue 14): a stream with a floor writes with a version above it.
         purge.plan(self.streams.values(), self.logger)
         try:

@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     # Foundations every layer may use.
     "": 0,
     "errors": 0,
+    "heap": 0,
     "asana_urls": 0,
     "auth": 0,
     "scopes": 0,

@@ -210,6 +210,7 @@ class AsanaStream(AsanaListing):
         # record) would otherwise keep running and hold their results.
         for prefetches, key, fetch in started:
             prefetches.forget(key, fetch)
+        self.services.heap.batch_written()
 
     def _read_ahead_children(
         self,

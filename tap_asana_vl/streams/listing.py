@@ -47,6 +47,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_asana_vl.auth import AsanaAuthenticator
+    from tap_asana_vl.heap import HeapTrimmer
     from tap_asana_vl.progress import RunProgress
     from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.streams.children_plan import ChildrenPlans
@@ -80,6 +81,10 @@ class RunServices(t.Protocol):
     @property
     def progress(self) -> RunProgress:
         """The run's progress lines."""
+
+    @property
+    def heap(self) -> HeapTrimmer:
+        """Gives freed memory back to the system between batches."""
 
     @property
     def streams(self) -> Mapping[str, t.Any]:
