@@ -110,6 +110,7 @@ class AsanaStream(AsanaListing):
         self._unavailable_in: set[str] = set()
         #: Children's listings read ahead, by the gid of the record they are for.
         self._reading_ahead: dict[str, list[Started]] = {}
+        self._children_by_flag: dict[str, list[AsanaStream]] = {}
         if self.per_parent or self.prefetch:
             sdk_adapter.quiet_per_parent_stream(self)
 
@@ -164,7 +165,7 @@ class AsanaStream(AsanaListing):
         """Start the prefetching children's requests for ``batch``; what was started."""
         # Only prefetching children need the batch's child contexts (stories' children,
         # the derived tables and history, do not: no context is built for them).
-        prefetching = [c for c in self.child_streams if isinstance(c, AsanaStream) and c.prefetch]
+        prefetching = self._children_that("prefetch")
         if not prefetching:
             return []
         contexts = [self.get_child_context(record, context) for record in batch]
@@ -187,9 +188,7 @@ class AsanaStream(AsanaListing):
         if self.selected:
             progress.count_records(self.name, len(batch))
             self._note_user_references(batch)
-        reading_ahead = [
-            c for c in self.child_streams if isinstance(c, AsanaStream) and c.reads_ahead
-        ]
+        reading_ahead = self._children_that("reads_ahead")
         upcoming = [*batch, *following] if reading_ahead else []
         for index, record in enumerate(batch):
             if reading_ahead:
@@ -211,6 +210,18 @@ class AsanaStream(AsanaListing):
         for prefetches, key, fetch in started:
             prefetches.forget(key, fetch)
         self.services.heap.batch_written()
+
+    def _children_that(self, flag: str) -> list[AsanaStream]:
+        """The child streams whose class sets ``flag`` (``prefetch``, ``reads_ahead``).
+
+        Asked for every batch; the children and their flags are fixed once the tap has
+        built its streams, so the answer is kept.
+        """
+        if flag not in self._children_by_flag:
+            self._children_by_flag[flag] = [
+                c for c in self.child_streams if isinstance(c, AsanaStream) and getattr(c, flag)
+            ]
+        return self._children_by_flag[flag]
 
     def _read_ahead_children(
         self,
@@ -348,6 +359,10 @@ class AsanaStream(AsanaListing):
     @cached_property
     def prefetches(self) -> Prefetches:
         """Listings of this stream started ahead of time (see prefetch.py)."""
+        return self.new_prefetches()
+
+    def new_prefetches(self) -> Prefetches:
+        """A set of listings started ahead of time on the run's pool (one per use)."""
         return Prefetches(self.services.executor, self.transport.run_control)
 
     def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002

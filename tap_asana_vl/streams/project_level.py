@@ -15,7 +15,7 @@ import tap_asana_vl.streams.workspace_events as workspace_events
 from tap_asana_vl import scopes, sdk_adapter
 from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectError
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
-from tap_asana_vl.streams.prefetch import Prefetches, listings_in_order
+from tap_asana_vl.streams.prefetch import listings_in_order
 from tap_asana_vl.streams.search import (
     SEARCH_PAGE,
     OverlapMemory,
@@ -427,7 +427,7 @@ class TasksStream(AsanaStream):
         # One request per user, most of them a single page: read a few users ahead, or
         # each would wait a round trip with nothing else in flight.
         yield from listings_in_order(
-            Prefetches(self.services.executor, self.transport.run_control),
+            self.new_prefetches(),
             [u["gid"] for u in users],
             assigned_to,
             depth=USERS_READ_AHEAD,
