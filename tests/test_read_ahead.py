@@ -308,3 +308,32 @@ def test_a_task_reassigned_from_a_user_read_ahead_keeps_its_newer_copy():
     assert moved.is_set()
     copies = [r["assignee"]["gid"] for r in result.records["tasks"] if r["gid"] == task["gid"]]
     assert copies == [earlier], copies
+
+
+def test_project_children_are_requested_a_few_projects_ahead_not_for_the_whole_batch():
+    # Prefetched for a whole batch of 100 projects (and the next), each project's
+    # sections would be held, decoded, until the SDK reaches that project; they are
+    # requested only 4 projects ahead (and still before their project is synced).
+    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=12, tasks_per_project=3)
+    streams = {*CORE, "sections"}
+    with FakeAsana(dataset, latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()  # every project listed, in order
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        config["max_concurrent_requests"] = 10
+        result = run_tap(config, catalog=catalog_selecting(config, streams))
+        sections = {
+            r.path.split("/")[-2]: r.time
+            for r in reversed(fake.requests_for("/projects/"))
+            if r.path.endswith("/sections")
+        }
+        first_pages = _first_task_pages(fake)
+    projects = [p["gid"] for p in result.records["projects"]]
+    assert len(projects) == 12 and set(sections) == set(projects)
+    for earlier, later in zip(projects, projects[5:], strict=False):
+        assert sections[later] > first_pages[earlier], (earlier, later)
+    with FakeAsana(dataset) as fake:
+        fake.premium_workspaces.clear()
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        config["max_concurrent_requests"] = 1
+        sequential = run_tap(config, catalog=catalog_selecting(config, streams))
+    assert _comparable(result.messages) == _comparable(sequential.messages)
