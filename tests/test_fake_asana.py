@@ -545,6 +545,43 @@ def test_search_returns_at_most_100_and_pages_by_modified_at() -> None:
         assert [r["gid"] for r in seen] == [t["gid"] for t in expected]
 
 
+def test_search_answers_the_same_from_its_index_when_responses_are_cached() -> None:
+    # Benchmarks cache responses; search then answers from a sorted index instead of
+    # sorting the workspace per page. Same answers, and a mutation refreshes it.
+    dataset = build_dataset(workspaces=1, projects_per_workspace=3, tasks_per_project=50)
+    with FakeAsana(dataset) as fake:
+        path = f"/workspaces/{next(iter(dataset.workspaces))}/tasks/search"
+        stamps = sorted(t["modified_at"] for t in dataset.tasks.values())
+        pivot, later = stamps[len(stamps) // 3], stamps[2 * len(stamps) // 3]
+        queries = [
+            {},
+            {"is_subtask": "true"},
+            {"is_subtask": "false", "sort_by": "modified_at", "sort_ascending": "true"},
+            {"sort_ascending": "true", "modified_at.after": pivot, "limit": "7"},
+            {"modified_at.after": pivot, "modified_at.before": later},
+            {"sort_by": "created_at", "sort_ascending": "true", "created_at.after": pivot},
+            {"sort_by": "created_at", "modified_at.after": pivot, "limit": "30"},
+        ]
+
+        def answers() -> list[list[str]]:
+            got = []
+            for query in queries:
+                body = _get(fake, path, opt_fields="modified_at,created_at", **query).json()
+                got.append([r["gid"] for r in body["data"]])
+            return got
+
+        plain = answers()
+        fake.cache_responses = True
+        assert answers() == plain
+        assert any(len(gids) > 5 for gids in plain)
+        newest = fake.touch_task(next(iter(dataset.tasks)))["gid"]
+        refreshed = answers()
+        assert refreshed[3][-1] != newest  # limit 7, oldest first
+        assert refreshed[0][0] == newest  # newest first by default
+        fake.cache_responses = False
+        assert answers() == refreshed
+
+
 # --------------------------------------------------------------------------- mutations
 def test_add_story_bumps_the_task(mutable_fake: FakeAsana) -> None:
     fake = mutable_fake

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 import tap_asana_vl.streams.unplaced_search as unplaced_search
+from tap_asana_vl.streams.search import SEARCH_INDEX_LAG_MINUTES
+from tap_asana_vl.timestamps import parse_timestamp
 from tests.tap_runner import FAST, run_tap
 
 
@@ -115,9 +117,15 @@ def test_a_first_paid_run_searches_while_listing_and_writes_what_a_sequential_ru
     assert unplaced <= set(gids)
     assert all(r["project_gid"] is None for r in tasks if r["gid"] in unplaced)
     assert all(r["project_gid"] is not None for r in tasks if r["gid"] not in unplaced)
-    # The search bookmark bounds every change since the search started.
+    # The search bookmark bounds every change since the search started: the next
+    # run's search starts no later than this one's first search request, less the
+    # index lag (a change made just before it may not have been indexed yet).
     bookmarks = first.state["bookmarks"]["tasks"]["search_bookmarks"]
     assert set(bookmarks) == set(ds.workspaces)
+    for gid, bookmark in bookmarks.items():
+        started = min(r.time for r in _task_searches(fake, gid))
+        lag = SEARCH_INDEX_LAG_MINUTES * 60
+        assert parse_timestamp(bookmark).timestamp() <= started - lag, gid
     assert not _search_threads()
 
 

@@ -16,6 +16,7 @@ import pytest
 from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
 from tap_asana_vl.timestamps import parse_timestamp
 from tests.fake_asana import FakeAsana, build_dataset
+from tests.fake_asana.dataset import ref
 from tests.tap_runner import FAST, catalog_selecting, run_cli, run_tap
 from tests.test_concurrency import _comparable
 
@@ -274,3 +275,65 @@ def test_a_project_refused_at_its_second_page_still_writes_its_first():
     assert [r for r in read_ahead.records["tasks"] if r["project_gid"] == gone]
     assert f"tasks: project {gone} (not found)" in read_ahead.logs
     assert _comparable(read_ahead.messages) == _comparable(sequential.messages)
+
+
+def test_a_task_reassigned_from_a_user_read_ahead_keeps_its_newer_copy():
+    # Free plans: a later user's assigned tasks, read ahead, hold a task that is then
+    # reassigned to an earlier user, whose listing writes the newer copy first: the
+    # older copy held for the later user must not be written after it.
+    with FakeAsana(_dataset(), latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()
+        ds = fake.dataset
+        workspace = next(iter(ds.workspaces))
+        users = [u["gid"] for u in ds.users_by_workspace[workspace]]
+        earlier, later = users[0], users[USERS_READ_AHEAD]
+        task = ds.add_task_without_project(workspace, later)
+        answer = fake._api
+        moved = threading.Event()
+
+        def api(method, sub_path, query, token):
+            if sub_path == "/tasks" and query.get("assignee") == [earlier]:
+                moved.wait(3)  # the earlier user's listing comes after the reassignment
+            response = answer(method, sub_path, query, token)
+            if not moved.is_set() and sub_path == "/tasks" and query.get("assignee") == [later]:
+                # Right after the later user's page (read ahead) was answered.
+                with ds.lock:
+                    task["assignee"] = ref(ds.users[earlier])
+                ds.touch_task(task["gid"])
+                moved.set()
+            return response
+
+        fake._api = api
+        result = _sync(fake, max_concurrent_requests=10)
+    assert moved.is_set()
+    copies = [r["assignee"]["gid"] for r in result.records["tasks"] if r["gid"] == task["gid"]]
+    assert copies == [earlier], copies
+
+
+def test_project_children_are_requested_a_few_projects_ahead_not_for_the_whole_batch():
+    # Prefetched for a whole batch of 100 projects (and the next), each project's
+    # sections would be held, decoded, until the SDK reaches that project; they are
+    # requested only 4 projects ahead (and still before their project is synced).
+    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=12, tasks_per_project=3)
+    streams = {*CORE, "sections"}
+    with FakeAsana(dataset, latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()  # every project listed, in order
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        config["max_concurrent_requests"] = 10
+        result = run_tap(config, catalog=catalog_selecting(config, streams))
+        sections = {
+            r.path.split("/")[-2]: r.time
+            for r in reversed(fake.requests_for("/projects/"))
+            if r.path.endswith("/sections")
+        }
+        first_pages = _first_task_pages(fake)
+    projects = [p["gid"] for p in result.records["projects"]]
+    assert len(projects) == 12 and set(sections) == set(projects)
+    for earlier, later in zip(projects, projects[5:], strict=False):
+        assert sections[later] > first_pages[earlier], (earlier, later)
+    with FakeAsana(dataset) as fake:
+        fake.premium_workspaces.clear()
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        config["max_concurrent_requests"] = 1
+        sequential = run_tap(config, catalog=catalog_selecting(config, streams))
+    assert _comparable(result.messages) == _comparable(sequential.messages)

@@ -61,6 +61,13 @@ class AsanaStream(AsanaListing):
     #: Fetch this (child) stream for a whole batch of parents concurrently, ahead of
     #: the SDK asking for it parent by parent. For per-parent children such as stories.
     prefetch: t.ClassVar[bool] = False
+    #: Start the prefetching children's requests this many records ahead of the record
+    #: the SDK syncs, instead of for the whole batch and the next one (None). For a
+    #: parent whose records each take long to sync (a project: its tasks), children
+    #: prefetched for two batches of 100 projects would be held, decoded, for as long
+    #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
+    #: requests under way as well.
+    prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
     #: records per parent (a project's tasks), whose first request would otherwise wait
@@ -110,6 +117,9 @@ class AsanaStream(AsanaListing):
         self._unavailable_in: set[str] = set()
         #: Children's listings read ahead, by the gid of the record they are for.
         self._reading_ahead: dict[str, list[Started]] = {}
+        self._children_by_flag: dict[str, list[AsanaStream]] = {}
+        #: Children's prefetches started record by record (``prefetch_records_ahead``).
+        self._prefetched_ahead: dict[str, list[Started]] = {}
         if self.per_parent or self.prefetch:
             sdk_adapter.quiet_per_parent_stream(self)
 
@@ -132,6 +142,7 @@ class AsanaStream(AsanaListing):
         """
         self._after_emit = []
         self._reading_ahead = {}
+        self._prefetched_ahead = {}
         progress = self.services.progress
         if self.context_label is None or self.context_label[0] == "workspace":
             # What the heartbeat names during a long listing; per-project and per-task
@@ -164,9 +175,9 @@ class AsanaStream(AsanaListing):
         """Start the prefetching children's requests for ``batch``; what was started."""
         # Only prefetching children need the batch's child contexts (stories' children,
         # the derived tables and history, do not: no context is built for them).
-        prefetching = [c for c in self.child_streams if isinstance(c, AsanaStream) and c.prefetch]
-        if not prefetching:
-            return []
+        prefetching = self._children_that("prefetch")
+        if not prefetching or self.prefetch_records_ahead is not None:
+            return []  # none, or started record by record (_hand_over)
         contexts = [self.get_child_context(record, context) for record in batch]
         return prefetch_children(prefetching, [c for c in contexts if c is not None])
 
@@ -187,16 +198,18 @@ class AsanaStream(AsanaListing):
         if self.selected:
             progress.count_records(self.name, len(batch))
             self._note_user_references(batch)
-        reading_ahead = [
-            c for c in self.child_streams if isinstance(c, AsanaStream) and c.reads_ahead
-        ]
-        upcoming = [*batch, *following] if reading_ahead else []
+        reading_ahead = self._children_that("reads_ahead")
+        ahead = self.prefetch_records_ahead
+        prefetching = self._children_that("prefetch") if ahead is not None else []
+        upcoming = [*batch, *following] if reading_ahead or prefetching else []
         for index, record in enumerate(batch):
             if reading_ahead:
                 # Before this record's children are synced, so the next records' first
                 # requests overlap them.
                 nexts = upcoming[index + 1 : index + 1 + READ_AHEAD_RECORDS]
                 self._read_ahead_children(reading_ahead, nexts, context)
+            if prefetching and ahead is not None:
+                self._prefetch_ahead(prefetching, upcoming[index : index + 1 + ahead], context)
             self.before_children(record, context)
             yield record
             # The SDK asks for the next record only once this one's children
@@ -204,13 +217,45 @@ class AsanaStream(AsanaListing):
             self.after_children(record, context)
             # Read ahead for this record but not taken (a child the SDK did not sync,
             # or that decided not to list): nobody will take it now.
-            for prefetches, key, fetch in self._reading_ahead.pop(str(record.get("gid")), []):
+            gid = str(record.get("gid"))
+            for prefetches, key, fetch in [
+                *self._reading_ahead.pop(gid, []),
+                *self._prefetched_ahead.pop(gid, []),
+            ]:
                 prefetches.forget(key, fetch)
         # Fetches of this batch nobody took (a child the SDK did not sync for some
         # record) would otherwise keep running and hold their results.
         for prefetches, key, fetch in started:
             prefetches.forget(key, fetch)
         self.services.heap.batch_written()
+
+    def _children_that(self, flag: str) -> list[AsanaStream]:
+        """The child streams whose class sets ``flag`` (``prefetch``, ``reads_ahead``).
+
+        Asked for every batch; the children and their flags are fixed once the tap has
+        built its streams, so the answer is kept.
+        """
+        if flag not in self._children_by_flag:
+            self._children_by_flag[flag] = [
+                c for c in self.child_streams if isinstance(c, AsanaStream) and getattr(c, flag)
+            ]
+        return self._children_by_flag[flag]
+
+    def _prefetch_ahead(
+        self,
+        children: list[AsanaStream],
+        records: list[dict[str, t.Any]],
+        context: Context | None,
+    ) -> None:
+        """Start the prefetching children's requests for ``records`` not started yet."""
+        for record in records:
+            gid = str(record.get("gid"))
+            if gid in self._prefetched_ahead:
+                continue
+            child_context = self.get_child_context(record, context)
+            self._prefetched_ahead[gid] = (
+                prefetch_children(children, [child_context]) if child_context is not None else []
+            )
 
     def _read_ahead_children(
         self,
@@ -348,6 +393,10 @@ class AsanaStream(AsanaListing):
     @cached_property
     def prefetches(self) -> Prefetches:
         """Listings of this stream started ahead of time (see prefetch.py)."""
+        return self.new_prefetches()
+
+    def new_prefetches(self) -> Prefetches:
+        """A set of listings started ahead of time on the run's pool (one per use)."""
         return Prefetches(self.services.executor, self.transport.run_control)
 
     def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import typing as t
+from functools import cached_property
 
 import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
@@ -406,6 +407,11 @@ class TasksStream(AsanaStream):
             self, workspace, since or self.config.get("start_date"), changed_tasks.in_no_project
         )
 
+    @cached_property
+    def assigned_ahead(self) -> Prefetches:
+        """Users' assigned tasks read ahead (free plans' tasks in no project), by user."""
+        return self.new_prefetches()
+
     def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
         """Every user's assigned tasks in the workspace, modified since ``since``."""
         users = self.list_endpoint(
@@ -427,7 +433,7 @@ class TasksStream(AsanaStream):
         # One request per user, most of them a single page: read a few users ahead, or
         # each would wait a round trip with nothing else in flight.
         yield from listings_in_order(
-            Prefetches(self.services.executor, self.transport.run_control),
+            self.assigned_ahead,
             [u["gid"] for u in users],
             assigned_to,
             depth=USERS_READ_AHEAD,
@@ -482,9 +488,9 @@ class TasksStream(AsanaStream):
         if "memberships" in self.scope_skipped_fields:
             return True  # where else it lives cannot be told
         gid = str(record.get("gid"))
-        if gid in self._reread or self.prefetches.holds(gid):
-            # An event's re-read comes again, and so does a task a project's page read
-            # ahead holds (moved there meanwhile: that copy is older).
+        if gid in self._reread or self.prefetches.holds(gid) or self.assigned_ahead.holds(gid):
+            # An event's re-read comes again, and so does a task a page read ahead holds
+            # (a project's or a user's: moved or reassigned meanwhile, that copy is older).
             return True
         context = context or {}
         plan = self._plans.get(str(context.get("workspace_gid")))

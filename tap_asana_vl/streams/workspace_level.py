@@ -179,6 +179,9 @@ class ProjectsStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"workspace": "workspace_gid"}
     context_label = ("workspace", "workspace_gid")
     child_context_key = "project_gid"
+    # Each project's tasks take long to sync: its sections, memberships … are
+    # requested only a few projects ahead (see AsanaStream).
+    prefetch_records_ahead = 4
     # The progress lines name each project.
     required_fields = frozenset({"workspace", "name"})
     _to_sync = 0
