@@ -31,7 +31,7 @@ import time
 import typing as t
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 #: Seconds between two trims at least: a trim walks every arena's free chunks.
 TRIM_EVERY_SECONDS = 1.0
@@ -44,20 +44,32 @@ ARENAS = 2
 
 def glibc() -> ctypes.CDLL | None:
     """The C library if it is glibc (it has ``malloc_trim`` and ``mallopt``), else None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    for libc in _c_libraries():
+        if libc is not None and all(hasattr(libc, f) for f in ("malloc_trim", "mallopt")):
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            libc.malloc_trim.restype = ctypes.c_int
+            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            libc.mallopt.restype = ctypes.c_int
+            return libc
+    return None
+
+
+def _c_libraries() -> Iterator[ctypes.CDLL | None]:
+    """Where the C library may be, the interpreter's own symbols first (None: not there).
+
+    ``find_library`` is asked last, only if needed: it runs ``ldconfig`` or a compiler,
+    which slim images lack.
+    """
+    yield _load(None)
+    yield _load("libc.so.6")
+    yield _load(ctypes.util.find_library("c"))
+
+
+def _load(name: str | None) -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(name)
+        return ctypes.CDLL(name)
     except OSError:
         return None
-    if not all(hasattr(libc, f) for f in ("malloc_trim", "mallopt")):
-        return None
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    libc.malloc_trim.restype = ctypes.c_int
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.mallopt.restype = ctypes.c_int
-    return libc
 
 
 class HeapTrimmer:

@@ -328,8 +328,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         users = self.streams.get("users")
         # Collected only for a users table to complete (see user_refs.py).
         self.user_references.enabled = bool(users is not None and users.selected)
+        self.heap.start()  # before any thread of the run allocates
         self.progress.start_heartbeat()
-        self.heap.start()  # before the pool's threads allocate
         # Deletes (issue 14): a stream with a floor writes with a version above it.
         purge.plan(self.streams.values(), self.logger)
         try:

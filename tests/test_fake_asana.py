@@ -561,6 +561,9 @@ def test_search_answers_the_same_from_its_index_when_responses_are_cached() -> N
             {"modified_at.after": pivot, "modified_at.before": later},
             {"sort_by": "created_at", "sort_ascending": "true", "created_at.after": pivot},
             {"sort_by": "created_at", "modified_at.after": pivot, "limit": "30"},
+            {"modified_at.before": later, "limit": "9"},  # newest first, below a bound
+            {"sort_ascending": "true", "modified_at.before": pivot},
+            {"sort_by": "created_at", "created_at.before": later, "created_at.after": pivot},
         ]
 
         def answers() -> list[list[str]]:
@@ -576,8 +579,8 @@ def test_search_answers_the_same_from_its_index_when_responses_are_cached() -> N
         assert any(len(gids) > 5 for gids in plain)
         newest = fake.touch_task(next(iter(dataset.tasks)))["gid"]
         refreshed = answers()
-        assert refreshed[3][-1] != newest  # limit 7, oldest first
         assert refreshed[0][0] == newest  # newest first by default
+        assert newest not in refreshed[7]  # now after the bound
         fake.cache_responses = False
         assert answers() == refreshed
 

@@ -101,6 +101,7 @@ def test_a_first_paid_run_searches_while_listing_and_writes_what_a_sequential_ru
     last = _last_live_project(fake, workspace)
     searched_first = _on_first_search(fake, workspace, lambda: None, then_list=last)
 
+    run_started = time.time()  # the clock the fake serves (and records requests with)
     first = run_tap(config)
 
     # Its listing was answered after the search was (sequential: the search came last,
@@ -125,7 +126,8 @@ def test_a_first_paid_run_searches_while_listing_and_writes_what_a_sequential_ru
     for gid, bookmark in bookmarks.items():
         started = min(r.time for r in _task_searches(fake, gid))
         lag = SEARCH_INDEX_LAG_MINUTES * 60
-        assert parse_timestamp(bookmark).timestamp() <= started - lag, gid
+        # ... and no earlier than the run's start less the lag (Date headers: seconds).
+        assert run_started - lag - 2 <= parse_timestamp(bookmark).timestamp() <= started - lag
     assert not _search_threads()
 
 

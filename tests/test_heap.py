@@ -96,9 +96,8 @@ print(allocated - freed, freed - rss_kib())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+@pytest.mark.skipif(heap.glibc() is None, reason="glibc only (CI and the image are Debian)")
 def test_glibc_trim_gives_freed_pages_in_the_middle_of_the_heap_back():
-    assert heap.glibc() is not None  # CI and the Docker image are Debian
     released = subprocess.run(
         [sys.executable, "-c", _FRAGMENTED_HEAP], capture_output=True, text=True, check=True
     )
@@ -107,12 +106,19 @@ def test_glibc_trim_gives_freed_pages_in_the_middle_of_the_heap_back():
     assert given_back_by_trim > 30_000
 
 
-def test_a_sync_trims_on_the_main_thread_between_batches(monkeypatch):
-    calls: list[str] = []
+def test_a_sync_sets_malloc_up_first_then_trims_on_the_main_thread_between_batches(
+    monkeypatch,
+):
+    calls: list[tuple[str, str]] = []
 
     class Libc(_Libc):
         def malloc_trim(self, pad: int) -> int:
-            calls.append(threading.current_thread().name)
+            calls.append(("malloc_trim", threading.current_thread().name))
+            return 1
+
+        def mallopt(self, parameter: int, value: int) -> int:
+            # Before any thread of the run: only the main thread and the fake's exist.
+            calls.append(("mallopt", str(threading.active_count())))
             return 1
 
     def trimmer() -> HeapTrimmer:
@@ -122,8 +128,12 @@ def test_a_sync_trims_on_the_main_thread_between_batches(monkeypatch):
     dataset = build_dataset(seed=3, workspaces=1, projects_per_workspace=3, tasks_per_project=4)
     with FakeAsana(dataset) as fake:
         config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        threads_before = threading.active_count()
         result = run_tap(config, catalog=catalog_selecting(config, {"projects", "tasks"}))
     assert len(result.records["tasks"]) >= 12
+    assert [name for name, _ in calls[:2]] == ["mallopt", "mallopt"]
+    assert calls[0][1] == calls[1][1] == str(threads_before)
+    trims = calls[2:]
     # A batch per project's tasks at least, plus the workspaces' and projects' own.
-    assert len(calls) >= 3
-    assert set(calls) == {threading.main_thread().name}
+    assert len(trims) >= 3
+    assert set(trims) == {("malloc_trim", threading.main_thread().name)}

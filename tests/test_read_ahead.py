@@ -328,7 +328,8 @@ def test_project_children_are_requested_a_few_projects_ahead_not_for_the_whole_b
         }
         first_pages = _first_task_pages(fake)
     projects = [p["gid"] for p in result.records["projects"]]
-    assert len(projects) == 12 and set(sections) == set(projects)
+    assert len(projects) == 12
+    assert set(sections) == set(projects)
     for earlier, later in zip(projects, projects[5:], strict=False):
         assert sections[later] > first_pages[earlier], (earlier, later)
     with FakeAsana(dataset) as fake:

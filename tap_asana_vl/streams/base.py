@@ -134,7 +134,8 @@ class AsanaStream(AsanaListing):
         those of the next batch (its page is listed first): while the SDK waits for the
         last children of one batch, the next batch's are already under way, so the
         number of requests in flight never drains to the listing's one request at a
-        time. Children that read ahead (each project's tasks) get the first page of
+        time (a parent with ``prefetch_records_ahead`` starts them a few records ahead
+        instead). Children that read ahead (each project's tasks) get the first page of
         their listing for the next records started before this record's children are
         synced (``_hand_over``), so a parent boundary does not drain it either. The SDK
         still writes every message from this thread, in its usual order, so output and
@@ -167,6 +168,8 @@ class AsanaStream(AsanaListing):
             for child in self.child_streams:
                 if isinstance(child, AsanaStream) and (child.prefetch or child.reads_ahead):
                     child.prefetches.discard()
+            self._reading_ahead = {}
+            self._prefetched_ahead = {}
             raise
 
     def _prefetch_children_of(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 
 import tap_asana_vl.streams.changed_tasks as changed_tasks
 import tap_asana_vl.streams.deletes as deletes
@@ -106,6 +105,8 @@ class TasksStream(AsanaStream):
         self._reconcile: reconciling.Reconcile | None = None
         #: How each workspace's changed tasks are found in this run (changed_tasks.py).
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
+        #: Users' assigned tasks read ahead (free plans' tasks in no project), by user.
+        self._assigned_ahead: Prefetches | None = None
         #: Each workspace's events, read once (None: each project's are read instead).
         self._workspace_events_read: dict[str, workspace_events.WorkspaceEvents | None] = {}
         #: Projects whose first page is read ahead: Asana's time before it was started,
@@ -407,11 +408,6 @@ class TasksStream(AsanaStream):
             self, workspace, since or self.config.get("start_date"), changed_tasks.in_no_project
         )
 
-    @cached_property
-    def assigned_ahead(self) -> Prefetches:
-        """Users' assigned tasks read ahead (free plans' tasks in no project), by user."""
-        return self.new_prefetches()
-
     def _assigned_tasks(self, workspace: str, since: str | None) -> Iterator[dict[str, t.Any]]:
         """Every user's assigned tasks in the workspace, modified since ``since``."""
         users = self.list_endpoint(
@@ -432,8 +428,11 @@ class TasksStream(AsanaStream):
 
         # One request per user, most of them a single page: read a few users ahead, or
         # each would wait a round trip with nothing else in flight.
+        # Its own per workspace (keyed by user, and users belong to several); kept on the
+        # stream for may_come_again.
+        self._assigned_ahead = self.new_prefetches()
         yield from listings_in_order(
-            self.assigned_ahead,
+            self._assigned_ahead,
             [u["gid"] for u in users],
             assigned_to,
             depth=USERS_READ_AHEAD,
@@ -488,7 +487,12 @@ class TasksStream(AsanaStream):
         if "memberships" in self.scope_skipped_fields:
             return True  # where else it lives cannot be told
         gid = str(record.get("gid"))
-        if gid in self._reread or self.prefetches.holds(gid) or self.assigned_ahead.holds(gid):
+        users_ahead = self._assigned_ahead
+        if (
+            gid in self._reread
+            or self.prefetches.holds(gid)
+            or (users_ahead is not None and users_ahead.holds(gid))
+        ):
             # An event's re-read comes again, and so does a task a page read ahead holds
             # (a project's or a user's: moved or reassigned meanwhile, that copy is older).
             return True
