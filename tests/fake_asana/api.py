@@ -611,17 +611,24 @@ class ApiServer:
             return self._search_indexed(
                 workspace["gid"], is_subtask, sort_by, ascending, bounds, limit
             )
-        ds = self.dataset
-        tables = {None: (ds.tasks, ds.subtasks), True: (ds.subtasks,), False: (ds.tasks,)}
         records = [
             task
-            for table in tables[is_subtask]
-            for task in table.values()
-            if _workspace_of(task) == workspace["gid"]
-            and all((task[f] >= b) if after else (task[f] < b) for f, b, after in bounds)
+            for task in self._searchable(workspace["gid"], is_subtask)
+            if all((task[f] >= b) if after else (task[f] < b) for f, b, after in bounds)
         ]
         records.sort(key=lambda t: (t[sort_by], t["gid"]), reverse=not ascending)
         return records[:limit]
+
+    def _searchable(self, workspace: str, is_subtask: bool | None) -> list[dict]:
+        """The workspace's tasks, subtasks or both (``is_subtask`` unset), as search sees them."""
+        ds = self.dataset
+        tables = {None: (ds.tasks, ds.subtasks), True: (ds.subtasks,), False: (ds.tasks,)}
+        return [
+            task
+            for table in tables[is_subtask]
+            for task in table.values()
+            if _workspace_of(task) == workspace
+        ]
 
     def _search_indexed(
         self,
@@ -644,14 +651,7 @@ class ApiServer:
         key = (workspace, is_subtask, sort_by)
         index = self._search_indexes.get(key)
         if index is None:
-            ds = self.dataset
-            tables = {None: (ds.tasks, ds.subtasks), True: (ds.subtasks,), False: (ds.tasks,)}
-            tasks = [
-                task
-                for table in tables[is_subtask]
-                for task in table.values()
-                if _workspace_of(task) == workspace
-            ]
+            tasks = self._searchable(workspace, is_subtask)
             tasks.sort(key=lambda t: (t[sort_by], t["gid"]))
             index = self._search_indexes[key] = ([(t[sort_by], t["gid"]) for t in tasks], tasks)
         keys, tasks = index
