@@ -10,6 +10,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -224,6 +225,36 @@ def test_a_projects_second_page_is_read_ahead_too():
         assert second_pages[project] < last_stories[previous], (previous, project)
 
 
+def _change_between_answers(
+    fake: FakeAsana,
+    *,
+    read_ahead: Callable[[dict], bool],
+    listed_after: Callable[[dict], bool],
+    change: Callable[[], None],
+) -> threading.Event:
+    """Run ``change`` right after the fake answers the first ``/tasks`` listing matching
+    ``read_ahead``; answer those matching ``listed_after`` only after it (set: done).
+
+    The later answer also waits ``HELD_MARGIN``, for the tap to have read the page
+    answered just before it (answered then, with its latency).
+    """
+    answer = fake._api
+    changed = threading.Event()
+
+    def api(method, sub_path, query, token):
+        if sub_path == "/tasks" and listed_after(query):
+            changed.wait(3)
+            time.sleep(HELD_MARGIN)
+        response = answer(method, sub_path, query, token)
+        if not changed.is_set() and sub_path == "/tasks" and read_ahead(query):
+            change()
+            changed.set()
+        return response
+
+    fake._api = api
+    return changed
+
+
 def test_a_task_moved_out_of_a_project_read_ahead_keeps_its_newer_copy():
     # A project's page read ahead holds a task that is then moved into an earlier
     # project, whose listing writes the moved (newer) copy first: the page's older copy
@@ -238,28 +269,12 @@ def test_a_task_moved_out_of_a_project_read_ahead_keeps_its_newer_copy():
             for t in fake.dataset.tasks.values()
             if [p["gid"] for p in t["projects"]] == [source] and not t.get("parent")
         )
-        answer = fake._api
-        moved = threading.Event()
-
-        def api(method, sub_path, query, token):
-            if sub_path == "/tasks" and query.get("project") == [target]:
-                # The target's listing comes after the move, and after the tap has read
-                # the source's page (answered then, with its latency).
-                moved.wait(3)
-                time.sleep(HELD_MARGIN)
-            response = answer(method, sub_path, query, token)
-            if (
-                not moved.is_set()
-                and sub_path == "/tasks"
-                and query.get("project") == [source]
-                and "offset" not in query
-            ):
-                # Right after the source's first page (read ahead) was answered.
-                fake.move_task(task["gid"], remove_from=source, add_to=target)
-                moved.set()
-            return response
-
-        fake._api = api
+        moved = _change_between_answers(
+            fake,
+            read_ahead=lambda query: query.get("project") == [source] and "offset" not in query,
+            listed_after=lambda query: query.get("project") == [target],
+            change=lambda: fake.move_task(task["gid"], remove_from=source, add_to=target),
+        )
         result = _sync(fake, max_concurrent_requests=10, page_size=2)
     assert moved.is_set()
     copies = [r["project_gid"] for r in result.records["tasks"] if r["gid"] == task["gid"]]
@@ -294,25 +309,18 @@ def test_a_task_reassigned_from_a_user_read_ahead_keeps_its_newer_copy():
         users = [u["gid"] for u in ds.users_by_workspace[workspace]]
         earlier, later = users[0], users[USERS_READ_AHEAD]
         task = ds.add_task_without_project(workspace, later)
-        answer = fake._api
-        moved = threading.Event()
 
-        def api(method, sub_path, query, token):
-            if sub_path == "/tasks" and query.get("assignee") == [earlier]:
-                # The earlier user's listing comes after the reassignment, and after the
-                # tap has read the later user's page (answered then, with its latency).
-                moved.wait(3)
-                time.sleep(HELD_MARGIN)
-            response = answer(method, sub_path, query, token)
-            if not moved.is_set() and sub_path == "/tasks" and query.get("assignee") == [later]:
-                # Right after the later user's page (read ahead) was answered.
-                with ds.lock:
-                    task["assignee"] = ref(ds.users[earlier])
-                ds.touch_task(task["gid"])
-                moved.set()
-            return response
+        def reassign() -> None:
+            with ds.lock:
+                task["assignee"] = ref(ds.users[earlier])
+            ds.touch_task(task["gid"])
 
-        fake._api = api
+        moved = _change_between_answers(
+            fake,
+            read_ahead=lambda query: query.get("assignee") == [later],
+            listed_after=lambda query: query.get("assignee") == [earlier],
+            change=reassign,
+        )
         result = _sync(fake, max_concurrent_requests=10)
     assert moved.is_set()
     copies = [r["assignee"]["gid"] for r in result.records["tasks"] if r["gid"] == task["gid"]]
