@@ -1,0 +1,91 @@
+"""Records held packed while they wait (packed.py), and the projects that use it."""
+
+from __future__ import annotations
+
+import gc
+import json
+from decimal import Decimal
+
+from tap_asana_vl.packed import PackedRecords
+from tests.fake_asana import FakeAsana, build_dataset
+from tests.tap_runner import FAST, catalog_selecting, run_tap
+
+
+def test_records_come_back_in_order_with_their_exact_types():
+    records = [
+        {"gid": "1", "number_value": Decimal("1.10"), "tags": [{"gid": "7", "name": "é"}]},
+        {"gid": "2", "due_on": None, "completed": False, "count": 3},
+    ]
+    held = PackedRecords()
+    for record in records:
+        held.append(record)
+    records[0]["tags"].append({"gid": "late"})  # packed as it was when appended
+    assert len(held) == 2
+    back = list(held.drain())
+    assert back[0]["number_value"] == Decimal("1.10")
+    assert str(back[0]["number_value"]) == "1.10"  # not 1.1: the exact decimal
+    assert back[0]["tags"] == [{"gid": "7", "name": "é"}]
+    assert back[1] == records[1]
+    assert len(held) == 0
+
+
+def test_drained_records_are_let_go_one_by_one():
+    held = PackedRecords()
+    for number in range(3):
+        held.append({"gid": str(number)})
+    drain = held.drain()
+    next(drain)
+    assert len(held) == 2
+    next(drain)
+    assert len(held) == 1
+
+
+def test_a_packed_project_is_much_smaller_than_its_json():
+    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=3, tasks_per_project=1)
+    held = PackedRecords()
+    projects = list(dataset.projects.values())
+    for project in projects:
+        held.append(json.loads(json.dumps(project), parse_float=Decimal))
+    text = sum(len(json.dumps(project)) for project in projects)
+    assert held.packed_bytes * 3 < text, (held.packed_bytes, text)
+
+
+def _decoded_projects(exclude: set[int]) -> int:
+    """Project records alive in this process, other than the fake's own."""
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, dict)
+        and obj.get("resource_type") == "project"
+        and "custom_field_settings" in obj
+        and id(obj) not in exclude
+    )
+
+
+def test_projects_wait_packed_while_earlier_projects_tasks_are_synced():
+    # The projects are listed in full before the first is synced; decoded, a big
+    # workspace's projects (and two batches of 100 handed over) stayed in memory for
+    # the whole run. While the 20th project's tasks are listed, only the few projects
+    # around it are decoded.
+    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=40, tasks_per_project=1)
+    with FakeAsana(dataset) as fake:
+        fake.premium_workspaces.clear()  # every project's tasks listed, in order
+        workspace = next(iter(dataset.workspaces))
+        projects = [p["gid"] for p in dataset.projects_by_workspace[workspace]]
+        watched = projects[20]
+        own = {id(p) for p in dataset.projects.values()}
+        counts: list[int] = []
+        answer = fake._api
+
+        def api(method, sub_path, query, token):
+            if sub_path == "/tasks" and query.get("project") == [watched] and not counts:
+                counts.append(_decoded_projects(own))
+            return answer(method, sub_path, query, token)
+
+        fake._api = api
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        catalog = catalog_selecting(config, {"workspaces", "projects", "tasks"})
+        result = run_tap(config, catalog=catalog)
+    assert [p["gid"] for p in result.records["projects"]] == projects
+    assert len(counts) == 1
+    assert counts[0] <= 10, counts
