@@ -36,8 +36,10 @@ _SMALLEST_BITS = 6
 class GidTable:
     """A ``gid -> int | None`` map (``add``: a set), compact, safe from any thread.
 
-    Keys are as ``gid_key`` makes them: an int where the gid is digits, else a string.
-    Values are ints that fit 63 bits (timestamps in microseconds) or None.
+    Keys are as ``gid_key`` makes them: an int where the gid is digits, else a string
+    (an int key matches only an int: ``True`` or ``1.0`` are other keys, unlike in a
+    dict). Values are ints from -(2**63 - 1) to 2**63 - 1 (timestamps in microseconds)
+    or None.
     """
 
     def __init__(self) -> None:
@@ -75,8 +77,9 @@ class GidTable:
 
     def __setitem__(self, gid: int | str, value: int | None) -> None:
         """Remember ``gid`` with ``value`` (replacing what was remembered)."""
-        if value is not None and not -_LARGEST <= value <= _LARGEST:
-            msg = f"value out of range for a gid table: {value}"
+        if value is not None and (type(value) is not int or not -_LARGEST <= value <= _LARGEST):
+            # Checked before anything is written: a half-made entry would be remembered.
+            msg = f"a gid table holds ints of 64 bits or None, not {value!r}"
             raise ValueError(msg)
         stored = _NONE if value is None else value
         with self._lock:

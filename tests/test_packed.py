@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import tracemalloc
 from decimal import Decimal
 
 from tap_asana_vl.packed import PackedRecords
@@ -40,14 +41,20 @@ def test_drained_records_are_let_go_one_by_one():
     assert len(held) == 1
 
 
-def test_a_packed_project_is_much_smaller_than_its_json():
+def test_a_packed_project_takes_a_fraction_of_its_decoded_record():
     dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=3, tasks_per_project=1)
+    texts = [json.dumps(project) for project in dataset.projects.values()]
+    tracemalloc.start()
+    try:
+        decoded = [json.loads(text, parse_float=Decimal) for text in texts]
+        decoded_bytes = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
     held = PackedRecords()
-    projects = list(dataset.projects.values())
-    for project in projects:
-        held.append(json.loads(json.dumps(project), parse_float=Decimal))
-    text = sum(len(json.dumps(project)) for project in projects)
-    assert held.packed_bytes * 3 < text, (held.packed_bytes, text)
+    for record in decoded:
+        held.append(record)
+    assert held.packed_bytes * 5 < decoded_bytes, (held.packed_bytes, decoded_bytes)
+    assert list(held.drain()) == decoded
 
 
 def _decoded_projects(exclude: set[int]) -> int:

@@ -67,7 +67,8 @@ class AsanaStream(AsanaListing):
     #: parent whose records each take long to sync (a project: its tasks), children
     #: prefetched for two batches of 100 projects would be held, decoded, for as long
     #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
-    #: requests under way as well.
+    #: requests under way as well. Such a parent also hands its records over in
+    #: batches of that many (``hand_over_size``), not of a page.
     prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
@@ -185,7 +186,7 @@ class AsanaStream(AsanaListing):
         """
         if self.prefetch_records_ahead is None:
             return self.page_size
-        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS, 1)
+        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS)
 
     def _prefetch_children_of(
         self, batch: list[dict[str, t.Any]], context: Context | None

@@ -212,9 +212,11 @@ class ProjectsStream(AsanaStream):
                 held.append(project)
         except SkippedObjectError:
             self._count_projects(listed, context)
+            del listed  # the plan keeps its own copy
             yield from held.drain()
             raise
         self._count_projects(listed, context)
+        del listed
         yield from held.drain()
 
     @cached_property
