@@ -55,6 +55,8 @@ LAYERS: dict[str, int] = {
     "": 0,
     "errors": 0,
     "heap": 0,
+    "packed": 0,
+    "gid_table": 0,
     "asana_urls": 0,
     "auth": 0,
     "scopes": 0,

@@ -28,6 +28,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.gid_table import GidTable
 from tap_asana_vl.streams.listing import AsanaListing
 from tap_asana_vl.streams.prefetch import Prefetches, Started, prefetch_children, read_ahead
 from tap_asana_vl.timestamps import parse_timestamp
@@ -66,7 +67,8 @@ class AsanaStream(AsanaListing):
     #: parent whose records each take long to sync (a project: its tasks), children
     #: prefetched for two batches of 100 projects would be held, decoded, for as long
     #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
-    #: requests under way as well.
+    #: requests under way as well. Such a parent also hands its records over in
+    #: batches of that many (``hand_over_size``), not of a page.
     prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
@@ -111,8 +113,8 @@ class AsanaStream(AsanaListing):
         """Set up per-run bookkeeping."""
         super().__init__(tap, *args, **kwargs)
         #: gid -> ``modified_at`` as emitted, of records this run may deliver again, both
-        #: compact (``gid_key``, ``_stamp``): ints, not the record's strings.
-        self._emitted: dict[int | str, int | None] = {}
+        #: compact (``gid_key``, ``_stamp``: ints) in a table of flat arrays.
+        self._emitted = GidTable()
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
         #: Children's listings read ahead, by the gid of the record they are for.
@@ -151,7 +153,7 @@ class AsanaStream(AsanaListing):
             progress.doing(f"'{self.name}' for {self._context_description(context)}")
         try:
             ahead: tuple[list[dict[str, t.Any]], list[Started]] | None = None
-            for batch in _batched(self._records_to_emit(context), self.page_size):
+            for batch in _batched(self._records_to_emit(context), self.hand_over_size):
                 started = self._prefetch_children_of(batch, context)
                 if ahead is not None:
                     yield from self._hand_over(*ahead, context, following=batch)
@@ -171,6 +173,20 @@ class AsanaStream(AsanaListing):
             self._reading_ahead = {}
             self._prefetched_ahead = {}
             raise
+
+    @property
+    def hand_over_size(self) -> int:
+        """Records handed to the SDK per batch (and the next batch held meanwhile).
+
+        A page, so that prefetching children start for a page of parents at once. A
+        parent that starts them a few records ahead (``prefetch_records_ahead``) needs
+        only that many held: its records each take long to sync (a project: its
+        tasks), and two batches of 100 projects would stay decoded (~40 KB each) for
+        as long as the first 100 projects take.
+        """
+        if self.prefetch_records_ahead is None:
+            return self.page_size
+        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS)
 
     def _prefetch_children_of(
         self, batch: list[dict[str, t.Any]], context: Context | None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from tap_asana_vl.timestamps import format_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 #: Key of the bookkeeping in the projects stream's state entry.
 STATE_KEY = "project_children"
@@ -74,10 +74,9 @@ class ChildrenPlan:
         """Digest of each project at the last read of its children (writable)."""
         return self.entry.setdefault("digests", {}) if self.keep_digests else {}
 
-    def saw(self, projects: Iterable[Mapping[str, t.Any]]) -> None:
-        """The projects listed in a workspace (raw records, before any filter)."""
-        for project in projects:
-            self.listed[str(project["gid"])] = digest(project)
+    def saw(self, listed: Mapping[str, str]) -> None:
+        """The projects listed in a workspace: gid -> ``digest`` of the raw record."""
+        self.listed.update(listed)
 
     def wants(self, project: str) -> bool:
         """Whether ``project``'s children are read in this run."""

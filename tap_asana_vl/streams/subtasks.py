@@ -23,6 +23,7 @@ import typing as t
 
 from tap_asana_vl import sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
+from tap_asana_vl.gid_table import GidTable
 from tap_asana_vl.streams.base import AsanaStream, gid_key, workspace_of
 from tap_asana_vl.streams.project_level import (
     DERIVED_FIELDS,
@@ -77,7 +78,7 @@ class SubtasksStream(AsanaStream):
         """No tree read yet."""
         super().__init__(*args, **kwargs)
         # Tasks whose subtree was read (or refused) in this run, from any thread.
-        self._trees_read: set[int | str] = set()  # gid_key: compact
+        self._trees_read = GidTable()  # gid_key: compact
         self._walked_workspaces: set[str] = set()
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).

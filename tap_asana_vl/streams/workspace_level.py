@@ -13,8 +13,9 @@ from singer_sdk.exceptions import ConfigValidationError
 import tap_asana_vl.streams.full_reads as full_reads
 import tap_asana_vl.streams.project_children as project_children
 from tap_asana_vl.errors import SkippedObjectError
+from tap_asana_vl.packed import PackedRecords
 from tap_asana_vl.streams.base import AsanaStream, gid_key, workspace_of
-from tap_asana_vl.streams.children_plan import SIGNAL_FIELDS, ChildrenPlan
+from tap_asana_vl.streams.children_plan import SIGNAL_FIELDS, ChildrenPlan, digest
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -198,18 +199,25 @@ class ProjectsStream(AsanaStream):
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """The whole listing first (one request per 100 projects), to count the projects.
 
-        The count makes the progress lines (``project 37/412 …``) possible. A listing
-        cut off part-way still hands over what it read before the error goes on.
+        The count makes the progress lines (``project 37/412 …``) possible. The records
+        wait packed (packed.py), as each is handed over only once the previous
+        project's tasks are written. A listing cut off part-way still hands over what
+        it read before the error goes on.
         """
-        projects: list[dict[str, t.Any]] = []
+        held = PackedRecords()
+        listed: dict[str, str] = {}  # gid -> digest, for the children plan
         try:
-            projects.extend(super().source_records(context))
+            for project in super().source_records(context):
+                listed[str(project["gid"])] = digest(project)
+                held.append(project)
         except SkippedObjectError:
-            self._count_projects(projects, context)
-            yield from projects
+            self._count_projects(listed, context)
+            del listed  # the plan keeps its own copy
+            yield from held.drain()
             raise
-        self._count_projects(projects, context)
-        yield from projects
+        self._count_projects(listed, context)
+        del listed
+        yield from held.drain()
 
     @cached_property
     def children_plan(self) -> ChildrenPlan:
@@ -224,10 +232,10 @@ class ProjectsStream(AsanaStream):
             name in SIGNAL_FIELDS and project_children.any_selected(self)
         )
 
-    def _count_projects(self, projects: list[dict[str, t.Any]], context: Context | None) -> None:
-        self.children_plan.saw(projects)
-        note_projects_seen(self, (p["gid"] for p in projects))
-        self._to_sync = sum(project_wanted(self.config, p["gid"]) for p in projects)
+    def _count_projects(self, listed: dict[str, str], context: Context | None) -> None:
+        self.children_plan.saw(listed)
+        note_projects_seen(self, listed)
+        self._to_sync = sum(project_wanted(self.config, gid) for gid in listed)
         self._position = 0
         if self.has_selected_descendents and context:
             workspace = str(context.get("workspace_gid"))
