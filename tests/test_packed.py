@@ -8,6 +8,7 @@ import tracemalloc
 from decimal import Decimal
 
 from tap_asana_vl.packed import PackedRecords
+from tap_asana_vl.streams.listing import _taken_out
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import FAST, catalog_selecting, run_tap
 
@@ -119,3 +120,13 @@ def test_a_listed_page_is_let_go_before_the_next_page_is_read():
     assert len(result.records["projects"]) == 60
     assert len(counts) == 2  # pages 2 and 3
     assert max(counts) <= 2, counts
+
+
+def test_a_page_hands_its_records_on_in_order_and_ends_empty():
+    page = [{"gid": str(n)} for n in range(5)]
+    handed = []
+    for record in _taken_out(page):
+        handed.append(record["gid"])
+        assert len(page) == 5 - len(handed)  # each taken out as it is handed on
+    assert handed == ["0", "1", "2", "3", "4"]
+    assert page == []

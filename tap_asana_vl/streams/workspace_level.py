@@ -207,9 +207,7 @@ class ProjectsStream(AsanaStream):
         held = PackedRecords()
         listed: dict[str, str] = {}  # gid -> digest, for the children plan
         try:
-            for project in super().source_records(context):
-                listed[str(project["gid"])] = digest(project)
-                held.append(project)
+            self._pack_listing(context, held, listed)
         except SkippedObjectError:
             self._count_projects(listed, context)
             del listed  # the plan keeps its own copy
@@ -218,6 +216,18 @@ class ProjectsStream(AsanaStream):
         self._count_projects(listed, context)
         del listed
         yield from held.drain()
+
+    def _pack_listing(
+        self, context: Context | None, held: PackedRecords, listed: dict[str, str]
+    ) -> None:
+        """List the projects into ``held``, and each one's digest into ``listed``.
+
+        A method of its own so that no decoded project outlives the listing (the
+        loop's variable, in the generator above, would stay alive for the whole run).
+        """
+        for project in super().source_records(context):
+            listed[str(project["gid"])] = digest(project)
+            held.append(project)
 
     @cached_property
     def children_plan(self) -> ChildrenPlan:
