@@ -19,7 +19,8 @@ from collections import deque
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-#: zlib's fastest level: ~3x smaller than pickle alone for Asana's JSON, at ~50 µs a project.
+#: zlib's fastest level: ~3.5x smaller than pickle alone (a fake project: 5.9 -> 1.7 KB),
+#: at ~80 µs a project (measured on a busy 2-core machine).
 _LEVEL = 1
 
 
