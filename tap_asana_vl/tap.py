@@ -36,6 +36,7 @@ from tap_asana_vl.settings import (
 )
 from tap_asana_vl.state_output import StateOutput
 from tap_asana_vl.streams import children_plan, purge
+from tap_asana_vl.streams.prefetch import WhileWaiting
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
@@ -304,6 +305,22 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
 
     @cached_property
+    def while_waiting(self) -> WhileWaiting:
+        """Chores the main thread does while it waits for a fetch started ahead (prefetch.py)."""
+        return WhileWaiting()
+
+    @cached_property
+    def lead_executor(self) -> ThreadPoolExecutor:
+        """The thread pool that reads the next parents' first pages ahead (prefetch.py).
+
+        Apart from ``executor``: queued behind the children fetched for the parents
+        read before, the reads that feed those fetches would let the work run dry.
+        Their requests go first for a slot in flight, too (``RunControl.goes_first``).
+        """
+        workers = int(self.config["max_concurrent_requests"])
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana-lead")
+
+    @cached_property
     def state_output(self) -> StateOutput:
         """Which STATE messages are written (see state_output.py)."""
         return StateOutput(
@@ -357,8 +374,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         """Stop every request in progress or queued (the run ended, failed or was stopped)."""
         self.run_control.stopping.set()
         self.progress.stop()
-        if "executor" in self.__dict__:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        for pool in ("executor", "lead_executor"):
+            if pool in self.__dict__:
+                self.__dict__[pool].shutdown(wait=False, cancel_futures=True)
 
     def _stop_on_signal(self, signum: int, frame: t.Any) -> None:  # noqa: ARG002
         name = signal.Signals(signum).name

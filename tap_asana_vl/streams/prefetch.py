@@ -14,7 +14,14 @@ A child with many records per parent (a project's tasks) is instead *read ahead*
 parents' listings is already requested, so its first request does not wait for the
 previous parent's last records to be written. Only that first page (and the second, if
 there is one: the first batch may need some of it) is held; the rest of the listing is
-read on, from the main thread, when the SDK gets to that parent.
+read on, from the main thread, when the SDK gets to that parent. How many parents
+ahead is bounded by the records their first pages may hold (``has_room_for_head``): two
+parents always, more while their pages turn out short (many small projects).
+
+A first page read ahead that holds a parent's whole listing is *expanded*: its records'
+own prefetching children (a small project's tasks' stories) are started too, before
+the SDK reaches that parent (``AsanaStream.prefetch_from_heads``); otherwise each small
+parent would cost a round trip of its own, for those children, at its turn.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import itertools
 import threading
 import typing as t
+from dataclasses import dataclass, field
 
 from tap_asana_vl.errors import SkippedObjectError
 
@@ -39,6 +47,31 @@ Head = tuple[Records, "Iterator[dict[str, t.Any]]"]
 #: One fetch started: whose it is, for which parent, and the fetch itself.
 Started = tuple["Prefetches", str, "Fetch"]
 Fetch = tuple["Future[Records | Head]", threading.Event]
+T = t.TypeVar("T")
+#: First pages read ahead for one child, at most, counting each not answered yet as
+#: full (``first`` records): two, as four pages of 100 tasks with every field decode to
+#: ~8 MB. Three while listings turn out short (the last head read was a whole listing):
+#: two small projects' first pages per round trip are too few to keep 25 requests/s
+#: going at 500 ms, and what the answered ones hold is counted as it is.
+HEADS_HELD_PAGES = 2
+HEADS_HELD_PAGES_SHORT = 4
+#: Children's fetches started for expanded heads, at most, per child stream: a page's
+#: worth, as a batch of parents' children prefetched ahead.
+EXPANDED_FETCHES_MAX = 100
+
+
+@dataclass
+class _HeadRead:
+    """A listing read ahead up to its ``first`` records (``Prefetches.start``)."""
+
+    first: int
+    context: Context | None
+    #: Gids of the records read so far.
+    gids: set[str] = field(default_factory=set)
+    #: The listing ended within ``first`` records: the head is all of it.
+    whole: bool = False
+    #: Its records' children's fetches, once started (``Prefetches.expanded``).
+    expanded: list[Started] | None = None
 
 
 class PrefetchingChild(t.Protocol):
@@ -69,16 +102,69 @@ class ReadingAheadChild(PrefetchingChild, t.Protocol):
         """Whether the child's listing for ``context`` may start now (readies it)."""
 
 
+class WhileWaiting:
+    """Chores the main thread does while it waits for a fetch started ahead.
+
+    The main thread waits for a task's stories while the next projects' first pages
+    come in on the lead pool: a whole one's tasks' stories are started as it comes in
+    (the chore), not when the main thread next gets to a record, so that a small
+    project's stories are under way one round trip after its first page, however long
+    the main thread waits meanwhile.
+    """
+
+    def __init__(self) -> None:
+        """No chores yet (``add``)."""
+        self._woken = threading.Event()
+        self._chores: list[Callable[[], None]] = []
+
+    def add(self, chore: Callable[[], None]) -> None:
+        """Run ``chore`` (on the main thread) whenever ``wake`` is called during a wait."""
+        self._chores.append(chore)
+
+    def wake(self, _done: object = None) -> None:
+        """Something a chore handles has come in (a head read ahead; any thread)."""
+        self._woken.set()
+
+    def result(self, future: Future[T]) -> T:
+        """``future``'s result, doing the chores while the main thread waits for it."""
+        if not self._chores or threading.current_thread() is not threading.main_thread():
+            return future.result()
+        future.add_done_callback(self.wake)
+        while not future.done():
+            self._woken.wait()
+            self._woken.clear()
+            for chore in self._chores:
+                chore()
+        return future.result()
+
+
 class Prefetches:
     """One child stream's listings started ahead of time, by parent."""
 
-    def __init__(self, executor: Executor, run_control: RunControl) -> None:
-        """Run fetches on ``executor``; their waits end when the run stops."""
+    def __init__(
+        self,
+        executor: Executor,
+        run_control: RunControl,
+        lead_executor: Executor | None = None,
+        while_waiting: WhileWaiting | None = None,
+    ) -> None:
+        """Run fetches on ``executor``, heads (``first``) on ``lead_executor``.
+
+        Their waits end when the run stops; a wait for one on the main thread does the
+        chores of ``while_waiting`` (which each head wakes when it is read).
+        """
         self._executor = executor
+        self._lead_executor = lead_executor or executor
+        self._while_waiting = while_waiting or WhileWaiting()
         self._run_control = run_control
         self._started: dict[str, Fetch] = {}
-        #: Gids of the records each read-ahead (``first``) has read so far, not taken yet.
-        self._held: dict[str, set[str]] = {}
+        #: Each read-ahead (``first``) not taken yet, in the order started (the parents').
+        self._heads: dict[str, _HeadRead] = {}
+        #: Children's fetches started for heads (``expanded``), kept past the head's
+        #: ``take`` until its parent is synced (``release``).
+        self._expanded: dict[str, list[Started]] = {}
+        #: Whether the last head read was a whole listing (``has_room_for_head``).
+        self.short_listings = False
 
     def start(
         self,
@@ -86,27 +172,29 @@ class Prefetches:
         fetch: Callable[[], Iterable[dict[str, t.Any]]],
         *,
         first: int | None = None,
+        context: Context | None = None,
     ) -> Fetch:
         """Start ``fetch`` for parent ``key`` on the pool: all of it, or its ``first`` records.
 
         With ``first``, the listing stops after that many records; whoever takes it
-        reads on from there.
+        reads on from there. ``context``: the parent's, kept for ``heads_read``.
         """
         cancelled = threading.Event()
-        held: set[str] | None = None
+        head_read: _HeadRead | None = None
         if first is not None:
-            held = self._held[key] = set()
+            head_read = self._heads[key] = _HeadRead(first, context)
 
         def run() -> Records | Head:
-            # Dropped by its consumer (discard), the fetch stops at its next wait.
-            with self._run_control.cancellable(cancelled):
-                if first is None or held is None:
+            # Dropped by its consumer (discard), the fetch stops at its next wait. A head
+            # goes before other workers' requests (they fetch what heads list).
+            with self._run_control.cancellable(cancelled, first=head_read is not None):
+                if first is None or head_read is None:
                     return list(fetch())
                 listing = iter(fetch())
                 head: Records = []
                 try:
                     for record in itertools.islice(listing, first):
-                        held.add(str(record.get("gid")))
+                        head_read.gids.add(str(record.get("gid")))
                         head.append(record)
                 except SkippedObjectError as exc:
                     if not head:
@@ -114,9 +202,15 @@ class Prefetches:
                     # The next page is refused: the first is delivered, as it would be
                     # read in turn, and the refusal comes where that page would.
                     return head, _raising(exc)
+                head_read.whole = self.short_listings = len(head) < first
                 return head, listing
 
-        started = self._started[key] = (self._executor.submit(run), cancelled)
+        if head_read is None:
+            future = self._executor.submit(run)
+        else:
+            future = self._lead_executor.submit(run)
+            future.add_done_callback(self._while_waiting.wake)
+        started = self._started[key] = (future, cancelled)
         return started
 
     def holds(self, gid: str) -> bool:
@@ -126,7 +220,7 @@ class Prefetches:
         moved between two projects in the meantime comes from the later one first, and
         then in an older copy from the one read ahead. Whoever dedupes asks this.
         """
-        return any(gid in held for held in list(self._held.values()))
+        return any(gid in head.gids for head in list(self._heads.values()))
 
     def __contains__(self, key: str) -> bool:
         """Whether a fetch for ``key`` is started and not taken or dropped yet."""
@@ -141,9 +235,9 @@ class Prefetches:
         started = self._started.pop(key, None) if key is not None else None
         if started is None:
             return None
-        self._held.pop(str(key), None)
+        self._heads.pop(str(key), None)
         try:
-            result = started[0].result()
+            result = self._while_waiting.result(started[0])
         except SkippedObjectError:
             raise
         except BaseException:
@@ -157,7 +251,8 @@ class Prefetches:
     def drop(self, key: str | None) -> None:
         """Stop the fetch for ``key``: nobody will consume it."""
         started = self._started.pop(key, None) if key is not None else None
-        self._held.pop(str(key), None)
+        self._heads.pop(str(key), None)
+        self.release(key)
         if started is not None:
             started[1].set()
             started[0].cancel()
@@ -173,7 +268,55 @@ class Prefetches:
             cancelled.set()
             future.cancel()
         self._started.clear()
-        self._held.clear()
+        self._heads.clear()
+        for key in list(self._expanded):
+            self.release(key)
+
+    # --- Heads read ahead, and their records' children (``AsanaStream.prefetch_from_heads``)
+
+    def held_at_most(self) -> int:
+        """Records the heads not taken yet hold, or may still come to hold (``first``)."""
+        return sum(
+            len(head.gids) if self._finished(key) else head.first
+            for key, head in list(self._heads.items())
+        )
+
+    def heads_read(self) -> Iterator[tuple[str, Context | None, Records]]:
+        """Heads read ahead that hold their parent's whole listing, not expanded yet.
+
+        In the order started; each with the parent's context and its records.
+        """
+        for key, head in list(self._heads.items()):
+            if head.expanded is None and head.whole and self._finished(key):
+                result = self._started[key][0].result()
+                if isinstance(result, tuple):
+                    yield key, head.context, result[0]
+
+    def expanded(self, key: str, started: list[Started]) -> None:
+        """Note ``started``, the fetches of head ``key``'s records' children (till ``release``)."""
+        head = self._heads.get(key)
+        if head is not None:
+            head.expanded = started
+            self._expanded[key] = started
+
+    @property
+    def expanded_fetches(self) -> int:
+        """Children's fetches started for heads and not released yet."""
+        return sum(len(started) for started in self._expanded.values())
+
+    def release(self, key: str | None) -> None:
+        """Parent ``key`` is synced: its records' children's fetches nobody took stop."""
+        for prefetches, child_key, fetch in self._expanded.pop(str(key), []):
+            prefetches.forget(child_key, fetch)
+
+    def _finished(self, key: str) -> bool:
+        started = self._started.get(key)
+        return (
+            started is not None
+            and started[0].done()
+            and not started[0].cancelled()
+            and (started[0].exception() is None)
+        )
 
 
 def _raising(error: BaseException) -> Iterator[dict[str, t.Any]]:
@@ -200,7 +343,8 @@ def prefetch_children(
             continue
         for context in child_contexts:
             key = child.prefetch_key(context)
-            if key is not None and child.wanted(context):
+            # Already started (for a head read ahead): that fetch is the one taken.
+            if key is not None and key not in child.prefetches and child.wanted(context):
                 fetch = child.prefetches.start(key, lambda c=context, s=child: s.fetch(c))
                 started.append((child.prefetches, key, fetch))
     return started
@@ -231,10 +375,24 @@ def read_ahead(
         # by the listing): the first page's records may be repeats (tasks written for an
         # earlier project) that the child's first batch has to make up from the second.
         fetch = child.prefetches.start(
-            key, lambda c=child_context, s=child: s.fetch(c), first=child.page_size + 1
+            key,
+            lambda c=child_context, s=child: s.fetch(c),
+            first=child.page_size + 1,
+            context=child_context,
         )
         started.append((child.prefetches, key, fetch))
     return started
+
+
+def has_room_for_head(children: Iterable[ReadingAheadChild]) -> bool:
+    """Whether one more head may be read ahead for each child (``HEADS_HELD_PAGES``)."""
+    for child in children:
+        if child.reads_ahead:
+            first = child.page_size + 1
+            pages = HEADS_HELD_PAGES_SHORT if child.prefetches.short_listings else HEADS_HELD_PAGES
+            if child.prefetches.held_at_most() + first > pages * first:
+                return False
+    return True
 
 
 def listings_in_order(
