@@ -36,7 +36,9 @@ from tap_asana_vl.settings import (
 )
 from tap_asana_vl.state_output import StateOutput
 from tap_asana_vl.streams import children_plan, purge
+from tap_asana_vl.streams.base import READ_AHEAD_RECORDS_MAX
 from tap_asana_vl.streams.prefetch import WhileWaiting
+from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
@@ -51,6 +53,9 @@ if t.TYPE_CHECKING:
 # After the run ends, requests still in flight get this long before the process exits
 # anyway (a stuck read could otherwise hold it for request_timeout).
 EXIT_GRACE_SECONDS = 3.0
+#: Threads of the pool that reads ahead: the most projects' first pages, and users'
+#: assigned tasks, read ahead at once.
+LEAD_THREADS = READ_AHEAD_RECORDS_MAX + USERS_READ_AHEAD + 1
 
 # The catalog's order (children of one parent also sync in it; no stream depends on it:
 # what a stream needs of another comes in the context its parent passes it).
@@ -253,7 +258,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             run_control=self.run_control,
             max_retries=int(self.config["max_retries"]),
             timeout=int(self.config["request_timeout"]),
-            # A connection for each worker thread and for the main thread.
+            # As many connections as requests may be in flight (whichever threads send
+            # them; a thread waits for a slot before it takes a connection), + the main's.
             pool_size=int(self.config["max_concurrent_requests"]) + 1,
             on_request=self.progress.count_request,
         )
@@ -317,7 +323,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         read before, the reads that feed those fetches would let the work run dry.
         Their requests go first for a slot in flight, too (``RunControl.goes_first``).
         """
-        workers = int(self.config["max_concurrent_requests"])
+        workers = min(int(self.config["max_concurrent_requests"]), LEAD_THREADS)
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana-lead")
 
     @cached_property

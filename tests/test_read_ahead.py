@@ -385,11 +385,11 @@ def _small_projects(**overrides):
 
 
 def _stories_requests(fake: FakeAsana) -> list[tuple[str, float]]:
-    """(task gid, when requested) of every stories request."""
+    """(task gid, when requested) of every stories listing (its first page)."""
     return [
         (r.path.rstrip("/").split("/")[-2], r.time)
         for r in fake.requests_for("/tasks/")
-        if r.path.rstrip("/").endswith("/stories")
+        if r.path.rstrip("/").endswith("/stories") and "offset" not in r.query
     ]
 
 
@@ -464,3 +464,41 @@ def test_a_free_plan_resync_requests_no_stories_of_tasks_at_the_bookmark():
     assert "14 unchanged dropped" in second.logs
     assert not second.records["tasks"]
     assert not [r for r in resync if r.path.endswith("/stories")]
+
+
+def test_stories_started_from_a_read_ahead_are_fetched_again_for_an_edited_copy():
+    # A task in two projects: its stories are started from the later project's whole
+    # first page, read ahead. Then a comment is added (its modified_at moves), and the
+    # earlier project's second page lists the newer copy: the stories fetched before
+    # the comment must not be written with it (the bookmark would pass the comment).
+    dataset = build_dataset(
+        seed=7, workspaces=1, projects_per_workspace=6, tasks_per_project=2, multi_home_every=0
+    )
+    with FakeAsana(dataset, latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()  # every project listed, in order
+        workspace = next(iter(dataset.workspaces))
+        projects = [p["gid"] for p in dataset.projects_by_workspace[workspace]]
+        earlier, later = projects[1], projects[3]
+        task = dataset.tasks_by_project[later][0]["gid"]
+        fake.move_task(task, add_to=earlier)  # the earlier project's third task: page 2
+        answer = fake._api
+        commented = threading.Event()
+
+        def api(method, sub_path, query, token):
+            if sub_path == "/tasks" and query.get("project") == [earlier] and "offset" in query:
+                commented.wait(3)
+            response = answer(method, sub_path, query, token)
+            if sub_path == f"/tasks/{task}/stories" and not commented.is_set():
+                fake.add_story(task, "Added after the stories were read")
+                commented.set()
+            return response
+
+        fake._api = api
+        result = _sync(fake, max_concurrent_requests=10, page_size=2)
+        stories_asked = len([t for t, _ in _stories_requests(fake) if t == task])
+    assert commented.is_set()
+    written = [r for r in result.records["tasks"] if r["gid"] == task]
+    assert len(written) == 1
+    texts = [s.get("text") for s in result.records["stories"] if s["target"]["gid"] == task]
+    assert "Added after the stories were read" in texts
+    assert stories_asked == 2, stories_asked  # the first, from the page read ahead, was outdated

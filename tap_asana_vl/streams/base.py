@@ -54,12 +54,11 @@ M = t.TypeVar("M", bound="metrics.Meter")
 SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
 #: How many of the next parents a reading-ahead child's first page is requested for:
 #: two, so that a parent synced in less than a round trip (a project with nothing
-#: changed) still finds the next one's page under way. At most twice that many pages
-#: held (a first page and the one after it).
+#: changed) still finds the next one's page under way.
 READ_AHEAD_RECORDS = 2
-#: And up to this many while the pages read ahead hold few records (``has_room_for_head``):
-#: small projects, each synced in a fraction of a round trip, need their first pages
-#: (and then their tasks' stories) requested that much earlier.
+#: And up to this many while the pages read ahead hold few records (``has_room_for_head``
+#: bounds what they hold): small projects, each synced in a fraction of a round trip,
+#: need their first pages (and then their tasks' stories) requested that much earlier.
 READ_AHEAD_RECORDS_MAX = 8
 
 
@@ -79,7 +78,7 @@ class AsanaStream(AsanaListing):
     #: prefetched for two batches of 100 projects would be held, decoded, for as long
     #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
     #: requests under way as well. Such a parent also hands its records over in
-    #: batches of that many (``hand_over_size``), not of a page.
+    #: small batches (``hand_over_size``), not of a page.
     prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
@@ -207,9 +206,10 @@ class AsanaStream(AsanaListing):
 
         A page, so that prefetching children start for a page of parents at once. A
         parent that starts them a few records ahead (``prefetch_records_ahead``) needs
-        only that many held: its records each take long to sync (a project: its
-        tasks), and two batches of 100 projects would stay decoded (~40 KB each) for
-        as long as the first 100 projects take.
+        only those held, and the next ``READ_AHEAD_RECORDS_MAX`` (whose children may be
+        read ahead): its records each take long to sync (a project: its tasks), and two
+        batches of 100 projects would stay decoded (~40 KB each) for as long as the
+        first 100 projects take.
         """
         if self.prefetch_records_ahead is None:
             return self.page_size
@@ -273,15 +273,15 @@ class AsanaStream(AsanaListing):
             # Read ahead for this record but not taken (a child the SDK did not sync,
             # or that decided not to list): nobody will take it now.
             gid = str(record.get("gid"))
-            for prefetches, key, fetch in [
+            for prefetches, key, handle in [
                 *self._reading_ahead.pop(gid, []),
                 *self._prefetched_ahead.pop(gid, []),
             ]:
-                prefetches.forget(key, fetch)
+                prefetches.forget(key, handle)
         # Fetches of this batch nobody took (a child the SDK did not sync for some
         # record) would otherwise keep running and hold their results.
-        for prefetches, key, fetch in started:
-            prefetches.forget(key, fetch)
+        for prefetches, key, handle in started:
+            prefetches.forget(key, handle)
         self.services.heap.batch_written()
 
     def _children_that(self, flag: str) -> list[AsanaStream]:
@@ -360,7 +360,7 @@ class AsanaStream(AsanaListing):
             return
         prefetches = self.prefetches
         for key, context, records in prefetches.heads_read():
-            if prefetches.expanded_fetches + len(records) > EXPANDED_FETCHES_MAX:
+            if prefetches.expanded_fetches >= EXPANDED_FETCHES_MAX:
                 return
             contexts = [
                 self.get_child_context(record, context)

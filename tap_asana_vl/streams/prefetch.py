@@ -44,19 +44,23 @@ if t.TYPE_CHECKING:
 Records = list[dict[str, t.Any]]
 #: A listing's first records, and the listing itself, to be read on from there.
 Head = tuple[Records, "Iterator[dict[str, t.Any]]"]
-#: One fetch started: whose it is, for which parent, and the fetch itself.
-Started = tuple["Prefetches", str, "Fetch"]
+#: One fetch started: whose it is, for which parent, and its stop signal (which tells it
+#: from a later fetch for the same parent, and holds nothing of its result).
+Started = tuple["Prefetches", str, threading.Event]
 Fetch = tuple["Future[Records | Head]", threading.Event]
 T = t.TypeVar("T")
-#: First pages read ahead for one child, at most, counting each not answered yet as
-#: full (``first`` records): two, as four pages of 100 tasks with every field decode to
-#: ~8 MB. Three while listings turn out short (the last head read was a whole listing):
-#: two small projects' first pages per round trip are too few to keep 25 requests/s
-#: going at 500 ms, and what the answered ones hold is counted as it is.
-HEADS_HELD_PAGES = 2
-HEADS_HELD_PAGES_SHORT = 4
-#: Children's fetches started for expanded heads, at most, per child stream: a page's
-#: worth, as a batch of parents' children prefetched ahead.
+#: Records the heads read ahead for one child may hold, in first pages (``first``
+#: records): a head not answered yet, or answered but not whole, counts as two (its
+#: listing holds the second page too), a whole one as the records it holds. Four: two
+#: heads, as four pages of 100 tasks with every field decode to ~8 MB. Seven while
+#: listings turn out short (the last head answered was whole, and none held is not):
+#: three heads in flight, as two small projects' first pages per round trip are too
+#: few to keep 25 requests/s going at 500 ms.
+HEADS_HELD_PAGES = 4
+HEADS_HELD_PAGES_SHORT = 7
+#: No more heads are expanded while this many of their children's fetches are under
+#: way or held, not taken (per reading-ahead stream): a page's worth, as a batch of
+#: parents' children prefetched ahead.
 EXPANDED_FETCHES_MAX = 100
 
 
@@ -70,8 +74,8 @@ class _HeadRead:
     gids: set[str] = field(default_factory=set)
     #: The listing ended within ``first`` records: the head is all of it.
     whole: bool = False
-    #: Its records' children's fetches, once started (``Prefetches.expanded``).
-    expanded: list[Started] | None = None
+    #: Its records' children's fetches were started (``Prefetches.expanded``).
+    expanded: bool = False
 
 
 class PrefetchingChild(t.Protocol):
@@ -158,6 +162,8 @@ class Prefetches:
         self._while_waiting = while_waiting or WhileWaiting()
         self._run_control = run_control
         self._started: dict[str, Fetch] = {}
+        #: The context each fetch was started for (``started_for``).
+        self._started_for: dict[str, Context | None] = {}
         #: Each read-ahead (``first``) not taken yet, in the order started (the parents').
         self._heads: dict[str, _HeadRead] = {}
         #: Children's fetches started for heads (``expanded``), kept past the head's
@@ -173,11 +179,14 @@ class Prefetches:
         *,
         first: int | None = None,
         context: Context | None = None,
-    ) -> Fetch:
+    ) -> threading.Event:
         """Start ``fetch`` for parent ``key`` on the pool: all of it, or its ``first`` records.
 
-        With ``first``, the listing stops after that many records; whoever takes it
-        reads on from there. ``context``: the parent's, kept for ``heads_read``.
+        With ``first`` (a head), the listing stops after that many records; whoever
+        takes it reads on from there. A head runs on the lead pool and its requests go
+        first (it lists what other fetches are for; users' listings read in order too).
+        ``context``: what the fetch is for (``started_for``; a head's, ``heads_read``).
+        Returns the fetch's stop signal, its handle for ``forget``.
         """
         cancelled = threading.Event()
         head_read: _HeadRead | None = None
@@ -210,8 +219,9 @@ class Prefetches:
         else:
             future = self._lead_executor.submit(run)
             future.add_done_callback(self._while_waiting.wake)
-        started = self._started[key] = (future, cancelled)
-        return started
+        self._started[key] = (future, cancelled)
+        self._started_for[key] = context
+        return cancelled
 
     def holds(self, gid: str) -> bool:
         """Whether a read-ahead not taken yet has read a record ``gid`` (it will deliver it).
@@ -226,21 +236,35 @@ class Prefetches:
         """Whether a fetch for ``key`` is started and not taken or dropped yet."""
         return key in self._started
 
+    def started_for(self, key: str) -> Context | None:
+        """The context the fetch for ``key`` (not taken yet) was started for."""
+        return self._started_for.get(key)
+
+    def pending(self, key: str, handle: threading.Event) -> bool:
+        """Whether the fetch ``handle`` for ``key`` is started and not taken or dropped."""
+        started = self._started.get(key)
+        return started is not None and started[1] is handle
+
     def take(self, key: str | None) -> Iterable[dict[str, t.Any]] | None:
         """The records fetched for ``key`` (waiting for them); None if never started.
 
         A skipped object (one task deleted since it was listed) is re-raised for its
         parent only; any other failure ends the run, so the other fetches are dropped.
+        While it waits on the main thread, the run's chores are done (``WhileWaiting``).
         """
         started = self._started.pop(key, None) if key is not None else None
         if started is None:
             return None
+        self._started_for.pop(str(key), None)
         self._heads.pop(str(key), None)
         try:
             result = self._while_waiting.result(started[0])
         except SkippedObjectError:
             raise
         except BaseException:
+            # This fetch too, if what failed was a chore done while waiting for it.
+            started[1].set()
+            started[0].cancel()
             self.discard()
             raise
         if isinstance(result, tuple):
@@ -249,17 +273,18 @@ class Prefetches:
         return result
 
     def drop(self, key: str | None) -> None:
-        """Stop the fetch for ``key``: nobody will consume it."""
+        """Stop the fetch for ``key`` (and, for a head, its records' children's): unused."""
         started = self._started.pop(key, None) if key is not None else None
+        self._started_for.pop(str(key), None)
         self._heads.pop(str(key), None)
         self.release(key)
         if started is not None:
             started[1].set()
             started[0].cancel()
 
-    def forget(self, key: str, fetch: Fetch) -> None:
-        """Stop ``fetch`` for ``key`` if it is still there, not taken: nobody will take it."""
-        if self._started.get(key) is fetch:
+    def forget(self, key: str, handle: threading.Event) -> None:
+        """Stop fetch ``handle`` for ``key`` if it is still there, not taken: nobody will."""
+        if self.pending(key, handle):
             self.drop(key)
 
     def discard(self) -> None:
@@ -268,18 +293,26 @@ class Prefetches:
             cancelled.set()
             future.cancel()
         self._started.clear()
+        self._started_for.clear()
         self._heads.clear()
         for key in list(self._expanded):
             self.release(key)
 
     # --- Heads read ahead, and their records' children (``AsanaStream.prefetch_from_heads``)
 
-    def held_at_most(self) -> int:
-        """Records the heads not taken yet hold, or may still come to hold (``first``)."""
-        return sum(
-            len(head.gids) if self._finished(key) else head.first
-            for key, head in list(self._heads.items())
-        )
+    def room_for_head(self, first: int) -> bool:
+        """Whether one more head of ``first`` records fits ``HEADS_HELD_PAGES``."""
+        held, long_held = 0, False
+        for key, head in list(self._heads.items()):
+            answered = self._finished(key)
+            if answered and head.whole:
+                held += len(head.gids)
+            else:
+                held += 2 * first  # its first page and, in its listing, the second
+                long_held = long_held or answered
+        short = self.short_listings and not long_held
+        pages = HEADS_HELD_PAGES_SHORT if short else HEADS_HELD_PAGES
+        return held + 2 * first <= pages * first
 
     def heads_read(self) -> Iterator[tuple[str, Context | None, Records]]:
         """Heads read ahead that hold their parent's whole listing, not expanded yet.
@@ -287,7 +320,7 @@ class Prefetches:
         In the order started; each with the parent's context and its records.
         """
         for key, head in list(self._heads.items()):
-            if head.expanded is None and head.whole and self._finished(key):
+            if not head.expanded and head.whole and self._finished(key):
                 result = self._started[key][0].result()
                 if isinstance(result, tuple):
                     yield key, head.context, result[0]
@@ -295,19 +328,26 @@ class Prefetches:
     def expanded(self, key: str, started: list[Started]) -> None:
         """Note ``started``, the fetches of head ``key``'s records' children (till ``release``)."""
         head = self._heads.get(key)
-        if head is not None:
-            head.expanded = started
-            self._expanded[key] = started
+        if head is None:  # dropped meanwhile: nobody will take them
+            for prefetches, child_key, handle in started:
+                prefetches.forget(child_key, handle)
+            return
+        head.expanded = True
+        self._expanded[key] = started
 
     @property
     def expanded_fetches(self) -> int:
-        """Children's fetches started for heads and not released yet."""
-        return sum(len(started) for started in self._expanded.values())
+        """Children's fetches started for heads, under way or held, not taken yet."""
+        return sum(
+            prefetches.pending(child_key, handle)
+            for started in list(self._expanded.values())
+            for prefetches, child_key, handle in started
+        )
 
     def release(self, key: str | None) -> None:
         """Parent ``key`` is synced: its records' children's fetches nobody took stop."""
-        for prefetches, child_key, fetch in self._expanded.pop(str(key), []):
-            prefetches.forget(child_key, fetch)
+        for prefetches, child_key, handle in self._expanded.pop(str(key), []):
+            prefetches.forget(child_key, handle)
 
     def _finished(self, key: str) -> bool:
         started = self._started.get(key)
@@ -343,10 +383,18 @@ def prefetch_children(
             continue
         for context in child_contexts:
             key = child.prefetch_key(context)
-            # Already started (for a head read ahead): that fetch is the one taken.
-            if key is not None and key not in child.prefetches and child.wanted(context):
-                fetch = child.prefetches.start(key, lambda c=context, s=child: s.fetch(c))
-                started.append((child.prefetches, key, fetch))
+            if key is None or not child.wanted(context):
+                continue
+            if key in child.prefetches:
+                if child.prefetches.started_for(key) == context:
+                    continue  # started for this very record (from a head): taken as is
+                # Started for another copy of the record (a task edited since a page read
+                # ahead held it): its children may have changed since, fetched anew.
+                child.prefetches.drop(key)
+            handle = child.prefetches.start(
+                key, lambda c=context, s=child: s.fetch(c), context=context
+            )
+            started.append((child.prefetches, key, handle))
     return started
 
 
@@ -374,25 +422,23 @@ def read_ahead(
         # One record past the first page, so that the second is requested too (and held
         # by the listing): the first page's records may be repeats (tasks written for an
         # earlier project) that the child's first batch has to make up from the second.
-        fetch = child.prefetches.start(
+        handle = child.prefetches.start(
             key,
             lambda c=child_context, s=child: s.fetch(c),
             first=child.page_size + 1,
             context=child_context,
         )
-        started.append((child.prefetches, key, fetch))
+        started.append((child.prefetches, key, handle))
     return started
 
 
 def has_room_for_head(children: Iterable[ReadingAheadChild]) -> bool:
     """Whether one more head may be read ahead for each child (``HEADS_HELD_PAGES``)."""
-    for child in children:
-        if child.reads_ahead:
-            first = child.page_size + 1
-            pages = HEADS_HELD_PAGES_SHORT if child.prefetches.short_listings else HEADS_HELD_PAGES
-            if child.prefetches.held_at_most() + first > pages * first:
-                return False
-    return True
+    return all(
+        child.prefetches.room_for_head(child.page_size + 1)
+        for child in children
+        if child.reads_ahead
+    )
 
 
 def listings_in_order(
