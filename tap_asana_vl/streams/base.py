@@ -376,7 +376,8 @@ class AsanaStream(AsanaListing):
 
         Not one emitted already (override to tell more, e.g. one unchanged). A record
         emitted under an earlier parent after all (a task in two projects) costs
-        nothing extra: its children's fetch is taken there, whoever started it.
+        nothing extra if that parent lists the same copy: its children's fetch is taken
+        there. A newer copy (edited since) has them fetched anew (``prefetch_children``).
         """
         return gid_key(record.get("gid")) not in self._emitted and self.accept(record)
 
