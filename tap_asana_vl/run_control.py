@@ -53,16 +53,30 @@ class RunControl:
         self._thread = threading.local()
 
     @contextmanager
-    def cancellable(self, cancelled: threading.Event) -> Iterator[None]:
+    def cancellable(self, cancelled: threading.Event, *, first: bool = False) -> Iterator[None]:
         """Within the block, this thread's waits also end when ``cancelled`` is set.
 
-        For work done ahead of time (a prefetch) that its consumer may drop.
+        For work done ahead of time (a prefetch) that its consumer may drop. ``first``:
+        its requests go before other workers' (``goes_first``), as the main thread's.
         """
         self._thread.cancelled = cancelled
+        self._thread.first = first
         try:
             yield
         finally:
             self._thread.cancelled = None
+            self._thread.first = False
+
+    def goes_first(self) -> bool:
+        """Whether this thread's requests go before other workers' (see ``cancellable``).
+
+        The main thread's do, and so do a read-ahead's: they list the parents whose
+        children the workers fetch, and queued behind those children they would let the
+        work run dry.
+        """
+        if threading.current_thread() is threading.main_thread():
+            return True
+        return bool(getattr(self._thread, "first", False))
 
     def succeeded(self) -> None:
         """A request got an answer from Asana (any non-5xx status)."""

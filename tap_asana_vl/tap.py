@@ -36,6 +36,9 @@ from tap_asana_vl.settings import (
 )
 from tap_asana_vl.state_output import StateOutput
 from tap_asana_vl.streams import children_plan, purge
+from tap_asana_vl.streams.base import READ_AHEAD_RECORDS_MAX
+from tap_asana_vl.streams.prefetch import WhileWaiting
+from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
@@ -50,6 +53,9 @@ if t.TYPE_CHECKING:
 # After the run ends, requests still in flight get this long before the process exits
 # anyway (a stuck read could otherwise hold it for request_timeout).
 EXIT_GRACE_SECONDS = 3.0
+#: Threads of the pool that reads ahead: the most projects' first pages, and users'
+#: assigned tasks, read ahead at once.
+LEAD_THREADS = READ_AHEAD_RECORDS_MAX + USERS_READ_AHEAD + 1
 
 # The catalog's order (children of one parent also sync in it; no stream depends on it:
 # what a stream needs of another comes in the context its parent passes it).
@@ -252,7 +258,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
             run_control=self.run_control,
             max_retries=int(self.config["max_retries"]),
             timeout=int(self.config["request_timeout"]),
-            # A connection for each worker thread and for the main thread.
+            # As many connections as requests may be in flight (whichever threads send
+            # them; a thread waits for a slot before it takes a connection), + the main's.
             pool_size=int(self.config["max_concurrent_requests"]) + 1,
             on_request=self.progress.count_request,
         )
@@ -302,6 +309,22 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         """
         workers = int(self.config["max_concurrent_requests"])
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
+
+    @cached_property
+    def while_waiting(self) -> WhileWaiting:
+        """Chores the main thread does while it waits for a fetch started ahead (prefetch.py)."""
+        return WhileWaiting()
+
+    @cached_property
+    def lead_executor(self) -> ThreadPoolExecutor:
+        """The thread pool that reads the next parents' first pages ahead (prefetch.py).
+
+        Apart from ``executor``: queued behind the children fetched for the parents
+        read before, the reads that feed those fetches would let the work run dry.
+        Their requests go first for a slot in flight, too (``RunControl.goes_first``).
+        """
+        workers = min(int(self.config["max_concurrent_requests"]), LEAD_THREADS)
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana-lead")
 
     @cached_property
     def state_output(self) -> StateOutput:
@@ -357,8 +380,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         """Stop every request in progress or queued (the run ended, failed or was stopped)."""
         self.run_control.stopping.set()
         self.progress.stop()
-        if "executor" in self.__dict__:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        for pool in ("executor", "lead_executor"):
+            if pool in self.__dict__:
+                self.__dict__[pool].shutdown(wait=False, cancel_futures=True)
 
     def _stop_on_signal(self, signum: int, frame: t.Any) -> None:  # noqa: ARG002
         name = signal.Signals(signum).name

@@ -209,9 +209,9 @@ class Transport:
         told to the limit is the request's alone. A 429 or a failure without an answer
         tells nothing about latency (the caller reports them as congestion).
         """
-        # The main thread lists the parents whose children the workers fetch: its
-        # request goes first, so that the workers always have the next page's work.
-        first = threading.current_thread() is threading.main_thread()
+        # The main thread (and a read-ahead) lists the parents whose children the workers
+        # fetch: its request goes first, so that the workers always have the next work.
+        first = self.run_control.goes_first()
         with self.in_flight.slot(check=lambda: self.run_control.pause(0), first=first):
             self.run_control.pause(self.rate_limiter.reserve())
             with stats.lock:

@@ -8,6 +8,7 @@ import tracemalloc
 from decimal import Decimal
 
 from tap_asana_vl.packed import PackedRecords
+from tap_asana_vl.streams.base import READ_AHEAD_RECORDS_MAX
 from tap_asana_vl.streams.listing import _taken_out
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import FAST, catalog_selecting, run_tap
@@ -78,14 +79,14 @@ def _decoded_projects(exclude: set[int]) -> int:
 def test_projects_wait_packed_while_earlier_projects_tasks_are_synced():
     # The projects are listed in full before the first is synced; decoded, a big
     # workspace's projects (and two batches of 100 handed over) stayed in memory for
-    # the whole run. While the 20th project's tasks are listed, only the few projects
-    # around it are decoded.
-    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=40, tasks_per_project=1)
+    # the whole run. While the 30th project's tasks are listed, only the projects
+    # handed over around it (a batch and the next, for the read-ahead window) are decoded.
+    dataset = build_dataset(seed=7, workspaces=1, projects_per_workspace=60, tasks_per_project=1)
     with FakeAsana(dataset) as fake:
         fake.premium_workspaces.clear()  # every project's tasks listed, in order
         workspace = next(iter(dataset.workspaces))
         projects = [p["gid"] for p in dataset.projects_by_workspace[workspace]]
-        watched = projects[20]
+        watched = projects[30]
         own = {id(p) for p in dataset.projects.values()}
         counts: list[int] = []
         answer = fake._api
@@ -102,7 +103,7 @@ def test_projects_wait_packed_while_earlier_projects_tasks_are_synced():
         result = run_tap(config, catalog=catalog)
     assert [p["gid"] for p in result.records["projects"]] == projects
     assert len(counts) == 1
-    assert counts[0] - before <= 10, (counts, before)
+    assert counts[0] - before <= 2 * READ_AHEAD_RECORDS_MAX + 2, (counts, before)
 
 
 def test_a_listed_page_is_let_go_before_the_next_page_is_read():

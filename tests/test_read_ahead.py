@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from singer_sdk.singerlib import RecordMessage
 
 from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
+from tap_asana_vl.tap import TapAsanaVl
 from tap_asana_vl.timestamps import parse_timestamp
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.fake_asana.dataset import ref
@@ -61,8 +64,25 @@ def _last_story_answers(fake: FakeAsana, project_of_task: dict[str, str]) -> dic
     return last
 
 
+def _record_write_times(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """When each task record is written (by gid), as the tap writes it."""
+    written: dict[str, float] = {}
+    write = TapAsanaVl.write_message
+
+    def timed(tap: TapAsanaVl, message: object) -> None:
+        if isinstance(message, RecordMessage) and message.stream == "tasks":
+            written.setdefault(str(message.record["gid"]), time.time())
+        write(tap, message)
+
+    monkeypatch.setattr(TapAsanaVl, "write_message", timed)
+    return written
+
+
 @pytest.mark.parametrize("plan", ["paid", "free"])
-def test_next_projects_first_page_is_requested_before_the_previous_project_ends(plan):
+def test_next_projects_first_page_is_requested_before_the_previous_project_is_written(
+    plan, monkeypatch
+):
+    written = _record_write_times(monkeypatch)
     with FakeAsana(_dataset(), latency=LATENCY) as fake:
         if plan == "free":
             fake.premium_workspaces.clear()  # search answers 402: every project listed
@@ -70,13 +90,15 @@ def test_next_projects_first_page_is_requested_before_the_previous_project_ends(
         project_of_task = {r["gid"]: r["project_gid"] for r in result.records["tasks"]}
         projects = list(dict.fromkeys(project_of_task.values()))
         first_pages = _first_task_pages(fake)
-        last_stories = _last_story_answers(fake, project_of_task)
+    first_written = {}
+    for task, project in project_of_task.items():
+        first_written[project] = min(first_written.get(project, math.inf), written[task])
     assert len(projects) == 6
     # From the third project on (the workspace's plan is decided at its first project,
-    # so the second is not read ahead), a project's first page is requested while the
-    # previous project's stories are still being answered.
+    # so the second is not read ahead), a project's first page is requested before the
+    # previous project's first task is written: not at its own turn.
     for previous, project in itertools.pairwise(projects[2:]):
-        assert first_pages[project] < last_stories[previous], (previous, project)
+        assert first_pages[project] < first_written[previous], (previous, project)
     # Only the waiting overlaps: the same messages as one request at a time, no latency.
     with FakeAsana(_dataset()) as fake:
         if plan == "free":
@@ -355,3 +377,132 @@ def test_project_children_are_requested_a_few_projects_ahead_not_for_the_whole_b
         config["max_concurrent_requests"] = 1
         sequential = run_tap(config, catalog=catalog_selecting(config, streams))
     assert _comparable(result.messages) == _comparable(sequential.messages)
+
+
+def _small_projects(**overrides):
+    settings = {"seed": 7, "workspaces": 1, "projects_per_workspace": 14, "tasks_per_project": 3}
+    return build_dataset(**(settings | overrides))
+
+
+def _stories_requests(fake: FakeAsana) -> list[tuple[str, float]]:
+    """(task gid, when requested) of every stories listing (its first page)."""
+    return [
+        (r.path.rstrip("/").split("/")[-2], r.time)
+        for r in fake.requests_for("/tasks/")
+        if r.path.rstrip("/").endswith("/stories") and "offset" not in r.query
+    ]
+
+
+@pytest.mark.parametrize("plan", ["paid", "free"])
+def test_small_projects_stories_are_requested_before_the_previous_projects_are_answered(plan):
+    # A project of a few tasks used to cost a round trip of its own: its tasks' stories
+    # were requested only once the SDK reached it, after the previous project's stories
+    # were answered and written. Its first page, read ahead whole, now starts them.
+    with FakeAsana(_small_projects(), latency=LATENCY) as fake:
+        if plan == "free":
+            fake.premium_workspaces.clear()
+        result = _sync(fake, max_concurrent_requests=20)
+        project_of_task = {r["gid"]: r["project_gid"] for r in result.records["tasks"]}
+        projects = list(dict.fromkeys(project_of_task.values()))
+        first_asked: dict[str, float] = {}
+        last_answered: dict[str, float] = {}
+        for task, when in _stories_requests(fake):
+            project = project_of_task[task]
+            first_asked[project] = min(first_asked.get(project, math.inf), when)
+            last_answered[project] = max(last_answered.get(project, 0.0), when + fake.latency)
+    assert len(projects) == 14
+    # One project after the other, none overlapped. Read ahead a few at a time, most do
+    # (those read ahead together; the read-ahead has not started for the first two).
+    overlapping = [
+        project
+        for previous, project in itertools.pairwise(projects[2:])
+        if first_asked[project] < last_answered[previous]
+    ]
+    assert len(overlapping) >= (len(projects) - 3) / 2, (overlapping, projects)
+    with FakeAsana(_small_projects()) as fake:
+        if plan == "free":
+            fake.premium_workspaces.clear()
+        sequential = _sync(fake, max_concurrent_requests=1)
+    assert _comparable(result.messages) == _comparable(sequential.messages)
+
+
+def test_stories_started_from_a_read_ahead_are_requested_once_per_task():
+    # Every second task is in two projects: it is written under the first, so a page
+    # read ahead for the second must not start its stories again.
+    dataset = _small_projects(tasks_per_project=4, multi_home_every=2)
+    with FakeAsana(dataset, latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()
+        result = _sync(fake, max_concurrent_requests=20)
+        asked = [task for task, _ in _stories_requests(fake)]
+    tasks = {r["gid"] for r in result.records["tasks"]}
+    multi_homed = {gid for gid, task in dataset.tasks.items() if len(task["memberships"]) > 1}
+    assert len(multi_homed & tasks) >= 10
+    assert sorted(asked) == sorted(tasks)
+
+
+def test_a_free_plan_resync_requests_no_stories_of_tasks_at_the_bookmark():
+    # Asana's modified_since is inclusive: a task modified at the very moment a
+    # project's bookmark names comes back in its first page, read ahead, and is dropped
+    # as unchanged. Its stories must not be started from that page either.
+    with FakeAsana(_small_projects()) as fake:
+        fake.premium_workspaces.clear()
+        first = _sync(fake, max_concurrent_requests=10)
+        bookmarks = {
+            p["context"]["project_gid"]: p["replication_key_value"]
+            for p in first.state["bookmarks"]["tasks"]["partitions"]
+        }
+        for project, bookmark in bookmarks.items():
+            fake.touch_task(fake.dataset.tasks_by_project[project][0]["gid"], at=bookmark)
+        fake.latency = LATENCY
+        start = len(fake.requests)
+        config = {"access_token": fake.pat, "api_url": fake.api_url, **FAST}
+        config["max_concurrent_requests"] = 10
+        second = run_tap(config, catalog=catalog_selecting(config, CORE), state=first.state)
+        resync = fake.requests[start:]
+    assert len(bookmarks) == 14
+    listings = sorted(r.time for r in resync if "project" in r.query)
+    assert len(listings) == 14
+    # Read ahead (one after the other, none would be asked while another is answered).
+    overlapping = [b for a, b in itertools.pairwise(listings) if b < a + LATENCY]
+    assert len(overlapping) >= 5
+    assert "14 unchanged dropped" in second.logs
+    assert not second.records["tasks"]
+    assert not [r for r in resync if r.path.endswith("/stories")]
+
+
+def test_stories_started_from_a_read_ahead_are_fetched_again_for_an_edited_copy():
+    # A task in two projects: its stories are started from the later project's whole
+    # first page, read ahead. Then a comment is added (its modified_at moves), and the
+    # earlier project's second page lists the newer copy: the stories fetched before
+    # the comment must not be written with it (the bookmark would pass the comment).
+    dataset = build_dataset(
+        seed=7, workspaces=1, projects_per_workspace=6, tasks_per_project=2, multi_home_every=0
+    )
+    with FakeAsana(dataset, latency=LATENCY) as fake:
+        fake.premium_workspaces.clear()  # every project listed, in order
+        workspace = next(iter(dataset.workspaces))
+        projects = [p["gid"] for p in dataset.projects_by_workspace[workspace]]
+        earlier, later = projects[1], projects[3]
+        task = dataset.tasks_by_project[later][0]["gid"]
+        fake.move_task(task, add_to=earlier)  # the earlier project's third task: page 2
+        answer = fake._api
+        commented = threading.Event()
+
+        def api(method, sub_path, query, token):
+            if sub_path == "/tasks" and query.get("project") == [earlier] and "offset" in query:
+                commented.wait(3)
+            response = answer(method, sub_path, query, token)
+            if sub_path == f"/tasks/{task}/stories" and not commented.is_set():
+                fake.add_story(task, "Added after the stories were read")
+                commented.set()
+            return response
+
+        fake._api = api
+        result = _sync(fake, max_concurrent_requests=10, page_size=2)
+        stories_asked = len([t for t, _ in _stories_requests(fake) if t == task])
+    assert commented.is_set()
+    written = [r for r in result.records["tasks"] if r["gid"] == task]
+    assert len(written) == 1
+    texts = [s.get("text") for s in result.records["stories"] if s["target"]["gid"] == task]
+    assert "Added after the stories were read" in texts
+    assert stories_asked == 2, stories_asked  # the first, from the page read ahead, was outdated

@@ -188,8 +188,8 @@ def test_unknown_project_gid_fails_before_syncing_anything(fake, pat_config):
 # --- Kill and resume ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kill_after_states", [2, 5, 7])
-def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_after_states):
+@pytest.mark.parametrize("kill_point", ["early", "middle", "late"])
+def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_point):
     dataset = build_dataset(seed=13, projects_per_workspace=4, tasks_per_project=15)
     with FakeAsana(dataset, latency=0.01) as fake:
         # Checkpoints as often as the tap allows (by default at most one a minute).
@@ -201,9 +201,16 @@ def test_a_killed_run_resumed_from_its_last_state_loses_nothing(tmp_path, kill_a
         }
         clean = run_tap(config)
 
-        first, running = run_killed(
-            tmp_path, {**config, "max_concurrent_requests": 2}, kill_after_states
-        )
+        # How many STATEs a whole run writes depends on its timing (they are spaced in
+        # time): the kill points are taken from a whole run's count, the last one before
+        # its final STATE.
+        killed_config = {**config, "max_concurrent_requests": 2}
+        whole, _ = run_killed(tmp_path, killed_config, 10**6)
+        written = sum(1 for m in whole if m["type"] == "STATE")
+        assert written >= 4, written
+        kill_after_states = {"early": 2, "middle": written // 2 + 1, "late": written - 1}
+        fake.reset_log()
+        first, running = run_killed(tmp_path, killed_config, kill_after_states[kill_point])
         assert running, "the run ended before the kill: nothing was tested"
         states = [m["value"] for m in first if m["type"] == "STATE"]
         assert states, "killed before any state was written"

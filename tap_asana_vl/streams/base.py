@@ -30,7 +30,14 @@ from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.gid_table import GidTable
 from tap_asana_vl.streams.listing import AsanaListing
-from tap_asana_vl.streams.prefetch import Prefetches, Started, prefetch_children, read_ahead
+from tap_asana_vl.streams.prefetch import (
+    EXPANDED_FETCHES_MAX,
+    Prefetches,
+    Started,
+    has_room_for_head,
+    prefetch_children,
+    read_ahead,
+)
 from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -47,9 +54,12 @@ M = t.TypeVar("M", bound="metrics.Meter")
 SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
 #: How many of the next parents a reading-ahead child's first page is requested for:
 #: two, so that a parent synced in less than a round trip (a project with nothing
-#: changed) still finds the next one's page under way. At most twice that many pages
-#: held (a first page and the one after it).
+#: changed) still finds the next one's page under way.
 READ_AHEAD_RECORDS = 2
+#: And up to this many while the pages read ahead hold few records (``has_room_for_head``
+#: bounds what they hold): small projects, each synced in a fraction of a round trip,
+#: need their first pages (and then their tasks' stories) requested that much earlier.
+READ_AHEAD_RECORDS_MAX = 8
 
 
 class AsanaStream(AsanaListing):
@@ -68,7 +78,7 @@ class AsanaStream(AsanaListing):
     #: prefetched for two batches of 100 projects would be held, decoded, for as long
     #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
     #: requests under way as well. Such a parent also hands its records over in
-    #: batches of that many (``hand_over_size``), not of a page.
+    #: small batches (``hand_over_size``), not of a page.
     prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
@@ -122,6 +132,15 @@ class AsanaStream(AsanaListing):
         self._children_by_flag: dict[str, list[AsanaStream]] = {}
         #: Children's prefetches started record by record (``prefetch_records_ahead``).
         self._prefetched_ahead: dict[str, list[Started]] = {}
+        #: The parent whose sync of this stream runs now (for ``prefetch_from_heads``).
+        self._syncing: str | None = None
+        #: The records after the one whose children are synced now, and their context:
+        #: whose children's first pages may be read ahead (``_read_ahead_more``).
+        self._read_ahead_window: tuple[list[dict[str, t.Any]], Context | None] | None = None
+        self._reads_ahead_while_waiting = False
+        if self.reads_ahead:
+            # A head read ahead is expanded as it comes in, whatever the main thread waits for.
+            self.services.while_waiting.add(self.prefetch_from_heads)
         if self.per_parent or self.prefetch:
             sdk_adapter.quiet_per_parent_stream(self)
 
@@ -146,6 +165,7 @@ class AsanaStream(AsanaListing):
         self._after_emit = []
         self._reading_ahead = {}
         self._prefetched_ahead = {}
+        self._syncing = self.prefetch_key(context) if self.reads_ahead else None
         progress = self.services.progress
         if self.context_label is None or self.context_label[0] == "workspace":
             # What the heartbeat names during a long listing; per-project and per-task
@@ -173,6 +193,12 @@ class AsanaStream(AsanaListing):
             self._reading_ahead = {}
             self._prefetched_ahead = {}
             raise
+        finally:
+            self._read_ahead_window = None
+            if self._syncing is not None:
+                # Children started for this parent's head and not taken: nobody will.
+                self.prefetches.release(self._syncing)
+                self._syncing = None
 
     @property
     def hand_over_size(self) -> int:
@@ -180,13 +206,14 @@ class AsanaStream(AsanaListing):
 
         A page, so that prefetching children start for a page of parents at once. A
         parent that starts them a few records ahead (``prefetch_records_ahead``) needs
-        only that many held: its records each take long to sync (a project: its
-        tasks), and two batches of 100 projects would stay decoded (~40 KB each) for
-        as long as the first 100 projects take.
+        only those held, and the next ``READ_AHEAD_RECORDS_MAX`` (whose children may be
+        read ahead): its records each take long to sync (a project: its tasks), and two
+        batches of 100 projects would stay decoded (~40 KB each) for as long as the
+        first 100 projects take.
         """
         if self.prefetch_records_ahead is None:
             return self.page_size
-        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS)
+        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS_MAX)
 
     def _prefetch_children_of(
         self, batch: list[dict[str, t.Any]], context: Context | None
@@ -224,9 +251,18 @@ class AsanaStream(AsanaListing):
         for index, record in enumerate(batch):
             if reading_ahead:
                 # Before this record's children are synced, so the next records' first
-                # requests overlap them.
-                nexts = upcoming[index + 1 : index + 1 + READ_AHEAD_RECORDS]
+                # requests overlap them; and again whenever a head read ahead comes in
+                # while they are synced (there may be room for another then).
+                nexts = upcoming[index + 1 : index + 1 + READ_AHEAD_RECORDS_MAX]
+                self._read_ahead_window = (nexts, context)
                 self._read_ahead_children(reading_ahead, nexts, context)
+                if not self._reads_ahead_while_waiting:
+                    self._reads_ahead_while_waiting = True
+                    self.services.while_waiting.add(self._read_ahead_more)
+            if self.reads_ahead:
+                # Between two records of a parent (a task of a project) the main thread
+                # is free to start the children of heads read ahead meanwhile.
+                self.prefetch_from_heads()
             if prefetching and ahead is not None:
                 self._prefetch_ahead(prefetching, upcoming[index : index + 1 + ahead], context)
             self.before_children(record, context)
@@ -237,15 +273,15 @@ class AsanaStream(AsanaListing):
             # Read ahead for this record but not taken (a child the SDK did not sync,
             # or that decided not to list): nobody will take it now.
             gid = str(record.get("gid"))
-            for prefetches, key, fetch in [
+            for prefetches, key, handle in [
                 *self._reading_ahead.pop(gid, []),
                 *self._prefetched_ahead.pop(gid, []),
             ]:
-                prefetches.forget(key, fetch)
+                prefetches.forget(key, handle)
         # Fetches of this batch nobody took (a child the SDK did not sync for some
         # record) would otherwise keep running and hold their results.
-        for prefetches, key, fetch in started:
-            prefetches.forget(key, fetch)
+        for prefetches, key, handle in started:
+            prefetches.forget(key, handle)
         self.services.heap.batch_written()
 
     def _children_that(self, flag: str) -> list[AsanaStream]:
@@ -287,16 +323,63 @@ class AsanaStream(AsanaListing):
         A child may not be ready to list a record yet (what decides its listing is
         found at its first parent): it is asked again before the next record.
         """
-        for record in records:
+        for position, record in enumerate(records):
             gid = str(record.get("gid"))
             if gid in self._reading_ahead:
                 continue
+            if position >= READ_AHEAD_RECORDS and not has_room_for_head(children):
+                break
             child_context = self.get_child_context(record, context)
             if child_context is None:
                 continue
             started = read_ahead(children, child_context)
             if started:
                 self._reading_ahead[gid] = started
+        for child in children:
+            child.prefetch_from_heads()
+
+    def _read_ahead_more(self) -> None:
+        """Read ahead for the next records, if there is room now (a chore while waiting)."""
+        if self._read_ahead_window is not None:
+            self._read_ahead_children(self._children_that("reads_ahead"), *self._read_ahead_window)
+
+    def prefetch_from_heads(self) -> None:
+        """Start the prefetching children of records in heads read ahead as whole listings.
+
+        A small parent's whole listing read ahead (a project of 5 tasks): its records'
+        children (their stories) are requested now, not when the SDK reaches that
+        parent, or each small parent costs a round trip of its own. Only for records
+        this stream expects to emit there (``expected_from_head``); one it does not
+        (emitted under another parent after all) costs a request, never a record:
+        whatever the SDK syncs takes its fetch, or lists anew. At most
+        ``EXPANDED_FETCHES_MAX`` are outstanding; what the parent's sync did not take is
+        stopped when it ends (``Prefetches.release``).
+        """
+        prefetching = self._children_that("prefetch")
+        if not prefetching:
+            return
+        prefetches = self.prefetches
+        for key, context, records in prefetches.heads_read():
+            if prefetches.expanded_fetches >= EXPANDED_FETCHES_MAX:
+                return
+            contexts = [
+                self.get_child_context(record, context)
+                for record in records
+                if self.expected_from_head(record, key)
+            ]
+            prefetches.expanded(
+                key, prefetch_children(prefetching, [c for c in contexts if c is not None])
+            )
+
+    def expected_from_head(self, record: dict[str, t.Any], key: str) -> bool:  # noqa: ARG002
+        """Whether ``record``, read ahead for parent ``key``, may be emitted in this run.
+
+        Not one emitted already (override to tell more, e.g. one unchanged). A record
+        emitted under an earlier parent after all (a task in two projects) costs
+        nothing extra if that parent lists the same copy: its children's fetch is taken
+        there. A newer copy (edited since) has them fetched anew (``prefetch_children``).
+        """
+        return gid_key(record.get("gid")) not in self._emitted and self.accept(record)
 
     def _note_user_references(self, batch: list[dict[str, t.Any]]) -> None:
         """Tell the run which users the records about to be emitted reference."""
@@ -416,7 +499,13 @@ class AsanaStream(AsanaListing):
 
     def new_prefetches(self) -> Prefetches:
         """A set of listings started ahead of time on the run's pool (one per use)."""
-        return Prefetches(self.services.executor, self.transport.run_control)
+        services = self.services
+        return Prefetches(
+            services.executor,
+            self.transport.run_control,
+            services.lead_executor,
+            services.while_waiting,
+        )
 
     def accept(self, record: dict[str, t.Any]) -> bool:  # noqa: ARG002
         """Whether to emit a record (override for config filters such as project_gids).

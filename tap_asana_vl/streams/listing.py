@@ -51,6 +51,7 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.progress import RunProgress
     from tap_asana_vl.rate_limit import RateLimiter
     from tap_asana_vl.streams.children_plan import ChildrenPlans
+    from tap_asana_vl.streams.prefetch import WhileWaiting
     from tap_asana_vl.streams.purge import Purges
     from tap_asana_vl.timestamps import ServerClock
     from tap_asana_vl.transport import Transport
@@ -77,6 +78,14 @@ class RunServices(t.Protocol):
     @property
     def executor(self) -> ThreadPoolExecutor:
         """The pool that prefetches children."""
+
+    @property
+    def lead_executor(self) -> ThreadPoolExecutor:
+        """The pool that reads the next parents' first pages ahead."""
+
+    @property
+    def while_waiting(self) -> WhileWaiting:
+        """Chores the main thread does while it waits for a fetch started ahead."""
 
     @property
     def progress(self) -> RunProgress:

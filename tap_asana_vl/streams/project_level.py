@@ -182,6 +182,21 @@ class TasksStream(AsanaStream):
         )
         return True
 
+    def expected_from_head(self, record: dict[str, t.Any], key: str) -> bool:
+        """Whether a task read ahead for project ``key`` may be emitted in this run.
+
+        Not one unchanged since the project's bookmark (Asana's ``modified_since`` is
+        inclusive: the task that set it comes back every run).
+        """
+        if not super().expected_from_head(record, key):
+            return False
+        read_ahead = self._read_ahead.get(key)
+        since = read_ahead[1] if read_ahead else None
+        modified = record.get("modified_at")
+        return not (
+            since and modified and parse_timestamp(str(modified)) <= parse_timestamp(str(since))
+        )
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """As any stream; then the project's bookmark is final (resumable per project).
 
