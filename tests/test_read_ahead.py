@@ -44,6 +44,14 @@ def _sync(fake: FakeAsana, **settings) -> object:
     return run_tap(config, catalog=catalog_selecting(config, CORE))
 
 
+def _sequential_messages(dataset, plan: str) -> list[dict]:
+    """What a sync of ``dataset`` writes one request at a time, without latency."""
+    with FakeAsana(dataset) as fake:
+        if plan == "free":
+            fake.premium_workspaces.clear()  # search answers 402: every project listed
+        return _sync(fake, max_concurrent_requests=1).messages
+
+
 def _first_task_pages(fake: FakeAsana) -> dict[str, float]:
     """When each project's first page of tasks was requested."""
     return {
@@ -100,11 +108,7 @@ def test_next_projects_first_page_is_requested_before_the_previous_project_is_wr
     for previous, project in itertools.pairwise(projects[2:]):
         assert first_pages[project] < first_written[previous], (previous, project)
     # Only the waiting overlaps: the same messages as one request at a time, no latency.
-    with FakeAsana(_dataset()) as fake:
-        if plan == "free":
-            fake.premium_workspaces.clear()
-        sequential = _sync(fake, max_concurrent_requests=1)
-    assert _comparable(result.messages) == _comparable(sequential.messages)
+    assert _comparable(result.messages) == _comparable(_sequential_messages(_dataset(), plan))
 
 
 def test_a_project_cut_off_at_its_read_ahead_first_page_is_skipped_as_in_a_sequential_run():
@@ -222,10 +226,7 @@ def test_free_plan_users_assigned_tasks_are_requested_ahead_of_each_other():
     # more than that (each holds a page of tasks).
     assert assigned[ahead] < assigned[0] + LATENCY
     assert sum(1 for time in assigned if time < assigned[0] + LATENCY * 0.9) == ahead + 1
-    with FakeAsana(_dataset()) as fake:
-        fake.premium_workspaces.clear()
-        sequential = _sync(fake, max_concurrent_requests=1)
-    assert _comparable(result.messages) == _comparable(sequential.messages)
+    assert _comparable(result.messages) == _comparable(_sequential_messages(_dataset(), "free"))
 
 
 def test_a_projects_second_page_is_read_ahead_too():
@@ -419,11 +420,9 @@ def test_small_projects_stories_are_requested_before_the_previous_projects_are_a
         if first_asked[project] < last_answered[previous]
     ]
     assert len(overlapping) >= (len(projects) - 3) / 2, (overlapping, projects)
-    with FakeAsana(_small_projects()) as fake:
-        if plan == "free":
-            fake.premium_workspaces.clear()
-        sequential = _sync(fake, max_concurrent_requests=1)
-    assert _comparable(result.messages) == _comparable(sequential.messages)
+    assert _comparable(result.messages) == _comparable(
+        _sequential_messages(_small_projects(), plan)
+    )
 
 
 def test_stories_started_from_a_read_ahead_are_requested_once_per_task():
