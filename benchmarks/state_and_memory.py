@@ -46,6 +46,7 @@ class Run:
     final_state_bytes: int
     final_state: dict
     peak_rss_mib: float
+    gid_tables_mib: float = 0.0
     offers: int = 0
     offer_seconds: float = 0.0
 
@@ -81,6 +82,7 @@ def run_tap(
         final_state_bytes=len(last_state),
         final_state=json.loads(last_state)["value"] if last_state else {},
         peak_rss_mib=process.peak_rss_mib,
+        gid_tables_mib=process.gid_tables_mib,
         offers=process.offers,
         offer_seconds=process.offer_seconds,
     )
@@ -189,7 +191,13 @@ def measure_memory_of(
                     os.environ["TAP_BENCH_TRACEMALLOC"] = str(out)
                 label = f"{name}, {len(dataset.tasks)} tasks"
                 runs.append(run_tap(tap_config(fake), None, label, tap_root=root))
-                print(f"  {label}: peak RSS {runs[-1].peak_rss_mib:.1f} MiB", flush=True)
+                run = runs[-1]
+                print(
+                    f"  {label}: peak RSS {run.peak_rss_mib:.1f} MiB, of which gid tables "
+                    f"at most {run.gid_tables_mib:.2f} MiB; without them "
+                    f"{run.peak_rss_mib - run.gid_tables_mib:.1f} MiB",
+                    flush=True,
+                )
         del dataset
     print_runs(runs)
 

@@ -48,6 +48,21 @@ if os.environ.get("TAP_BENCH_NO_SEARCH_PACING"):
     import tap_asana_vl.tap
     tap_asana_vl.tap.SEARCH_REQUESTS_PER_MINUTE = float("inf")
 sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
+gid_tables = [0, 0]  # bytes now, most at once: the gid tables' arrays (by design, per gid)
+try:  # a baseline revision may predate the gid tables
+    from tap_asana_vl import gid_table
+except ImportError:
+    gid_table = None
+if gid_table is not None:
+    allocate = gid_table.GidTable._allocate
+
+    def counted_allocate(table, bits):
+        before = table.table_bytes if hasattr(table, "_keys") else 0
+        allocate(table, bits)
+        gid_tables[0] += table.table_bytes - before
+        gid_tables[1] = max(gid_tables[1], gid_tables[0])
+
+    gid_table.GidTable._allocate = counted_allocate
 offers = [0, 0.0]
 try:  # a baseline revision may predate the bounded STATE output
     from tap_asana_vl import sdk_adapter, state_output
@@ -72,6 +87,7 @@ def report():
             if line.startswith("VmHWM:"):
                 sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
     sys.stderr.write(f"STATE_OFFERS {offers[0]} {offers[1]:.3f}\\n")
+    sys.stderr.write(f"GID_TABLES_PEAK_KIB {gid_tables[1] // 1024}\\n")
     if os.environ.get("TAP_BENCH_TRACEMALLOC"):
         current, peak = tracemalloc.get_traced_memory()
         snapshot = tracemalloc.take_snapshot()
@@ -105,6 +121,8 @@ class TapProcess:
 
     wall: float
     peak_rss_mib: float
+    #: The most the gid tables' arrays took at once (what a run remembers by design).
+    gid_tables_mib: float
     offers: int
     offer_seconds: float
 
@@ -160,6 +178,7 @@ def run_tap_process(
     return TapProcess(
         wall=wall,
         peak_rss_mib=int(log.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024,
+        gid_tables_mib=int(log.rsplit("GID_TABLES_PEAK_KIB ", 1)[1].split()[0]) / 1024,
         offers=int(offers),
         offer_seconds=float(offer_seconds),
     )

@@ -6,17 +6,19 @@ tasks in several projects. As Python ints in a dict or a set each costs ~110 byt
 tens of thousands of small long-lived objects, allocated among the short-lived records,
 also keep pymalloc's pages from being given back. Asana's gids are digit strings that
 fit a signed 64-bit int: those are kept in an open-addressing hash table made of two
-``array('q')`` (gids, values); any other key in a plain dict.
+``array('q')`` (gids, values), or of one for a set (``values=False``: 8 bytes a slot
+instead of 16); any other key in a plain dict.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import typing as t
 from array import array
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 #: A slot never used: a lookup stops there.
 _EMPTY = -1
@@ -42,16 +44,17 @@ class GidTable:
     or None.
     """
 
-    def __init__(self) -> None:
-        """Start empty."""
+    def __init__(self, *, values: bool = True) -> None:
+        """Start empty; ``values=False``: a set (every value None), half the room."""
         self._lock = threading.Lock()
         self._others: dict[int | str, int | None] = {}
+        self._with_values = values
         self._allocate(_SMALLEST_BITS)
 
     def _allocate(self, bits: int) -> None:
         self._bits = bits
         self._keys = array("q", [_EMPTY]) * (1 << bits)
-        self._values = array("q", [0]) * (1 << bits)
+        self._values = array("q", [0]) * (1 << bits) if self._with_values else None
         self._live = 0
         self._taken = 0  # live and deleted slots
 
@@ -72,6 +75,8 @@ class GidTable:
             slot = self._find(t.cast("int", gid))
             if self._keys[slot] != gid:
                 raise KeyError(gid)
+            if self._values is None:
+                return None
             value = self._values[slot]
             return None if value == _NONE else value
 
@@ -80,6 +85,9 @@ class GidTable:
         if value is not None and (type(value) is not int or not -_LARGEST <= value <= _LARGEST):
             # Checked before anything is written: a half-made entry would be remembered.
             msg = f"a gid table holds ints of 64 bits or None, not {value!r}"
+            raise ValueError(msg)
+        if value is not None and not self._with_values:
+            msg = f"this gid table is a set: it holds no values ({value!r})"
             raise ValueError(msg)
         stored = _NONE if value is None else value
         with self._lock:
@@ -93,7 +101,8 @@ class GidTable:
                     self._taken += 1
                 self._keys[slot] = key
                 self._live += 1
-            self._values[slot] = stored
+            if self._values is not None:
+                self._values[slot] = stored
             if self._taken > _FULL * len(self._keys):
                 self._rebuild()
 
@@ -123,7 +132,7 @@ class GidTable:
         with self._lock:
             pairs = [
                 (key, None if value == _NONE else value)
-                for key, value in zip(self._keys, self._values, strict=True)
+                for key, value in zip(self._keys, self._stored_values(), strict=True)
                 if key >= 0
             ]
             pairs += self._others.items()
@@ -136,7 +145,12 @@ class GidTable:
     @property
     def table_bytes(self) -> int:
         """What the arrays take (bytes), the dict of other keys aside."""
-        return self._keys.buffer_info()[1] * self._keys.itemsize * 2
+        arrays = 1 if self._values is None else 2
+        return self._keys.buffer_info()[1] * self._keys.itemsize * arrays
+
+    def _stored_values(self) -> Iterable[int]:
+        """Each slot's stored value (a set's: ``_NONE``, without an array of them)."""
+        return itertools.repeat(_NONE, len(self._keys)) if self._values is None else self._values
 
     # --- Open addressing -----------------------------------------------------------------
 
@@ -161,13 +175,14 @@ class GidTable:
 
         Twice as big, or as big when half the taken slots were deleted ones.
         """
-        old_keys, old_values, live = self._keys, self._values, self._live
+        old_keys, old_values, live = self._keys, self._stored_values(), self._live
         self._allocate(self._bits + 1 if live * 2 > self._taken else self._bits)
         for key, value in zip(old_keys, old_values, strict=True):
             if key >= 0:  # not a list of pairs first: that would take ~4 MB at 30,000
                 slot = self._find(key)
                 self._keys[slot] = key
-                self._values[slot] = value
+                if self._values is not None:
+                    self._values[slot] = value
         self._live = self._taken = live
 
 

@@ -36,7 +36,7 @@ from tap_asana_vl.settings import (
 )
 from tap_asana_vl.state_output import StateOutput
 from tap_asana_vl.streams import children_plan, purge
-from tap_asana_vl.streams.base import READ_AHEAD_RECORDS_MAX
+from tap_asana_vl.streams.children_ahead import READ_AHEAD_RECORDS_MAX
 from tap_asana_vl.streams.prefetch import WhileWaiting
 from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
 from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE

@@ -113,3 +113,45 @@ def test_gids_added_from_several_threads_are_all_kept():
         sys.setswitchinterval(previous)
     assert len(table) == 20_000
     assert all(BASE + n in table for n in range(20_000))
+
+
+def test_a_set_answers_as_a_set_in_half_the_room_and_refuses_values():
+    rng = random.Random(9)
+    as_set, as_map, model = GidTable(values=False), GidTable(), set()
+    pool = [BASE + rng.randrange(0, 50_000) * 16 for _ in range(6_000)] + ["abc", 2**70]
+    for step in range(30_000):
+        gid = rng.choice(pool)
+        if rng.random() < 0.6:
+            as_set.add(gid)
+            as_map.add(gid)
+            model.add(gid)
+        elif gid in model:
+            del as_set[gid]
+            del as_map[gid]
+            model.discard(gid)
+        assert (gid in as_set) == (gid in model), step
+    assert set(as_set) == model
+    assert all(value is None for _, value in as_set.items())
+    assert all(as_set[gid] is None for gid in model)
+    # The same slots, without the array of values: half the bytes.
+    assert as_set.table_bytes * 2 == as_map.table_bytes
+    with pytest.raises(ValueError, match="is a set"):
+        as_set[BASE] = 7
+    assert BASE not in as_set or as_set[BASE] is None
+
+
+def test_thirty_thousand_gids_in_a_set_take_eight_bytes_a_slot():
+    gids = [BASE + n * 7 for n in range(30_000)]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        table = GidTable(values=False)
+        for gid in gids:
+            table.add(gid)
+        table_bytes = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 30_000
+    assert all(gid in table for gid in gids)
+    # 65,536 slots (grown at 70 % full) of 8 bytes, and no array of values beside them.
+    assert table_bytes < 20 * 30_000, table_bytes

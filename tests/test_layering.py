@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "streams.base": 2,
     "streams.listing": 2,
     "streams.prefetch": 2,
+    "streams.children_ahead": 2,
     "streams.paging": 2,
     "streams.deletes": 2,
     "streams.search": 2,

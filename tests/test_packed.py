@@ -8,7 +8,7 @@ import tracemalloc
 from decimal import Decimal
 
 from tap_asana_vl.packed import PackedRecords
-from tap_asana_vl.streams.base import READ_AHEAD_RECORDS_MAX
+from tap_asana_vl.streams.children_ahead import READ_AHEAD_RECORDS_MAX
 from tap_asana_vl.streams.listing import _taken_out
 from tests.fake_asana import FakeAsana, build_dataset
 from tests.tap_runner import FAST, catalog_selecting, run_tap

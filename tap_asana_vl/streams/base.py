@@ -8,7 +8,7 @@
   decides from that context alone whether it has anything to fetch (``wanted``), and
   children that cost a request per parent are fetched ahead of time, and the first page
   of those with many records per parent is read ahead for the next parents
-  (``prefetch.py``).
+  (``children_ahead.py``, ``prefetch.py``).
 - **Hooks** around each record's children (``before_children``, ``after_children``)
   and after a context's last record (``after_emit``), for progress lines and for state
   a stream keeps itself.
@@ -29,15 +29,9 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_asana_vl import asana_urls, sdk_adapter
 from tap_asana_vl.errors import ScopeMissingError, SkippedObjectError
 from tap_asana_vl.gid_table import GidTable
+from tap_asana_vl.streams.children_ahead import ChildrenAhead
 from tap_asana_vl.streams.listing import AsanaListing
-from tap_asana_vl.streams.prefetch import (
-    EXPANDED_FETCHES_MAX,
-    Prefetches,
-    Started,
-    has_room_for_head,
-    prefetch_children,
-    read_ahead,
-)
+from tap_asana_vl.streams.prefetch import Prefetches, Started
 from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
@@ -52,14 +46,6 @@ M = t.TypeVar("M", bound="metrics.Meter")
 
 #: Why each tolerated refusal skips an object, as the summary says it.
 SKIP_REASONS = {402: "premium feature", 403: "no access", 404: "not found"}
-#: How many of the next parents a reading-ahead child's first page is requested for:
-#: two, so that a parent synced in less than a round trip (a project with nothing
-#: changed) still finds the next one's page under way.
-READ_AHEAD_RECORDS = 2
-#: And up to this many while the pages read ahead hold few records (``has_room_for_head``
-#: bounds what they hold): small projects, each synced in a fraction of a round trip,
-#: need their first pages (and then their tasks' stories) requested that much earlier.
-READ_AHEAD_RECORDS_MAX = 8
 
 
 class AsanaStream(AsanaListing):
@@ -78,7 +64,7 @@ class AsanaStream(AsanaListing):
     #: prefetched for two batches of 100 projects would be held, decoded, for as long
     #: as the first 200 projects take (~14 MiB, measured): a few ahead keep the
     #: requests under way as well. Such a parent also hands its records over in
-    #: small batches (``hand_over_size``), not of a page.
+    #: small batches (``ChildrenAhead.batch_size``), not of a page.
     prefetch_records_ahead: t.ClassVar[int | None] = None
     #: Start the first page of this (child) stream's listing for the next parents while
     #: the SDK syncs it for the current one (see prefetch.py): for children with many
@@ -127,17 +113,8 @@ class AsanaStream(AsanaListing):
         self._emitted = GidTable()
         self._after_emit: list[Callable[[], None]] = []
         self._unavailable_in: set[str] = set()
-        #: Children's listings read ahead, by the gid of the record they are for.
-        self._reading_ahead: dict[str, list[Started]] = {}
-        self._children_by_flag: dict[str, list[AsanaStream]] = {}
-        #: Children's prefetches started record by record (``prefetch_records_ahead``).
-        self._prefetched_ahead: dict[str, list[Started]] = {}
         #: The parent whose sync of this stream runs now (for ``prefetch_from_heads``).
         self._syncing: str | None = None
-        #: The records after the one whose children are synced now, and their context:
-        #: whose children's first pages may be read ahead (``_read_ahead_more``).
-        self._read_ahead_window: tuple[list[dict[str, t.Any]], Context | None] | None = None
-        self._reads_ahead_while_waiting = False
         if self.reads_ahead:
             # A head read ahead is expanded as it comes in, whatever the main thread waits for.
             self.services.while_waiting.add(self.prefetch_from_heads)
@@ -158,13 +135,12 @@ class AsanaStream(AsanaListing):
         time (a parent with ``prefetch_records_ahead`` starts them a few records ahead
         instead). Children that read ahead (each project's tasks) get the first page of
         their listing for the next records started before this record's children are
-        synced (``_hand_over``), so a parent boundary does not drain it either. The SDK
+        synced (``ChildrenAhead.hand_over``), so a parent boundary does not drain it either. The SDK
         still writes every message from this thread, in its usual order, so output and
         state stay exactly as in a sequential run; only the waiting overlaps.
         """
         self._after_emit = []
-        self._reading_ahead = {}
-        self._prefetched_ahead = {}
+        self.children_ahead.begin()
         self._syncing = self.prefetch_key(context) if self.reads_ahead else None
         progress = self.services.progress
         if self.context_label is None or self.context_label[0] == "workspace":
@@ -173,8 +149,9 @@ class AsanaStream(AsanaListing):
             progress.doing(f"'{self.name}' for {self._context_description(context)}")
         try:
             ahead: tuple[list[dict[str, t.Any]], list[Started]] | None = None
-            for batch in _batched(self._records_to_emit(context), self.hand_over_size):
-                started = self._prefetch_children_of(batch, context)
+            batch_size = self.children_ahead.batch_size
+            for batch in _batched(self._records_to_emit(context), batch_size):
+                started = self.children_ahead.start_for_batch(batch, context)
                 if ahead is not None:
                     yield from self._hand_over(*ahead, context, following=batch)
                 ahead = (batch, started)
@@ -187,45 +164,14 @@ class AsanaStream(AsanaListing):
                 sdk_adapter.skip_state_offer(self)
         except BaseException:
             # Failing or stopped early: children prefetched for this batch are moot.
-            for child in self.child_streams:
-                if isinstance(child, AsanaStream) and (child.prefetch or child.reads_ahead):
-                    child.prefetches.discard()
-            self._reading_ahead = {}
-            self._prefetched_ahead = {}
+            self.children_ahead.fail()
             raise
         finally:
-            self._read_ahead_window = None
+            self.children_ahead.end()
             if self._syncing is not None:
                 # Children started for this parent's head and not taken: nobody will.
                 self.prefetches.release(self._syncing)
                 self._syncing = None
-
-    @property
-    def hand_over_size(self) -> int:
-        """Records handed to the SDK per batch (and the next batch held meanwhile).
-
-        A page, so that prefetching children start for a page of parents at once. A
-        parent that starts them a few records ahead (``prefetch_records_ahead``) needs
-        only those held, and the next ``READ_AHEAD_RECORDS_MAX`` (whose children may be
-        read ahead): its records each take long to sync (a project: its tasks), and two
-        batches of 100 projects would stay decoded (~40 KB each) for as long as the
-        first 100 projects take.
-        """
-        if self.prefetch_records_ahead is None:
-            return self.page_size
-        return max(self.prefetch_records_ahead, READ_AHEAD_RECORDS_MAX)
-
-    def _prefetch_children_of(
-        self, batch: list[dict[str, t.Any]], context: Context | None
-    ) -> list[Started]:
-        """Start the prefetching children's requests for ``batch``; what was started."""
-        # Only prefetching children need the batch's child contexts (stories' children,
-        # the derived tables and history, do not: no context is built for them).
-        prefetching = self._children_that("prefetch")
-        if not prefetching or self.prefetch_records_ahead is not None:
-            return []  # none, or started record by record (_hand_over)
-        contexts = [self.get_child_context(record, context) for record in batch]
-        return prefetch_children(prefetching, [c for c in contexts if c is not None])
 
     def _hand_over(
         self,
@@ -237,139 +183,26 @@ class AsanaStream(AsanaListing):
         """Yield ``batch`` to the SDK, which syncs each record's children and writes it.
 
         ``following``: the records handed over after it (the next batch), whose
-        children's listings may be read ahead while this batch's are synced.
+        children's work may be started meanwhile (``ChildrenAhead.hand_over``).
         """
-        progress = self.services.progress
         self.stats.records += len(batch)
         if self.selected:
-            progress.count_records(self.name, len(batch))
+            self.services.progress.count_records(self.name, len(batch))
             self._note_user_references(batch)
-        reading_ahead = self._children_that("reads_ahead")
-        ahead = self.prefetch_records_ahead
-        prefetching = self._children_that("prefetch") if ahead is not None else []
-        upcoming = [*batch, *following] if reading_ahead or prefetching else []
-        for index, record in enumerate(batch):
-            if reading_ahead:
-                # Before this record's children are synced, so the next records' first
-                # requests overlap them; and again whenever a head read ahead comes in
-                # while they are synced (there may be room for another then).
-                nexts = upcoming[index + 1 : index + 1 + READ_AHEAD_RECORDS_MAX]
-                self._read_ahead_window = (nexts, context)
-                self._read_ahead_children(reading_ahead, nexts, context)
-                if not self._reads_ahead_while_waiting:
-                    self._reads_ahead_while_waiting = True
-                    self.services.while_waiting.add(self._read_ahead_more)
-            if self.reads_ahead:
-                # Between two records of a parent (a task of a project) the main thread
-                # is free to start the children of heads read ahead meanwhile.
-                self.prefetch_from_heads()
-            if prefetching and ahead is not None:
-                self._prefetch_ahead(prefetching, upcoming[index : index + 1 + ahead], context)
+        for record in self.children_ahead.hand_over(batch, started, context, following):
             self.before_children(record, context)
             yield record
             # The SDK asks for the next record only once this one's children
             # are synced and the record is written.
             self.after_children(record, context)
-            # Read ahead for this record but not taken (a child the SDK did not sync,
-            # or that decided not to list): nobody will take it now.
-            gid = str(record.get("gid"))
-            for prefetches, key, handle in [
-                *self._reading_ahead.pop(gid, []),
-                *self._prefetched_ahead.pop(gid, []),
-            ]:
-                prefetches.forget(key, handle)
-        # Fetches of this batch nobody took (a child the SDK did not sync for some
-        # record) would otherwise keep running and hold their results.
-        for prefetches, key, handle in started:
-            prefetches.forget(key, handle)
         self.services.heap.batch_written()
-
-    def _children_that(self, flag: str) -> list[AsanaStream]:
-        """The child streams whose class sets ``flag`` (``prefetch``, ``reads_ahead``).
-
-        Asked for every batch; the children and their flags are fixed once the tap has
-        built its streams, so the answer is kept.
-        """
-        if flag not in self._children_by_flag:
-            self._children_by_flag[flag] = [
-                c for c in self.child_streams if isinstance(c, AsanaStream) and getattr(c, flag)
-            ]
-        return self._children_by_flag[flag]
-
-    def _prefetch_ahead(
-        self,
-        children: list[AsanaStream],
-        records: list[dict[str, t.Any]],
-        context: Context | None,
-    ) -> None:
-        """Start the prefetching children's requests for ``records`` not started yet."""
-        for record in records:
-            gid = str(record.get("gid"))
-            if gid in self._prefetched_ahead:
-                continue
-            child_context = self.get_child_context(record, context)
-            self._prefetched_ahead[gid] = (
-                prefetch_children(children, [child_context]) if child_context is not None else []
-            )
-
-    def _read_ahead_children(
-        self,
-        children: list[AsanaStream],
-        records: list[dict[str, t.Any]],
-        context: Context | None,
-    ) -> None:
-        """Start the reading-ahead children's first pages for ``records`` (not yet started).
-
-        A child may not be ready to list a record yet (what decides its listing is
-        found at its first parent): it is asked again before the next record.
-        """
-        for position, record in enumerate(records):
-            gid = str(record.get("gid"))
-            if gid in self._reading_ahead:
-                continue
-            if position >= READ_AHEAD_RECORDS and not has_room_for_head(children):
-                break
-            child_context = self.get_child_context(record, context)
-            if child_context is None:
-                continue
-            started = read_ahead(children, child_context)
-            if started:
-                self._reading_ahead[gid] = started
-        for child in children:
-            child.prefetch_from_heads()
-
-    def _read_ahead_more(self) -> None:
-        """Read ahead for the next records, if there is room now (a chore while waiting)."""
-        if self._read_ahead_window is not None:
-            self._read_ahead_children(self._children_that("reads_ahead"), *self._read_ahead_window)
 
     def prefetch_from_heads(self) -> None:
         """Start the prefetching children of records in heads read ahead as whole listings.
 
-        A small parent's whole listing read ahead (a project of 5 tasks): its records'
-        children (their stories) are requested now, not when the SDK reaches that
-        parent, or each small parent costs a round trip of its own. Only for records
-        this stream expects to emit there (``expected_from_head``); one it does not
-        (emitted under another parent after all) costs a request, never a record:
-        whatever the SDK syncs takes its fetch, or lists anew. At most
-        ``EXPANDED_FETCHES_MAX`` are outstanding; what the parent's sync did not take is
-        stopped when it ends (``Prefetches.release``).
+        See ``ChildrenAhead.from_heads``; a chore while the main thread waits, too.
         """
-        prefetching = self._children_that("prefetch")
-        if not prefetching:
-            return
-        prefetches = self.prefetches
-        for key, context, records in prefetches.heads_read():
-            if prefetches.expanded_fetches >= EXPANDED_FETCHES_MAX:
-                return
-            contexts = [
-                self.get_child_context(record, context)
-                for record in records
-                if self.expected_from_head(record, key)
-            ]
-            prefetches.expanded(
-                key, prefetch_children(prefetching, [c for c in contexts if c is not None])
-            )
+        self.children_ahead.from_heads()
 
     def expected_from_head(self, record: dict[str, t.Any], key: str) -> bool:  # noqa: ARG002
         """Whether ``record``, read ahead for parent ``key``, may be emitted in this run.
@@ -491,6 +324,11 @@ class AsanaStream(AsanaListing):
             return None
         value = context.get(self.context_label[1])
         return None if value is None else str(value)
+
+    @cached_property
+    def children_ahead(self) -> ChildrenAhead:
+        """The children's work this stream starts ahead of the SDK (children_ahead.py)."""
+        return ChildrenAhead(self, self.services.while_waiting)
 
     @cached_property
     def prefetches(self) -> Prefetches:

@@ -20,7 +20,7 @@ parents always, more while their pages turn out short (many small projects).
 
 A first page read ahead that holds a parent's whole listing is *expanded*: its records'
 own prefetching children (a small project's tasks' stories) are started too, before
-the SDK reaches that parent (``AsanaStream.prefetch_from_heads``); otherwise each small
+the SDK reaches that parent (``ChildrenAhead.from_heads``); otherwise each small
 parent would cost a round trip of its own, for those children, at its turn.
 """
 
@@ -298,7 +298,7 @@ class Prefetches:
         for key in list(self._expanded):
             self.release(key)
 
-    # --- Heads read ahead, and their records' children (``AsanaStream.prefetch_from_heads``)
+    # --- Heads read ahead, and their records' children (``ChildrenAhead.from_heads``)
 
     def room_for_head(self, first: int) -> bool:
         """Whether one more head of ``first`` records fits ``HEADS_HELD_PAGES``."""

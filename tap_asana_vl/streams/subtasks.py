@@ -78,7 +78,7 @@ class SubtasksStream(AsanaStream):
         """No tree read yet."""
         super().__init__(*args, **kwargs)
         # Tasks whose subtree was read (or refused) in this run, from any thread.
-        self._trees_read = GidTable()  # gid_key: compact
+        self._trees_read = GidTable(values=False)  # gid_key: compact, a set
         self._walked_workspaces: set[str] = set()
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
