@@ -48,7 +48,9 @@ if os.environ.get("TAP_BENCH_NO_SEARCH_PACING"):
     import tap_asana_vl.tap
     tap_asana_vl.tap.SEARCH_REQUESTS_PER_MINUTE = float("inf")
 sys.stderr.write("TAP_SOURCE " + tap_asana_vl.__file__ + "\\n")
-gid_tables = [0, 0]  # bytes now, most at once: the gid tables' arrays (by design, per gid)
+# The gid tables' arrays (by design, per gid), bytes: now, and the most, as sized after
+# each growth (a table's old arrays live on beside the new ones during its rebuild).
+gid_tables = [0, 0]
 try:  # a baseline revision may predate the gid tables
     from tap_asana_vl import gid_table
 except ImportError:
@@ -56,11 +58,15 @@ except ImportError:
 if gid_table is not None:
     allocate = gid_table.GidTable._allocate
 
+    import threading
+    gid_tables_lock = threading.Lock()  # tables grow on the pool's threads too
+
     def counted_allocate(table, bits):
         before = table.table_bytes if hasattr(table, "_keys") else 0
         allocate(table, bits)
-        gid_tables[0] += table.table_bytes - before
-        gid_tables[1] = max(gid_tables[1], gid_tables[0])
+        with gid_tables_lock:
+            gid_tables[0] += table.table_bytes - before
+            gid_tables[1] = max(gid_tables[1], gid_tables[0])
 
     gid_table.GidTable._allocate = counted_allocate
 offers = [0, 0.0]

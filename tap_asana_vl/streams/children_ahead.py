@@ -81,7 +81,11 @@ class Parent(t.Protocol):
 
 
 class ChildrenAhead:
-    """One parent stream's children's work started ahead, for the sync of one context."""
+    """One parent stream's children's work started ahead (one per stream, for the run).
+
+    ``begin`` readies it for each sync of the stream (one parent's context); what it
+    learns of the children (``_children_that``) and its chore while waiting are kept.
+    """
 
     def __init__(self, parent: Parent, while_waiting: WhileWaiting) -> None:
         """Nothing started yet."""
