@@ -103,6 +103,8 @@ class TasksStream(AsanaStream):
         self._events_warned = False
         #: This run's reconcile pass, decided once (``reconcile``, ``_reconcile_at_once``).
         self._reconcile: reconciling.Reconcile | None = None
+        #: Whether the state held no bookmark when this run began (None: not known yet).
+        self._first_run: bool | None = None
         #: How each workspace's changed tasks are found in this run (changed_tasks.py).
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Users' assigned tasks read ahead (free plans' tasks in no project), by user.
@@ -227,6 +229,11 @@ class TasksStream(AsanaStream):
             # listings and the search that follow (a change in between comes twice).
             events = self._workspace_events_once(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
+            if self._first_run is None:
+                # Decided before this run writes any bookmark (at its first workspace).
+                self._first_run = changed_tasks.holds_no_bookmark(sdk_adapter.stored_state(self))
+            if self._first_run and not self.config.get("start_date"):
+                self.services.tasks_from_scratch[workspace] = self.services.server_clock.latest()
             plan.events = events
             if events is not None:
                 plan.rereads_in_sweep = frozenset(events.reread_tasks)

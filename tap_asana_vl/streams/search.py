@@ -175,6 +175,10 @@ class TaskSearch:
         self.first_page: list[dict[str, t.Any]] | None = None
         #: Search requests sent (for tests and the benchmark).
         self.requests = 0
+        #: Asana's time before the first request (None: not asked yet). A search read to
+        #: its end saw every change up to ``covered_until`` of it, not of a later time:
+        #: a change indexed late, below a page already read, is not on the next one.
+        self.started: datetime.datetime | None = None
 
     def probe(self, after: str | None) -> None:
         """Ask for the first page now: raises ``SearchUnavailableError`` where it is paid.
@@ -221,6 +225,7 @@ class TaskSearch:
             page = self._page({"modified_at.after": after})
 
     def _first(self, after: str | None) -> list[dict[str, t.Any]]:
+        self.started = self.stream.services.server_clock.latest()
         if after:
             after = format_timestamp(parse_timestamp(str(after)))
         try:
