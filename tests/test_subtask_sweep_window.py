@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import tap_asana_vl.streams.subtasks as subtasks_module
+from tap_asana_vl.streams.changed_tasks import holds_no_bookmark
 from tap_asana_vl.streams.search import SEARCH_INDEX_LAG_MINUTES
 from tap_asana_vl.timestamps import parse_timestamp
 from tests.tap_runner import FAST, run_tap
@@ -103,6 +104,8 @@ def test_a_subtask_edited_during_the_first_run_after_its_tree_was_read_is_delive
         if swept == workspace:
             fake.touch_task(subtask)
             ds.get_task(subtask)["name"] = "edited during the run"
+            # A long run: the search must start from the run's start, not the sweep's.
+            fake.advance_clock(20 * 60)
         yield from sweep(stream, swept)
 
     monkeypatch.setattr(subtasks_module.SubtasksStream, "_sweep", edited_before_the_sweep)
@@ -135,11 +138,9 @@ def test_the_run_after_a_narrow_first_run_searches_only_what_changed_since(fake,
 
 
 def test_a_first_run_emits_no_subtask_of_a_task_out_of_scope(fake, config):
+    """Archived projects and tasks in no project left out: their subtasks too."""
     ds = fake.dataset
-    project = sorted(
-        p for p in ds.projects if _workspace_of_project(ds, p) in fake.premium_workspaces
-    )[0]
-    scoped = {**config, "project_gids": [project], "include_tasks_without_projects": False}
+    scoped = {**config, "include_archived_projects": False, "include_tasks_without_projects": False}
 
     result = run_tap(scoped)
 
@@ -150,6 +151,90 @@ def test_a_first_run_emits_no_subtask_of_a_task_out_of_scope(fake, config):
     assert under_emitted
     assert emitted == under_emitted
     assert set(ds.subtasks) - under_emitted  # others exist: the check means something
+
+
+def test_with_project_gids_a_first_run_searches_every_subtask_of_the_workspace(fake, config):
+    """Jobs split by project_gids leave subtasks to one of them ("Running at scale"),
+    which relies on the workspace's search: its first run searches them all, as before."""
+    ds = fake.dataset
+    project = sorted(
+        p for p in ds.projects if _workspace_of_project(ds, p) in fake.premium_workspaces
+    )[0]
+    workspace = _workspace_of_project(ds, project)
+
+    result = run_tap({**config, "project_gids": [project]})
+
+    in_workspace = {gid for gid in ds.subtasks if _workspace(ds, gid) == workspace}
+    assert in_workspace <= set(result.gids("subtasks"))
+    assert all("modified_at.after" not in r.query for r in _subtask_searches(fake))
+
+
+def test_a_project_whose_listing_failed_leaves_the_first_run_searching_every_subtask(fake, config):
+    """Its tasks are not emitted, so their subtrees are not read: the search must find
+    their subtasks (before this was handled, a narrow first run lost them)."""
+    ds = fake.dataset
+    project = next(
+        p
+        for p in sorted(ds.projects)
+        if _workspace_of_project(ds, p) in fake.premium_workspaces
+        and any(
+            len(task["projects"]) == 1 and ds.subtasks_by_parent.get(task["gid"])
+            for task in ds.tasks_by_project[p]
+        )
+    )
+    only_there = {
+        sub["gid"]
+        for task in ds.tasks_by_project[project]
+        if len(task["projects"]) == 1
+        for sub in ds.subtasks_by_parent.get(task["gid"], [])
+    }
+    fake.inject(rf"/api/1\.0/tasks\?(.*&)?project={project}(&|$)", 403, times=None)
+
+    result = run_tap(config)
+
+    assert "skipped" in result.logs
+    assert only_there <= set(result.gids("subtasks"))
+
+
+def test_a_subtree_refused_leaves_the_first_run_searching_every_subtask(fake, config):
+    ds = fake.dataset
+    subtask = _a_subtask_of_a_single_homed_task(ds, fake)
+    parent = ds.get_task(subtask)["parent"]["gid"]
+    below = {sub["gid"] for sub in ds.subtasks_by_parent[parent]}
+    fake.inject(rf"/api/1\.0/tasks/{parent}/subtasks", 403, times=None)
+
+    result = run_tap(config)
+
+    assert below <= set(result.gids("subtasks"))
+    assert not [
+        r for r in fake.requests if r.path.endswith(f"/tasks/{parent}/subtasks") and r.status == 200
+    ]
+
+
+def test_a_first_run_stopped_after_some_projects_searches_every_subtask_next_time(fake, config):
+    """Tasks have project bookmarks but no search bookmark, nor subtasks any: the next
+    run does not read every task, so its sweep searches every subtask."""
+    ds = fake.dataset
+    first = run_tap(config)
+    state = first.state
+    del state["bookmarks"]["tasks"]["search_bookmarks"]
+    del state["bookmarks"]["subtasks"]["search_bookmarks"]
+    assert any(p.get("replication_key_value") for p in state["bookmarks"]["tasks"]["partitions"])
+
+    second = run_tap(config, state=state)
+
+    premium = {gid for gid in ds.subtasks if _workspace(ds, gid) in fake.premium_workspaces}
+    assert premium <= set(second.gids("subtasks"))
+
+
+def test_holds_no_bookmark_sees_a_project_bookmark_or_a_search_bookmark():
+    assert holds_no_bookmark({})
+    assert holds_no_bookmark({"partitions": [{"context": {"project_gid": "1"}}]})
+    assert holds_no_bookmark({"search_bookmarks": {}})
+    assert not holds_no_bookmark(
+        {"partitions": [{"context": {"project_gid": "1"}, "replication_key_value": "x"}]}
+    )
+    assert not holds_no_bookmark({"search_bookmarks": {"w": "2026-01-01T00:00:00.000Z"}})
 
 
 def _workspace_of_project(ds, project: str) -> str:

@@ -86,6 +86,9 @@ class SubtasksStream(AsanaStream):
         self._trees_to_read: dict[str, list[str]] = {}
         #: The sweep is delivering walked trees (after its search), not search results.
         self._walking = False
+        #: A subtree could not be read (refused, gone): its subtasks may be found by
+        #: the sweeps' searches only, so those search every subtask (``_from_scratch``).
+        self._a_tree_skipped = False
         #: Per workspace: the sweep's search, its first page asked early to learn
         #: whether search works there (see ``_sweep_searches``), or its refusal.
         self._probed: dict[str, TaskSearch | SearchUnavailableError] = {}
@@ -128,13 +131,22 @@ class SubtasksStream(AsanaStream):
         """Where the sweep searches from in the first run of tasks and subtasks (else None).
 
         Then every task in scope is emitted, and its subtree read, after the
-        workspace's first listing (``services.tasks_from_scratch``): only subtasks edited since
-        can have been missed, so the search starts there (less the index lag), not at
-        every subtask of the workspace, which would also bring those of tasks out of
-        scope. Without it, a sweep with no bookmark searches from ``start_date``.
+        workspace's first listing (``services.tasks_from_scratch``): only subtasks
+        edited since can have been missed, so the search starts there (less the index
+        lag), not at every subtask of the workspace, which would also bring those of
+        tasks out of scope. Not once a subtree could not be read, nor where some tasks
+        were not emitted after all (``TasksStream._not_every_task_emitted``): then, as
+        in any other run without a bookmark, the sweep searches from ``start_date``.
         """
         since = self.services.tasks_from_scratch.get(str(workspace))
-        return covered_until(since) if since is not None else None
+        if since is None or self._a_tree_skipped:
+            return None
+        return covered_until(since)
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if "task_gid" in (context or {}):
+            self._a_tree_skipped = True
+        super()._skip(context, exc)
 
     def _sweep_searches(self, workspace: str | None) -> bool:
         """Whether the workspace's sweep searches (False where search answers 402).
@@ -249,6 +261,9 @@ class SubtasksStream(AsanaStream):
                     raise probed
                 finder = probed
                 finder.progress = search
+                # What it returns is remembered from when it started, not from now.
+                if finder.started is not None:
+                    overlap = OverlapMemory(self, workspace, covered_until(finder.started))
             else:
                 finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
             for record in finder.changed(after):
