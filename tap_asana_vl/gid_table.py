@@ -1,7 +1,7 @@
 """Gids a run remembers, kept in flat arrays: 23 to 46 bytes each instead of ~110.
 
-A run remembers some objects until it can no longer deliver them again: the subtasks a
-paid plan's first run may find twice, the tasks whose subtask trees were read, the
+A run remembers some objects until it can no longer deliver them again: the subtasks
+the workspace's search may find again, the tasks whose subtask trees were read, the
 tasks in several projects. As Python ints in a dict or a set each costs ~110 bytes, and
 tens of thousands of small long-lived objects, allocated among the short-lived records,
 also keep pymalloc's pages from being given back. Asana's gids are digit strings that

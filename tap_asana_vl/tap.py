@@ -45,6 +45,8 @@ from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
 
 if t.TYPE_CHECKING:
+    import datetime
+
     import click
     from singer_sdk.streams import Stream
 
@@ -294,6 +296,14 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
     def children_plans(self) -> children_plan.ChildrenPlans:
         """The run's plan of per-project children reads (see project_children.py)."""
         return children_plan.ChildrenPlans()
+
+    @cached_property
+    def tasks_from_scratch(self) -> dict[str, datetime.datetime]:
+        """Workspaces whose every task this run emits (``changed_tasks.holds_no_bookmark``).
+
+        Workspace gid -> Asana's time before its first listing.
+        """
+        return {}
 
     @cached_property
     def purges(self) -> purge.Purges:

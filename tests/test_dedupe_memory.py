@@ -108,23 +108,24 @@ def test_a_free_plan_first_run_remembers_no_subtask(fake, pat_config):
     assert len(_subtask_searches(fake)) == len(workspaces)
 
 
-def test_a_paid_first_run_remembers_the_subtasks_its_search_returns_again(fake, pat_config):
-    """With search, a first run's sweep returns every subtask: those read under a task
-    are remembered (and dropped there), and the search is not asked more than before."""
+def test_a_paid_first_run_remembers_only_the_subtasks_its_search_returns_again(fake, pat_config):
+    """A first run's sweep searches from the run's start less the index lag: of the
+    subtasks read under a task, only those edited since then are remembered (and dropped
+    when the search returns them), and the search is not asked more than before."""
     ds = fake.dataset
+    recent = next(
+        gid
+        for gid in sorted(ds.subtasks)
+        if ds.get_task(gid)["workspace"]["gid"] in fake.premium_workspaces
+    )
+    fake.touch_task(recent)  # edited a moment ago: inside the search's window
 
     result = run_tap({**pat_config, **FAST})
 
     counts = Counter(result.gids("subtasks"))
     assert set(counts) == set(ds.subtasks)
     assert {gid: n for gid, n in counts.items() if n > 1} == {}
-    in_premium = {
-        gid
-        for gid in ds.subtasks
-        if ds.get_task(gid)["workspace"]["gid"] in fake.premium_workspaces
-    }
-    assert in_premium
-    assert in_premium <= _remembered(result, "subtasks")
+    assert _remembered(result, "subtasks") == {recent}
     # Kept compact: ints (gid, modified_at in microseconds), not the records' strings.
     memory = result.tap.streams["subtasks"]._emitted
     assert all(type(gid) is int and type(stamp) is int for gid, stamp in memory.items())

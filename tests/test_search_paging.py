@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from tap_asana_vl.streams.search import SEARCH_PAGE, SearchProgress, SearchTiesError, TaskSearch
-from tap_asana_vl.timestamps import parse_timestamp
+from tap_asana_vl.timestamps import ServerClock, parse_timestamp
 
 
 def _ts(ms: int) -> str:
@@ -33,7 +33,9 @@ class _SearchStub:
         pacer = SimpleNamespace(reserve=lambda: 0.0)
         run_control = SimpleNamespace(pause=lambda _seconds: None)
         self.services = SimpleNamespace(
-            search_pacer=pacer, transport=SimpleNamespace(run_control=run_control)
+            search_pacer=pacer,
+            transport=SimpleNamespace(run_control=run_control),
+            server_clock=ServerClock(),
         )
 
     def list_endpoint(self, _path: str, params: dict[str, t.Any]) -> list[dict[str, str]]:
@@ -106,3 +108,29 @@ def test_a_search_ignoring_its_bound_stops_without_repeating_a_task():
         gids.extend(record["gid"] for record in search.changed(None))
 
     assert sorted(gids) == sorted(task["gid"] for task in tasks)
+
+
+def test_a_first_page_probed_from_one_bound_is_not_used_for_another():
+    """A probe's page answers only the search it was asked for (the caller's start may
+    move in between: a first run that turns out not to read every task)."""
+    tasks = _tasks()
+    stub = _SearchStub(tasks)
+    search = TaskSearch(stub, "w1", is_subtask=False, progress=SearchProgress(None))  # type: ignore[arg-type]
+    search.probe(_ts(6000))
+    assert stub.pages == 1
+
+    gids = [task["gid"] for task in search.changed(None)]
+
+    assert sorted(gids) == sorted(task["gid"] for task in tasks)
+    assert stub.pages >= 1 + 5  # the probe, then 480 tasks anew from no bound
+
+
+def test_a_probed_first_page_is_used_for_the_same_bound():
+    stub = _SearchStub(_tasks())
+    search = TaskSearch(stub, "w1", is_subtask=False, progress=SearchProgress(None))  # type: ignore[arg-type]
+    search.probe("2026-01-01T10:00:06.000+00:00")  # the same instant, written otherwise
+
+    gids = [task["gid"] for task in search.changed(_ts(6000))]
+
+    assert gids == [f"c{n:04d}" for n in range(1, 120)]
+    assert stub.pages == 2  # the probed page (100 tasks) and the one after it

@@ -94,6 +94,21 @@ class WorkspacePlan:
     unplaced_search: UnplacedSearch | None = None
 
 
+def holds_no_bookmark(state: t.Mapping[str, t.Any]) -> bool:
+    """Whether a tasks state entry has never recorded a complete read of anything.
+
+    A project's bookmark, a search bookmark: either means a run wrote tasks and a later
+    run lists only what changed since. A run that starts without any (and without
+    ``start_date``) lists every task in scope and leaves none out as unchanged: the
+    tasks stream notes each workspace it plans then in ``services.tasks_from_scratch``
+    (workspace gid -> Asana's time before its first listing), after which every such
+    task, and the subtree read under it (subtasks.py), is read.
+    """
+    if any((state.get(SEARCH_STATE_KEY) or {}).values()) or state.get("replication_key_value"):
+        return False
+    return not any(p.get("replication_key_value") for p in state.get("partitions") or [])
+
+
 def plan(stream: AsanaStream, workspace: str, *, listing_because: str | None) -> WorkspacePlan:
     """Decide how ``workspace``'s changed tasks are found in this run.
 

@@ -124,9 +124,9 @@ class ChildrenAhead:
 
     def fail(self) -> None:
         """The parent's sync fails or stops early: what was started for it is moot."""
-        for child in self._parent.child_streams:
-            if getattr(child, "prefetch", False) or getattr(child, "reads_ahead", False):
-                t.cast("Child", child).prefetches.discard()
+        # A child that both prefetches and reads ahead is discarded twice: a no-op.
+        for child in self._children_that("prefetch") + self._children_that("reads_ahead"):
+            child.prefetches.discard()
         self._reading_ahead = {}
         self._prefetched_ahead = {}
 

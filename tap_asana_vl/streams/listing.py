@@ -39,6 +39,7 @@ from tap_asana_vl.timestamps import format_timestamp
 from tap_asana_vl.transport import RequestStats, error_message, response_body
 
 if t.TYPE_CHECKING:
+    import datetime
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from concurrent.futures import ThreadPoolExecutor
 
@@ -110,6 +111,13 @@ class RunServices(t.Protocol):
     @property
     def children_plans(self) -> ChildrenPlans:
         """Which projects' children the run re-reads (see project_children.py)."""
+
+    @property
+    def tasks_from_scratch(self) -> dict[str, datetime.datetime]:
+        """Workspaces whose every task this run emits (``changed_tasks.holds_no_bookmark``).
+
+        Workspace gid -> Asana's time before its first listing.
+        """
 
     @property
     def search_pacer(self) -> RateLimiter:

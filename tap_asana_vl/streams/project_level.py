@@ -103,6 +103,8 @@ class TasksStream(AsanaStream):
         self._events_warned = False
         #: This run's reconcile pass, decided once (``reconcile``, ``_reconcile_at_once``).
         self._reconcile: reconciling.Reconcile | None = None
+        #: Whether the state held no bookmark when this run began (None: not known yet).
+        self._first_run: bool | None = None
         #: How each workspace's changed tasks are found in this run (changed_tasks.py).
         self._plans: dict[str, changed_tasks.WorkspacePlan] = {}
         #: Users' assigned tasks read ahead (free plans' tasks in no project), by user.
@@ -227,6 +229,15 @@ class TasksStream(AsanaStream):
             # listings and the search that follow (a change in between comes twice).
             events = self._workspace_events_once(workspace)
             plan = changed_tasks.plan(self, workspace, listing_because=because)
+            if self._first_run is None:
+                # Decided before this run writes any bookmark (at its first workspace).
+                self._first_run = changed_tasks.holds_no_bookmark(sdk_adapter.stored_state(self))
+            if self._first_run and not (
+                self.config.get("start_date") or self.config.get("project_gids")
+            ):
+                # Every task of the workspace is emitted (with project_gids, not: its
+                # subtasks come from the workspace's search; see "Running at scale").
+                self.services.tasks_from_scratch[workspace] = self.services.server_clock.latest()
             plan.events = events
             if events is not None:
                 plan.rereads_in_sweep = frozenset(events.reread_tasks)
@@ -366,6 +377,7 @@ class TasksStream(AsanaStream):
                 yield record
         except SkippedObjectError as exc:
             plan.unplaced_failed = True
+            self._not_every_task_emitted(workspace)
             if self.reconcile.due:
                 self.reconcile.problems.append(
                     f"tasks in no project of workspace {workspace} not read ({exc})"
@@ -409,8 +421,17 @@ class TasksStream(AsanaStream):
                 self.reconcile.problems.append(
                     f"unassigned tasks in no project of workspace {workspace} not read"
                 )
+            self._not_every_task_emitted(workspace)
         yield from self._assigned_tasks(workspace, since)
         plan.unplaced_covered = format_timestamp(started)
+
+    def _not_every_task_emitted(self, workspace: str) -> None:
+        """Some of the workspace's tasks are not emitted in this run after all.
+
+        So their subtrees are not read: its subtask sweep must search every subtask, as
+        in any run that does not start from scratch (``changed_tasks.holds_no_bookmark``).
+        """
+        self.services.tasks_from_scratch.pop(workspace, None)
 
     def _search_unplaced(self, workspace: str, previous: str | None) -> UnplacedSearch:
         """Start searching for the workspace's tasks in no project (from its bookmark).
@@ -736,6 +757,7 @@ class TasksStream(AsanaStream):
         plan = self._plans.get(str(context.get("workspace_gid")))
         if plan is not None and "project_gid" in context:
             plan.cut_off.add(str(context["project_gid"]))
+            self._not_every_task_emitted(plan.workspace)
         if self.reconcile.due:
             what = self._context_description(context)
             self.reconcile.problems.append(f"{what} skipped ({exc.status})")

@@ -173,15 +173,22 @@ class TaskSearch:
         self.is_subtask = is_subtask
         self.progress = progress
         self.first_page: list[dict[str, t.Any]] | None = None
+        #: The bound the first page was asked with (``probe``).
+        self._first_after: str | None = None
         #: Search requests sent (for tests and the benchmark).
         self.requests = 0
+        #: Asana's time before the first request (None: not asked yet). A search read to
+        #: its end saw every change up to ``covered_until`` of it, not of a later time:
+        #: a change indexed late, below a page already read, is not on the next one.
+        self.started: datetime.datetime | None = None
 
     def probe(self, after: str | None) -> None:
         """Ask for the first page now: raises ``SearchUnavailableError`` where it is paid.
 
-        The page is kept for ``changed`` (called with the same ``after``).
+        The page is kept for ``changed``, if it is called with the same ``after``.
         """
         self.first_page = self._first(after)
+        self._first_after = _normal(after)
 
     def changed(self, after: str | None) -> Iterator[dict[str, t.Any]]:
         """Tasks modified after ``after`` (None: all), oldest first, each once.
@@ -191,10 +198,11 @@ class TaskSearch:
         page returns again) and the newest ``modified_at`` are kept in memory, so a
         search of every task (a first run) keeps no gid per task.
         """
-        if after:
-            after = format_timestamp(parse_timestamp(str(after)))
+        after = _normal(after)
         seen: set[str] = set()
-        page = self.first_page if self.first_page is not None else self._first(after)
+        page = self.first_page
+        if page is None or self._first_after != after:
+            page = self._first(after)  # never probed, or from elsewhere
         self.first_page = None
         while True:
             # A result at or before the bound was read already (on an earlier page, or
@@ -221,10 +229,9 @@ class TaskSearch:
             page = self._page({"modified_at.after": after})
 
     def _first(self, after: str | None) -> list[dict[str, t.Any]]:
-        if after:
-            after = format_timestamp(parse_timestamp(str(after)))
+        self.started = self.stream.services.server_clock.latest()
         try:
-            return self._page({"modified_at.after": after})
+            return self._page({"modified_at.after": _normal(after)})
         except ScopeMissingError:
             raise  # the stream is off, not just search
         except SkippedObjectError as exc:
@@ -283,3 +290,8 @@ class TaskSearch:
                 seen.add(record["gid"])
                 self.progress.saw(record.get("modified_at"))
                 yield record
+
+
+def _normal(after: str | None) -> str | None:
+    """A search bound as Asana writes timestamps (None: no bound)."""
+    return format_timestamp(parse_timestamp(str(after))) if after else None

@@ -8,7 +8,8 @@ changed subtasks come from two places:
    subtrees at a time, concurrently.
 2. **A sweep of each workspace**, after that workspace's tasks, for subtasks edited
    under unchanged tasks: Asana's task search (paid plans; ``is_subtask=true`` and
-   ``modified_at.after`` = the workspace's search bookmark, 100 per request), or where
+   ``modified_at.after`` = the workspace's search bookmark, 100 per request; without
+   one, the run's start in the first run of tasks, else ``start_date``), or where
    search answers 402 (free plans) a walk of every task's subtree every
    ``subtasks_full_walk_days`` days (0: every run). Trees already read in this run are
    not read again.
@@ -85,6 +86,9 @@ class SubtasksStream(AsanaStream):
         self._trees_to_read: dict[str, list[str]] = {}
         #: The sweep is delivering walked trees (after its search), not search results.
         self._walking = False
+        #: A subtree could not be read (refused, gone): its subtasks may be found by
+        #: the sweeps' searches only, so those search every subtask (``_from_scratch``).
+        self._a_tree_skipped = False
         #: Per workspace: the sweep's search, its first page asked early to learn
         #: whether search works there (see ``_sweep_searches``), or its refusal.
         self._probed: dict[str, TaskSearch | SearchUnavailableError] = {}
@@ -102,20 +106,47 @@ class SubtasksStream(AsanaStream):
         """Whether this run may deliver the subtask again, so its gid must be remembered.
 
         One read under a task may be among the workspace sweep's search results (those
-        modified after the workspace's subtask search bookmark; every one when it has
-        none); one the sweep's search finds may be in a tree the sweep walks after it.
-        One the sweep walks is its last delivery (walks skip trees already read).
+        modified after where it starts: the bookmark, ``_from_scratch`` or
+        ``start_date``); one the sweep's search finds may be in a tree the sweep walks
+        after it. One the sweep walks is its last delivery (walks skip trees already
+        read).
         """
         if "task_gid" in (context or {}):
             workspace = workspace_of(record)
-            after = (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(workspace)
+            bookmark = self._bookmark(workspace)
+            after = bookmark or self._from_scratch(workspace) or self.config.get("start_date")
             modified = record.get("modified_at")
-            if after:
-                return not modified or parse_timestamp(str(modified)) > parse_timestamp(str(after))
-            # No bookmark (a first run, or a free plan, which never has one): the
-            # search would return every subtask, if the workspace has search at all.
-            return self._sweep_searches(workspace)
+            if after and modified and parse_timestamp(str(modified)) <= parse_timestamp(after):
+                return False
+            # With a bookmark, the workspace searches (it did before). Without one (a
+            # first run, or a free plan, which never has one): if it searches at all.
+            return bool(bookmark) or self._sweep_searches(workspace)
         return not self._walking
+
+    def _bookmark(self, workspace: str | None) -> str | None:
+        """The workspace's subtask search bookmark, as this run found it."""
+        return (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(workspace)
+
+    def _from_scratch(self, workspace: str | None) -> str | None:
+        """Where the sweep searches from in the first run of tasks and subtasks (else None).
+
+        Then every task in scope is emitted, and its subtree read, after the
+        workspace's first listing (``services.tasks_from_scratch``): only subtasks
+        edited since can have been missed, so the search starts there (less the index
+        lag), not at every subtask of the workspace, which would also bring those of
+        tasks out of scope. Not once a subtree could not be read, nor where some tasks
+        were not emitted after all (``TasksStream._not_every_task_emitted``): then, as
+        in any other run without a bookmark, the sweep searches from ``start_date``.
+        """
+        since = self.services.tasks_from_scratch.get(str(workspace))
+        if since is None or self._a_tree_skipped:
+            return None
+        return covered_until(since)
+
+    def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        if "task_gid" in (context or {}):
+            self._a_tree_skipped = True
+        super()._skip(context, exc)
 
     def _sweep_searches(self, workspace: str | None) -> bool:
         """Whether the workspace's sweep searches (False where search answers 402).
@@ -130,7 +161,7 @@ class SubtasksStream(AsanaStream):
         if workspace not in self._probed:
             finder = TaskSearch(self, workspace, is_subtask=True, progress=SearchProgress(None))
             try:
-                finder.probe(self.config.get("start_date"))
+                finder.probe(self._from_scratch(workspace) or self.config.get("start_date"))
             except SearchUnavailableError as exc:
                 self._probed[workspace] = exc
             except ScopeMissingError:
@@ -215,7 +246,10 @@ class SubtasksStream(AsanaStream):
         self.services.progress.doing(f"'subtasks' for workspace {workspace}")
         bookmarks = search_bookmarks(self)
         search = SearchProgress(bookmarks.get(workspace))
+        scratch = None if search.high_water else self._from_scratch(workspace)
+        after = search.high_water or scratch or self.config.get("start_date")
         parents: list[str] = []
+        finder: TaskSearch | None = None
         # The search re-reads the last run's overlap window: what it delivered there
         # unchanged is skipped, with its stories (search.OverlapMemory).
         overlap = OverlapMemory(self, workspace, covered_until(now()))
@@ -227,14 +261,22 @@ class SubtasksStream(AsanaStream):
                     raise probed
                 finder = probed
                 finder.progress = search
+                # What it returns is remembered from when it started, not from now.
+                if finder.started is not None:
+                    overlap = OverlapMemory(self, workspace, covered_until(finder.started))
             else:
                 finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
-            for record in finder.changed(search.high_water or self.config.get("start_date")):
+            for record in finder.changed(after):
                 if overlap.delivered_before(record):
                     self.stats.unchanged_dropped += 1
                     continue
                 overlap.note(record)
                 yield record
+            if scratch:
+                # Read to the end: covered from there even if it found nothing. Without
+                # a bookmark, the next run would search from start_date again, and
+                # without reading every tree.
+                search.saw(scratch)
         except SearchTiesError as exc:
             self.logger.warning(
                 "Asana's search cannot page past %s in workspace %s (more than %d "
@@ -270,13 +312,15 @@ class SubtasksStream(AsanaStream):
             self._walking = False
         walked = workspace in self._walked_workspaces
         started = now()
+        # Asana's search index lags edits by seconds to minutes, so the mark never passes
+        # the lag before the search's first request (a probe's may be long before the
+        # sweep): a late-indexed change is found next run (repeats are harmless,
+        # targets upsert).
+        searched_from = finder.started if finder is not None and finder.started else started
 
         def advance_state() -> None:
-            # Asana's search index lags edits by seconds to minutes, so never let the
-            # mark pass "now - lag": a late-indexed change is found next run (repeats
-            # are harmless, targets upsert).
             if search.high_water:
-                bookmarks[workspace] = min(search.high_water, covered_until(started))
+                bookmarks[workspace] = min(search.high_water, covered_until(searched_from))
             overlap.save(self, workspace, bookmarks.get(workspace))
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
