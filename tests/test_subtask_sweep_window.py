@@ -6,7 +6,8 @@ workspace's first listing (less the search index lag), not every subtask of the
 workspace: before, a first run searched them all, which cost ⌈subtasks / 100⌉ search
 requests at 60 a minute, remembered every subtask read under a task, and emitted the
 subtasks of tasks out of scope. A run that does not read every task (tasks have a
-bookmark, or ``start_date`` is set) still searches from ``start_date`` (None: all).
+bookmark; ``start_date`` or ``project_gids`` is set; a project's listing or a subtree
+refused) still searches from ``start_date`` (None: all).
 """
 
 from __future__ import annotations

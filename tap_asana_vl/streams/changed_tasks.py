@@ -99,8 +99,9 @@ def holds_no_bookmark(state: t.Mapping[str, t.Any]) -> bool:
 
     A project's bookmark, a search bookmark: either means a run wrote tasks and a later
     run lists only what changed since. A run that starts without any (and without
-    ``start_date``) lists every task in scope and leaves none out as unchanged: the
-    tasks stream notes each workspace it plans then in ``services.tasks_from_scratch``
+    ``start_date`` or ``project_gids``) lists every task in scope and leaves none out as
+    unchanged: the tasks stream notes each workspace it plans then in
+    ``services.tasks_from_scratch``
     (workspace gid -> Asana's time before its first listing), after which every such
     task, and the subtree read under it (subtasks.py), is read.
     """

@@ -235,8 +235,8 @@ class TasksStream(AsanaStream):
             if self._first_run and not (
                 self.config.get("start_date") or self.config.get("project_gids")
             ):
-                # Every task of the workspace is emitted (with project_gids, not: its
-                # subtasks come from the workspace's search; see "Running at scale").
+                # This run emits every task of the workspace. (With project_gids, the
+                # other projects' subtasks come from its search: "Running at scale".)
                 self.services.tasks_from_scratch[workspace] = self.services.server_clock.latest()
             plan.events = events
             if events is not None:

@@ -144,6 +144,7 @@ class SubtasksStream(AsanaStream):
         return covered_until(since)
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
+        """As any stream; a subtree skipped makes the sweeps search every subtask."""
         if "task_gid" in (context or {}):
             self._a_tree_skipped = True
         super()._skip(context, exc)
