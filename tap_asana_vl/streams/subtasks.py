@@ -89,6 +89,8 @@ class SubtasksStream(AsanaStream):
         #: A subtree could not be read (refused, gone): its subtasks may be found by
         #: the sweeps' searches only, so those search every subtask (``_from_scratch``).
         self._a_tree_skipped = False
+        #: Per workspace: ``_from_scratch``'s answer, once made.
+        self._scratch_from: dict[str, str] = {}
         #: Per workspace: the sweep's search, its first page asked early to learn
         #: whether search works there (see ``_sweep_searches``), or its refusal.
         self._probed: dict[str, TaskSearch | SearchUnavailableError] = {}
@@ -106,15 +108,14 @@ class SubtasksStream(AsanaStream):
         """Whether this run may deliver the subtask again, so its gid must be remembered.
 
         One read under a task may be among the workspace sweep's search results (those
-        modified after where it starts: the bookmark, ``_from_scratch`` or
-        ``start_date``); one the sweep's search finds may be in a tree the sweep walks
-        after it. One the sweep walks is its last delivery (walks skip trees already
-        read).
+        modified after ``_search_from``); one the sweep's search finds may be in a tree
+        the sweep walks after it. One the sweep walks is its last delivery (walks skip
+        trees already read).
         """
         if "task_gid" in (context or {}):
             workspace = workspace_of(record)
             bookmark = self._bookmark(workspace)
-            after = bookmark or self._from_scratch(workspace) or self.config.get("start_date")
+            after = self._search_from(workspace)
             modified = record.get("modified_at")
             if after and modified and parse_timestamp(str(modified)) <= parse_timestamp(after):
                 return False
@@ -126,6 +127,17 @@ class SubtasksStream(AsanaStream):
     def _bookmark(self, workspace: str | None) -> str | None:
         """The workspace's subtask search bookmark, as this run found it."""
         return (sdk_adapter.stored_state(self).get(SEARCH_STATE_KEY) or {}).get(workspace)
+
+    def _search_from(self, workspace: str | None) -> str | None:
+        """Where the workspace's sweep searches from (None: every subtask).
+
+        Its bookmark, else ``_from_scratch``, else ``start_date``.
+        """
+        return (
+            self._bookmark(workspace)
+            or self._from_scratch(workspace)
+            or self.config.get("start_date")
+        )
 
     def _from_scratch(self, workspace: str | None) -> str | None:
         """Where the sweep searches from in the first run of tasks and subtasks (else None).
@@ -141,7 +153,12 @@ class SubtasksStream(AsanaStream):
         since = self.services.tasks_from_scratch.get(str(workspace))
         if since is None or self._a_tree_skipped:
             return None
-        return covered_until(since)
+        # Asked for every subtask read under a task: formatted once per workspace (the
+        # time noted for a workspace never changes; it may only be withdrawn).
+        key = str(workspace)
+        if key not in self._scratch_from:
+            self._scratch_from[key] = covered_until(since)
+        return self._scratch_from[key]
 
     def _skip(self, context: Context | None, exc: SkippedObjectError) -> None:
         """As any stream; a subtree skipped makes the sweeps search every subtask."""
@@ -162,7 +179,7 @@ class SubtasksStream(AsanaStream):
         if workspace not in self._probed:
             finder = TaskSearch(self, workspace, is_subtask=True, progress=SearchProgress(None))
             try:
-                finder.probe(self._from_scratch(workspace) or self.config.get("start_date"))
+                finder.probe(self._search_from(workspace))
             except SearchUnavailableError as exc:
                 self._probed[workspace] = exc
             except ScopeMissingError:
@@ -248,7 +265,7 @@ class SubtasksStream(AsanaStream):
         bookmarks = search_bookmarks(self)
         search = SearchProgress(bookmarks.get(workspace))
         scratch = None if search.high_water else self._from_scratch(workspace)
-        after = search.high_water or scratch or self.config.get("start_date")
+        after = self._search_from(workspace)
         parents: list[str] = []
         finder: TaskSearch | None = None
         # The search re-reads the last run's overlap window: what it delivered there
