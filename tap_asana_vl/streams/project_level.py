@@ -17,7 +17,9 @@ from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectEr
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.prefetch import Prefetches, listings_in_order
 from tap_asana_vl.streams.search import (
+    OVERLAP_STATE_KEY,
     SEARCH_PAGE,
+    SEARCH_STATE_KEY,
     OverlapMemory,
     SearchTiesError,
     SearchUnavailableError,
@@ -77,6 +79,14 @@ class TasksStream(AsanaStream):
     # project also passes its workspace; the bookmark's key is the project alone. The
     # workspace sweep has no project: its few keys go to the stream's own entry.)
     state_partitioning_keys: t.ClassVar[list[str] | None] = ["project_gid"]
+    # What leaves unchanged tasks out: each project's bookmark, the search's (events
+    # tokens stay; see selection.py).
+    bookmark_keys = (
+        "replication_key_value",
+        sdk_adapter.PROGRESS_MARKERS,
+        SEARCH_STATE_KEY,
+        OVERLAP_STATE_KEY,
+    )
     # Changed tasks of a workspace whose projects the search covers are found once per
     # workspace, after its projects (see changed_tasks.py).
     sweeps_each_workspace = True
