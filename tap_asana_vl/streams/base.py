@@ -95,6 +95,16 @@ class AsanaStream(AsanaListing):
     #: they name users by gid only (``user_gids``).
     holds_user_objects: t.ClassVar[bool] = True
 
+    def start_over(self) -> None:
+        """Forget what makes a run leave records out (``bookmark_keys``), as a first run.
+
+        For a newly selected stream fed by this one's records (selection.py).
+        """
+        entry = sdk_adapter.own_state(self)
+        for holder in (entry, *(entry.get("partitions") or [])):
+            for key in self.bookmark_keys:
+                holder.pop(key, None)
+
     @property
     def offers_state(self) -> bool:
         """Whether the SDK offers the tap's whole state when a sync of this stream ends.

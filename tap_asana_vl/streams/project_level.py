@@ -103,6 +103,15 @@ class TasksStream(AsanaStream):
         }
     )
 
+    def start_over(self) -> None:
+        """As a first run, which reconciles: every task is listed anyway.
+
+        The pass then marks what went away while the new stream was not written, and
+        its reading every task's stories counts toward their floor (purge.py).
+        """
+        super().start_over()
+        reconciling.request(self)
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the per-run bookkeeping of deletes (see deletes.py)."""
         super().__init__(*args, **kwargs)

@@ -13,8 +13,10 @@ cover (``STATE_KEY``): itself and the streams fed by its records, down to a stre
 finds its records on its own (``sweeps_each_workspace``: subtasks under tasks). At the
 start of a run (``start_over_where_newly_selected``), if one of those is selected now
 and not covered, the stream's bookmarks are dropped, as in its first run (every record
-in scope is read again; targets upsert), with an INFO line naming the stream. Its
-other keys stay (events tokens, the reconcile's and the deletes' bookkeeping). A
+in scope is read again; targets upsert), with an INFO line naming the stream
+(``AsanaStream.start_over``; the tasks stream also reconciles in that run, as a first
+run does). Its other keys stay (events tokens, the reconcile's and the deletes'
+bookkeeping). A
 stream deselected, or whose scope the token lacks, leaves the record (its rows stop
 being written), so selecting it again starts over too.
 
@@ -68,7 +70,7 @@ def start_over_where_newly_selected(
         new = [] if recorded is None else [n for n in covered if n not in recorded]
         entry = sdk_adapter.own_state(stream)
         if new:
-            _drop_bookmarks(entry, stream.bookmark_keys)
+            stream.start_over()
             started_over.append(stream.name)
             logger.info(
                 "Newly selected since the bookmarks of '%s' were kept: %s. Starting them "
@@ -100,14 +102,6 @@ def fed_by(stream: AsanaStream) -> list[AsanaStream]:
 def written(stream: AsanaStream) -> bool:
     """Whether ``stream``'s rows are written in this run (selected, its scope granted)."""
     return bool(stream.selected) and stream.scope_off is None
-
-
-def _drop_bookmarks(entry: dict[str, t.Any], keys: tuple[str, ...]) -> None:
-    for key in keys:
-        entry.pop(key, None)
-    for partition in entry.get("partitions") or []:
-        for key in keys:
-            partition.pop(key, None)
 
 
 def _is_names(value: t.Any) -> bool:
