@@ -380,7 +380,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
                 workspaces.finish_run()
             # Tombstones removed with hard_delete: after every other ACTIVATE_VERSION.
             purge.finish(self.purges, self.logger)
-            selection.uncover_turned_off(asana_streams)
+            selection.note_refusals(asana_streams)
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

@@ -11,11 +11,14 @@ Now those bookmarks record which streams they cover and start over when one is n
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from tap_asana_vl.oauth import common as auth_command
+from tap_asana_vl.streams.project_level import TASKS_IN_NO_PROJECT
 from tap_asana_vl.streams.selection import STATE_KEY
 from tests.tap_runner import FAST, catalog_selecting, run_tap
 from tests.test_scopes import scoped_config
@@ -37,7 +40,9 @@ def started_over(result) -> list[str]:
 
 
 def cover(result, stream: str) -> Any:
-    return result.state["bookmarks"][stream].get(STATE_KEY)
+    """What the stream's bookmarks cover, but the tasks in no project (always read here)."""
+    recorded = result.state["bookmarks"][stream].get(STATE_KEY)
+    return [name for name in recorded if name != TASKS_IN_NO_PROJECT]
 
 
 def test_stories_selected_after_tasks_come_for_every_task(fake, config):
@@ -181,21 +186,111 @@ def test_a_stream_not_run_keeps_its_record(fake, config):
 
 @pytest.mark.parametrize("declared", [True, False], ids=["scopes known", "scopes probed"])
 def test_a_stream_the_scopes_turn_off_is_not_covered(fake, declared):
-    """Its rows were not written: once the token may read it, it is newly selected."""
+    """Its rows were not written: once the token may read it, it counts as new.
+
+    Known scopes turn it off before the run: the first run with the scope starts over.
+    Probed, Asana refuses it during the run: the run after the first in which Asana
+    answers it starts over (runs where it is refused, or not asked, do not).
+    """
     ds = fake.dataset
     # Field-level scopes too: probed, the task listing's fields would need them.
     granted = [*auth_command.DEFAULT_SCOPES, "project_sections:read", "time_periods:read"]
     without = [s for s in granted if s != "stories:read"]
-    config = {**scoped_config(fake, without, declared=declared), "include_attachments": False}
-    first = run_selecting(config, {"tasks", "stories"})
+
+    def config_for(scopes):
+        return {**scoped_config(fake, scopes, declared=declared), "include_attachments": False}
+
+    first = run_selecting(config_for(without), {"tasks", "stories"})
     assert first.records["stories"] == []
     assert cover(first, "tasks") == ["tasks"]
+    second = run_selecting(config_for(without), {"tasks", "stories"}, first.state)
+    assert started_over(second) == []
 
-    config = {
-        **scoped_config(fake, granted, declared=True),
-        "include_attachments": False,
-    }
-    second = run_selecting(config, {"tasks", "stories"}, first.state)
+    changed = sorted(ds.tasks)[0]
+    fake.add_story(changed, "Asked for, so Asana is asked for stories again")
 
-    assert set(second.gids("stories")) == set(ds.stories)
+    third = run_selecting(config_for(granted), {"tasks", "stories"}, second.state)
+
+    if not declared:
+        # Asana answered for the changed task: from the next run on, it counts as new.
+        assert started_over(third) == []
+        assert set(third.gids("stories")) == {
+            gid for gid, story in ds.stories.items() if story["target"]["gid"] == changed
+        }
+        third = run_selecting(config_for(granted), {"tasks", "stories"}, third.state)
+    assert set(third.gids("stories")) == set(ds.stories)
+    assert started_over(third)
+
+
+def test_a_paid_feature_refused_in_a_free_workspace_starts_nothing_over(fake, config):
+    """Time tracking answers 402 on free plans: refused in every run, never new."""
+    fake.premium_workspaces = set()
+    first = run_selecting(config, {"tasks", "time_tracking_entries"})
+    assert "Skipping stream 'time_tracking_entries'" in first.logs
+    assert cover(first, "tasks") == ["tasks"]
+
+    second = run_selecting(config, {"tasks", "time_tracking_entries"}, first.state)
+
+    assert started_over(second) == []
+    assert second.records["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "stream", "selected"),
+    [
+        ("include_attachments", "attachments", {"tasks", "attachments"}),
+        ("include_subtasks", "subtasks", {"tasks", "subtasks"}),
+    ],
+)
+def test_a_stream_turned_on_by_its_setting_later_comes_in_full(
+    fake, config, setting, stream, selected
+):
+    ds = fake.dataset
+    first = run_selecting({**config, setting: False}, selected)
+    assert first.records[stream] == []
+
+    second = run_selecting({**config, setting: True}, selected, first.state)
+
+    expected = ds.attachments if stream == "attachments" else ds.subtasks
+    assert expected
+    assert set(second.gids(stream)) == set(expected)
     assert started_over(second)
+
+
+def _merged(partial: dict, complete: dict) -> dict:
+    """Meltano's reading of a failed run's state: the partial merged onto the last complete
+    one, key by key at any depth (an object's keys missing from the partial stay)."""
+    merged = copy.deepcopy(complete)
+
+    def merge(source: dict, dest: dict) -> None:
+        for key, value in source.items():
+            if isinstance(value, dict):
+                merge(value, dest.setdefault(key, {}))
+            else:
+                dest[key] = value
+
+    merge(copy.deepcopy(partial), merged)
+    return merged
+
+
+def test_a_start_over_interrupted_under_meltano_is_not_undone_by_the_merged_state(fake, config):
+    """Cleared keys are nulls: a merge onto the older state cannot bring them back."""
+    ds = fake.dataset
+    workspace = sorted(fake.premium_workspaces)[0]
+    user = ds.users_by_workspace[workspace][0]["gid"]
+    # Found by the workspace's search only, from its bookmark (cleared by the start
+    # over): last modified before the first run's search bookmark (its start less the
+    # index lag), so that bookmark, back, would leave it out.
+    unplaced = ds.add_task_without_project(workspace, user)["gid"]
+    fake.add_story(unplaced, "A comment on a task in no project")
+    fake.touch_task(unplaced, datetime.now(timezone.utc) - timedelta(hours=2))
+    first = run_selecting(config, {"tasks"})
+    assert unplaced in first.gids("tasks")
+    second = run_selecting(config, {"tasks", "stories"}, first.state)
+    assert started_over(second)
+    # Killed after its first STATE: Meltano keeps that as partial state.
+    interrupted = _merged(second.states[0], first.state)
+
+    third = run_selecting(config, {"tasks", "stories"}, interrupted)
+
+    assert set(third.gids("stories")) == set(ds.stories)

@@ -57,6 +57,10 @@ def derived_fields(record: dict[str, t.Any]) -> dict[str, t.Any]:
     return {name: record.get(name) for name in DERIVED_FIELDS}
 
 
+#: How a bookmarks record (selection.py) names the tasks in no project it covers.
+TASKS_IN_NO_PROJECT = "tasks in no project"
+
+
 class TasksStream(AsanaStream):
     """Tasks per project changed since the project's bookmark; multi-homed tasks once."""
 
@@ -81,12 +85,7 @@ class TasksStream(AsanaStream):
     state_partitioning_keys: t.ClassVar[list[str] | None] = ["project_gid"]
     # What leaves unchanged tasks out: each project's bookmark, the search's (events
     # tokens stay; see selection.py).
-    bookmark_keys = (
-        "replication_key_value",
-        sdk_adapter.PROGRESS_MARKERS,
-        SEARCH_STATE_KEY,
-        OVERLAP_STATE_KEY,
-    )
+    bookmark_keys = ("replication_key_value", SEARCH_STATE_KEY, OVERLAP_STATE_KEY)
     # Changed tasks of a workspace whose projects the search covers are found once per
     # workspace, after its projects (see changed_tasks.py).
     sweeps_each_workspace = True
@@ -103,14 +102,26 @@ class TasksStream(AsanaStream):
         }
     )
 
+    def covers(self) -> list[str]:
+        """Tasks in no project too, when read (``include_tasks_without_projects``).
+
+        Turned on later, that setting starts the bookmarks over as a new stream would:
+        unchanged tasks in no project (and their stories) would otherwise never come.
+        """
+        names = super().covers()
+        if self.config.get("include_tasks_without_projects", True) and not self.switched_off():
+            names.append(TASKS_IN_NO_PROJECT)
+        return names
+
     def start_over(self) -> None:
-        """As a first run, which reconciles: every task is listed anyway.
+        """As a first run, which reconciles (where it can): every task is listed anyway.
 
         The pass then marks what went away while the new stream was not written, and
         its reading every task's stories counts toward their floor (purge.py).
         """
         super().start_over()
-        reconciling.request(self)
+        if reconciling.possible(self):
+            reconciling.request(self)
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the per-run bookkeeping of deletes (see deletes.py)."""

@@ -72,6 +72,7 @@ class SubtasksStream(AsanaStream):
     # seen yet. The search's own high-water mark is kept per workspace instead.
     # What leaves unchanged subtasks out: the search's bookmarks, the walks' dates.
     bookmark_keys = (SEARCH_STATE_KEY, OVERLAP_STATE_KEY, FULL_WALKS_STATE_KEY)
+    switch_setting = "include_subtasks"
     context_label = ("task", "task_gid")
     child_context_key = "task_gid"
     deduplicate = True
@@ -197,7 +198,7 @@ class SubtasksStream(AsanaStream):
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
-        if not self.config["include_subtasks"]:
+        if self.switch_setting and not self.config[self.switch_setting]:
             return False
         if "task_gid" in context and not context.get("num_subtasks"):
             return False
@@ -350,7 +351,7 @@ class SubtasksStream(AsanaStream):
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
                 # killed during another workspace's walk redoes that one next time.
-                walks = sdk_adapter.own_state(self).setdefault(FULL_WALKS_STATE_KEY, {})
+                walks = sdk_adapter.own_map(self, FULL_WALKS_STATE_KEY)
                 walks[workspace] = format_timestamp(started)
 
         self.after_emit(advance_state)
@@ -358,7 +359,7 @@ class SubtasksStream(AsanaStream):
     def _full_walk_due(self, workspace: str) -> bool:
         if workspace in self._walked_workspaces:
             return True
-        last = sdk_adapter.own_state(self).get(FULL_WALKS_STATE_KEY, {}).get(workspace)
+        last = (sdk_adapter.own_state(self).get(FULL_WALKS_STATE_KEY) or {}).get(workspace)
         return not last or older_than(last, float(self.config["subtasks_full_walk_days"]))
 
     def _all_tasks_with_subtasks(self, workspace: str) -> list[str]:
