@@ -102,7 +102,7 @@ def clear_state_keys(stream: Stream, keys: Iterable[str]) -> None:
     the older state; a null replaces whatever it had. Readers take null as absent
     (``own_map``).
     """
-    entry = stream.stream_state
+    entry = own_state(stream)
     for holder in (entry, *(entry.get("partitions") or [])):
         for key in keys:
             if holder.get(key) is not None:
@@ -111,7 +111,7 @@ def clear_state_keys(stream: Stream, keys: Iterable[str]) -> None:
 
 def own_map(stream: Stream, key: str) -> dict[str, t.Any]:
     """The object kept under ``key`` in the stream's state entry, writable (made if absent)."""
-    entry = stream.stream_state
+    entry = own_state(stream)
     if not isinstance(entry.get(key), dict):
         entry[key] = {}
     return t.cast("dict[str, t.Any]", entry[key])
