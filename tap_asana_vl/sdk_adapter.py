@@ -42,7 +42,7 @@ from singer_sdk.helpers._state import (
 from tap_asana_vl.timestamps import parse_timestamp
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     import requests
     from singer_sdk import Stream, Tap
@@ -56,9 +56,11 @@ __all__ = [
     "add_child_stream",
     "advance_bookmark",
     "bookmark_value",
+    "clear_state_keys",
     "drop_progress",
     "finalize_partition",
     "oauth_session",
+    "own_map",
     "own_state",
     "partition_state",
     "quiet_per_parent_stream",
@@ -90,6 +92,29 @@ def own_state(stream: Stream) -> dict[str, t.Any]:
 def stored_state(stream: Stream) -> Mapping[str, t.Any]:
     """The stream's state entry, read only: for a stream without one, none is created."""
     return (stream.tap_state.get("bookmarks") or {}).get(stream.name) or {}
+
+
+def clear_state_keys(stream: Stream, keys: Iterable[str]) -> None:
+    """Set ``keys`` to null in the stream's state entry and in each of its partitions.
+
+    Null, not removed: Meltano merges the state of a failed or interrupted run onto the
+    last complete one key by key, at any depth, so a key removed would come back from
+    the older state; a null replaces whatever it had. Readers take null as absent
+    (``own_map``).
+    """
+    entry = own_state(stream)
+    for holder in (entry, *(entry.get("partitions") or [])):
+        for key in keys:
+            if holder.get(key) is not None:
+                holder[key] = None
+
+
+def own_map(stream: Stream, key: str) -> dict[str, t.Any]:
+    """The object kept under ``key`` in the stream's state entry, writable (made if absent)."""
+    entry = own_state(stream)
+    if not isinstance(entry.get(key), dict):
+        entry[key] = {}
+    return t.cast("dict[str, t.Any]", entry[key])
 
 
 def bookmark_value(stream: Stream, context: Context | None) -> t.Any:

@@ -35,7 +35,7 @@ from tap_asana_vl.settings import (
     hide_secret_values,
 )
 from tap_asana_vl.state_output import StateOutput
-from tap_asana_vl.streams import children_plan, purge
+from tap_asana_vl.streams import children_plan, purge, selection
 from tap_asana_vl.streams.children_ahead import READ_AHEAD_RECORDS_MAX
 from tap_asana_vl.streams.prefetch import WhileWaiting
 from tap_asana_vl.streams.project_level import USERS_READ_AHEAD
@@ -363,6 +363,9 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         self.user_references.enabled = bool(users is not None and users.selected)
         self.heap.start()  # before any thread of the run allocates
         self.progress.start_heartbeat()
+        # Bookmarks kept for another selection leave a newly selected stream's older
+        # rows out: they start over (before anything reads them, the deletes' plan too).
+        selection.start_over_where_newly_selected(asana_streams, self.logger)
         # Deletes (issue 14): a stream with a floor writes with a version above it.
         purge.plan(self.streams.values(), self.logger)
         try:
@@ -377,6 +380,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
                 workspaces.finish_run()
             # Tombstones removed with hard_delete: after every other ACTIVATE_VERSION.
             purge.finish(self.purges, self.logger)
+            selection.note_refusals(asana_streams)
             self.progress.finished()
         finally:
             # Done, failing or interrupted: nothing may keep running (or queued) after.

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "streams.purge": 2,
     "streams.project_children": 2,
     "streams.children_plan": 2,
+    "streams.selection": 2,
     # The HTTP transport and its parts.
     "transport": 1,
     "session": 1,

@@ -77,6 +77,10 @@ class AsanaStream(AsanaListing):
     #: that workspace's other streams: for changes no parent record reveals (subtasks
     #: edited under unchanged tasks). The workspaces stream runs these sweeps.
     sweeps_each_workspace: t.ClassVar[bool] = False
+    #: Keys of its state entry (and of each partition's) that make a run leave out
+    #: records unchanged since: dropped when a stream fed by its records is newly
+    #: selected (selection.py). Empty: its state leaves nothing out.
+    bookmark_keys: t.ClassVar[tuple[str, ...]] = ()
     #: Sweep after the other sweeps (for a table completed from what they emitted).
     sweeps_last: t.ClassVar[bool] = False
     #: Read in full on every run, per workspace or per project (``full_reads.WORKSPACE``,
@@ -90,6 +94,30 @@ class AsanaStream(AsanaListing):
     #: at any depth), walked for the users table. Off for the flat rows the tap builds:
     #: they name users by gid only (``user_gids``).
     holds_user_objects: t.ClassVar[bool] = True
+
+    #: The setting that turns this stream off when false (``include_attachments``):
+    #: selected, it then reads and writes nothing.
+    switch_setting: t.ClassVar[str | None] = None
+
+    def switched_off(self) -> bool:
+        """Whether ``switch_setting`` or the OAuth scopes keep this stream from reading."""
+        off = self.switch_setting is not None and not self.config.get(self.switch_setting, True)
+        return off or self.scope_off is not None
+
+    def covers(self) -> list[str]:
+        """What this run writes of this stream, as a bookmarks record names it (selection.py)."""
+        return [self.name] if self.selected and not self.switched_off() else []
+
+    def refused_in_run(self) -> bool:
+        """Whether Asana refused this stream during the run (scopes, a paid feature)."""
+        return self.scope_off is not None or bool(self._unavailable_in)
+
+    def start_over(self) -> None:
+        """Forget what makes a run leave records out (``bookmark_keys``), as a first run.
+
+        For a newly selected stream fed by this one's records (selection.py).
+        """
+        sdk_adapter.clear_state_keys(self, self.bookmark_keys)
 
     @property
     def offers_state(self) -> bool:

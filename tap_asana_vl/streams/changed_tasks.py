@@ -117,7 +117,7 @@ def plan(stream: AsanaStream, workspace: str, *, listing_because: str | None) ->
     pass), or None. Otherwise a search bookmark means search, if Asana answers it: its
     first page is read now, so a 402 (free plan) still lets every project be listed.
     """
-    previous = sdk_adapter.own_state(stream).get(SEARCH_STATE_KEY, {}).get(workspace)
+    previous = (sdk_adapter.own_state(stream).get(SEARCH_STATE_KEY) or {}).get(workspace)
     result = WorkspacePlan(workspace, previous)
     if listing_because is not None:
         result.listing_because = listing_because

@@ -17,7 +17,9 @@ from tap_asana_vl.errors import RefusedError, ScopeMissingError, SkippedObjectEr
 from tap_asana_vl.streams.base import AsanaStream, workspace_of
 from tap_asana_vl.streams.prefetch import Prefetches, listings_in_order
 from tap_asana_vl.streams.search import (
+    OVERLAP_STATE_KEY,
     SEARCH_PAGE,
+    SEARCH_STATE_KEY,
     OverlapMemory,
     SearchTiesError,
     SearchUnavailableError,
@@ -55,6 +57,10 @@ def derived_fields(record: dict[str, t.Any]) -> dict[str, t.Any]:
     return {name: record.get(name) for name in DERIVED_FIELDS}
 
 
+#: How a bookmarks record (selection.py) names the tasks in no project it covers.
+TASKS_IN_NO_PROJECT = "tasks in no project"
+
+
 class TasksStream(AsanaStream):
     """Tasks per project changed since the project's bookmark; multi-homed tasks once."""
 
@@ -77,6 +83,9 @@ class TasksStream(AsanaStream):
     # project also passes its workspace; the bookmark's key is the project alone. The
     # workspace sweep has no project: its few keys go to the stream's own entry.)
     state_partitioning_keys: t.ClassVar[list[str] | None] = ["project_gid"]
+    # What leaves unchanged tasks out: each project's bookmark, the search's (events
+    # tokens stay; see selection.py).
+    bookmark_keys = ("replication_key_value", SEARCH_STATE_KEY, OVERLAP_STATE_KEY)
     # Changed tasks of a workspace whose projects the search covers are found once per
     # workspace, after its projects (see changed_tasks.py).
     sweeps_each_workspace = True
@@ -92,6 +101,27 @@ class TasksStream(AsanaStream):
             *DERIVED_FIELDS,
         }
     )
+
+    def covers(self) -> list[str]:
+        """Tasks in no project too, when read (``include_tasks_without_projects``).
+
+        Turned on later, that setting starts the bookmarks over as a new stream would:
+        unchanged tasks in no project (and their stories) would otherwise never come.
+        """
+        names = super().covers()
+        if self.config.get("include_tasks_without_projects", True) and not self.switched_off():
+            names.append(TASKS_IN_NO_PROJECT)
+        return names
+
+    def start_over(self) -> None:
+        """As a first run, which reconciles (where it can): every task is listed anyway.
+
+        The pass then marks what went away while the new stream was not written, and
+        its reading every task's stories counts toward their floor (purge.py).
+        """
+        super().start_over()
+        if reconciling.possible(self):
+            reconciling.request(self)
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Set up the per-run bookkeeping of deletes (see deletes.py)."""

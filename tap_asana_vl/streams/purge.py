@@ -136,10 +136,8 @@ def drop_if_scope_changed(stream: Stream, logger: logging.Logger | None = None) 
     recorded = sdk_adapter.stored_state(stream).get(SCOPE_KEY)
     if recorded is None or recorded == scope_of(stream.config):
         return False
-    entry = sdk_adapter.own_state(stream)
     changed = sorted(k for k, v in scope_of(stream.config).items() if recorded.get(k) != v)
-    for key in (FLOOR_KEY, CANDIDATE_KEY, SCOPE_KEY):
-        entry.pop(key, None)
+    forget_marks(stream)
     if logger is not None:
         logger.info(
             "%s: %s changed since its last complete read, so its deleted rows stay marked "
@@ -149,6 +147,15 @@ def drop_if_scope_changed(stream: Stream, logger: logging.Logger | None = None) 
             ", ".join(changed),
         )
     return True
+
+
+def forget_marks(stream: Stream) -> None:
+    """Forget ``stream``'s floor and candidate: the next run that reads it in full sets them.
+
+    For a scope change, and for a stream newly selected (selection.py): rows deleted
+    while it was not written are below no floor of a later run.
+    """
+    sdk_adapter.clear_state_keys(stream, (FLOOR_KEY, CANDIDATE_KEY, SCOPE_KEY))
 
 
 def record_candidate(stream: Stream) -> int | None:

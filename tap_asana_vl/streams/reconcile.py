@@ -224,8 +224,16 @@ def read_subtasks_later(stream: AsanaStream, record: Mapping[str, t.Any]) -> Non
 
 
 def request(stream: AsanaStream) -> None:
-    """Ask for a reconcile in the next run (a project's events token expired)."""
+    """Ask for a reconcile in the next run (a project's events token expired).
+
+    Or in this one, asked before it is planned (the tasks' bookmarks started over).
+    """
     sdk_adapter.own_state(stream).setdefault(STATE_KEY, {})["requested"] = True
+
+
+def possible(stream: AsanaStream) -> bool:
+    """Whether a reconcile pass can run with these settings and this selection (``plan``)."""
+    return bool(_versioned_streams(stream)) and not scope_filters(stream.config)
 
 
 def write_unchanged(stream: AsanaStream, reconcile: Reconcile, record: dict[str, t.Any]) -> None:

@@ -55,7 +55,7 @@ OVERLAP_MEMORY_LIMIT = 10_000
 
 def search_bookmarks(stream: AsanaStream) -> dict[str, str]:
     """``stream``'s search bookmarks, workspace gid -> timestamp (writable)."""
-    return sdk_adapter.own_state(stream).setdefault(SEARCH_STATE_KEY, {})
+    return sdk_adapter.own_map(stream, SEARCH_STATE_KEY)
 
 
 class OverlapMemory:
@@ -100,7 +100,7 @@ class OverlapMemory:
 
     def save(self, stream: AsanaStream, workspace: str, bookmark: str | None) -> None:
         """Keep what the next search from ``bookmark`` returns again (None: nothing)."""
-        memory = sdk_adapter.own_state(stream).setdefault(OVERLAP_STATE_KEY, {})
+        memory = sdk_adapter.own_map(stream, OVERLAP_STATE_KEY)
         kept = {}
         if bookmark is not None:
             after = parse_timestamp(bookmark)

@@ -33,6 +33,7 @@ from tap_asana_vl.streams.project_level import (
     derived_fields,
 )
 from tap_asana_vl.streams.search import (
+    OVERLAP_STATE_KEY,
     SEARCH_PAGE,
     SEARCH_STATE_KEY,
     OverlapMemory,
@@ -53,6 +54,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 
+#: When each workspace's subtask trees were last all walked (free plans), in state.
+FULL_WALKS_STATE_KEY = "full_walks"
+
+
 class SubtasksStream(AsanaStream):
     """Subtasks at any depth, with the full task schema (``parent`` says whose)."""
 
@@ -65,6 +70,9 @@ class SubtasksStream(AsanaStream):
     # No SDK replication key: the SDK's bookmark (the newest record written) would also
     # count subtasks found by tree walks, which could pass changes that search has not
     # seen yet. The search's own high-water mark is kept per workspace instead.
+    # What leaves unchanged subtasks out: the search's bookmarks, the walks' dates.
+    bookmark_keys = (SEARCH_STATE_KEY, OVERLAP_STATE_KEY, FULL_WALKS_STATE_KEY)
+    switch_setting = "include_subtasks"
     context_label = ("task", "task_gid")
     child_context_key = "task_gid"
     deduplicate = True
@@ -190,7 +198,7 @@ class SubtasksStream(AsanaStream):
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
-        if not self.config["include_subtasks"]:
+        if self.switch_setting and not self.config[self.switch_setting]:
             return False
         if "task_gid" in context and not context.get("num_subtasks"):
             return False
@@ -343,7 +351,7 @@ class SubtasksStream(AsanaStream):
             if walked:
                 # Per workspace, and only now that this walk's records are out: a run
                 # killed during another workspace's walk redoes that one next time.
-                walks = sdk_adapter.own_state(self).setdefault("full_walks", {})
+                walks = sdk_adapter.own_map(self, FULL_WALKS_STATE_KEY)
                 walks[workspace] = format_timestamp(started)
 
         self.after_emit(advance_state)
@@ -351,7 +359,7 @@ class SubtasksStream(AsanaStream):
     def _full_walk_due(self, workspace: str) -> bool:
         if workspace in self._walked_workspaces:
             return True
-        last = sdk_adapter.own_state(self).get("full_walks", {}).get(workspace)
+        last = (sdk_adapter.own_state(self).get(FULL_WALKS_STATE_KEY) or {}).get(workspace)
         return not last or older_than(last, float(self.config["subtasks_full_walk_days"]))
 
     def _all_tasks_with_subtasks(self, workspace: str) -> list[str]:

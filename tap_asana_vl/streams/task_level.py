@@ -179,10 +179,11 @@ class AttachmentsStream(AsanaStream):
     context_params: t.ClassVar[dict[str, str]] = {"parent": "task_gid"}
     context_label = ("task", "task_gid")
     prefetch = True
+    switch_setting = "include_attachments"
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_attachments: false``."""
-        return bool(self.config["include_attachments"]) and super().wanted(context)
+        return not self.switched_off() and super().wanted(context)
 
 
 class TimeTrackingEntriesStream(AsanaStream):
