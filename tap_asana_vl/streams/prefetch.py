@@ -32,6 +32,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from tap_asana_vl.errors import SkippedObjectError
+from tap_asana_vl.packed import PackedRecords
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -42,8 +43,9 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.run_control import RunControl
 
 Records = list[dict[str, t.Any]]
-#: A listing's first records, and the listing itself, to be read on from there.
-Head = tuple[Records, "Iterator[dict[str, t.Any]]"]
+#: A listing's first records (packed unless they are all of it), and the listing
+#: itself, to be read on from there.
+Head = tuple["Records | PackedRecords", "Iterator[dict[str, t.Any]]"]
 #: One fetch started: whose it is, for which parent, and its stop signal (which tells it
 #: from a later fetch for the same parent, and holds nothing of its result).
 Started = tuple["Prefetches", str, threading.Event]
@@ -212,7 +214,14 @@ class Prefetches:
                     # read in turn, and the refusal comes where that page would.
                     return head, _raising(exc)
                 head_read.whole = self.short_listings = len(head) < first
-                return head, listing
+                if head_read.whole:
+                    return head, listing  # expanded from its records (heads_read)
+                # Held until the SDK reaches its parent (a whole project's sync later),
+                # decoded ~2 MB a page of tasks: packed, ~0.2 MB, unpacked as read.
+                packed = PackedRecords()
+                for record in head:
+                    packed.append(record)
+                return packed, listing
 
         if head_read is None:
             future = self._executor.submit(run)
@@ -269,7 +278,8 @@ class Prefetches:
             raise
         if isinstance(result, tuple):
             head, rest = result
-            return itertools.chain(head, rest)
+            records = head.drain() if isinstance(head, PackedRecords) else head
+            return itertools.chain(records, rest)
         return result
 
     def drop(self, key: str | None) -> None:
@@ -322,7 +332,7 @@ class Prefetches:
         for key, head in list(self._heads.items()):
             if not head.expanded and head.whole and self._finished(key):
                 result = self._started[key][0].result()
-                if isinstance(result, tuple):
+                if isinstance(result, tuple) and isinstance(result[0], list):
                     yield key, head.context, result[0]
 
     def expanded(self, key: str, started: list[Started]) -> None:
