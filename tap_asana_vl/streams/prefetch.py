@@ -13,8 +13,10 @@ A child with many records per parent (a project's tasks) is instead *read ahead*
 (``read_ahead``): while the SDK syncs it for one parent, the first page of the next
 parents' listings is already requested, so its first request does not wait for the
 previous parent's last records to be written. Only that first page (and the second, if
-there is one: the first batch may need some of it) is held; the rest of the listing is
-read on, from the main thread, when the SDK gets to that parent. How many parents
+there is one: the first batch may need some of it) is held, the first packed unless it
+is the whole listing (``packed.py``: a page of 100 tasks, ~2 MB decoded, waits a whole
+project's sync); the rest of the listing is read on, from the main thread, when the SDK
+gets to that parent. How many parents
 ahead is bounded by the records their first pages may hold (``has_room_for_head``): two
 parents always, more while their pages turn out short (many small projects).
 
