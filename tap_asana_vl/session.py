@@ -102,3 +102,13 @@ def new_session(url_base: str, pool_size: int = 10) -> requests.Session:
     session.verify = settings["verify"]
     session.trust_env = False
     return session
+
+
+def let_go_of_body(response: requests.Response) -> None:
+    """Drop the raw body of a response whose JSON is parsed and kept beside it.
+
+    The SDK keeps a page's response until the next page is in, and a listing read
+    ahead holds its second page's: each up to ~0.7 MB of bytes next to the records
+    decoded from them, which are all that is read from then on.
+    """
+    response._content = b""  # as above: requests has no public setter

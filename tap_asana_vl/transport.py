@@ -40,7 +40,7 @@ from tap_asana_vl.errors import (
     TokenRejectedError,
 )
 from tap_asana_vl.scopes import mentions_scope
-from tap_asana_vl.session import new_session
+from tap_asana_vl.session import let_go_of_body, new_session
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -275,6 +275,7 @@ class Transport:
         if not isinstance(body, dict) or not isinstance(body.get("data"), (list, dict)):
             msg = f"Asana returned no `data` for {path_of(response)}"
             raise RetriableAPIError(msg, response)
+        let_go_of_body(response)  # from now on only the parsed body is read
 
     def _unauthorized_message(self, response: requests.Response) -> str:
         detail = asana_error_text(response)

@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 import pytest
 
+from tap_asana_vl.packed import PackedRecords
 from tap_asana_vl.run_control import RunControl
 from tap_asana_vl.streams.prefetch import Prefetches, WhileWaiting
 
@@ -150,3 +151,24 @@ def _when_done(prefetches: Prefetches, key: str) -> None:
             return
         threading.Event().wait(0.01)
     raise AssertionError(f"{key} not done")
+
+
+def test_a_head_held_for_a_long_listing_waits_packed_and_reads_back_in_order(pool):
+    """Held until its parent's turn (a whole project's sync): not ~2 MB decoded a page."""
+    from decimal import Decimal
+
+    records = [{"gid": str(n), "n": Decimal("1.10"), "tags": [{"gid": "t"}]} for n in range(10)]
+    prefetches = Prefetches(pool, RunControl(60.0), pool)
+    prefetches.start("long", lambda: iter(records), first=3)
+    prefetches.start("short", lambda: iter(records[:2]), first=3)
+    _when_done(prefetches, "long")
+    _when_done(prefetches, "short")
+
+    held, _rest = prefetches._started["long"][0].result()
+    assert isinstance(held, PackedRecords)
+    assert len(held) == 3
+    assert held.packed_bytes > 0
+    # A whole listing stays decoded: its records' children are started from it.
+    assert [key for key, _, _ in prefetches.heads_read()] == ["short"]
+    assert list(prefetches.take("long")) == records
+    assert list(prefetches.take("short")) == records[:2]

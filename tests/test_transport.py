@@ -16,6 +16,7 @@ from tap_asana_vl.errors import (
     ScopeMissingError,
 )
 from tap_asana_vl.tap import TapAsanaVl
+from tap_asana_vl.transport import response_body
 
 API = "http://127.0.0.1:9/api/1.0"
 CONFIG = {"access_token": "fake-pat-offline", "api_url": API, "max_concurrent_requests": 7}
@@ -77,3 +78,18 @@ def test_a_refusal_says_where_in_the_listing_it_came_and_success_passes():
             transport.check(_answer(403, _error("Forbidden"), query=query), listing="tasks")
         assert (info.value.status, info.value.first_page) == (403, first_page)
     assert transport.check(_answer(200, {"data": []}), listing="tasks") is None
+
+
+def test_an_answer_checked_keeps_its_parsed_body_not_its_raw_bytes():
+    """The SDK keeps a page's response until the next: ~0.7 MB of bytes no one reads."""
+    transport = TapAsanaVl(config=CONFIG, parse_env_config=False).transport
+    page = {"data": [{"gid": str(n), "name": "x" * 100} for n in range(100)]}
+    answer = _answer(200, page)
+    transport.check(answer, listing="tasks")
+    assert answer.content == b""
+    assert response_body(answer) == page
+    # A refusal keeps its bytes: its error text is read from them.
+    refusal = _answer(404, _error("Unknown object"))
+    with pytest.raises(RefusedError, match="Unknown object"):
+        transport.check(refusal, listing="tasks")
+    assert refusal.content

@@ -13,8 +13,10 @@ A child with many records per parent (a project's tasks) is instead *read ahead*
 (``read_ahead``): while the SDK syncs it for one parent, the first page of the next
 parents' listings is already requested, so its first request does not wait for the
 previous parent's last records to be written. Only that first page (and the second, if
-there is one: the first batch may need some of it) is held; the rest of the listing is
-read on, from the main thread, when the SDK gets to that parent. How many parents
+there is one: the first batch may need some of it) is held, the first packed unless it
+is the whole listing (``packed.py``: a page of 100 tasks, ~2 MB decoded, waits a whole
+project's sync); the rest of the listing is read on, from the main thread, when the SDK
+gets to that parent. How many parents
 ahead is bounded by the records their first pages may hold (``has_room_for_head``): two
 parents always, more while their pages turn out short (many small projects).
 
@@ -32,6 +34,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from tap_asana_vl.errors import SkippedObjectError
+from tap_asana_vl.packed import PackedRecords
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -42,8 +45,9 @@ if t.TYPE_CHECKING:
     from tap_asana_vl.run_control import RunControl
 
 Records = list[dict[str, t.Any]]
-#: A listing's first records, and the listing itself, to be read on from there.
-Head = tuple[Records, "Iterator[dict[str, t.Any]]"]
+#: A listing's first records (packed unless they are all of it), and the listing
+#: itself, to be read on from there.
+Head = tuple["Records | PackedRecords", "Iterator[dict[str, t.Any]]"]
 #: One fetch started: whose it is, for which parent, and its stop signal (which tells it
 #: from a later fetch for the same parent, and holds nothing of its result).
 Started = tuple["Prefetches", str, threading.Event]
@@ -212,7 +216,14 @@ class Prefetches:
                     # read in turn, and the refusal comes where that page would.
                     return head, _raising(exc)
                 head_read.whole = self.short_listings = len(head) < first
-                return head, listing
+                if head_read.whole:
+                    return head, listing  # expanded from its records (heads_read)
+                # Held until the SDK reaches its parent (a whole project's sync later),
+                # decoded ~2 MB a page of tasks: packed, ~0.2 MB, unpacked as read.
+                packed = PackedRecords()
+                for record in head:
+                    packed.append(record)
+                return packed, listing
 
         if head_read is None:
             future = self._executor.submit(run)
@@ -269,7 +280,8 @@ class Prefetches:
             raise
         if isinstance(result, tuple):
             head, rest = result
-            return itertools.chain(head, rest)
+            records = head.drain() if isinstance(head, PackedRecords) else head
+            return itertools.chain(records, rest)
         return result
 
     def drop(self, key: str | None) -> None:
@@ -322,7 +334,7 @@ class Prefetches:
         for key, head in list(self._heads.items()):
             if not head.expanded and head.whole and self._finished(key):
                 result = self._started[key][0].result()
-                if isinstance(result, tuple):
+                if isinstance(result, tuple) and isinstance(result[0], list):
                     yield key, head.context, result[0]
 
     def expanded(self, key: str, started: list[Started]) -> None:
