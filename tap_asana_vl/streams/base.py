@@ -78,7 +78,7 @@ class AsanaStream(AsanaListing):
     #: edited under unchanged tasks). The workspaces stream runs these sweeps.
     sweeps_each_workspace: t.ClassVar[bool] = False
     #: Keys of its state entry (and of each partition's) that make a run leave out
-    #: records unchanged since: dropped when a stream fed by its records is newly
+    #: records unchanged since: cleared when a stream fed by its records is newly
     #: selected (selection.py). Empty: its state leaves nothing out.
     bookmark_keys: t.ClassVar[tuple[str, ...]] = ()
     #: Sweep after the other sweeps (for a table completed from what they emitted).

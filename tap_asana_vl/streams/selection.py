@@ -83,8 +83,9 @@ def start_over_where_newly_selected(
                 ", ".join(new),
             )
             refused = []
-        # Read again while refused last time: only changed records' rows come now, so
-        # not covered; not refused either, so the next run starts over for it.
+        # Refused last time: not covered now either (should Asana answer it now, only
+        # changed records' rows come), and refused until the run's end says otherwise
+        # (note_refusals), so that the run after the one it is answered in starts over.
         entry = sdk_adapter.own_state(stream)
         entry[STATE_KEY] = [n for n in covered if n not in refused]
         entry[REFUSED_KEY] = [n for n in refused if n in covered]

@@ -198,7 +198,7 @@ class SubtasksStream(AsanaStream):
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
-        if self.switch_setting and not self.config[self.switch_setting]:
+        if self.switched_off():
             return False
         if "task_gid" in context and not context.get("num_subtasks"):
             return False
