@@ -13,9 +13,13 @@ Two measurements (issue 15), each with the real tap as a subprocess:
           ``--baseline REV`` also runs the tap of git revision REV ("before")
           against the same fake, interleaved; ``--trace DIR`` writes each run's
           tracemalloc figures (traced peak, biggest lines at the end) there.
+          ``--repeat N`` runs each tap N times per size, interleaved, and prints each
+          tap's median peak per size, the spread of its repeats and its growth from the
+          smallest size to the largest: flat means growth within that spread.
 
   python benchmarks/state_and_memory.py state
   python benchmarks/state_and_memory.py memory [--baseline 51c70e4] [--trace /tmp/trace]
+                                              [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -149,7 +154,11 @@ def print_runs(runs: list[Run]) -> None:
 
 
 def measure_memory(
-    sizes: list[int], tasks_per_project: int, baseline: str | None, trace: Path | None
+    sizes: list[int],
+    tasks_per_project: int,
+    baseline: str | None,
+    trace: Path | None,
+    repeat: int = 1,
 ) -> None:
     os.environ["TAP_BENCH_NO_SEARCH_PACING"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,13 +170,18 @@ def measure_memory(
                 root = export_tap(baseline, Path(tmp))
             taps.insert(0, ("before", root))
             print(f"before = {baseline}, after = this tree", flush=True)
-        measure_memory_of(taps, sizes, tasks_per_project, trace)
+        measure_memory_of(taps, sizes, tasks_per_project, trace, repeat)
 
 
 def measure_memory_of(
-    taps: list[tuple[str, Path]], sizes: list[int], tasks_per_project: int, trace: Path | None
+    taps: list[tuple[str, Path]],
+    sizes: list[int],
+    tasks_per_project: int,
+    trace: Path | None,
+    repeat: int = 1,
 ) -> None:
     runs = []
+    peaks: dict[tuple[str, int], list[float]] = {}
     for total in sizes:
         dataset = build_dataset(
             workspaces=1,
@@ -184,7 +198,9 @@ def measure_memory_of(
                 f"{len(dataset.stories)} stories",
                 flush=True,
             )
-            for name, root in taps:
+            # Interleaved (before, after, before, after ...): what the machine does
+            # meanwhile falls on both taps alike.
+            for name, root in [tap for _ in range(repeat) for tap in taps]:
                 if trace is not None:
                     trace.mkdir(parents=True, exist_ok=True)
                     out = trace / f"{name}-{len(dataset.tasks)}.txt"
@@ -192,6 +208,7 @@ def measure_memory_of(
                 label = f"{name}, {len(dataset.tasks)} tasks"
                 runs.append(run_tap(tap_config(fake), None, label, tap_root=root))
                 run = runs[-1]
+                peaks.setdefault((name, len(dataset.tasks)), []).append(run.peak_rss_mib)
                 print(
                     f"  {label}: peak RSS {run.peak_rss_mib:.1f} MiB, of which gid tables "
                     f"at most {run.gid_tables_mib:.2f} MiB; without them "
@@ -200,6 +217,30 @@ def measure_memory_of(
                 )
         del dataset
     print_runs(runs)
+    if repeat > 1:
+        print_growth(peaks, [name for name, _ in taps])
+
+
+def print_growth(peaks: dict[tuple[str, int], list[float]], taps: list[str]) -> None:
+    """Each tap's median peak per size, and its growth against its repeats' spread."""
+    print(f"\n{'tap':<10}{'tasks':>9}{'median MiB':>12}{'min-max MiB':>16}{'spread':>8}")
+    for name in taps:
+        sizes = sorted(size for tap, size in peaks if tap == name)
+        for size in sizes:
+            values = peaks[name, size]
+            print(
+                f"{name:<10}{size:>9,}{statistics.median(values):>12.1f}"
+                f"{min(values):>8.1f}-{max(values):<7.1f}{max(values) - min(values):>8.1f}"
+            )
+        smallest, largest = peaks[name, sizes[0]], peaks[name, sizes[-1]]
+        growth = statistics.median(largest) - statistics.median(smallest)
+        spread = max(max(v) - min(v) for (tap, _), v in peaks.items() if tap == name)
+        verdict = "within" if abs(growth) <= spread else "beyond"
+        print(
+            f"{name}: {sizes[0]:,} -> {sizes[-1]:,} tasks: median peak grows {growth:+.1f} MiB; "
+            f"repeats of one size differ by up to {spread:.1f} MiB: growth {verdict} that spread",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -214,11 +255,14 @@ def main() -> None:
     memory.add_argument("--tasks-per-project", type=int, default=500)
     memory.add_argument("--baseline", help="git revision (or directory) of the 'before' tap")
     memory.add_argument("--trace", type=Path, help="directory for tracemalloc figures")
+    memory.add_argument("--repeat", type=int, default=1, help="runs of each tap per size")
     args = parser.parse_args()
     if args.what == "state":
         measure_state(args.projects, args.tasks_per_project, args.changed)
     else:
-        measure_memory(args.tasks, args.tasks_per_project, args.baseline, args.trace)
+        measure_memory(
+            args.tasks, args.tasks_per_project, args.baseline, args.trace, max(1, args.repeat)
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import tap_asana_vl.streams.subtasks as subtasks_module
+from tap_asana_vl.streams.base import gid_key
 from tests.tap_runner import FAST, run_tap
 
 
@@ -129,13 +130,17 @@ def test_a_paid_first_run_remembers_only_the_subtasks_its_search_returns_again(f
     # Kept compact: ints (gid, modified_at in microseconds), not the records' strings.
     memory = result.tap.streams["subtasks"]._emitted
     assert all(type(gid) is int and type(stamp) is int for gid, stamp in memory.items())
-    assert all(type(gid) is int for gid in result.tap.streams["subtasks"]._trees_read)
+    # No tree noted: where search works, no walk follows to skip them.
+    assert len(result.tap.streams["subtasks"]._trees_read) == 0
     pages = Counter(
         (r.path, tuple(sorted((k, tuple(v)) for k, v in r.query.items())))
         for r in _subtask_searches(fake)
     )
     assert pages
-    assert max(pages.values()) == 1  # the early first page is not asked again
+    # Asked once early (does search work here, before any tree is read), then again by
+    # the sweep, which must see what was edited meanwhile; no other page twice.
+    assert max(pages.values()) == 2
+    assert sum(pages.values()) <= len(pages) + len(fake.premium_workspaces)
 
 
 def test_a_reconcile_rewrites_each_unchanged_task_once_remembering_only_multi_homed_ones(
@@ -217,6 +222,114 @@ def test_each_subtask_tree_is_walked_once_when_the_full_walk_and_the_reconcile_m
     walked = Counter(r.path for r in fake.requests[already:] if r.path.endswith("/subtasks"))
     assert walked
     assert max(walked.values()) == 1
+
+
+def _workspace_of(ds, gid: str) -> str:
+    return ds.get_task(gid)["workspace"]["gid"]
+
+
+def _and_below(ds, gids) -> set[str]:
+    """``gids`` and every subtask below them, those with subtasks: the trees read."""
+    trees: set[str] = set()
+    todo = list(gids)
+    while todo:
+        gid = todo.pop()
+        below = ds.subtasks_by_parent.get(gid) or []
+        if below:
+            trees.add(gid)
+            todo.extend(subtask["gid"] for subtask in below)
+    return trees
+
+
+def _top_task(ds, gid: str) -> str:
+    while ds.get_task(gid).get("parent"):
+        gid = ds.get_task(gid)["parent"]["gid"]
+    return gid
+
+
+def _tree_of(gids) -> set:
+    """Gids as ``_trees_read`` keeps them."""
+    return {gid_key(gid) for gid in gids}
+
+
+def test_trees_read_are_remembered_only_in_a_workspace_whose_sweep_may_walk(fake, pat_config):
+    """A sweep's walk skips the trees already read; only a walk needs them noted.
+
+    Before, every tree read under a task was noted in every run, a gid per task with
+    subtasks: memory growing with the workspace. Now only in a workspace whose sweep may
+    walk: a free plan's run with a full walk due, not a paid plan's (it searches), nor a
+    free plan's run between full walks.
+    """
+    ds = fake.dataset
+    free, paid = sorted(ds.workspaces)
+    fake.premium_workspaces.discard(free)
+    config = {**pat_config, **FAST}
+
+    first = run_tap(config)
+
+    counts = Counter(first.gids("subtasks"))
+    assert set(counts) == set(ds.subtasks)
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
+    emitted = {gid for gid in first.gids("tasks") if _workspace_of(ds, gid) == free}
+    expected = _and_below(ds, emitted)
+    assert expected
+    noted = first.tap.streams["subtasks"]._trees_read
+    assert set(noted) == _tree_of(expected)
+    assert all(type(gid) is int for gid in noted)  # compact
+    assert any(_workspace_of(ds, gid) == paid for gid in _and_below(ds, first.gids("tasks")))
+
+    # The next run, no full walk due (subtasks_full_walk_days): nothing noted anywhere.
+    parent = next(gid for gid in sorted(emitted) if ds.subtasks_by_parent.get(gid))
+    fake.touch_task(parent)
+    second = run_tap(config, state=first.state)
+
+    assert parent in second.gids("tasks")
+    assert set(second.gids("subtasks")) >= {s["gid"] for s in ds.subtasks_by_parent[parent]}
+    assert len(second.tap.streams["subtasks"]._trees_read) == 0
+
+
+def test_a_workspace_moved_to_a_free_plan_drops_its_subtask_search_bookmark(fake, pat_config):
+    """Search answers 402 where it had a bookmark: the bookmark is nulled, so later runs
+    know the sweep walks and note the trees read before it (else, trusting the stale
+    bookmark, they noted none and walked every tree twice)."""
+    ds = fake.dataset
+    config = {**pat_config, **FAST}
+    first = run_tap(config)
+    moved = sorted(ds.workspaces)[0]
+    assert first.state["bookmarks"]["subtasks"]["search_bookmarks"].get(moved)
+    fake.premium_workspaces.discard(moved)
+
+    second = run_tap(config, state=first.state)
+
+    marks = second.state["bookmarks"]["subtasks"]["search_bookmarks"]
+    assert moved in marks
+    assert marks[moved] is None
+    # Walked there: every subtask below a task in its projects (the walk lists those).
+    in_projects = {gid for gid, task in ds.tasks.items() if task["projects"]}
+    below_projects = {
+        gid
+        for gid in ds.subtasks
+        if _workspace_of(ds, gid) == moved and _top_task(ds, gid) in in_projects
+    }
+    assert below_projects
+    assert below_projects <= set(second.gids("subtasks"))
+
+    parent = next(
+        gid
+        for gid in sorted(ds.tasks)
+        if _workspace_of(ds, gid) == moved
+        and ds.subtasks_by_parent.get(gid)
+        and len(ds.tasks[gid]["projects"]) == 1
+    )
+    changed = ds.subtasks_by_parent[parent][0]["gid"]
+    fake.touch_task(parent)
+    fake.touch_task(changed)
+    third = run_tap({**config, "subtasks_full_walk_days": 0}, state=second.state)
+
+    assert set(third.tap.streams["subtasks"]._trees_read) == _tree_of(_and_below(ds, [parent]))
+    counts = Counter(third.gids("subtasks"))
+    assert counts[changed] == 1
+    assert {gid: n for gid, n in counts.items() if n > 1} == {}
 
 
 def _later(timestamp: str) -> str:

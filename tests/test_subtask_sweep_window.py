@@ -80,9 +80,10 @@ def test_a_paid_first_run_searches_subtasks_only_from_its_own_start(fake, config
     assert {gid: n for gid, n in counts.items() if n > 1} == {}
     searches = _subtask_searches(fake)
     assert {r.path.split("/")[4] for r in searches} == set(fake.premium_workspaces)
-    # One request per workspace (nothing was edited since the run began), not one per
-    # 100 subtasks, from the run's start less the index lag.
-    assert len(searches) == len(fake.premium_workspaces)
+    # Two requests per workspace (nothing was edited since the run began), not one per
+    # 100 subtasks, from the run's start less the index lag: one before any tree is read
+    # (does search work here? then no tree need be noted for a walk), one by the sweep.
+    assert len(searches) == 2 * len(fake.premium_workspaces)
     lag = timedelta(minutes=SEARCH_INDEX_LAG_MINUTES)
     for request in searches:
         after = parse_timestamp(request.query["modified_at.after"][0])

@@ -12,7 +12,8 @@ changed subtasks come from two places:
    one, the run's start in the first run of tasks, else ``start_date``), or where
    search answers 402 (free plans) a walk of every task's subtree every
    ``subtasks_full_walk_days`` days (0: every run). Trees already read in this run are
-   not read again.
+   not read again; so that the run's memory does not grow with the trees it reads, they
+   are noted only in a workspace whose sweep may walk (``_walk_may_follow``).
 
 Both depend only on what the stream is given (a task context, a workspace context), so
 subtasks are complete whatever else is selected.
@@ -86,8 +87,11 @@ class SubtasksStream(AsanaStream):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """No tree read yet."""
         super().__init__(*args, **kwargs)
-        # Tasks whose subtree was read (or refused) in this run, from any thread.
+        # Tasks whose subtree was read (or refused) in this run, from any thread; only in
+        # workspaces where ``_walk_follows``: no other sweep asks.
         self._trees_read = GidTable(values=False)  # gid_key: compact, a set
+        #: Per workspace: whether its sweep may walk trees (``_walk_may_follow``).
+        self._walk_follows: dict[str, bool] = {}
         self._walked_workspaces: set[str] = set()
         #: Per workspace: tasks listed unchanged by a reconcile pass that have subtasks;
         #: their trees are read in the workspace's sweep (see ``read_tree_later``).
@@ -197,12 +201,42 @@ class SubtasksStream(AsanaStream):
         return isinstance(self._probed[workspace], TaskSearch)
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
-        """Off with ``include_subtasks: false``; under a task, only if it has subtasks."""
+        """Off with ``include_subtasks: false``; under a task, only if it has subtasks.
+
+        Before the first tree of a workspace is read, decides whether its trees are
+        noted (``_walk_may_follow``); asked on the main thread, before any fetch.
+        """
         if self.switched_off():
             return False
         if "task_gid" in context and not context.get("num_subtasks"):
             return False
-        return super().wanted(context)
+        if not super().wanted(context):
+            return False
+        workspace = context.get("workspace_gid")
+        if "task_gid" in context and workspace and workspace not in self._walk_follows:
+            self._walk_follows[str(workspace)] = self._walk_may_follow(str(workspace))
+        return True
+
+    def _walk_may_follow(self, workspace: str) -> bool:
+        """Whether the workspace's sweep may walk trees: then the trees read before it are noted.
+
+        A walk skips them.
+
+        Not with a search bookmark, nor where search works (the probe is asked now,
+        before any tree, and its page forgotten: the sweep asks it again when it comes,
+        so it sees what was edited meanwhile); else (free plans) if a full walk is due.
+        Walks not foreseen (search unable to page past ties, a reconcile's trees) may
+        re-read a tree read under a task: more requests, the same records again.
+        """
+        if self._bookmark(workspace):
+            return False
+        asked_here = workspace not in self._probed
+        if self._sweep_searches(workspace):
+            probed = self._probed.get(workspace)
+            if asked_here and isinstance(probed, TaskSearch):
+                probed.forget_first_page()
+            return False
+        return self._full_walk_due(workspace)
 
     def get_child_context(
         self,
@@ -221,7 +255,9 @@ class SubtasksStream(AsanaStream):
 
     def fetch(self, context: Context) -> list[dict[str, t.Any]]:
         """Every subtask below the task of ``context``, depth first."""
-        return self._subtree(str(context["task_gid"]), root=True)
+        workspace = str(context.get("workspace_gid"))
+        remember = self._walk_follows.get(workspace, True)
+        return self._subtree(str(context["task_gid"]), root=True, remember=remember)
 
     def source_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """A task's subtree, or for a workspace context, that workspace's sweep."""
@@ -232,9 +268,15 @@ class SubtasksStream(AsanaStream):
 
     # --- Trees ---------------------------------------------------------------------------
 
-    def _subtree(self, task_gid: str, *, root: bool = False) -> list[dict[str, t.Any]]:
-        """The subtasks below ``task_gid``; one unreadable subtree below it is skipped."""
-        self._trees_read.add(gid_key(task_gid))
+    def _subtree(
+        self, task_gid: str, *, root: bool = False, remember: bool = False
+    ) -> list[dict[str, t.Any]]:
+        """The subtasks below ``task_gid``; one unreadable subtree below it is skipped.
+
+        ``remember``: note each tree read, for a walk later in the run to skip.
+        """
+        if remember:
+            self._trees_read.add(gid_key(task_gid))
         try:
             records = list(self.list_records({"task_gid": task_gid}))
         except SkippedObjectError as exc:
@@ -245,7 +287,7 @@ class SubtasksStream(AsanaStream):
             return []
         for record in list(records):
             if record.get("num_subtasks"):
-                records.extend(self._subtree(record["gid"]))
+                records.extend(self._subtree(record["gid"], remember=remember))
         return records
 
     def _subtrees(self, parents: list[str]) -> Iterator[dict[str, t.Any]]:
@@ -259,6 +301,7 @@ class SubtasksStream(AsanaStream):
                 yield from tree
 
     def _subtree_or_skip(self, task_gid: str) -> list[dict[str, t.Any]]:
+        # A walk's trees: no later walk in this workspace, so none is noted.
         try:
             return self._subtree(task_gid, root=True)
         except SkippedObjectError as exc:
@@ -320,6 +363,11 @@ class SubtasksStream(AsanaStream):
                 workspace,
                 exc,
             )
+            # Moved to a free plan: without the bookmark, later runs know it walks (and
+            # note the trees read before the walk). Null, not removed: Meltano merges
+            # the state it stores with what the tap writes.
+            bookmarks[workspace] = None  # type: ignore[assignment]
+            search = SearchProgress(None)
             if self._full_walk_due(workspace):
                 self.services.logger.info(
                     "Walking every task's subtasks in workspace %s", workspace
