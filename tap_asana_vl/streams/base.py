@@ -104,6 +104,11 @@ class AsanaStream(AsanaListing):
         off = self.switch_setting is not None and not self.config.get(self.switch_setting, True)
         return off or self.scope_off is not None
 
+    @property
+    def runs(self) -> bool:
+        """Whether this stream runs: selected, or read for a selected stream below it."""
+        return bool(self.selected or self.has_selected_descendents)
+
     def covers(self) -> list[str]:
         """What this run writes of this stream, as a bookmarks record names it (selection.py)."""
         return [self.name] if self.selected and not self.switched_off() else []

@@ -86,9 +86,11 @@ class PrefetchingChild(t.Protocol):
     """What ``prefetch_children`` needs of a child stream."""
 
     prefetch: bool
-    selected: bool
-    has_selected_descendents: bool
     prefetches: Prefetches
+
+    @property
+    def runs(self) -> bool:
+        """Selected, or read for a selected stream below it."""
 
     def wanted(self, context: Context) -> bool:
         """Whether the child has anything to fetch for the parent of ``context``."""
@@ -391,7 +393,7 @@ def prefetch_children(
     """
     started: list[Started] = []
     for child in children:
-        if not child.prefetch or not (child.selected or child.has_selected_descendents):
+        if not child.prefetch or not child.runs:
             continue
         for context in child_contexts:
             key = child.prefetch_key(context)
@@ -424,7 +426,7 @@ def read_ahead(
     """
     started: list[Started] = []
     for child in children:
-        if not child.reads_ahead or not (child.selected or child.has_selected_descendents):
+        if not child.reads_ahead or not child.runs:
             continue
         key = child.prefetch_key(child_context)
         if key is None or key in child.prefetches or not child.wanted(child_context):

@@ -190,16 +190,6 @@ class TaskSearch:
         self.first_page = self._first(after)
         self._first_after = _normal(after)
 
-    def forget_first_page(self) -> None:
-        """Drop the probe's page and start time: ``changed`` asks its first page anew.
-
-        For a probe asked long before the search is read: its page would end the search
-        at what was indexed then, and its start would hold the bookmark back to then.
-        """
-        self.first_page = None
-        self._first_after = None
-        self.started = None
-
     def changed(self, after: str | None) -> Iterator[dict[str, t.Any]]:
         """Tasks modified after ``after`` (None: all), oldest first, each once.
 

@@ -64,7 +64,7 @@ def start_over_where_newly_selected(
     """
     started_over = []
     for stream in streams:
-        if not stream.bookmark_keys or not _runs(stream):
+        if not stream.bookmark_keys or not stream.runs:
             continue
         covered = covered_by(stream)
         stored = sdk_adapter.stored_state(stream)
@@ -100,7 +100,7 @@ def note_refusals(streams: Iterable[AsanaStream]) -> None:
     """
     for stream in streams:
         recorded = sdk_adapter.stored_state(stream).get(STATE_KEY)
-        if not stream.bookmark_keys or not _runs(stream) or not isinstance(recorded, list):
+        if not stream.bookmark_keys or not stream.runs or not isinstance(recorded, list):
             continue
         entry = sdk_adapter.own_state(stream)
         was_refused = set(entry.get(REFUSED_KEY) or [])
@@ -155,11 +155,6 @@ def fed_by(stream: AsanaStream) -> list[AsanaStream]:
             if below not in found:
                 found.append(below)
     return found
-
-
-def _runs(stream: AsanaStream) -> bool:
-    """Whether ``stream`` runs (selected, or read for a selected stream below it)."""
-    return bool(stream.selected or stream.has_selected_descendents)
 
 
 def _forget_floors(stream: AsanaStream, new: list[str]) -> None:

@@ -11,9 +11,9 @@ changed subtasks come from two places:
    ``modified_at.after`` = the workspace's search bookmark, 100 per request; without
    one, the run's start in the first run of tasks, else ``start_date``), or where
    search answers 402 (free plans) a walk of every task's subtree every
-   ``subtasks_full_walk_days`` days (0: every run). Trees already read in this run are
-   not read again; so that the run's memory does not grow with the trees it reads, they
-   are noted only in a workspace whose sweep may walk (``_walk_may_follow``).
+   ``subtasks_full_walk_days`` days (0: every run). A walk skips the trees this run
+   read under tasks where it foresaw the walk (``_walk_may_follow``): so that the run's
+   memory does not grow with the trees it reads, they are noted only there.
 
 Both depend only on what the stream is given (a task context, a workspace context), so
 subtasks are complete whatever else is selected.
@@ -103,9 +103,9 @@ class SubtasksStream(AsanaStream):
         self._a_tree_skipped = False
         #: Per workspace: ``_from_scratch``'s answer, once made.
         self._scratch_from: dict[str, str] = {}
-        #: Per workspace: the sweep's search, its first page asked early to learn
-        #: whether search works there (see ``_sweep_searches``), or its refusal.
-        self._probed: dict[str, TaskSearch | SearchUnavailableError] = {}
+        #: Per workspace: whether search works there (None) or its refusal, learnt
+        #: before its first tree was read (see ``_sweep_searches``).
+        self._probed: dict[str, SearchUnavailableError | None] = {}
 
     def read_tree_later(self, workspace: str, task_gid: str) -> None:
         """Read ``task_gid``'s subtree in ``workspace``'s sweep (for a reconcile pass).
@@ -121,8 +121,8 @@ class SubtasksStream(AsanaStream):
 
         One read under a task may be among the workspace sweep's search results (those
         modified after ``_search_from``); one the sweep's search finds may be in a tree
-        the sweep walks after it. One the sweep walks is its last delivery (walks skip
-        trees already read).
+        the sweep walks after it. One the sweep walks is its last delivery (a walk
+        skips the trees noted as read, and walks each tree once).
         """
         if "task_gid" in (context or {}):
             workspace = workspace_of(record)
@@ -181,10 +181,12 @@ class SubtasksStream(AsanaStream):
     def _sweep_searches(self, workspace: str | None) -> bool:
         """Whether the workspace's sweep searches (False where search answers 402).
 
-        Asked once per workspace, with the sweep's own first request (kept for it), so
-        a free plan does not remember every subtask read under a task for a search that
-        never comes. A missing scope is left to the sweep; other failures are raised,
-        as the sweep's would be.
+        Asked once per workspace, before its first tree is read (``_walk_may_follow``),
+        with the sweep's own first request: a free plan does not remember every subtask
+        read under a task for a search that never comes, nor the sweep ask again for
+        its 402. Where search works, the sweep asks that page again, to see what was
+        edited meanwhile. A missing scope is left to the sweep; other failures are
+        raised, as the sweep's would be.
         """
         if not workspace:
             return True
@@ -197,8 +199,8 @@ class SubtasksStream(AsanaStream):
             except ScopeMissingError:
                 return True  # the sweep meets it again and turns the stream off, as before
             else:
-                self._probed[workspace] = finder
-        return isinstance(self._probed[workspace], TaskSearch)
+                self._probed[workspace] = None
+        return self._probed[workspace] is None
 
     def wanted(self, context: Mapping[str, t.Any]) -> bool:
         """Off with ``include_subtasks: false``; under a task, only if it has subtasks.
@@ -222,19 +224,16 @@ class SubtasksStream(AsanaStream):
 
         A walk skips them.
 
-        Not with a search bookmark, nor where search works (the probe is asked now,
-        before any tree, and its page forgotten: the sweep asks it again when it comes,
-        so it sees what was edited meanwhile); else (free plans) if a full walk is due.
-        Walks not foreseen (search unable to page past ties, a reconcile's trees) may
-        re-read a tree read under a task: more requests, the same records again.
+        Not with a search bookmark, nor where search works (``_sweep_searches`` asks
+        now); else (free plans) if a full walk is due. Walks not foreseen re-read the
+        trees read under tasks: more requests (and ``subtask_stories`` ones), the same
+        records again, never fewer. They are: search unable to page past ties, a
+        reconcile's trees, and the run in which a workspace with a bookmark first finds
+        search refused (moved to a free plan: its full walk is due).
         """
         if self._bookmark(workspace):
             return False
-        asked_here = workspace not in self._probed
         if self._sweep_searches(workspace):
-            probed = self._probed.get(workspace)
-            if asked_here and isinstance(probed, TaskSearch):
-                probed.forget_first_page()
             return False
         return self._full_walk_due(workspace)
 
@@ -323,18 +322,10 @@ class SubtasksStream(AsanaStream):
         # unchanged is skipped, with its stories (search.OverlapMemory).
         overlap = OverlapMemory(self, workspace, covered_until(now()))
         try:
-            if workspace in self._probed:
-                # Asked while reading trees under tasks (no bookmark): its answer is this.
-                probed = self._probed.pop(workspace)
-                if isinstance(probed, SearchUnavailableError):
-                    raise probed
-                finder = probed
-                finder.progress = search
-                # What it returns is remembered from when it started, not from now.
-                if finder.started is not None:
-                    overlap = OverlapMemory(self, workspace, covered_until(finder.started))
-            else:
-                finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
+            refused = self._probed.pop(workspace, None)
+            if refused is not None:
+                raise refused  # learnt before the first tree was read: not asked again
+            finder = TaskSearch(self, workspace, is_subtask=True, progress=search)
             for record in finder.changed(after):
                 if overlap.delivered_before(record):
                     self.stats.unchanged_dropped += 1
@@ -363,9 +354,10 @@ class SubtasksStream(AsanaStream):
                 workspace,
                 exc,
             )
-            # Moved to a free plan: without the bookmark, later runs know it walks (and
-            # note the trees read before the walk). Null, not removed: Meltano merges
-            # the state it stores with what the tap writes.
+            # No bookmark where search is refused (a free plan, or one moved to it), so
+            # later runs know the sweep walks (and note the trees read before it).
+            # Null, not removed: Meltano merges the state it stores with what the tap
+            # writes.
             bookmarks[workspace] = None  # type: ignore[assignment]
             search = SearchProgress(None)
             if self._full_walk_due(workspace):

@@ -103,9 +103,7 @@ class WorkspacesStream(AsanaStream):
         sweeps = [
             stream
             for stream in self.descendent_streams
-            if isinstance(stream, AsanaStream)
-            and stream.sweeps_each_workspace
-            and (stream.selected or stream.has_selected_descendents)
+            if isinstance(stream, AsanaStream) and stream.sweeps_each_workspace and stream.runs
         ]
         for stream in sorted(sweeps, key=lambda s: s.sweeps_last):
             stream.sync(context={"workspace_gid": record["gid"], SWEEP: True})
