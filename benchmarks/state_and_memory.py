@@ -13,6 +13,8 @@ Two measurements (issue 15), each with the real tap as a subprocess:
           ``--baseline REV`` also runs the tap of git revision REV ("before")
           against the same fake, interleaved; ``--trace DIR`` writes each run's
           tracemalloc figures (traced peak, biggest lines at the end) there.
+          ``--rss-trace DIR`` writes, for each run, every rise of its resident size
+          to a new high (sampled every 5 ms) with what each thread was doing then.
           ``--repeat N`` runs each tap N times per size, interleaved, and prints each
           tap's median peak per size, the spread of its repeats and its growth from the
           smallest size to the largest: flat means growth within that spread.
@@ -159,6 +161,7 @@ def measure_memory(
     baseline: str | None,
     trace: Path | None,
     repeat: int = 1,
+    rss_trace: Path | None = None,
 ) -> None:
     os.environ["TAP_BENCH_NO_SEARCH_PACING"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +173,7 @@ def measure_memory(
                 root = export_tap(baseline, Path(tmp))
             taps.insert(0, ("before", root))
             print(f"before = {baseline}, after = this tree", flush=True)
-        measure_memory_of(taps, sizes, tasks_per_project, trace, repeat)
+        measure_memory_of(taps, sizes, tasks_per_project, trace, repeat, rss_trace)
 
 
 def measure_memory_of(
@@ -179,6 +182,7 @@ def measure_memory_of(
     tasks_per_project: int,
     trace: Path | None,
     repeat: int = 1,
+    rss_trace: Path | None = None,
 ) -> None:
     runs = []
     peaks: dict[tuple[str, int], list[float]] = {}
@@ -205,6 +209,10 @@ def measure_memory_of(
                     trace.mkdir(parents=True, exist_ok=True)
                     out = trace / f"{name}-{len(dataset.tasks)}.txt"
                     os.environ["TAP_BENCH_TRACEMALLOC"] = str(out)
+                if rss_trace is not None:
+                    rss_trace.mkdir(parents=True, exist_ok=True)
+                    out = rss_trace / f"{name}-{len(dataset.tasks)}-{len(runs)}.txt"
+                    os.environ["TAP_BENCH_RSS_TRACE"] = str(out)
                 label = f"{name}, {len(dataset.tasks)} tasks"
                 runs.append(run_tap(tap_config(fake), None, label, tap_root=root))
                 run = runs[-1]
@@ -256,12 +264,20 @@ def main() -> None:
     memory.add_argument("--baseline", help="git revision (or directory) of the 'before' tap")
     memory.add_argument("--trace", type=Path, help="directory for tracemalloc figures")
     memory.add_argument("--repeat", type=int, default=1, help="runs of each tap per size")
+    memory.add_argument(
+        "--rss-trace", type=Path, help="directory for each run's resident-size rises"
+    )
     args = parser.parse_args()
     if args.what == "state":
         measure_state(args.projects, args.tasks_per_project, args.changed)
     else:
         measure_memory(
-            args.tasks, args.tasks_per_project, args.baseline, args.trace, max(1, args.repeat)
+            args.tasks,
+            args.tasks_per_project,
+            args.baseline,
+            args.trace,
+            max(1, args.repeat),
+            args.rss_trace,
         )
 
 

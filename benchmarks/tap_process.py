@@ -42,6 +42,58 @@ if os.environ.get("TAP_BENCH_TRACEMALLOC"):
                 near_peak[:] = [current, tracemalloc.take_snapshot()]
 
     threading.Thread(target=watch_peak, daemon=True).start()
+if os.environ.get("TAP_BENCH_RSS_TRACE"):
+    # Each time the resident size passes its highest yet (sampled every 5 ms): when,
+    # how much, Python's blocks in use, and what every thread was doing then.
+    import threading, traceback
+    rss_rises = []
+
+    def resident_kib():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        libc = None
+
+    def c_heap():  # glibc's heap: in use, free inside it, mapped on their own (MiB)
+        if libc is None:
+            return ""
+        info = libc.mallinfo2()
+        return (
+            f"C used {info.uordblks / 2**20:5.1f} free {info.fordblks / 2**20:5.1f} "
+            f"mapped {info.hblkhd / 2**20:5.1f}  "
+        )
+
+    def watch_rss():
+        started, highest = time.monotonic(), 0
+        while True:
+            time.sleep(0.005)
+            rss = resident_kib()
+            if rss > highest:
+                highest = rss
+                doing = sorted(
+                    f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_code.co_name}"
+                    for tid, frame in sys._current_frames().items()
+                    if tid != threading.get_ident()
+                )
+                rss_rises.append(
+                    (time.monotonic() - started, rss, sys.getallocatedblocks(), c_heap(), doing)
+                )
+
+    threading.Thread(target=watch_rss, daemon=True).start()
 import tap_asana_vl
 if os.environ.get("TAP_BENCH_NO_SEARCH_PACING"):
     # Search's 60/min only adds wall time (minutes at 100k tasks), not memory.
@@ -94,6 +146,16 @@ def report():
                 sys.stderr.write("PEAK_RSS_KIB " + line.split()[1] + "\\n")
     sys.stderr.write(f"STATE_OFFERS {offers[0]} {offers[1]:.3f}\\n")
     sys.stderr.write(f"GID_TABLES_PEAK_KIB {gid_tables[1] // 1024}\\n")
+    if os.environ.get("TAP_BENCH_RSS_TRACE"):
+        import collections
+        with open(os.environ["TAP_BENCH_RSS_TRACE"], "w") as out:
+            for at, rss, blocks, heap, doing in rss_rises:
+                busy = collections.Counter(doing).most_common()
+                out.write(
+                    f"{at:8.2f}s {rss / 1024:7.1f} MiB {blocks:>9,} blocks  {heap}"
+                    + ", ".join(f"{n}x {name}" if n > 1 else name for name, n in busy)
+                    + "\\n"
+                )
     if os.environ.get("TAP_BENCH_TRACEMALLOC"):
         current, peak = tracemalloc.get_traced_memory()
         snapshot = tracemalloc.take_snapshot()
