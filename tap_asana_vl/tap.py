@@ -10,7 +10,6 @@ import threading
 import time
 import traceback
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from singer_sdk import Tap
@@ -43,6 +42,7 @@ from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
+from tap_asana_vl.worker_pool import RecyclingThreadPool
 
 if t.TYPE_CHECKING:
     import datetime
@@ -311,14 +311,15 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return purge.Purges()
 
     @cached_property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> RecyclingThreadPool:
         """The thread pool that fetches per-parent children (stories) ahead of time.
 
         A thread for each request that may ever be in flight: how many actually are
-        is the transport's ``InFlightLimit`` (the others wait for a slot).
+        is the transport's ``InFlightLimit`` (the others wait for a slot). Threads are
+        replaced after a number of tasks, which keeps memory flat (worker_pool.py).
         """
         workers = int(self.config["max_concurrent_requests"])
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana")
+        return RecyclingThreadPool(workers, thread_name_prefix="asana")
 
     @cached_property
     def while_waiting(self) -> WhileWaiting:
@@ -326,7 +327,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         return WhileWaiting()
 
     @cached_property
-    def lead_executor(self) -> ThreadPoolExecutor:
+    def lead_executor(self) -> RecyclingThreadPool:
         """The thread pool that reads the next parents' first pages ahead (prefetch.py).
 
         Apart from ``executor``: queued behind the children fetched for the parents
@@ -334,7 +335,7 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
         Their requests go first for a slot in flight, too (``RunControl.goes_first``).
         """
         workers = min(int(self.config["max_concurrent_requests"]), LEAD_THREADS)
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asana-lead")
+        return RecyclingThreadPool(workers, thread_name_prefix="asana-lead")
 
     @cached_property
     def state_output(self) -> StateOutput:

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "": 0,
     "errors": 0,
     "heap": 0,
+    "worker_pool": 0,
     "packed": 0,
     "gid_table": 0,
     "asana_urls": 0,

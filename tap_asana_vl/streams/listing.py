@@ -41,7 +41,7 @@ from tap_asana_vl.transport import RequestStats, error_message, response_body
 if t.TYPE_CHECKING:
     import datetime
     from collections.abc import Callable, Iterable, Iterator, Mapping
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Executor
 
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
@@ -77,11 +77,11 @@ class RunServices(t.Protocol):
         """The run's one transport."""
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         """The pool that prefetches children."""
 
     @property
-    def lead_executor(self) -> ThreadPoolExecutor:
+    def lead_executor(self) -> Executor:
         """The pool that reads the next parents' first pages ahead."""
 
     @property
