@@ -22,7 +22,8 @@ def _thread_name() -> str:
 
 def test_each_thread_runs_at_most_tasks_per_thread_then_a_successor_takes_over():
     pool = RecyclingThreadPool(2, thread_name_prefix="t", tasks_per_thread=3)
-    names = [future.result() for future in [pool.submit(_thread_name) for _ in range(20)]]
+    futures = [pool.submit(_thread_name) for _ in range(20)]
+    names = [future.result(timeout=5) for future in futures]  # none left without a thread
     pool.shutdown()
     per_thread = {name: names.count(name) for name in names}
     assert all(count <= 3 for count in per_thread.values())
