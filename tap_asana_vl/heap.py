@@ -17,7 +17,10 @@ Three glibc defaults make those holes:
 ``start`` fixes the threshold at 128 KiB (glibc's initial value: a body is mapped and
 unmapped whole) and allows 2 arenas, before the pool's threads allocate; between
 batches, at most once a second, ``batch_written`` calls ``malloc_trim(0)``, which gives
-back the free pages inside every arena (a few milliseconds). Measured with
+back the free pages inside every arena (a few milliseconds). One more default
+keeps freed memory counted as in use: each thread's cache of freed small buffers,
+which no call can empty from another thread; the pool's threads end after a number of
+tasks instead (``worker_pool.py``), which frees theirs. Measured with
 ``benchmarks/state_and_memory.py memory``; the figures are in the README.
 
 Elsewhere than glibc (macOS, musl) there are no such calls and nothing is done.
