@@ -42,7 +42,7 @@ from tap_asana_vl.streams.search import SEARCH_REQUESTS_PER_MINUTE
 from tap_asana_vl.timestamps import ServerClock
 from tap_asana_vl.transport import Transport
 from tap_asana_vl.user_refs import UserReferences
-from tap_asana_vl.worker_pool import RecyclingThreadPool
+from tap_asana_vl.worker_pool import PoolThread, RecyclingThreadPool
 
 if t.TYPE_CHECKING:
     import datetime
@@ -459,16 +459,19 @@ def main() -> None:
     if isinstance(code, str):
         print(code, file=sys.stderr)
     deadline = time.monotonic() + EXIT_GRACE_SECONDS
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    # The pools' threads are daemon threads, yet get the grace too: one still logging
+    # while the interpreter finalizes could abort it.
+    others = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread()
+        and (not thread.daemon or isinstance(thread, PoolThread))
+    ]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    if any(
-        t.is_alive() and not t.daemon
-        for t in threading.enumerate()
-        if t is not threading.current_thread()
-    ):
+    if any(thread.is_alive() for thread in others):
         os._exit(exit_code)
     sys.exit(exit_code)

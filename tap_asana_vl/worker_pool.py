@@ -18,8 +18,9 @@ A new thread costs ~0.1 ms; at 100 tasks per thread that is ~1 ms in 100 request
 Otherwise it is ``concurrent.futures.ThreadPoolExecutor``: up to ``max_workers``
 threads, started as work comes while none is idle; ``map`` comes from ``Executor``;
 ``shutdown(cancel_futures=True)`` cancels what has not started. The threads are daemon
-threads: a run that ends or fails shuts its pools down and never waits for a request
-still under way whose answer nobody would read.
+threads (``PoolThread``), so that a pool nobody shut down never keeps a process alive;
+the tap's ``main`` gives those still under way a grace period at exit, as to any other
+thread.
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ class RecyclingThreadPool(Executor):
         self._prefix = thread_name_prefix
         self._numbers = itertools.count()
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that stops the run (shutdown) may interrupt the main
+        # thread while it holds the lock in ``submit``.
+        self._lock = threading.RLock()
         #: Counts kept under the lock: work queued, not taken; threads waiting for work.
         self._queued = 0
         self._idle = 0
-        self._threads: set[threading.Thread] = set()
+        self._threads: set[PoolThread] = set()
+        #: Threads that retired and may not have ended yet (for ``shutdown(wait=True)``).
+        self._retired: list[PoolThread] = []
         self._shut_down = False
         #: Threads started in all (a retired thread's successor counts again).
         self.threads_started = 0
@@ -98,33 +103,37 @@ class RecyclingThreadPool(Executor):
                 self._work.put(None)  # one "stop" for each thread, after the work queued
         while wait:
             with self._lock:  # threads end one by one, and a retiring one has a successor
-                others = self._threads - {threading.current_thread()}
+                others = {*self._threads, *self._retired} - {threading.current_thread()}
+                others = {thread for thread in others if thread.is_alive()}
             if not others:
                 break
             next(iter(others)).join()
 
-    def _start_thread_if_needed(self) -> None:
-        """Under the lock: a thread for queued work no idle thread will take."""
-        if self._queued > self._idle and len(self._threads) < self.max_workers:
-            thread = threading.Thread(
-                target=self._run,
-                name=f"{self._prefix}_{next(self._numbers)}",
-                daemon=True,
-            )
+    def _start_thread_if_needed(self, *, in_place_of: int = 0) -> None:
+        """Under the lock: a thread for queued work no idle thread will take.
+
+        ``in_place_of``: threads counted in ``_threads`` that are about to leave.
+        Raises what ``Thread.start`` raises (the system allows no more threads).
+        """
+        if self._queued > self._idle and len(self._threads) - in_place_of < self.max_workers:
+            thread = PoolThread(target=self._run, name=f"{self._prefix}_{next(self._numbers)}")
+            thread.start()  # first: a thread that failed to start is not counted
             self._threads.add(thread)
             self.threads_started += 1
-            thread.start()
 
     def _run(self) -> None:
         """A thread's life: take work until ``tasks_per_thread`` are done or a stop."""
-        for _ in range(self.tasks_per_thread):
+        done = 0
+        while True:
+            if done >= self.tasks_per_thread and self._retire():
+                return
             with self._lock:
                 self._idle += 1
             work = self._work.get()
             with self._lock:
                 self._idle -= 1
                 if work is None:
-                    self._threads.discard(threading.current_thread())
+                    self._leave()
                     return
                 self._queued -= 1
             future, fn, args, kwargs = work
@@ -139,8 +148,34 @@ class RecyclingThreadPool(Executor):
                     del result
             # Nothing of this task stays referenced while the thread waits for the next.
             del future, fn, args, kwargs
+            done += 1
+
+    def _retire(self) -> bool:
+        """Leave the pool, a successor started if work waits; False: the thread stays.
+
+        (After a shutdown too: that work was queued before it, and the "stop" this
+        thread leaves unread is its successor's.) A successor that cannot be started
+        (the system allows no more threads) must not leave the work without a thread.
+        """
         with self._lock:
-            self._threads.discard(threading.current_thread())
-            # A successor if work is waiting (after a shutdown too: it was queued before,
-            # and the "stop" this thread leaves unread is its successor's).
-            self._start_thread_if_needed()
+            try:
+                self._start_thread_if_needed(in_place_of=1)
+            except RuntimeError:
+                return False
+            self._leave()
+            return True
+
+    def _leave(self) -> None:
+        """Under the lock: this thread is no longer the pool's (it is about to end)."""
+        current = t.cast("PoolThread", threading.current_thread())
+        self._threads.discard(current)
+        self._retired = [thread for thread in self._retired if thread.is_alive()]
+        self._retired.append(current)
+
+
+class PoolThread(threading.Thread):
+    """A thread of a ``RecyclingThreadPool`` (daemon: see the module's docstring)."""
+
+    def __init__(self, *, target: Callable[[], None], name: str) -> None:
+        """A daemon thread running ``target``."""
+        super().__init__(target=target, name=name, daemon=True)
