@@ -316,7 +316,8 @@ class TapAsanaVl(sdk_adapter.SchemaErrorsRewritten, Tap):
 
         A thread for each request that may ever be in flight: how many actually are
         is the transport's ``InFlightLimit`` (the others wait for a slot). Threads are
-        replaced after a number of tasks, which keeps memory flat (worker_pool.py).
+        replaced after a number of tasks, which bounds what glibc's per-thread caches
+        hold (worker_pool.py).
         """
         workers = int(self.config["max_concurrent_requests"])
         return RecyclingThreadPool(workers, thread_name_prefix="asana")
