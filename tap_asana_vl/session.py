@@ -38,7 +38,9 @@ class WholeResponseTimeoutAdapter(HTTPAdapter):
             return super().send(request, stream=stream, timeout=timeout, **kwargs)
         deadline = time.monotonic() + float(seconds)
         response = super().send(request, stream=True, timeout=timeout, **kwargs)
-        chunks: list[bytes] = []
+        # One buffer grown in place: glibc moves a large one by remapping its pages,
+        # while chunks joined at the end would be held twice at once (chunks + whole).
+        body = bytearray()
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -49,12 +51,12 @@ class WholeResponseTimeoutAdapter(HTTPAdapter):
                 chunk = _read_chunk(response, request)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                body += chunk
         except BaseException:
             response.close()
             raise
         # What requests itself does when it reads a body (it has no public setter).
-        response._content = b"".join(chunks)
+        response._content = body
         response._content_consumed = True
         response.raw.release_conn()  # read to the end: the connection is reusable
         return response
