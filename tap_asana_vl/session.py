@@ -4,6 +4,8 @@
 trickles in a byte at a time never times out (seen: 48 s with a 3 s timeout). The
 adapter here reads the body itself, a chunk at a time, each read bounded by the time
 left, and fails with a ``ReadTimeout`` (retried like any timeout) once it runs out.
+The body it reads is a ``bytearray`` (grown in place, held once); requests' ``text``
+and ``json()`` read it as they read ``bytes``.
 """
 
 from __future__ import annotations

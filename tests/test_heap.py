@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
 import threading
@@ -154,8 +155,6 @@ print(size, tracemalloc.get_traced_memory()[1] / size)
 def test_a_body_read_in_chunks_is_held_once_not_twice():
     """The adapter reads a body a chunk at a time (session.py): a 4 MB page must not
     exist twice over (its chunks and their join) while it is read."""
-    import http.server
-
     body = b'{"data": [' + b",".join(b'{"gid": "%d"}' % n for n in range(300_000)) + b"]}"
 
     class Handler(http.server.BaseHTTPRequestHandler):
